@@ -1,0 +1,181 @@
+//! The command line: what each option means, in the words a Laravel developer uses.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Overrides, keys};
+use crate::logging::LogFormat;
+
+/// Cancels unpaid Laravel orders when their Redis cache key expires, and returns their stock.
+///
+/// A drop-in replacement for `php artisan order:expire`: point it at the app's .env and it finds
+/// the same Redis connection, cache database, key prefixes and MySQL credentials as the app. When
+/// `ORDER_CONFIRM:<id>` expires, order <id> is cancelled (status 2) if it is still unpaid (status
+/// 0), and its quantity goes back to products.stock, exactly once even with several workers.
+///
+/// Settings come from the .env (Laravel 8 defaults for anything unset); variables in the process
+/// environment win over the file, and the flags below win over both.
+#[derive(Debug, Parser)]
+#[command(name = "order-expire", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// The Laravel app's .env file, e.g. /var/www/app/.env (the app root is its folder).
+    #[arg(long = "env", value_name = "FILE", global = true)]
+    pub env_file: Option<PathBuf>,
+
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// More logging: -v for debug, -vv for trace. Without it, RUST_LOG applies (default info).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker (the default when no command is given).
+    Run,
+    /// Write an order's expiry key exactly as Laravel's Cache::store('redis')->put() would.
+    ///
+    /// Sends SETEX <REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<ORDER_ID> <TTL> <value> to the
+    /// cache database. Use it from services not written in PHP, or to test a deployment.
+    Schedule {
+        /// The order id (orders.id).
+        #[arg(value_name = "ORDER_ID")]
+        order_id: u64,
+        /// Seconds until the key expires and the order is cancelled if still unpaid (at least 1).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        ttl: u64,
+        /// The cached value; defaults to the order id, like the blog post's put().
+        #[arg(long, value_name = "VALUE")]
+        value: Option<String>,
+    },
+}
+
+/// Options of the worker.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Worker")]
+pub struct RunArgs {
+    /// Orders written at the same time (also the number of MySQL connections).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+
+    /// Order ids that may wait for a writer before new ones are refused (and logged).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub queue_size: usize,
+
+    /// If Redis has keyspace notifications off, turn them on (CONFIG SET notify-keyspace-events)
+    /// instead of exiting with an explanation.
+    #[arg(long)]
+    pub configure_redis: bool,
+
+    /// Seconds allowed, after SIGTERM or SIGINT, to finish the orders already received.
+    #[arg(long, value_name = "SECONDS", default_value_t = 8)]
+    pub stop_timeout: u64,
+}
+
+/// The schema mapping and key type. Each flag overrides the .env setting named in brackets.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Schema mapping (each overrides the .env setting in brackets)")]
+pub struct MappingArgs {
+    /// Key type after the cache prefix [ORDER_EXPIRE_KEY_TYPE, default ORDER_CONFIRM].
+    #[arg(long, value_name = "TYPE", global = true)]
+    pub key_type: Option<String>,
+    /// Orders table [ORDER_EXPIRE_ORDERS_TABLE, default orders].
+    #[arg(long, value_name = "TABLE", global = true)]
+    pub orders_table: Option<String>,
+    /// Order status column [ORDER_EXPIRE_ORDERS_STATUS_COLUMN, default status].
+    #[arg(long, value_name = "COLUMN", global = true)]
+    pub orders_status_column: Option<String>,
+    /// Product column of an order [ORDER_EXPIRE_ORDERS_PRODUCT_COLUMN, default product_id].
+    #[arg(long, value_name = "COLUMN", global = true)]
+    pub orders_product_column: Option<String>,
+    /// Quantity column of an order [ORDER_EXPIRE_ORDERS_QUANTITY_COLUMN, default quantity].
+    #[arg(long, value_name = "COLUMN", global = true)]
+    pub orders_quantity_column: Option<String>,
+    /// Status of an unpaid order, the only one cancelled [ORDER_EXPIRE_UNPAID_STATUS, default 0].
+    #[arg(long, value_name = "N", global = true)]
+    pub unpaid_status: Option<String>,
+    /// Status written when cancelling [ORDER_EXPIRE_CANCELLED_STATUS, default 2].
+    #[arg(long, value_name = "N", global = true)]
+    pub cancelled_status: Option<String>,
+    /// Products table [ORDER_EXPIRE_PRODUCTS_TABLE, default products].
+    #[arg(long, value_name = "TABLE", global = true)]
+    pub products_table: Option<String>,
+    /// Stock column of a product [ORDER_EXPIRE_PRODUCTS_STOCK_COLUMN, default stock].
+    #[arg(long, value_name = "COLUMN", global = true)]
+    pub products_stock_column: Option<String>,
+    /// Order lines table; when set, stock comes from its rows instead of the order
+    /// [ORDER_EXPIRE_ITEMS_TABLE, default none].
+    #[arg(long, value_name = "TABLE", global = true)]
+    pub items_table: Option<String>,
+    /// Order column of the items table [ORDER_EXPIRE_ITEMS_ORDER_COLUMN, default order_id].
+    #[arg(long, value_name = "COLUMN", global = true)]
+    pub items_order_column: Option<String>,
+    /// Product column of the items table [ORDER_EXPIRE_ITEMS_PRODUCT_COLUMN, default product_id].
+    #[arg(long, value_name = "COLUMN", global = true)]
+    pub items_product_column: Option<String>,
+    /// Quantity column of the items table [ORDER_EXPIRE_ITEMS_QUANTITY_COLUMN, default quantity].
+    #[arg(long, value_name = "COLUMN", global = true)]
+    pub items_quantity_column: Option<String>,
+    /// The app's time zone, in which updated_at is written, as config('app.timezone')
+    /// [ORDER_EXPIRE_TIMEZONE, default UTC as in Laravel 8's config/app.php].
+    #[arg(long, value_name = "ZONE", global = true)]
+    pub timezone: Option<String>,
+}
+
+impl MappingArgs {
+    /// The flags given, keyed by the .env setting they override.
+    pub fn overrides(&self) -> Overrides {
+        [
+            (keys::KEY_TYPE, &self.key_type),
+            (keys::ORDERS_TABLE, &self.orders_table),
+            (keys::ORDERS_STATUS_COLUMN, &self.orders_status_column),
+            (keys::ORDERS_PRODUCT_COLUMN, &self.orders_product_column),
+            (keys::ORDERS_QUANTITY_COLUMN, &self.orders_quantity_column),
+            (keys::UNPAID_STATUS, &self.unpaid_status),
+            (keys::CANCELLED_STATUS, &self.cancelled_status),
+            (keys::PRODUCTS_TABLE, &self.products_table),
+            (keys::PRODUCTS_STOCK_COLUMN, &self.products_stock_column),
+            (keys::ITEMS_TABLE, &self.items_table),
+            (keys::ITEMS_ORDER_COLUMN, &self.items_order_column),
+            (keys::ITEMS_PRODUCT_COLUMN, &self.items_product_column),
+            (keys::ITEMS_QUANTITY_COLUMN, &self.items_quantity_column),
+            (keys::TIMEZONE, &self.timezone),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.clone().map(|v| (key, v)))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_map_to_env_settings() {
+        let cli = Cli::parse_from(["order-expire", "--env", "/app/.env", "--orders-table", "shop_orders", "--concurrency", "2", "run"]);
+        let overrides = cli.mapping.overrides();
+        assert_eq!(overrides.get(keys::ORDERS_TABLE).map(String::as_str), Some("shop_orders"));
+        assert_eq!(overrides.len(), 1);
+        assert_eq!(cli.run.concurrency, 2);
+        assert!(matches!(cli.command, Some(Command::Run)));
+    }
+}

@@ -1,0 +1,95 @@
+//! The variables Laravel's `env()` sees: the process environment first, then the app's `.env`.
+//!
+//! Laravel loads `.env` into an immutable repository, so a variable that supervisor or systemd
+//! already put in the process environment wins over the file. We mirror that, and we never write
+//! the file's variables into our own process environment (that is unsound in a threaded program and
+//! would leak the app's secrets into child processes).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::dotenv;
+use super::env_value::{EnvValue, interpret};
+use crate::error::ConfigError;
+
+/// Answers "what is variable X in the process environment?"; injectable so tests need not touch
+/// the real one.
+pub type ProcessEnv = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The variables of one Laravel app, as `env()` would read them.
+pub struct Environment {
+    file: HashMap<String, String>,
+    process: ProcessEnv,
+}
+
+impl Environment {
+    /// Reads and parses the app's `.env` with phpdotenv's rules; the process environment wins.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read(path).map_err(|source| ConfigError::ReadEnv {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // phpdotenv reads bytes and works on them as UTF-8; invalid sequences are kept as
+        // replacement characters rather than refusing the whole file.
+        let text = String::from_utf8_lossy(&text);
+        Self::parse(&text, Box::new(|name| std::env::var(name).ok())).map_err(|source| {
+            ConfigError::ParseEnv {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
+    }
+
+    /// Builds the environment from `.env` text and a process-environment lookup.
+    pub fn parse(text: &str, process: ProcessEnv) -> Result<Self, dotenv::DotenvError> {
+        let file = dotenv::parse(text, &*process)?.into_iter().collect();
+        Ok(Self { file, process })
+    }
+
+    /// The raw string of `name`, before `env()`'s mapping, or `None` if it is not set anywhere.
+    pub fn raw(&self, name: &str) -> Option<String> {
+        (self.process)(name).or_else(|| self.file.get(name).cloned())
+    }
+
+    /// What `env(name)` returns, or `None` when the variable is not set at all (and Laravel would
+    /// use the default).
+    pub fn get(&self, name: &str) -> Option<EnvValue> {
+        self.raw(name).map(|raw| interpret(&raw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(text: &str, process: &'static [(&'static str, &'static str)]) -> Environment {
+        Environment::parse(
+            text,
+            Box::new(move |name| {
+                process
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_string())
+            }),
+        )
+        .expect("valid .env")
+    }
+
+    #[test]
+    fn process_environment_wins_over_the_file() {
+        let env = env("REDIS_HOST=file-host\nREDIS_PORT=6380\n", &[("REDIS_HOST", "proc-host")]);
+        assert_eq!(env.raw("REDIS_HOST").as_deref(), Some("proc-host"));
+        assert_eq!(env.raw("REDIS_PORT").as_deref(), Some("6380"));
+        assert_eq!(env.raw("MISSING"), None);
+    }
+
+    #[test]
+    fn values_are_mapped_like_laravel_env() {
+        let env = env("A=null\nB=\nC=(true)\nD=\"'quoted'\"\n", &[]);
+        assert_eq!(env.get("A"), Some(EnvValue::Null));
+        assert_eq!(env.get("B"), Some(EnvValue::Str(String::new())));
+        assert_eq!(env.get("C"), Some(EnvValue::Bool(true)));
+        assert_eq!(env.get("D"), Some(EnvValue::Str("quoted".into())));
+        assert_eq!(env.get("E"), None);
+    }
+}

@@ -1,0 +1,22 @@
+//! Laravel configuration: from the app's files to resolved [`Settings`].
+//!
+//! * [`dotenv`] parses `.env` exactly as phpdotenv 5 does (the dotenvy crate does not: see its
+//!   module docs), [`env_value`] maps raw strings as Laravel's `env()` does, and [`environment`]
+//!   puts the process environment in front of the file.
+//! * [`slug`] is `Str::slug`, which Laravel uses to derive the default key prefixes from `APP_NAME`.
+//! * [`php`] holds the PHP conversions (`(int)`, `is_numeric`) that Laravel relies on implicitly.
+//! * [`settings`] resolves the Redis connection, key prefixes, MySQL connection, schema mapping
+//!   and time zone; [`schema`] validates the table and column names.
+
+pub mod dotenv;
+pub mod env_value;
+pub mod environment;
+pub mod php;
+pub mod schema;
+pub mod settings;
+pub mod slug;
+
+pub use schema::{Ident, OrderLines, Schema};
+pub use settings::{
+    KeySettings, MysqlSettings, Overrides, RedisEndpoint, RedisSettings, Settings, TimeZoneSetting, keys,
+};

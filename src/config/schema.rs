@@ -1,0 +1,99 @@
+//! The app's tables and columns that the writer touches, as validated SQL identifiers.
+//!
+//! Table and column names come from the `.env` or the command line, and SQL cannot bind
+//! identifiers as parameters. So every name is checked once, here, against a strict identifier
+//! grammar, and the writer only ever splices an [`Ident`] (always back-quoted) into its SQL.
+
+use std::fmt;
+
+/// A table or column name that is safe to put between back-quotes in MySQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ident(String);
+
+impl Ident {
+    /// Accepts `[A-Za-z_][A-Za-z0-9_$]*`, at most 64 characters (MySQL's limit).
+    pub fn new(name: &str) -> Result<Self, String> {
+        let mut chars = name.chars();
+        let valid_start = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        let valid_rest = chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+        if !valid_start || !valid_rest || name.len() > 64 {
+            return Err(format!(
+                "`{name}` is not a valid table or column name (use letters, digits and _, at most 64 characters, not starting with a digit)"
+            ));
+        }
+        Ok(Self(name.to_string()))
+    }
+
+    /// The bare name, as stored in `information_schema`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Back-quoted, ready for SQL.
+impl fmt::Display for Ident {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`", self.0)
+    }
+}
+
+/// Where an order's stock comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderLines {
+    /// One product per order: `orders.product_id` and `orders.quantity` (the blog post's schema).
+    OnOrder { product: Ident, quantity: Ident },
+    /// Several lines per order in an items table: `order_items(order_id, product_id, quantity)`.
+    Items {
+        table: Ident,
+        order: Ident,
+        product: Ident,
+        quantity: Ident,
+    },
+}
+
+/// The schema mapping: which tables and columns mean what.
+///
+/// Primary keys are `id` and the timestamp is `updated_at`, Eloquent's defaults; the writer
+/// checks at start which of the configured columns really exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schema {
+    pub orders: Ident,
+    pub order_status: Ident,
+    pub lines: OrderLines,
+    pub products: Ident,
+    pub product_stock: Ident,
+    /// The status of an order that may still be paid (the only one we cancel).
+    pub unpaid_status: i64,
+    /// The status we set, as the PHP command's `$order->status = 2`.
+    pub cancelled_status: i64,
+}
+
+impl Schema {
+    /// Eloquent's primary key column.
+    pub fn id_column() -> Ident {
+        Ident("id".into())
+    }
+
+    /// Eloquent's `Model::UPDATED_AT`.
+    pub fn updated_at_column() -> Ident {
+        Ident("updated_at".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_validated_and_quoted() {
+        assert_eq!(Ident::new("orders").map(|i| i.to_string()), Ok("`orders`".into()));
+        assert!(Ident::new("shop_orders2").is_ok());
+        assert!(Ident::new("_t$x").is_ok());
+        for bad in ["", "2orders", "orders`; DROP TABLE x", "ord ers", "orders.x", "ordérs"] {
+            assert!(Ident::new(bad).is_err(), "{bad:?} must be rejected");
+        }
+        assert!(Ident::new(&"a".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,532 @@
+//! Resolves everything the worker needs from the app's variables, with Laravel 8's defaults.
+//!
+//! Each setting is computed the way Laravel 8's default `config/database.php` and
+//! `config/cache.php` compute it from `env()`, including PHP's loose emptiness (`REDIS_PREFIX=`
+//! means no prefix, an unset one means the `Str::slug(APP_NAME)` default). Reading the app's own
+//! `config/*.php` is meant to grow here, behind the same [`Settings`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::env_value::EnvValue;
+use super::environment::Environment;
+use super::php;
+use super::schema::{Ident, OrderLines, Schema};
+use super::slug::slug;
+use crate::error::ConfigError;
+
+/// Names of our own settings. They live in the app's `.env` beside Laravel's, and each has a
+/// command-line flag that wins over it.
+pub mod keys {
+    pub const KEY_TYPE: &str = "ORDER_EXPIRE_KEY_TYPE";
+    pub const ORDERS_TABLE: &str = "ORDER_EXPIRE_ORDERS_TABLE";
+    pub const ORDERS_STATUS_COLUMN: &str = "ORDER_EXPIRE_ORDERS_STATUS_COLUMN";
+    pub const ORDERS_PRODUCT_COLUMN: &str = "ORDER_EXPIRE_ORDERS_PRODUCT_COLUMN";
+    pub const ORDERS_QUANTITY_COLUMN: &str = "ORDER_EXPIRE_ORDERS_QUANTITY_COLUMN";
+    pub const UNPAID_STATUS: &str = "ORDER_EXPIRE_UNPAID_STATUS";
+    pub const CANCELLED_STATUS: &str = "ORDER_EXPIRE_CANCELLED_STATUS";
+    pub const PRODUCTS_TABLE: &str = "ORDER_EXPIRE_PRODUCTS_TABLE";
+    pub const PRODUCTS_STOCK_COLUMN: &str = "ORDER_EXPIRE_PRODUCTS_STOCK_COLUMN";
+    pub const ITEMS_TABLE: &str = "ORDER_EXPIRE_ITEMS_TABLE";
+    pub const ITEMS_ORDER_COLUMN: &str = "ORDER_EXPIRE_ITEMS_ORDER_COLUMN";
+    pub const ITEMS_PRODUCT_COLUMN: &str = "ORDER_EXPIRE_ITEMS_PRODUCT_COLUMN";
+    pub const ITEMS_QUANTITY_COLUMN: &str = "ORDER_EXPIRE_ITEMS_QUANTITY_COLUMN";
+    pub const TIMEZONE: &str = "ORDER_EXPIRE_TIMEZONE";
+}
+
+/// Values given on the command line, keyed by the `.env` name they override.
+pub type Overrides = BTreeMap<&'static str, String>;
+
+/// Debian's `pdo_mysql.default_socket`: PDO connects there when `DB_HOST=localhost`.
+const PDO_DEFAULT_SOCKET: &str = "/var/run/mysqld/mysqld.sock";
+
+/// Everything the worker needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `.env` the settings came from.
+    pub env_file: PathBuf,
+    pub redis: RedisSettings,
+    pub keys: KeySettings,
+    pub mysql: MysqlSettings,
+    pub schema: Schema,
+    pub timezone: TimeZoneSetting,
+}
+
+/// How to reach the app's cache Redis connection (`database.redis.cache`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub endpoint: RedisEndpoint,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The cache database index (`REDIS_CACHE_DB`), as phpredis `SELECT`s it.
+    pub database: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    Tcp { host: String, port: u16 },
+    Tls { host: String, port: u16 },
+    Unix { path: PathBuf },
+}
+
+impl fmt::Display for RedisEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Self::Tls { host, port } => write!(f, "tls://{host}:{port}"),
+            Self::Unix { path } => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// What Laravel puts in front of `ORDER_CONFIRM:<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySettings {
+    /// The Redis connection's prefix (`REDIS_PREFIX`), applied by phpredis to every key.
+    pub connection_prefix: String,
+    /// The cache store's prefix as `RedisStore` uses it: `CACHE_PREFIX` plus the `:` that
+    /// Laravel 8-10 append, or empty.
+    pub store_prefix: String,
+    /// The key type the app uses (`ORDER_CONFIRM`).
+    pub key_type: String,
+}
+
+/// The app's MySQL connection (`database.connections.mysql`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MysqlSettings {
+    pub host: String,
+    pub port: u16,
+    /// A Unix socket, from `DB_SOCKET` or implied by `DB_HOST=localhost` as PDO does.
+    pub socket: Option<PathBuf>,
+    pub database: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl MysqlSettings {
+    /// Where we connect, for messages.
+    pub fn endpoint(&self) -> String {
+        match &self.socket {
+            Some(path) => format!("unix:{}", path.display()),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// Never print the password, even in debug logs.
+impl fmt::Debug for MysqlSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MysqlSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("socket", &self.socket)
+            .field("database", &self.database)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// The app's time zone (`config('app.timezone')`), in which Eloquent writes `updated_at`.
+#[derive(Debug, Clone)]
+pub struct TimeZoneSetting {
+    pub name: String,
+    pub tz: jiff::tz::TimeZone,
+}
+
+impl Settings {
+    /// Reads the app's `.env` at `env_file` and resolves the settings; `overrides` (command-line
+    /// flags) win over everything.
+    pub fn load(env_file: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let env = Environment::load(env_file)?;
+        Self::resolve(env_file, &env, overrides)
+    }
+
+    /// Resolves the settings from an already-read environment.
+    pub fn resolve(
+        env_file: &Path,
+        env: &Environment,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let r = Resolver {
+            env,
+            overrides,
+            file: env_file,
+        };
+        r.require_cache_driver()?;
+        Ok(Self {
+            env_file: env_file.to_path_buf(),
+            redis: r.redis()?,
+            keys: r.keys()?,
+            mysql: r.mysql()?,
+            schema: r.schema()?,
+            timezone: r.timezone()?,
+        })
+    }
+}
+
+struct Resolver<'a> {
+    env: &'a Environment,
+    overrides: &'a Overrides,
+    file: &'a Path,
+}
+
+impl Resolver<'_> {
+    /// `env(name, default)` as a PHP string: unset gives the default, `null` gives `None`.
+    fn laravel(&self, name: &str, default: Option<&str>) -> Option<String> {
+        match self.env.get(name) {
+            None => default.map(str::to_string),
+            Some(value) => value.to_php_string(),
+        }
+    }
+
+    /// One of our own settings: the flag, else the variable, else the default. Empty and `null`
+    /// count as unset, so `ORDER_EXPIRE_ITEMS_TABLE=` reads naturally as "none".
+    fn ours(&self, name: &'static str) -> Option<String> {
+        if let Some(value) = self.overrides.get(name) {
+            return Some(value.clone()).filter(|v| !v.is_empty());
+        }
+        self.env
+            .get(name)
+            .and_then(|v| v.to_php_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&self, key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.file.to_path_buf(),
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn ident(&self, name: &'static str, default: &str) -> Result<Ident, ConfigError> {
+        let value = self.ours(name).unwrap_or_else(|| default.to_string());
+        Ident::new(&value).map_err(|reason| self.invalid(name, &value, reason))
+    }
+
+    fn integer(&self, name: &'static str, default: i64) -> Result<i64, ConfigError> {
+        match self.ours(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| self.invalid(name, &v, "expected an integer")),
+        }
+    }
+
+    fn port(&self, name: &str, default: &str) -> Result<i64, ConfigError> {
+        let value = self.laravel(name, Some(default)).unwrap_or_default();
+        if !php::is_numeric(&value) {
+            return Err(self.invalid(name, &value, "expected a port number"));
+        }
+        Ok(php::int_cast(&value))
+    }
+
+    fn require_cache_driver(&self) -> Result<(), ConfigError> {
+        let driver = self.laravel("CACHE_DRIVER", Some("file")).unwrap_or_default();
+        if driver != "redis" {
+            return Err(ConfigError::CacheDriver {
+                path: self.file.to_path_buf(),
+                found: driver,
+            });
+        }
+        Ok(())
+    }
+
+    fn unsupported_url(&self, name: &'static str, instead: &'static str) -> Result<(), ConfigError> {
+        match self.laravel(name, None) {
+            Some(url) if !url.is_empty() => Err(ConfigError::Unsupported {
+                path: self.file.to_path_buf(),
+                key: name,
+                instead,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn redis(&self) -> Result<RedisSettings, ConfigError> {
+        self.unsupported_url("REDIS_URL", "REDIS_HOST, REDIS_PORT, REDIS_PASSWORD and REDIS_CACHE_DB")?;
+        let client = self.laravel("REDIS_CLIENT", Some("phpredis")).unwrap_or_default();
+        if client != "phpredis" && client != "predis" {
+            return Err(self.invalid("REDIS_CLIENT", &client, "expected phpredis or predis"));
+        }
+        let host = self.laravel("REDIS_HOST", Some("127.0.0.1")).unwrap_or_default();
+        let port = self.port("REDIS_PORT", "6379")?;
+        let endpoint = if host.starts_with('/') && port < 1 {
+            // phpredis treats a path with a port below 1 as a Unix socket.
+            RedisEndpoint::Unix { path: host.into() }
+        } else {
+            let port = u16::try_from(port)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| self.invalid("REDIS_PORT", &port.to_string(), "expected 1-65535"))?;
+            if host.is_empty() {
+                return Err(self.invalid("REDIS_HOST", "", "a host name is required"));
+            }
+            match host.split_once("://") {
+                Some(("tls" | "ssl" | "rediss", h)) => RedisEndpoint::Tls { host: h.into(), port },
+                Some(("tcp" | "redis", h)) => RedisEndpoint::Tcp { host: h.into(), port },
+                Some((scheme, _)) => {
+                    return Err(self.invalid("REDIS_HOST", &host, format!("unknown scheme `{scheme}://`")));
+                }
+                None => RedisEndpoint::Tcp { host, port },
+            }
+        };
+        // phpredis sends AUTH only for a non-empty password (so `null`, `` and `0` mean none).
+        let password = self
+            .env
+            .get("REDIS_PASSWORD")
+            .filter(|v| !v.is_php_empty())
+            .and_then(|v| v.to_php_string());
+        // Laravel 9+ reads REDIS_USERNAME for ACL users; Laravel 8 apps simply do not set it.
+        let username = self
+            .env
+            .get("REDIS_USERNAME")
+            .filter(|v| !v.is_php_empty())
+            .and_then(|v| v.to_php_string());
+        // `null` means phpredis does not SELECT at all: database 0.
+        let database = match self.env.get("REDIS_CACHE_DB") {
+            None => 1,
+            Some(EnvValue::Null) => 0,
+            Some(v) => php::int_cast(&v.to_php_string().unwrap_or_default()),
+        };
+        if database < 0 {
+            return Err(self.invalid("REDIS_CACHE_DB", &database.to_string(), "a database index cannot be negative"));
+        }
+        Ok(RedisSettings {
+            endpoint,
+            username,
+            password,
+            database,
+        })
+    }
+
+    fn keys(&self) -> Result<KeySettings, ConfigError> {
+        let app_name = self.laravel("APP_NAME", Some("laravel")).unwrap_or_default();
+        let app_slug = slug(&app_name, '_');
+        let client = self.laravel("REDIS_CLIENT", Some("phpredis")).unwrap_or_default();
+
+        // config/database.php: 'prefix' => env('REDIS_PREFIX', Str::slug(env('APP_NAME', 'laravel'), '_').'_database_')
+        let connection_prefix = match self.env.get("REDIS_PREFIX") {
+            None => Some(format!("{app_slug}_database_")),
+            Some(v) if client == "phpredis" && v.is_php_empty() => None,
+            Some(v) => v.to_php_string(),
+        }
+        .unwrap_or_default();
+
+        // config/cache.php: 'prefix' => env('CACHE_PREFIX', Str::slug(env('APP_NAME', 'laravel'), '_').'_cache')
+        // and Laravel 8's RedisStore::setPrefix: ! empty($prefix) ? $prefix.':' : ''.
+        let cache_prefix = match self.env.get("CACHE_PREFIX") {
+            None => EnvValue::Str(format!("{app_slug}_cache")),
+            Some(v) => v,
+        };
+        let store_prefix = if cache_prefix.is_php_empty() {
+            String::new()
+        } else {
+            format!("{}:", cache_prefix.to_php_string().unwrap_or_default())
+        };
+
+        let key_type = self
+            .ours(keys::KEY_TYPE)
+            .unwrap_or_else(|| "ORDER_CONFIRM".into());
+        if key_type.chars().any(|c| c.is_whitespace() || c == ':') {
+            return Err(self.invalid(keys::KEY_TYPE, &key_type, "a key type cannot contain spaces or `:`"));
+        }
+        Ok(KeySettings {
+            connection_prefix,
+            store_prefix,
+            key_type,
+        })
+    }
+
+    fn mysql(&self) -> Result<MysqlSettings, ConfigError> {
+        let connection = self.laravel("DB_CONNECTION", Some("mysql")).unwrap_or_default();
+        if connection != "mysql" && connection != "mariadb" {
+            return Err(ConfigError::DbConnection {
+                path: self.file.to_path_buf(),
+                found: connection,
+            });
+        }
+        self.unsupported_url("DATABASE_URL", "DB_HOST, DB_PORT, DB_DATABASE, DB_USERNAME and DB_PASSWORD")?;
+        let host = self.laravel("DB_HOST", Some("127.0.0.1")).unwrap_or_default();
+        let port = self.port("DB_PORT", "3306")?;
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| self.invalid("DB_PORT", &port.to_string(), "expected 1-65535"))?;
+        let socket = self
+            .laravel("DB_SOCKET", Some(""))
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| (host == "localhost").then(|| PathBuf::from(PDO_DEFAULT_SOCKET)));
+        Ok(MysqlSettings {
+            host,
+            port,
+            socket,
+            database: self.laravel("DB_DATABASE", Some("forge")).unwrap_or_default(),
+            username: self.laravel("DB_USERNAME", Some("forge")).unwrap_or_default(),
+            password: self.laravel("DB_PASSWORD", Some("")).unwrap_or_default(),
+        })
+    }
+
+    fn schema(&self) -> Result<Schema, ConfigError> {
+        let lines = if self.ours(keys::ITEMS_TABLE).is_some() {
+            OrderLines::Items {
+                table: self.ident(keys::ITEMS_TABLE, "order_items")?,
+                order: self.ident(keys::ITEMS_ORDER_COLUMN, "order_id")?,
+                product: self.ident(keys::ITEMS_PRODUCT_COLUMN, "product_id")?,
+                quantity: self.ident(keys::ITEMS_QUANTITY_COLUMN, "quantity")?,
+            }
+        } else {
+            OrderLines::OnOrder {
+                product: self.ident(keys::ORDERS_PRODUCT_COLUMN, "product_id")?,
+                quantity: self.ident(keys::ORDERS_QUANTITY_COLUMN, "quantity")?,
+            }
+        };
+        let unpaid_status = self.integer(keys::UNPAID_STATUS, 0)?;
+        let cancelled_status = self.integer(keys::CANCELLED_STATUS, 2)?;
+        if unpaid_status == cancelled_status {
+            return Err(self.invalid(
+                keys::CANCELLED_STATUS,
+                &cancelled_status.to_string(),
+                "the cancelled status must differ from the unpaid status",
+            ));
+        }
+        Ok(Schema {
+            orders: self.ident(keys::ORDERS_TABLE, "orders")?,
+            order_status: self.ident(keys::ORDERS_STATUS_COLUMN, "status")?,
+            lines,
+            products: self.ident(keys::PRODUCTS_TABLE, "products")?,
+            product_stock: self.ident(keys::PRODUCTS_STOCK_COLUMN, "stock")?,
+            unpaid_status,
+            cancelled_status,
+        })
+    }
+
+    fn timezone(&self) -> Result<TimeZoneSetting, ConfigError> {
+        // Laravel 8's config/app.php has the literal 'timezone' => 'UTC'.
+        let name = self.ours(keys::TIMEZONE).unwrap_or_else(|| "UTC".into());
+        let tz = jiff::tz::TimeZone::get(&name)
+            .map_err(|_| self.invalid(keys::TIMEZONE, &name, "not a known IANA time zone (e.g. UTC, Asia/Shanghai)"))?;
+        Ok(TimeZoneSetting { name, tz })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str) -> Result<Settings, ConfigError> {
+        resolve_with(text, &Overrides::new())
+    }
+
+    fn resolve_with(text: &str, overrides: &Overrides) -> Result<Settings, ConfigError> {
+        let env = Environment::parse(text, Box::new(|_| None)).expect("valid .env");
+        Settings::resolve(Path::new("/app/.env"), &env, overrides)
+    }
+
+    fn full_prefix(s: &Settings) -> String {
+        format!("{}{}{}:", s.keys.connection_prefix, s.keys.store_prefix, s.keys.key_type)
+    }
+
+    #[test]
+    fn laravel_8_defaults() {
+        let s = resolve("CACHE_DRIVER=redis\n").expect("resolves");
+        assert_eq!(full_prefix(&s), "laravel_database_laravel_cache:ORDER_CONFIRM:");
+        assert_eq!(s.redis.database, 1);
+        assert_eq!(
+            s.redis.endpoint,
+            RedisEndpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 6379
+            }
+        );
+        assert_eq!(s.redis.password, None);
+        assert_eq!(s.mysql.endpoint(), "127.0.0.1:3306");
+        assert_eq!((s.mysql.database.as_str(), s.mysql.username.as_str()), ("forge", "forge"));
+        assert_eq!(s.timezone.name, "UTC");
+        assert_eq!((s.schema.unpaid_status, s.schema.cancelled_status), (0, 2));
+    }
+
+    #[test]
+    fn prefixes_follow_app_name_and_php_emptiness() {
+        let cases = [
+            ("APP_NAME=\"My Shop\"", "my_shop_database_my_shop_cache:ORDER_CONFIRM:"),
+            ("REDIS_PREFIX=", "laravel_cache:ORDER_CONFIRM:"),
+            ("REDIS_PREFIX=null", "laravel_cache:ORDER_CONFIRM:"),
+            ("REDIS_PREFIX=0", "laravel_cache:ORDER_CONFIRM:"),
+            ("REDIS_PREFIX=0\nREDIS_CLIENT=predis", "0laravel_cache:ORDER_CONFIRM:"),
+            ("REDIS_PREFIX=shop:", "shop:laravel_cache:ORDER_CONFIRM:"),
+            ("CACHE_PREFIX=", "laravel_database_ORDER_CONFIRM:"),
+            ("CACHE_PREFIX=0", "laravel_database_ORDER_CONFIRM:"),
+            ("CACHE_PREFIX=a:b", "laravel_database_a:b:ORDER_CONFIRM:"),
+            ("REDIS_PREFIX=\nCACHE_PREFIX=", "ORDER_CONFIRM:"),
+            ("APP_NAME=", "_database__cache:ORDER_CONFIRM:"),
+            ("ORDER_EXPIRE_KEY_TYPE=ORDER_PAY", "laravel_database_laravel_cache:ORDER_PAY:"),
+        ];
+        for (extra, expected) in cases {
+            let s = resolve(&format!("CACHE_DRIVER=redis\n{extra}\n")).expect("resolves");
+            assert_eq!(full_prefix(&s), expected, "with {extra:?}");
+        }
+    }
+
+    #[test]
+    fn redis_connection_variants() {
+        let s = resolve("CACHE_DRIVER=redis\nREDIS_HOST=tls://cache.example\nREDIS_PORT=6380\nREDIS_PASSWORD=s3cret\nREDIS_CACHE_DB=01").expect("resolves");
+        assert_eq!(
+            s.redis.endpoint,
+            RedisEndpoint::Tls {
+                host: "cache.example".into(),
+                port: 6380
+            }
+        );
+        assert_eq!(s.redis.password.as_deref(), Some("s3cret"));
+        assert_eq!(s.redis.database, 1);
+
+        let s = resolve("CACHE_DRIVER=redis\nREDIS_HOST=/run/redis.sock\nREDIS_PORT=0\nREDIS_PASSWORD=null\nREDIS_CACHE_DB=null").expect("resolves");
+        assert_eq!(s.redis.endpoint, RedisEndpoint::Unix { path: "/run/redis.sock".into() });
+        assert_eq!((s.redis.password, s.redis.database), (None, 0));
+
+        let s = resolve("CACHE_DRIVER=redis\nREDIS_PASSWORD=0").expect("resolves");
+        assert_eq!(s.redis.password, None, "phpredis does not send the password \"0\"");
+    }
+
+    #[test]
+    fn mysql_localhost_means_the_socket_as_in_pdo() {
+        let s = resolve("CACHE_DRIVER=redis\nDB_HOST=localhost").expect("resolves");
+        assert_eq!(s.mysql.socket, Some(PathBuf::from(PDO_DEFAULT_SOCKET)));
+        let s = resolve("CACHE_DRIVER=redis\nDB_SOCKET=/tmp/my.sock\nDB_PASSWORD=\"p@ss#word\"").expect("resolves");
+        assert_eq!(s.mysql.socket, Some(PathBuf::from("/tmp/my.sock")));
+        assert_eq!(s.mysql.password, "p@ss#word");
+        assert!(!format!("{:?}", s.mysql).contains("p@ss"), "Debug hides the password");
+    }
+
+    #[test]
+    fn schema_mapping_and_overrides() {
+        let s = resolve("CACHE_DRIVER=redis\nORDER_EXPIRE_ITEMS_TABLE=order_lines\nORDER_EXPIRE_ORDERS_TABLE=shop_orders").expect("resolves");
+        assert_eq!(s.schema.orders.as_str(), "shop_orders");
+        assert!(matches!(&s.schema.lines, OrderLines::Items { table, .. } if table.as_str() == "order_lines"));
+
+        let mut overrides = Overrides::new();
+        overrides.insert(keys::ORDERS_TABLE, "cli_orders".into());
+        overrides.insert(keys::TIMEZONE, "Asia/Shanghai".into());
+        let s = resolve_with("CACHE_DRIVER=redis\nORDER_EXPIRE_ORDERS_TABLE=env_orders", &overrides).expect("resolves");
+        assert_eq!(s.schema.orders.as_str(), "cli_orders");
+        assert_eq!(s.timezone.name, "Asia/Shanghai");
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_the_fix() {
+        let message = |text: &str| resolve(text).map(|_| ()).expect_err("must fail").to_string();
+        assert!(message("").contains("CACHE_DRIVER"));
+        assert!(message("CACHE_DRIVER=file").contains("set CACHE_DRIVER=redis"));
+        assert!(message("CACHE_DRIVER=redis\nDB_CONNECTION=pgsql").contains("DB_CONNECTION"));
+        assert!(message("CACHE_DRIVER=redis\nREDIS_PORT=abc").contains("REDIS_PORT"));
+        assert!(message("CACHE_DRIVER=redis\nORDER_EXPIRE_ORDERS_TABLE=\"x; drop\"").contains("ORDER_EXPIRE_ORDERS_TABLE"));
+        assert!(message("CACHE_DRIVER=redis\nORDER_EXPIRE_TIMEZONE=Mars/Base").contains("time zone"));
+        assert!(message("CACHE_DRIVER=redis\nREDIS_URL=redis://h:1/2").contains("REDIS_URL"));
+    }
+}

@@ -1,0 +1,44 @@
+//! order-expire: a drop-in replacement for Laravel's `php artisan order:expire`.
+//!
+//! A Laravel app stores `Cache::store('redis')->put('ORDER_CONFIRM:'.$id, $id, $ttl)` when an order
+//! is placed. When that key expires the order is still unpaid: this worker hears Redis's keyspace
+//! notification, cancels the order and returns its stock, exactly once, writing the app's own
+//! `orders` and `products` tables as Eloquent would.
+//!
+//! # Layout
+//!
+//! The data path is a small pipeline, and the modules follow it:
+//!
+//! * [`config`]: reads the Laravel app's `.env` the way Laravel does (phpdotenv semantics, `env()`
+//!   mapping, `Str::slug` defaults) and resolves every [`config::Settings`] the worker needs.
+//! * [`source`]: where expired keys come from. [`source::keyspace`] keeps a subscription to
+//!   `__keyevent@<db>__:expired` alive across disconnects; [`source::redis`] opens connections to
+//!   the app's Redis and checks that keyspace notifications are on.
+//! * [`key`]: the transform: turns the full Redis key Laravel wrote
+//!   (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`) back into an order id, and builds it for
+//!   `schedule`.
+//! * [`sink`]: the MySQL writer: one transaction per order that cancels it only if it is still
+//!   unpaid and returns its stock, so duplicate events and concurrent workers are harmless.
+//! * [`worker`]: wires source -> key -> sink with a bounded queue, a fixed number of concurrent
+//!   writers, retries with backoff, and a clean shutdown on SIGTERM/SIGINT.
+//! * [`schedule`]: writes an order's key exactly as Laravel's cache would (used by the demo, the
+//!   tests and non-PHP services).
+//! * [`cli`]: the command line and its `--help`; `main.rs` only parses it and wires the above.
+//! * [`backoff`], [`shutdown`], [`logging`], [`stats`]: small shared pieces.
+//! * [`error`]: the error type every fallible entry point returns; each message is one line that
+//!   says what failed, where, and how to fix it.
+
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod key;
+pub mod logging;
+pub mod schedule;
+pub mod shutdown;
+pub mod sink;
+pub mod source;
+pub mod stats;
+pub mod worker;
+
+pub use error::Error;

@@ -1,0 +1,215 @@
+//! The app's MySQL database: a connection pool opened with Laravel's settings, and a check of the
+//! schema the writer relies on.
+//!
+//! Sessions are set up as Laravel's MySqlConnector sets them up (`utf8mb4_unicode_ci` and the
+//! strict `sql_mode`), so a write behaves the same from PHP and from here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+
+use crate::config::{MysqlSettings, OrderLines, Schema, keys};
+use crate::error::Error;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Laravel 8's MySqlConnector: `strict => true` on a server that has no NO_AUTO_CREATE_USER.
+const LARAVEL_SQL_MODE: &str = "SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'";
+const LARAVEL_NAMES: &str = "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'";
+
+/// Which optional columns the app's tables have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableShape {
+    /// `orders.updated_at` exists: Eloquent would set it on save.
+    pub orders_updated_at: bool,
+    /// `products.updated_at` exists: Eloquent's `increment()` would set it.
+    pub products_updated_at: bool,
+}
+
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    endpoint: String,
+    database: String,
+}
+
+impl Database {
+    /// Opens a pool of at most `max_connections` and proves the credentials work by taking one
+    /// connection.
+    pub async fn connect(settings: &MysqlSettings, max_connections: usize) -> Result<Self, Error> {
+        let constraints = PoolConstraints::new(0, max_connections.max(1))
+            .ok_or_else(|| Error::Usage("the MySQL pool needs at least one connection".into()))?;
+        let mut opts = OptsBuilder::default()
+            .ip_or_hostname(settings.host.clone())
+            .tcp_port(settings.port)
+            .user(Some(settings.username.clone()))
+            .pass(Some(settings.password.clone()))
+            .db_name(Some(settings.database.clone()))
+            .prefer_socket(false)
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .init(vec![LARAVEL_NAMES.to_string(), LARAVEL_SQL_MODE.to_string()])
+            .pool_opts(
+                PoolOpts::default()
+                    .with_constraints(constraints)
+                    .with_inactive_connection_ttl(Duration::from_secs(60)),
+            );
+        if let Some(socket) = &settings.socket {
+            opts = opts.socket(Some(socket.to_string_lossy().into_owned()));
+        }
+        let db = Self {
+            pool: Pool::new(opts),
+            endpoint: settings.endpoint(),
+            database: settings.database.clone(),
+        };
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, db.pool.get_conn()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(connect_error(settings, &e)),
+            Err(_) => {
+                return Err(Error::MysqlConnect {
+                    endpoint: settings.endpoint(),
+                    database: settings.database.clone(),
+                    username: settings.username.clone(),
+                    cause: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                    hint: "; check DB_HOST and DB_PORT and that a firewall lets the connection through",
+                });
+            }
+        };
+        drop(conn);
+        Ok(db)
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub async fn conn(&self) -> Result<Conn, mysql_async::Error> {
+        self.pool.get_conn().await
+    }
+
+    /// Wraps a query error with where it happened.
+    pub fn error(&self, action: impl Into<String>, source: mysql_async::Error) -> Error {
+        Error::Mysql {
+            endpoint: self.endpoint.clone(),
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// Checks that every configured table and column exists, and finds the optional ones.
+    pub async fn inspect(&self, schema: &Schema) -> Result<TableShape, Error> {
+        let mut conn = self.conn().await.map_err(|e| self.error("connecting", e))?;
+        let mut tables = vec![schema.orders.as_str(), schema.products.as_str()];
+        if let OrderLines::Items { table, .. } = &schema.lines {
+            tables.push(table.as_str());
+        }
+        let rows: Vec<(String, String)> = conn
+            .exec(
+                "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?, ?, ?)",
+                (tables[0], tables[1], tables.get(2).copied().unwrap_or(tables[0])),
+            )
+            .await
+            .map_err(|e| self.error("reading information_schema.COLUMNS", e))?;
+        let mut columns: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (table, column) in &rows {
+            columns.entry(table.as_str()).or_default().insert(column.as_str());
+        }
+
+        let id = Schema::id_column();
+        let mut required = vec![
+            (&schema.orders, id.clone(), keys::ORDERS_TABLE, "id"),
+            (&schema.orders, schema.order_status.clone(), keys::ORDERS_STATUS_COLUMN, ""),
+            (&schema.products, id.clone(), keys::PRODUCTS_TABLE, "id"),
+            (&schema.products, schema.product_stock.clone(), keys::PRODUCTS_STOCK_COLUMN, ""),
+        ];
+        match &schema.lines {
+            OrderLines::OnOrder { product, quantity } => {
+                required.push((&schema.orders, product.clone(), keys::ORDERS_PRODUCT_COLUMN, ""));
+                required.push((&schema.orders, quantity.clone(), keys::ORDERS_QUANTITY_COLUMN, ""));
+            }
+            OrderLines::Items {
+                table,
+                order,
+                product,
+                quantity,
+            } => {
+                required.push((table, order.clone(), keys::ITEMS_ORDER_COLUMN, ""));
+                required.push((table, product.clone(), keys::ITEMS_PRODUCT_COLUMN, ""));
+                required.push((table, quantity.clone(), keys::ITEMS_QUANTITY_COLUMN, ""));
+            }
+        }
+        for (table, column, setting, fixed) in required {
+            let Some(present) = columns.get(table.as_str()) else {
+                let setting = match table {
+                    t if t == &schema.orders => keys::ORDERS_TABLE,
+                    t if t == &schema.products => keys::PRODUCTS_TABLE,
+                    _ => keys::ITEMS_TABLE,
+                };
+                return Err(self.schema_error(format!(
+                    "table {table} does not exist: run the app's migrations (php artisan migrate) or set {setting} to the right table"
+                )));
+            };
+            if !present.contains(column.as_str()) {
+                let fix = if fixed.is_empty() {
+                    format!("set {setting} to the right column")
+                } else {
+                    format!("order-expire expects Eloquent's primary key `{fixed}`")
+                };
+                return Err(self.schema_error(format!("table {table} has no column {column}: {fix}")));
+            }
+        }
+        let has_updated_at = |table: &str| {
+            columns
+                .get(table)
+                .is_some_and(|c| c.contains(Schema::updated_at_column().as_str()))
+        };
+        Ok(TableShape {
+            orders_updated_at: has_updated_at(schema.orders.as_str()),
+            products_updated_at: has_updated_at(schema.products.as_str()),
+        })
+    }
+
+    fn schema_error(&self, problem: String) -> Error {
+        Error::Schema {
+            endpoint: self.endpoint.clone(),
+            database: self.database.clone(),
+            problem,
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(self) {
+        if let Err(e) = self.pool.disconnect().await {
+            tracing::debug!(error = %e, "closing the MySQL pool");
+        }
+    }
+}
+
+fn connect_error(settings: &MysqlSettings, e: &mysql_async::Error) -> Error {
+    let hint = match e {
+        mysql_async::Error::Server(s) if s.code == 1045 || s.code == 1698 => {
+            "; check DB_USERNAME and DB_PASSWORD"
+        }
+        mysql_async::Error::Server(s) if s.code == 1049 => {
+            "; check DB_DATABASE (the database must exist)"
+        }
+        mysql_async::Error::Server(s) if s.code == 1044 => {
+            "; grant the user rights on DB_DATABASE"
+        }
+        mysql_async::Error::Io(_) => "; is MySQL running there? check DB_HOST, DB_PORT and DB_SOCKET",
+        _ => "",
+    };
+    let cause = match e {
+        mysql_async::Error::Server(s) => s.message.clone(),
+        other => other.to_string(),
+    };
+    Error::MysqlConnect {
+        endpoint: settings.endpoint(),
+        database: settings.database.clone(),
+        username: settings.username.clone(),
+        cause,
+        hint,
+    }
+}

@@ -1,0 +1,153 @@
+//! The keyspace-event source: a subscription to `__keyevent@<db>__:expired` that does not die.
+//!
+//! redis-rs's `PubSub` ends its stream when the connection drops and never reconnects, and a
+//! half-open TCP connection (a NAT or load balancer forgetting us) would leave it silent forever.
+//! This supervisor reconnects with capped, jittered backoff, resubscribes, and PINGs the server
+//! while idle so that a dead subscription is noticed within seconds, not never. It logs one line
+//! when a subscription is lost and one when it is back, not one per retry.
+//!
+//! Events are read as fast as Redis sends them: redis-rs's reader task buffers them, we classify
+//! each key on the spot and put order ids into the writer queue without waiting for the database.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use redis::aio::PubSub;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::redis::RedisTarget;
+use crate::backoff::Backoff;
+use crate::key::{KeyPattern, ParsedKey};
+use crate::stats::Stats;
+
+/// How often an idle subscription is checked with PING, and how long the answer may take.
+const PING_EVERY: Duration = Duration::from_secs(15);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct KeyspaceSource {
+    target: RedisTarget,
+    pattern: KeyPattern,
+    stats: Arc<Stats>,
+}
+
+/// Why a subscription ended.
+enum End {
+    Shutdown,
+    Lost(String),
+}
+
+impl KeyspaceSource {
+    pub fn new(target: RedisTarget, pattern: KeyPattern, stats: Arc<Stats>) -> Self {
+        Self {
+            target,
+            pattern,
+            stats,
+        }
+    }
+
+    /// Subscribes once, so that start-up fails loudly if Redis refuses; the returned
+    /// subscription is then handed to [`Self::run`].
+    pub async fn subscribe(&self) -> Result<PubSub, crate::Error> {
+        let mut pubsub = self.target.pubsub().await?;
+        let channel = self.target.expired_channel();
+        pubsub
+            .subscribe(&channel)
+            .await
+            .map_err(|e| self.target.command_error(&format!("SUBSCRIBE {channel}"), e))?;
+        Ok(pubsub)
+    }
+
+    /// Forwards order ids to `queue` until `shutdown`, resubscribing whenever the subscription
+    /// is lost. `first` is the subscription made at start-up.
+    pub async fn run(self, first: PubSub, queue: mpsc::Sender<u64>, shutdown: CancellationToken) {
+        let channel = self.target.expired_channel();
+        tracing::info!(redis = %self.target.endpoint(), %channel, keys = %self.pattern, "listening for expired order keys");
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut subscription = Some(first);
+        let mut outage: Option<Instant> = None;
+        loop {
+            let pubsub = match subscription.take() {
+                Some(pubsub) => pubsub,
+                None => match self.subscribe().await {
+                    Ok(pubsub) => {
+                        if let Some(since) = outage.take() {
+                            Stats::add(&self.stats.resubscribes);
+                            tracing::info!(redis = %self.target.endpoint(), %channel,
+                                down_for_ms = since.elapsed().as_millis() as u64,
+                                "subscription restored; events published while it was down were not received");
+                        }
+                        backoff.reset();
+                        pubsub
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, attempt = backoff.attempts(), "resubscribe failed");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff.next_delay()) => continue,
+                            () = shutdown.cancelled() => return,
+                        }
+                    }
+                },
+            };
+            match self.pump(pubsub, &queue, &shutdown).await {
+                End::Shutdown => return,
+                End::Lost(reason) => {
+                    tracing::warn!(redis = %self.target.endpoint(), %channel, %reason,
+                        "lost the Redis subscription; reconnecting with backoff");
+                    outage = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    async fn pump(
+        &self,
+        pubsub: PubSub,
+        queue: &mpsc::Sender<u64>,
+        shutdown: &CancellationToken,
+    ) -> End {
+        let (mut sink, mut stream) = pubsub.split();
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return End::Shutdown,
+                message = stream.next() => match message {
+                    Some(message) => self.handle(message.get_payload_bytes(), queue),
+                    None => return End::Lost("the connection was closed".into()),
+                },
+                _ = ping.tick() => {
+                    match tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return End::Lost(format!("PING failed: {e}")),
+                        Err(_) => return End::Lost(format!("no answer to PING within {} s", PING_TIMEOUT.as_secs())),
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&self, key: &[u8], queue: &mpsc::Sender<u64>) {
+        Stats::add(&self.stats.events);
+        match self.pattern.parse(key) {
+            ParsedKey::Order(id) => match queue.try_send(id) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(id)) => {
+                    Stats::add(&self.stats.dropped);
+                    tracing::error!(order = id, "writer queue full: order not queued; raise --queue-size or --concurrency");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            },
+            ParsedKey::Unrelated => {
+                Stats::add(&self.stats.unrelated);
+                tracing::debug!(key = %String::from_utf8_lossy(key), "ignored: not an order key of this app");
+            }
+            ParsedKey::Malformed { id, reason } => {
+                Stats::add(&self.stats.malformed);
+                tracing::warn!(key = %String::from_utf8_lossy(key), id = %String::from_utf8_lossy(id), reason,
+                    "ignored a malformed order key; nothing written");
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Counters for the pipeline, shared by every stage and logged when the worker stops.
+//!
+//! Plain atomics: the hot path only increments them, and a summary line at shutdown (and later a
+//! metrics endpoint) reads them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// `expired` events received.
+    pub events: AtomicU64,
+    /// Events for keys that are not order keys of this app.
+    pub unrelated: AtomicU64,
+    /// Order keys whose id could not be read.
+    pub malformed: AtomicU64,
+    /// Order ids that did not fit in the queue.
+    pub dropped: AtomicU64,
+    /// Orders cancelled with their stock returned.
+    pub cancelled: AtomicU64,
+    /// Orders left alone because they were paid, already cancelled or missing.
+    pub skipped: AtomicU64,
+    /// Failed write attempts that were retried.
+    pub retries: AtomicU64,
+    /// Redis subscriptions lost and re-established.
+    pub resubscribes: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,474 @@
+//! Test harness: real servers, started per test and always stopped.
+//!
+//! * [`RedisServer`]: a private `redis-server` on a free loopback port, keyspace notifications
+//!   on, no persistence; killed on drop (and by the kernel if the test process dies).
+//! * [`TestDb`]: a private database on the local MariaDB, loaded from `fixtures/schema.sql`;
+//!   dropped on drop. The server is `ORDER_EXPIRE_TEST_MYSQL_URL`, default
+//!   `mysql://root@127.0.0.1:3306` (`scripts/test` sets it up).
+//! * [`App`]: a Laravel app folder holding a `.env` for both.
+//! * [`Worker`]: the `order-expire` binary as a child process, its output in a log file.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use tempfile::TempDir;
+
+/// The binary under test, built once by cargo for all integration tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_order-expire");
+
+/// The key Laravel 8 writes for order `id` with APP_NAME unset (or `Laravel`) and default prefixes.
+pub fn default_key(id: u64) -> String {
+    format!("laravel_database_laravel_cache:ORDER_CONFIRM:{id}")
+}
+
+/// Makes a child die with the test process, so no server outlives a crashed test run.
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server with `notify-keyspace-events Ex`.
+    pub fn start() -> Self {
+        Self::start_with(&["--notify-keyspace-events", "Ex"])
+    }
+
+    /// Starts a server with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        for _ in 0..5 {
+            let port = free_port();
+            let mut command = Command::new("redis-server");
+            command
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            die_with_parent(&mut command);
+            let mut child = command
+                .spawn()
+                .expect("redis-server must be installed (scripts/test installs it)");
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken in the meantime: try another
+                }
+                if redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                    .is_ok()
+                {
+                    return Self {
+                        child: Some(child),
+                        port,
+                        dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start redis-server");
+    }
+
+    /// A synchronous connection to database `db`.
+    pub fn conn(&self, db: i64) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/{db}", self.port))
+            .and_then(|c| c.get_connection())
+            .expect("connect to the test redis-server")
+    }
+
+    /// Stops the server at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The MySQL server the tests may create databases on.
+pub fn admin_url() -> String {
+    std::env::var("ORDER_EXPIRE_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub struct TestDb {
+    pub name: String,
+    pub pool: mysql_async::Pool,
+    opts: mysql_async::Opts,
+}
+
+impl TestDb {
+    /// Creates an empty private database with the fixture schema.
+    pub async fn create() -> Self {
+        let opts = mysql_async::Opts::from_url(&admin_url()).expect("ORDER_EXPIRE_TEST_MYSQL_URL is a mysql:// URL");
+        let name = format!(
+            "oe_test_{}_{}_{}",
+            std::process::id(),
+            DB_COUNTER.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_micros())
+                .unwrap_or(0)
+        );
+        let mut admin = mysql_async::Conn::new(opts.clone())
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach the test MySQL at {}: {e}", admin_url()));
+        admin
+            .query_drop(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+            .await
+            .expect("create test database");
+        admin.disconnect().await.ok();
+
+        let db_opts = mysql_async::OptsBuilder::from_opts(opts.clone()).db_name(Some(name.clone()));
+        let pool = mysql_async::Pool::new(db_opts);
+        let schema = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/schema.sql"))
+            .expect("fixtures/schema.sql");
+        let mut conn = pool.get_conn().await.expect("connect to test database");
+        for statement in split_sql(&schema) {
+            conn.query_drop(&statement).await.unwrap_or_else(|e| panic!("schema statement failed: {e}\n{statement}"));
+        }
+        drop(conn);
+        Self { name, pool, opts }
+    }
+
+    /// The `DB_*` lines of a Laravel `.env` for this database.
+    pub fn env_lines(&self) -> String {
+        self.env_lines_with_password(self.opts.pass().unwrap_or(""))
+    }
+
+    pub fn env_lines_with_password(&self, password: &str) -> String {
+        format!(
+            "DB_CONNECTION=mysql\nDB_HOST={}\nDB_PORT={}\nDB_DATABASE={}\nDB_USERNAME={}\nDB_PASSWORD=\"{}\"\n",
+            self.opts.ip_or_hostname(),
+            self.opts.tcp_port(),
+            self.name,
+            self.opts.user().unwrap_or("root"),
+            password
+        )
+    }
+
+    pub fn host_port(&self) -> String {
+        format!("{}:{}", self.opts.ip_or_hostname(), self.opts.tcp_port())
+    }
+
+    pub async fn conn(&self) -> mysql_async::Conn {
+        self.pool.get_conn().await.expect("test database connection")
+    }
+
+    pub async fn add_product(&self, name: &str, stock: u32) -> u64 {
+        let mut c = self.conn().await;
+        c.exec_drop(
+            "INSERT INTO products (name, stock, created_at, updated_at) VALUES (?, ?, NOW(), NOW())",
+            (name, stock),
+        )
+        .await
+        .expect("insert product");
+        c.last_insert_id().expect("product id")
+    }
+
+    /// Places an unpaid order as the app does: insert it and take its stock, in one transaction.
+    pub async fn place_order(&self, product: u64, quantity: u32) -> u64 {
+        let mut c = self.conn().await;
+        let mut tx = c.start_transaction(mysql_async::TxOpts::default()).await.expect("begin");
+        tx.exec_drop(
+            "INSERT INTO orders (user_id, product_id, quantity, amount, status, created_at, updated_at) \
+             VALUES (1, ?, ?, 9.99, 0, NOW(), NOW())",
+            (product, quantity),
+        )
+        .await
+        .expect("insert order");
+        let id = tx.last_insert_id().expect("order id");
+        tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ?", (quantity, product))
+            .await
+            .expect("take stock");
+        tx.commit().await.expect("commit");
+        id
+    }
+
+    pub async fn set_status(&self, order: u64, status: i64) {
+        self.conn()
+            .await
+            .exec_drop("UPDATE orders SET status = ? WHERE id = ?", (status, order))
+            .await
+            .expect("update status");
+    }
+
+    pub async fn status(&self, order: u64) -> i64 {
+        self.conn()
+            .await
+            .exec_first("SELECT status FROM orders WHERE id = ?", (order,))
+            .await
+            .expect("select status")
+            .expect("order exists")
+    }
+
+    pub async fn stock(&self, product: u64) -> i64 {
+        self.conn()
+            .await
+            .exec_first("SELECT stock FROM products WHERE id = ?", (product,))
+            .await
+            .expect("select stock")
+            .expect("product exists")
+    }
+
+    pub async fn count_status(&self, status: i64) -> usize {
+        let n: Option<i64> = self
+            .conn()
+            .await
+            .exec_first("SELECT COUNT(*) FROM orders WHERE status = ?", (status,))
+            .await
+            .expect("count");
+        usize::try_from(n.unwrap_or(0)).unwrap_or(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let opts = self.opts.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; a separate thread may block on its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async move {
+                let mut c = mysql_async::Conn::new(opts).await.ok()?;
+                c.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await.ok()?;
+                c.disconnect().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Splits the fixture schema into statements (it has no `;` inside strings).
+fn split_sql(sql: &str) -> Vec<String> {
+    let without_comments: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A Laravel app folder with a `.env`.
+pub struct App {
+    dir: TempDir,
+}
+
+impl App {
+    /// An app whose `.env` points at `redis` and `db`, followed by `extra` lines.
+    pub fn new(redis: &RedisServer, db: &TestDb, extra: &str) -> Self {
+        Self::with_env(&format!(
+            "APP_NAME=Laravel\nAPP_ENV=testing\nCACHE_DRIVER=redis\nREDIS_HOST=127.0.0.1\nREDIS_PASSWORD=null\nREDIS_PORT={}\n{}{extra}\n",
+            redis.port,
+            db.env_lines()
+        ))
+    }
+
+    pub fn with_env(text: &str) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        fs::write(dir.path().join(".env"), text).expect("write .env");
+        Self { dir }
+    }
+
+    pub fn env_file(&self) -> PathBuf {
+        self.dir.path().join(".env")
+    }
+
+    /// Runs a one-shot command (`schedule`, or a worker expected to fail) to completion, bounded.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(BIN);
+        command.env_clear().arg("--env").arg(self.env_file()).args(args);
+        run_bounded(command, Duration::from_secs(30))
+    }
+
+    pub fn start_worker(&self, args: &[&str]) -> Worker {
+        Worker::start(self, args)
+    }
+}
+
+/// Runs `command` to completion, killing it after `timeout`.
+pub fn run_bounded(mut command: Command, timeout: Duration) -> Output {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    die_with_parent(&mut command);
+    let mut child = command.spawn().expect("spawn order-expire");
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() > timeout => {
+                let _ = child.kill();
+                let output = child.wait_with_output().expect("output");
+                panic!(
+                    "order-expire did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// A running worker; killed on drop if the test did not stop it.
+pub struct Worker {
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Worker {
+    fn start(app: &App, args: &[&str]) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let log = dir.path().join("worker.log");
+        let out = fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut command = Command::new(BIN);
+        command
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .arg("--env")
+            .arg(app.env_file())
+            .args(args)
+            .stdout(out)
+            .stderr(err);
+        die_with_parent(&mut command);
+        let child = command.spawn().expect("spawn order-expire");
+        let worker = Self {
+            child: Some(child),
+            log,
+            _dir: dir,
+        };
+        worker.wait_for_log("listening for expired order keys", 1, Duration::from_secs(20));
+        worker
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until `needle` appears on at least `times` lines; fails with the log otherwise.
+    pub fn wait_for_log(&self, needle: &str, times: usize, timeout: Duration) {
+        let start = Instant::now();
+        while self.count(needle) < times {
+            if start.elapsed() > timeout {
+                panic!("timed out waiting for {times} x {needle:?} in the worker log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("worker running");
+        let pid = i32::try_from(child.id()).expect("pid");
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("worker did not stop within {timeout:?} of SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Writes keys as Laravel's RedisStore does: `SETEX <key> <ttl> <value>`.
+pub fn setex(conn: &mut redis::Connection, key: &str, ttl: u64, value: &str) {
+    redis::cmd("SETEX")
+        .arg(key)
+        .arg(ttl)
+        .arg(value)
+        .query::<()>(conn)
+        .expect("SETEX");
+}
+
+/// Appends to a file (for tests that edit a `.env`).
+pub fn append(path: &Path, text: &str) {
+    let mut f = fs::OpenOptions::new().append(true).open(path).expect("open");
+    f.write_all(text.as_bytes()).expect("append");
+}
