@@ -60,6 +60,18 @@ pub enum Command {
         #[arg(long, value_name = "VALUE")]
         value: Option<String>,
     },
+    /// Run one reconciliation pass: cancel unpaid orders whose deadline has passed but whose
+    /// expired event was missed (worker down, Redis restarted, cache:clear).
+    ///
+    /// Candidates are unpaid orders created at least ORDER_EXPIRE_TTL seconds ago whose cache key
+    /// no longer exists; each is cancelled through the same exactly-once transaction as an event.
+    /// Prints one line per order and a summary. The worker runs the same pass at start, after
+    /// every Redis reconnect and every ORDER_EXPIRE_SWEEP_INTERVAL seconds.
+    Sweep {
+        /// Only print what would be cancelled; write nothing to MySQL.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Options of the worker.
@@ -132,6 +144,13 @@ pub struct MappingArgs {
     /// [ORDER_EXPIRE_TIMEZONE, default UTC as in Laravel 8's config/app.php].
     #[arg(long, value_name = "ZONE", global = true)]
     pub timezone: Option<String>,
+    /// The TTL the app passes to put(): an unpaid order whose key is gone is overdue this long
+    /// after its created_at. Turns on reconciliation [ORDER_EXPIRE_TTL, default none].
+    #[arg(long, value_name = "SECONDS", global = true)]
+    pub order_ttl: Option<String>,
+    /// Seconds between two reconciliation sweeps [ORDER_EXPIRE_SWEEP_INTERVAL, default 60].
+    #[arg(long, value_name = "SECONDS", global = true)]
+    pub sweep_interval: Option<String>,
 }
 
 impl MappingArgs {
@@ -152,6 +171,8 @@ impl MappingArgs {
             (keys::ITEMS_PRODUCT_COLUMN, &self.items_product_column),
             (keys::ITEMS_QUANTITY_COLUMN, &self.items_quantity_column),
             (keys::TIMEZONE, &self.timezone),
+            (keys::ORDER_TTL, &self.order_ttl),
+            (keys::SWEEP_INTERVAL, &self.sweep_interval),
         ]
         .into_iter()
         .filter_map(|(key, value)| value.clone().map(|v| (key, v)))

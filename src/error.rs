@@ -51,6 +51,14 @@ pub enum Error {
         source: mysql_async::Error,
     },
 
+    #[error("MySQL at {endpoint}: cancelling order {order} failed: {source}")]
+    Cancel {
+        endpoint: String,
+        order: u64,
+        #[source]
+        source: crate::sink::cancel::CancelError,
+    },
+
     #[error("MySQL database `{database}` at {endpoint}: {problem}")]
     Schema {
         endpoint: String,

@@ -39,6 +39,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod stats;
+pub mod sweep;
 pub mod worker;
 
 pub use error::Error;

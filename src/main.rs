@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use order_expire::cli::{Cli, Command};
 use order_expire::config::Settings;
 use order_expire::worker::{self, WorkerOptions};
-use order_expire::{Error, logging, schedule, shutdown};
+use order_expire::{Error, logging, schedule, shutdown, sweep};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,7 +29,10 @@ fn main() -> ExitCode {
             // One line, whatever the underlying libraries put in their messages.
             let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
             eprintln!("order-expire: error: {message}");
-            ExitCode::FAILURE
+            match e {
+                Error::Usage(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -60,6 +63,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let key = schedule::schedule(&settings, order_id, ttl, value.as_deref()).await?;
             println!("{key} expires in {ttl} s");
+            Ok(())
+        }
+        Command::Sweep { dry_run } => {
+            let summary = sweep::run_once(&settings, dry_run).await?;
+            println!("{summary}");
             Ok(())
         }
     }

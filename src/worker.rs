@@ -1,20 +1,23 @@
 //! The pipeline: keyspace events -> order ids -> the MySQL writer.
 //!
 //! ```text
-//!   Redis `expired` ──► KeyspaceSource ──► bounded queue ──► dispatcher ──► up to N writers
-//!                       (parses keys)       (order ids)      (semaphore)     (one tx per order,
-//!                                                                              retried w/ backoff)
+//!   Redis `expired` ──► KeyspaceSource ─┐
+//!   deadlines (PTTL) ──► DeadlineWatcher ─┼─► bounded queue ──► dispatcher ──► up to N writers
+//!   MySQL + EXISTS ───► Reconciler ─────┘    (order ids)      (dedup,         (one tx per order,
+//!                                                              semaphore)      retried w/ backoff)
 //! ```
 //!
 //! The reader never waits for the database: it only parses and enqueues. Writers retry a failed
 //! order with capped backoff until it succeeds, so a MySQL outage delays cancellations but loses
-//! none that reached the queue. On SIGTERM the source stops, the queue is drained and writes in
+//! none that reached the queue. A reconciliation sweep (at start, after every resubscribe and
+//! periodically) feeds the same queue with orders whose event was missed. On SIGTERM the source stops, the queue is drained and writes in
 //! flight finish, all within the stop deadline.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,8 +26,10 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::sink::{Database, Outcome, Writer};
+use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
 use crate::source::redis::RedisTarget;
+use crate::source::sweep::Reconciler;
 use crate::stats::Stats;
 
 /// Tuning knobs of the worker, from the command line.
@@ -68,15 +73,39 @@ pub async fn run(settings: &Settings, options: &WorkerOptions, shutdown: Cancell
         orders = %settings.schema.orders, products = %settings.schema.products,
         timezone = %settings.timezone.name, "writing to MySQL");
 
-    let source = KeyspaceSource::new(redis, KeyPattern::new(&settings.keys), Arc::clone(&stats));
+    // Reconnects of the subscription trigger a sweep: whatever expired meanwhile was missed.
+    let resubscribed = Arc::new(Notify::new());
+    let reconciler = Reconciler::new(settings, writer.database().clone(), redis.clone());
+    let source = KeyspaceSource::new(redis.clone(), KeyPattern::new(&settings.keys), Arc::clone(&stats))
+        .on_resubscribe(Arc::clone(&resubscribed));
+    // Subscribe before the first sweep, so that nothing expires unseen between the two.
     let subscription = source.subscribe().await?;
     let (queue, orders) = mpsc::channel(options.queue_size.max(1));
-    let source_task = tokio::spawn(source.run(subscription, queue, shutdown.clone()));
+    let watcher = DeadlineWatcher::new(settings, writer.database().clone(), redis.clone());
+    let mut tasks = vec![
+        tokio::spawn(source.run(subscription, queue.clone(), shutdown.clone())),
+        tokio::spawn(watcher.run(queue.clone(), shutdown.clone())),
+    ];
+    match reconciler {
+        Some(reconciler) => tasks.push(tokio::spawn(sweep_loop(
+            reconciler,
+            queue,
+            resubscribed,
+            settings.recovery.sweep_interval,
+            shutdown.clone(),
+        ))),
+        None => tracing::warn!(
+            "ORDER_EXPIRE_TTL is not set, so orders whose expired event is missed (worker down, \
+             Redis restarted, cache:clear) are not recovered: set it to the TTL the app passes to put()"
+        ),
+    }
 
     dispatch(orders, &writer, options, &shutdown, &stats).await;
 
-    if let Err(e) = source_task.await {
-        tracing::error!(error = %e, "the event source task failed");
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a source task failed");
+        }
     }
     if let Ok(writer) = Arc::try_unwrap(writer) {
         writer.into_database().close().await;
@@ -92,6 +121,81 @@ pub async fn run(settings: &Settings, options: &WorkerOptions, shutdown: Cancell
         "stopped"
     );
     Ok(stats)
+}
+
+/// Runs a reconciliation sweep now, after every resubscribe, and every `interval`.
+async fn sweep_loop(
+    reconciler: Reconciler,
+    queue: mpsc::Sender<u64>,
+    resubscribed: Arc<Notify>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        let started = Instant::now();
+        tokio::select! {
+            result = reconciler.sweep(&queue) => match result {
+                Ok(summary) => {
+                    if failing {
+                        tracing::info!("sweeps work again");
+                        failing = false;
+                    }
+                    if summary.overdue > 0 {
+                        tracing::info!(overdue = summary.overdue, examined = summary.examined,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "sweep found overdue unpaid orders whose expired event was missed; cancelling them");
+                    } else {
+                        tracing::debug!(examined = summary.examined, still_keyed = summary.still_keyed,
+                            took_ms = started.elapsed().as_millis() as u64, "sweep: nothing missed");
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "sweep failed; trying again at the next interval");
+                        failing = true;
+                    }
+                }
+            },
+            () = shutdown.cancelled() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = resubscribed.notified() => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Order ids dispatched in the last few seconds. Several sources may report the same order (the
+/// event and a sweep, or two events): the database makes that harmless, this makes it cheap.
+struct RecentlyDispatched {
+    seen: HashMap<u64, Instant>,
+    prune_at: usize,
+}
+
+impl RecentlyDispatched {
+    const KEEP: Duration = Duration::from_secs(30);
+
+    fn new() -> Self {
+        Self {
+            seen: HashMap::new(),
+            prune_at: 1024,
+        }
+    }
+
+    /// True the first time `order` is offered within [`Self::KEEP`].
+    fn first(&mut self, order: u64) -> bool {
+        let now = Instant::now();
+        if self.seen.len() >= self.prune_at {
+            self.seen.retain(|_, at| now.duration_since(*at) < Self::KEEP);
+            self.prune_at = (self.seen.len() * 2).max(1024);
+        }
+        match self.seen.insert(order, now) {
+            Some(at) => now.duration_since(at) >= Self::KEEP,
+            None => true,
+        }
+    }
 }
 
 /// Hands queued order ids to at most `concurrency` writers; on shutdown drains the queue until
@@ -118,6 +222,8 @@ async fn dispatch(
         });
     };
 
+    let mut recent = RecentlyDispatched::new();
+
     // Normal operation.
     loop {
         let order = tokio::select! {
@@ -127,6 +233,9 @@ async fn dispatch(
                 None => break,
             },
         };
+        if !recent.first(order) {
+            continue;
+        }
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             break;
         };
@@ -145,7 +254,11 @@ async fn dispatch(
         })
         .await;
         match next {
-            Ok(Some((order, permit))) => spawn(order, permit),
+            Ok(Some((order, permit))) => {
+                if recent.first(order) {
+                    spawn(order, permit);
+                }
+            }
             Ok(None) => break,
             Err(_) => {
                 while let Ok(order) = orders.try_recv() {

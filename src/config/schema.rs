@@ -76,6 +76,12 @@ impl Schema {
         Ident("id".into())
     }
 
+    /// Eloquent's `Model::CREATED_AT`: with the app's TTL, the deadline of an order whose key
+    /// is gone.
+    pub fn created_at_column() -> Ident {
+        Ident("created_at".into())
+    }
+
     /// Eloquent's `Model::UPDATED_AT`.
     pub fn updated_at_column() -> Ident {
         Ident("updated_at".into())

@@ -33,6 +33,8 @@ pub mod keys {
     pub const ITEMS_PRODUCT_COLUMN: &str = "ORDER_EXPIRE_ITEMS_PRODUCT_COLUMN";
     pub const ITEMS_QUANTITY_COLUMN: &str = "ORDER_EXPIRE_ITEMS_QUANTITY_COLUMN";
     pub const TIMEZONE: &str = "ORDER_EXPIRE_TIMEZONE";
+    pub const ORDER_TTL: &str = "ORDER_EXPIRE_TTL";
+    pub const SWEEP_INTERVAL: &str = "ORDER_EXPIRE_SWEEP_INTERVAL";
 }
 
 /// Values given on the command line, keyed by the `.env` name they override.
@@ -51,6 +53,18 @@ pub struct Settings {
     pub mysql: MysqlSettings,
     pub schema: Schema,
     pub timezone: TimeZoneSetting,
+    pub recovery: RecoverySettings,
+}
+
+/// How orders whose event never arrived are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverySettings {
+    /// The TTL the app passes to `put()`: an unpaid order is overdue `order_ttl` after its
+    /// `created_at` once its key is gone. `None` turns reconciliation off, because guessing it
+    /// could cancel orders early.
+    pub order_ttl: Option<std::time::Duration>,
+    /// Time between two reconciliation sweeps.
+    pub sweep_interval: std::time::Duration,
 }
 
 /// How to reach the app's cache Redis connection (`database.redis.cache`).
@@ -135,6 +149,15 @@ pub struct TimeZoneSetting {
     pub tz: jiff::tz::TimeZone,
 }
 
+impl TimeZoneSetting {
+    /// `ts` as Eloquent writes a timestamp: `Y-m-d H:i:s` in the app's time zone.
+    pub fn eloquent(&self, ts: jiff::Timestamp) -> String {
+        ts.to_zoned(self.tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    }
+}
+
 impl Settings {
     /// Reads the app's `.env` at `env_file` and resolves the settings; `overrides` (command-line
     /// flags) win over everything.
@@ -162,6 +185,7 @@ impl Settings {
             mysql: r.mysql()?,
             schema: r.schema()?,
             timezone: r.timezone()?,
+            recovery: r.recovery()?,
         })
     }
 }
@@ -406,6 +430,22 @@ impl Resolver<'_> {
         })
     }
 
+    fn recovery(&self) -> Result<RecoverySettings, ConfigError> {
+        let seconds = |name: &'static str, default: Option<u64>| -> Result<Option<u64>, ConfigError> {
+            match self.ours(name) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(self.invalid(name, &v, "expected a whole number of seconds, at least 1")),
+                },
+            }
+        };
+        Ok(RecoverySettings {
+            order_ttl: seconds(keys::ORDER_TTL, None)?.map(std::time::Duration::from_secs),
+            sweep_interval: std::time::Duration::from_secs(seconds(keys::SWEEP_INTERVAL, Some(60))?.unwrap_or(60)),
+        })
+    }
+
     fn timezone(&self) -> Result<TimeZoneSetting, ConfigError> {
         // Laravel 8's config/app.php has the literal 'timezone' => 'UTC'.
         let name = self.ours(keys::TIMEZONE).unwrap_or_else(|| "UTC".into());
@@ -449,6 +489,8 @@ mod tests {
         assert_eq!((s.mysql.database.as_str(), s.mysql.username.as_str()), ("forge", "forge"));
         assert_eq!(s.timezone.name, "UTC");
         assert_eq!((s.schema.unpaid_status, s.schema.cancelled_status), (0, 2));
+        assert_eq!(s.recovery.order_ttl, None, "no reconciliation without the app's TTL");
+        assert_eq!(s.recovery.sweep_interval, std::time::Duration::from_secs(60));
     }
 
     #[test]
@@ -528,5 +570,6 @@ mod tests {
         assert!(message("CACHE_DRIVER=redis\nORDER_EXPIRE_ORDERS_TABLE=\"x; drop\"").contains("ORDER_EXPIRE_ORDERS_TABLE"));
         assert!(message("CACHE_DRIVER=redis\nORDER_EXPIRE_TIMEZONE=Mars/Base").contains("time zone"));
         assert!(message("CACHE_DRIVER=redis\nREDIS_URL=redis://h:1/2").contains("REDIS_URL"));
+        assert!(message("CACHE_DRIVER=redis\nORDER_EXPIRE_TTL=1h").contains("ORDER_EXPIRE_TTL"));
     }
 }

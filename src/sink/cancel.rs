@@ -138,10 +138,7 @@ impl Writer {
 
     /// Eloquent's `freshTimestampString()`: now, in the app time zone, `Y-m-d H:i:s`.
     fn now(&self) -> String {
-        jiff::Timestamp::now()
-            .to_zoned(self.timezone.tz.clone())
-            .strftime("%Y-%m-%d %H:%M:%S")
-            .to_string()
+        self.timezone.eloquent(jiff::Timestamp::now())
     }
 
     /// Cancels `order` if it is still unpaid and returns its stock, in one transaction.

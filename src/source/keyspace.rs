@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::PubSub;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::redis::RedisTarget;
@@ -30,6 +30,7 @@ pub struct KeyspaceSource {
     target: RedisTarget,
     pattern: KeyPattern,
     stats: Arc<Stats>,
+    resubscribed: Option<Arc<Notify>>,
 }
 
 /// Why a subscription ended.
@@ -44,7 +45,15 @@ impl KeyspaceSource {
             target,
             pattern,
             stats,
+            resubscribed: None,
         }
+    }
+
+    /// `notify` is signalled each time a lost subscription is restored, so that a sweep can
+    /// recover what expired in between.
+    pub fn on_resubscribe(mut self, notify: Arc<Notify>) -> Self {
+        self.resubscribed = Some(notify);
+        self
     }
 
     /// Subscribes once, so that start-up fails loudly if Redis refuses; the returned
@@ -76,7 +85,10 @@ impl KeyspaceSource {
                             Stats::add(&self.stats.resubscribes);
                             tracing::info!(redis = %self.target.endpoint(), %channel,
                                 down_for_ms = since.elapsed().as_millis() as u64,
-                                "subscription restored; events published while it was down were not received");
+                                "subscription restored; events published while it was down were missed, a sweep recovers them");
+                            if let Some(notify) = &self.resubscribed {
+                                notify.notify_one();
+                            }
                         }
                         backoff.reset();
                         pubsub
