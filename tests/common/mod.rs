@@ -70,6 +70,7 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -81,42 +82,33 @@ impl RedisServer {
     /// Starts a server with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = TempDir::new().expect("temp dir");
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_string()).collect();
         for _ in 0..5 {
             let port = free_port();
-            let mut command = Command::new("redis-server");
-            command
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            die_with_parent(&mut command);
-            let mut child = command
-                .spawn()
-                .expect("redis-server must be installed (scripts/test installs it)");
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // port taken in the meantime: try another
-                }
-                if redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .and_then(|c| c.get_connection())
-                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                    .is_ok()
-                {
-                    return Self {
-                        child: Some(child),
-                        port,
-                        dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if let Some(child) = spawn_redis(port, dir.path(), &extra) {
+                return Self {
+                    child: Some(child),
+                    port,
+                    dir,
+                    extra,
+                };
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("could not start redis-server");
+    }
+
+    /// Kills the server (all keys are lost: no persistence) and starts a new one on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Some(child) = spawn_redis(self.port, self.dir.path(), &self.extra) {
+                self.child = Some(child);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("could not restart redis-server on port {}", self.port);
     }
 
     /// A synchronous connection to database `db`.
@@ -139,6 +131,39 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Starts `redis-server` on `port` and waits until it answers; `None` if it exits (port taken).
+fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Option<Child> {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    die_with_parent(&mut command);
+    let mut child = command
+        .spawn()
+        .expect("redis-server must be installed (scripts/test installs it)");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+        {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -215,7 +240,7 @@ impl TestDb {
     pub async fn add_product(&self, name: &str, stock: u32) -> u64 {
         let mut c = self.conn().await;
         c.exec_drop(
-            "INSERT INTO products (name, stock, created_at, updated_at) VALUES (?, ?, NOW(), NOW())",
+            "INSERT INTO products (name, stock, created_at, updated_at) VALUES (?, ?, UTC_TIMESTAMP(), UTC_TIMESTAMP())",
             (name, stock),
         )
         .await
@@ -229,7 +254,7 @@ impl TestDb {
         let mut tx = c.start_transaction(mysql_async::TxOpts::default()).await.expect("begin");
         tx.exec_drop(
             "INSERT INTO orders (user_id, product_id, quantity, amount, status, created_at, updated_at) \
-             VALUES (1, ?, ?, 9.99, 0, NOW(), NOW())",
+             VALUES (1, ?, ?, 9.99, 0, UTC_TIMESTAMP(), UTC_TIMESTAMP())",
             (product, quantity),
         )
         .await
@@ -240,6 +265,36 @@ impl TestDb {
             .expect("take stock");
         tx.commit().await.expect("commit");
         id
+    }
+
+    /// Places `n` unpaid orders of quantity 1 over `products` (round robin) in one transaction,
+    /// taking their stock, as `n` checkouts would; returns their ids.
+    pub async fn place_orders(&self, products: &[u64], n: usize) -> Vec<u64> {
+        let mut c = self.conn().await;
+        let mut tx = c.start_transaction(mysql_async::TxOpts::default()).await.expect("begin");
+        let mut ids = Vec::with_capacity(n);
+        for chunk_start in (0..n).step_by(1000) {
+            let chunk = (chunk_start..n.min(chunk_start + 1000))
+                .map(|i| format!("(1, {}, 1, 9.99, 0, UTC_TIMESTAMP(), UTC_TIMESTAMP())", products[i % products.len()]))
+                .collect::<Vec<_>>()
+                .join(",");
+            tx.query_drop(format!(
+                "INSERT INTO orders (user_id, product_id, quantity, amount, status, created_at, updated_at) VALUES {chunk}"
+            ))
+            .await
+            .expect("insert orders");
+            let first = tx.last_insert_id().expect("first id");
+            let count = n.min(chunk_start + 1000) - chunk_start;
+            ids.extend(first..first + count as u64);
+        }
+        for (i, product) in products.iter().enumerate() {
+            let taken = (0..n).filter(|k| k % products.len() == i).count();
+            tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ?", (taken, product))
+                .await
+                .expect("take stock");
+        }
+        tx.commit().await.expect("commit");
+        ids
     }
 
     pub async fn set_status(&self, order: u64, status: i64) {
@@ -345,6 +400,14 @@ impl App {
 
     pub fn start_worker(&self, args: &[&str]) -> Worker {
         Worker::start(self, args)
+    }
+
+    /// Stops the worker with SIGKILL: no clean shutdown, as in a crash or an OOM kill.
+    pub fn kill_worker(worker: &mut Worker) {
+        if let Some(mut child) = worker.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
