@@ -17,7 +17,13 @@ use crate::logging::LogFormat;
 /// Settings come from the .env (Laravel 8 defaults for anything unset); variables in the process
 /// environment win over the file, and the flags below win over both.
 #[derive(Debug, Parser)]
-#[command(name = "order-expire", version, about, long_about, propagate_version = true)]
+#[command(
+    name = "order-expire",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// The Laravel app's .env file, e.g. /var/www/app/.env (the app root is its folder).
     #[arg(long = "env", value_name = "FILE", global = true)]
@@ -192,9 +198,21 @@ mod tests {
 
     #[test]
     fn flags_map_to_env_settings() {
-        let cli = Cli::parse_from(["order-expire", "--env", "/app/.env", "--orders-table", "shop_orders", "--concurrency", "2", "run"]);
+        let cli = Cli::parse_from([
+            "order-expire",
+            "--env",
+            "/app/.env",
+            "--orders-table",
+            "shop_orders",
+            "--concurrency",
+            "2",
+            "run",
+        ]);
         let overrides = cli.mapping.overrides();
-        assert_eq!(overrides.get(keys::ORDERS_TABLE).map(String::as_str), Some("shop_orders"));
+        assert_eq!(
+            overrides.get(keys::ORDERS_TABLE).map(String::as_str),
+            Some("shop_orders")
+        );
         assert_eq!(overrides.len(), 1);
         assert_eq!(cli.run.concurrency, 2);
         assert!(matches!(cli.command, Some(Command::Run)));

@@ -34,7 +34,9 @@ pub enum Error {
     )]
     NotificationsOff { endpoint: String, current: String },
 
-    #[error("cannot connect to MySQL at {endpoint} (database `{database}`, user `{username}`): {cause}{hint}")]
+    #[error(
+        "cannot connect to MySQL at {endpoint} (database `{database}`, user `{username}`): {cause}{hint}"
+    )]
     MysqlConnect {
         endpoint: String,
         database: String,

@@ -27,7 +27,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever the underlying libraries put in their messages.
-            let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            let message = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             eprintln!("order-expire: error: {message}");
             match e {
                 Error::Usage(_) => ExitCode::from(2),
@@ -39,7 +43,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let env_file = cli.env_file.ok_or_else(|| {
-        Error::Usage("--env FILE is required: the Laravel app's .env, e.g. --env /var/www/app/.env".into())
+        Error::Usage(
+            "--env FILE is required: the Laravel app's .env, e.g. --env /var/www/app/.env".into(),
+        )
     })?;
     let settings = Settings::load(&env_file, &cli.mapping.overrides())?;
     match cli.command.unwrap_or(Command::Run) {

@@ -16,7 +16,10 @@ pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
             _ = int.recv() => "SIGINT",
             () = token.cancelled() => return,
         };
-        tracing::info!(signal = name, "stopping: no new events are taken, writes in flight finish");
+        tracing::info!(
+            signal = name,
+            "stopping: no new events are taken, writes in flight finish"
+        );
         token.cancel();
     });
     Ok(())

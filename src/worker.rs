@@ -59,12 +59,18 @@ impl Default for WorkerOptions {
 /// Runs the worker until `shutdown` is cancelled. Start-up problems (unreachable servers, wrong
 /// credentials, missing tables, notifications off) are returned as errors; after start-up,
 /// failures are retried and never end the worker.
-pub async fn run(settings: &Settings, options: &WorkerOptions, shutdown: CancellationToken) -> Result<Arc<Stats>, Error> {
+pub async fn run(
+    settings: &Settings,
+    options: &WorkerOptions,
+    shutdown: CancellationToken,
+) -> Result<Arc<Stats>, Error> {
     let stats = Arc::new(Stats::default());
 
     let redis = RedisTarget::new(&settings.redis)?;
     let mut conn = redis.connect().await?;
-    redis.ensure_notifications(&mut conn, options.configure_redis).await?;
+    redis
+        .ensure_notifications(&mut conn, options.configure_redis)
+        .await?;
     drop(conn);
 
     let db = Database::connect(&settings.mysql, options.concurrency).await?;
@@ -76,8 +82,12 @@ pub async fn run(settings: &Settings, options: &WorkerOptions, shutdown: Cancell
     // Reconnects of the subscription trigger a sweep: whatever expired meanwhile was missed.
     let resubscribed = Arc::new(Notify::new());
     let reconciler = Reconciler::new(settings, writer.database().clone(), redis.clone());
-    let source = KeyspaceSource::new(redis.clone(), KeyPattern::new(&settings.keys), Arc::clone(&stats))
-        .on_resubscribe(Arc::clone(&resubscribed));
+    let source = KeyspaceSource::new(
+        redis.clone(),
+        KeyPattern::new(&settings.keys),
+        Arc::clone(&stats),
+    )
+    .on_resubscribe(Arc::clone(&resubscribed));
     // Subscribe before the first sweep, so that nothing expires unseen between the two.
     let subscription = source.subscribe().await?;
     let (queue, orders) = mpsc::channel(options.queue_size.max(1));
@@ -188,7 +198,8 @@ impl RecentlyDispatched {
     fn first(&mut self, order: u64) -> bool {
         let now = Instant::now();
         if self.seen.len() >= self.prune_at {
-            self.seen.retain(|_, at| now.duration_since(*at) < Self::KEEP);
+            self.seen
+                .retain(|_, at| now.duration_since(*at) < Self::KEEP);
             self.prune_at = (self.seen.len() * 2).max(1024);
         }
         match self.seen.insert(order, now) {
@@ -212,12 +223,14 @@ async fn dispatch(
     // Fired when the stop deadline passes: retries give up, what is left is reported.
     let give_up = CancellationToken::new();
 
+    let health = Arc::new(WriteHealth::default());
     let spawn = |order: u64, permit| {
         let writer = Arc::clone(writer);
         let stats = Arc::clone(stats);
+        let health = Arc::clone(&health);
         let give_up = give_up.clone();
         tracker.spawn(async move {
-            write_with_retry(&writer, order, &stats, &give_up).await;
+            write_with_retry(&writer, order, &stats, &health, &give_up).await;
             drop(permit);
         });
     };
@@ -269,7 +282,10 @@ async fn dispatch(
         }
     }
     tracker.close();
-    if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
         give_up.cancel();
         // Writes in flight get a moment to commit or roll back; retries stop at once.
         let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
@@ -280,22 +296,54 @@ async fn dispatch(
     }
 }
 
+/// Whether writes are failing, shared by all writers so that an outage is logged once when it
+/// starts and once when it ends, not once per order and retry.
+#[derive(Default)]
+struct WriteHealth {
+    failing_since: std::sync::Mutex<Option<Instant>>,
+}
+
+impl WriteHealth {
+    fn failed(&self, order: u64, error: &dyn std::fmt::Display) {
+        let mut since = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
+        if since.is_none() {
+            *since = Some(Instant::now());
+            tracing::warn!(order, %error, "MySQL writes are failing; every order is kept and retried with backoff");
+        } else {
+            tracing::debug!(order, %error, "write failed again");
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut since = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(start) = since.take() {
+            tracing::info!(
+                failing_for_ms = start.elapsed().as_millis() as u64,
+                "MySQL writes succeed again"
+            );
+        }
+    }
+}
+
 /// Writes one order, retrying with capped backoff until it succeeds or `give_up` fires.
-async fn write_with_retry(writer: &Writer, order: u64, stats: &Stats, give_up: &CancellationToken) {
+async fn write_with_retry(
+    writer: &Writer,
+    order: u64,
+    stats: &Stats,
+    health: &WriteHealth,
+    give_up: &CancellationToken,
+) {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(10));
     loop {
         match writer.cancel(order).await {
             Ok(outcome) => {
+                health.succeeded();
                 record(order, outcome, stats);
                 return;
             }
             Err(e) => {
                 Stats::add(&stats.retries);
-                if backoff.attempts() == 0 {
-                    tracing::warn!(order, error = %e, "writing the cancellation failed; retrying with backoff");
-                } else {
-                    tracing::debug!(order, error = %e, attempt = backoff.attempts() + 1, "retry failed");
-                }
+                health.failed(order, &e);
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}
                     () = give_up.cancelled() => {
@@ -316,15 +364,26 @@ fn record(order: u64, outcome: Outcome, stats: &Stats) {
         } => {
             Stats::add(&stats.cancelled);
             if missing_products.is_empty() {
-                tracing::info!(order, stock_returned = units, "cancelled unpaid order and returned its stock");
+                tracing::info!(
+                    order,
+                    stock_returned = units,
+                    "cancelled unpaid order and returned its stock"
+                );
             } else {
-                tracing::warn!(order, stock_returned = units, ?missing_products,
-                    "cancelled unpaid order; some of its products no longer exist, so their stock was not returned");
+                tracing::warn!(
+                    order,
+                    stock_returned = units,
+                    ?missing_products,
+                    "cancelled unpaid order; some of its products no longer exist, so their stock was not returned"
+                );
             }
         }
         Outcome::AlreadyCancelled => {
             Stats::add(&stats.skipped);
-            tracing::debug!(order, "order already cancelled (by another worker or an earlier event); nothing written");
+            tracing::debug!(
+                order,
+                "order already cancelled (by another worker or an earlier event); nothing written"
+            );
         }
         Outcome::NotUnpaid { status } => {
             Stats::add(&stats.skipped);

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{App, RedisServer, TestDb, default_key, wait_until};
+use common::{App, MariaServer, RedisServer, TestDb, default_key, wait_until};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -24,7 +24,11 @@ async fn products(db: &TestDb) -> Vec<u64> {
 
 async fn assert_stock_restored(db: &TestDb, products: &[u64]) {
     for product in products {
-        assert_eq!(db.stock(*product).await, 100_000, "stock of product {product} is exact");
+        assert_eq!(
+            db.stock(*product).await,
+            100_000,
+            "stock of product {product} is exact"
+        );
     }
 }
 
@@ -34,7 +38,11 @@ fn put_keys(redis: &RedisServer, orders: &[u64], ttl: u64) {
     for chunk in orders.chunks(5000) {
         let mut pipe = redis::pipe();
         for id in chunk {
-            pipe.cmd("SETEX").arg(default_key(*id)).arg(ttl).arg(id.to_string()).ignore();
+            pipe.cmd("SETEX")
+                .arg(default_key(*id))
+                .arg(ttl)
+                .arg(id.to_string())
+                .ignore();
         }
         pipe.query::<()>(&mut conn).expect("SETEX pipeline");
     }
@@ -58,9 +66,20 @@ async fn orders_that_expired_while_the_worker_was_down_are_cancelled_by_the_firs
     let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=1");
     let started = Instant::now();
     let worker = app.start_worker(&[]);
-    wait_until(WAIT, "200 orders cancelled", || async { db.count_status(2).await == 200 }).await;
-    println!("recovered 200 missed orders {:?} after the worker started", started.elapsed());
-    assert_eq!(worker.count("sweep found overdue unpaid orders"), 1, "{}", worker.log());
+    wait_until(WAIT, "200 orders cancelled", || async {
+        db.count_status(2).await == 200
+    })
+    .await;
+    println!(
+        "recovered 200 missed orders {:?} after the worker started",
+        started.elapsed()
+    );
+    assert_eq!(
+        worker.count("sweep found overdue unpaid orders"),
+        1,
+        "{}",
+        worker.log()
+    );
     assert_stock_restored(&db, &products).await;
 }
 
@@ -73,15 +92,24 @@ async fn kill_9_in_the_middle_of_a_10k_burst_then_restart_loses_nothing() {
     let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=2");
     let mut worker = app.start_worker(&[]);
     put_keys(&redis, &orders, 2);
-    wait_until(WAIT, "a tenth of the burst written", || async { db.count_status(2).await >= 1000 }).await;
+    wait_until(WAIT, "a tenth of the burst written", || async {
+        db.count_status(2).await >= 1000
+    })
+    .await;
     App::kill_worker(&mut worker);
     let at_kill = db.count_status(2).await;
     println!("killed with -9 after {at_kill} of 10000 cancellations");
 
     let started = Instant::now();
     let _worker = app.start_worker(&[]);
-    wait_until(WAIT, "10000 orders cancelled", || async { db.count_status(2).await == 10_000 }).await;
-    println!("the restarted worker finished the burst in {:?}", started.elapsed());
+    wait_until(WAIT, "10000 orders cancelled", || async {
+        db.count_status(2).await == 10_000
+    })
+    .await;
+    println!(
+        "the restarted worker finished the burst in {:?}",
+        started.elapsed()
+    );
     assert_stock_restored(&db, &products).await;
 }
 
@@ -97,10 +125,19 @@ async fn orders_whose_keys_died_with_a_redis_restart_are_cancelled_at_their_dead
     let placed = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await; // the watcher learns the deadlines
     redis.restart(); // no persistence: every key is gone, no event will ever come
-    wait_until(WAIT, "100 orders cancelled", || async { db.count_status(2).await == 100 }).await;
+    wait_until(WAIT, "100 orders cancelled", || async {
+        db.count_status(2).await == 100
+    })
+    .await;
     let took = placed.elapsed();
-    println!("orders with a 4 s TTL cancelled {took:?} after their keys were written, across a Redis restart");
-    assert!(worker.count("subscription restored") >= 1, "{}", worker.log());
+    println!(
+        "orders with a 4 s TTL cancelled {took:?} after their keys were written, across a Redis restart"
+    );
+    assert!(
+        worker.count("subscription restored") >= 1,
+        "{}",
+        worker.log()
+    );
     assert_stock_restored(&db, &products).await;
 }
 
@@ -114,10 +151,18 @@ async fn flushdb_of_the_cache_database_is_recovered() {
     let _worker = app.start_worker(&[]);
     put_keys(&redis, &orders, 3);
     // php artisan cache:clear: FLUSHDB on the cache database, no per-key events.
-    redis::cmd("FLUSHDB").query::<()>(&mut redis.conn(1)).expect("FLUSHDB");
+    redis::cmd("FLUSHDB")
+        .query::<()>(&mut redis.conn(1))
+        .expect("FLUSHDB");
     let flushed = Instant::now();
-    wait_until(WAIT, "100 orders cancelled", || async { db.count_status(2).await == 100 }).await;
-    println!("flushed orders cancelled {:?} after the flush (TTL 3 s)", flushed.elapsed());
+    wait_until(WAIT, "100 orders cancelled", || async {
+        db.count_status(2).await == 100
+    })
+    .await;
+    println!(
+        "flushed orders cancelled {:?} after the flush (TTL 3 s)",
+        flushed.elapsed()
+    );
     assert_stock_restored(&db, &products).await;
 }
 
@@ -136,7 +181,10 @@ async fn a_subscriber_cut_off_for_falling_behind_is_detected_and_recovered() {
     let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=1");
     let worker = app.start_worker(&[]);
     put_keys(&redis, &orders, 1);
-    wait_until(WAIT, "5000 orders cancelled", || async { db.count_status(2).await == 5000 }).await;
+    wait_until(WAIT, "5000 orders cancelled", || async {
+        db.count_status(2).await == 5000
+    })
+    .await;
     let cut = worker.count("lost the Redis subscription");
     println!("subscription cut {cut} time(s) during a 5000-event burst; all orders cancelled");
     assert_stock_restored(&db, &products).await;
@@ -162,16 +210,28 @@ async fn four_workers_through_bursts_return_stock_exactly_once_and_spare_paid_or
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let unpaid = all.len() - paid.len();
-    wait_until(WAIT, "all unpaid orders cancelled", || async { db.count_status(2).await == unpaid }).await;
+    wait_until(WAIT, "all unpaid orders cancelled", || async {
+        db.count_status(2).await == unpaid
+    })
+    .await;
     let line = "cancelled unpaid order and returned its stock";
     let started = Instant::now();
-    while workers.iter().map(|w| w.count(line)).sum::<usize>() < unpaid && started.elapsed() < WAIT {
+    while workers.iter().map(|w| w.count(line)).sum::<usize>() < unpaid && started.elapsed() < WAIT
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let per_worker: Vec<usize> = workers.iter().map(|w| w.count(line)).collect();
     println!("cancellations per worker: {per_worker:?}");
-    assert_eq!(per_worker.iter().sum::<usize>(), unpaid, "each order cancelled by exactly one worker");
-    assert_eq!(db.count_status(1).await, paid.len(), "no paid order cancelled");
+    assert_eq!(
+        per_worker.iter().sum::<usize>(),
+        unpaid,
+        "each order cancelled by exactly one worker"
+    );
+    assert_eq!(
+        db.count_status(1).await,
+        paid.len(),
+        "no paid order cancelled"
+    );
     // Stock: everything came back except the paid orders' units.
     for product in &products {
         let paid_units: Option<i64> = mysql_async::prelude::Queryable::exec_first(
@@ -181,7 +241,11 @@ async fn four_workers_through_bursts_return_stock_exactly_once_and_spare_paid_or
         )
         .await
         .expect("paid units");
-        assert_eq!(db.stock(*product).await, 100_000 - paid_units.unwrap_or(0), "stock of product {product}");
+        assert_eq!(
+            db.stock(*product).await,
+            100_000 - paid_units.unwrap_or(0),
+            "stock of product {product}"
+        );
     }
 }
 
@@ -197,13 +261,17 @@ async fn orders_are_cancelled_at_their_deadline_among_100k_other_ttl_keys() {
         let mut pipe = redis::pipe();
         for i in 0..5000 {
             pipe.cmd("SET")
-                .arg(format!("laravel_database_laravel_cache:page:{}", chunk * 5000 + i))
+                .arg(format!(
+                    "laravel_database_laravel_cache:page:{}",
+                    chunk * 5000 + i
+                ))
                 .arg("x")
                 .arg("EX")
                 .arg(86_400)
                 .ignore();
         }
-        pipe.query::<()>(&mut conn).expect("fill the cache database");
+        pipe.query::<()>(&mut conn)
+            .expect("fill the cache database");
     }
     let orders = db.place_orders(&products, 50).await;
     let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=3");
@@ -215,7 +283,10 @@ async fn orders_are_cancelled_at_their_deadline_among_100k_other_ttl_keys() {
     let mut pending: Vec<u64> = orders.clone();
     let started = Instant::now();
     while !pending.is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(30), "orders still pending after 30 s: {pending:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "orders still pending after 30 s: {pending:?}"
+        );
         let mut still = Vec::new();
         for id in pending {
             if db.status(id).await == 2 {
@@ -251,22 +322,82 @@ async fn sweep_command_reports_then_cancels_missed_orders() {
 
     let dry = app.run(&["sweep", "--dry-run"]);
     let stdout = String::from_utf8_lossy(&dry.stdout);
-    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("would cancel order")).count(), 10, "{stdout}");
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("would cancel order"))
+            .count(),
+        10,
+        "{stdout}"
+    );
     assert_eq!(db.count_status(2).await, 0, "a dry run writes nothing");
 
     let real = app.run(&["sweep"]);
     let stdout = String::from_utf8_lossy(&real.stdout);
-    assert!(real.status.success(), "{}", String::from_utf8_lossy(&real.stderr));
+    assert!(
+        real.status.success(),
+        "{}",
+        String::from_utf8_lossy(&real.stderr)
+    );
     assert!(stdout.contains("10 cancelled"), "{stdout}");
-    assert!(stdout.contains("2 with their key still in Redis"), "{stdout}");
+    assert!(
+        stdout.contains("2 with their key still in Redis"),
+        "{stdout}"
+    );
     assert_eq!(db.count_status(2).await, 10);
     for id in &orders[10..] {
-        assert_eq!(db.status(*id).await, 0, "order {id} still has its key: not due");
+        assert_eq!(
+            db.status(*id).await,
+            0,
+            "order {id} still has its key: not due"
+        );
     }
 
     let without_ttl = App::new(&redis, &db, "");
     let refused = without_ttl.run(&["sweep"]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("ORDER_EXPIRE_TTL"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_restarted_in_the_middle_of_a_burst_loses_nothing() {
+    let mut maria = MariaServer::start();
+    let redis = RedisServer::start();
+    let db = TestDb::create_on(&maria.url()).await;
+    let products = products(&db).await;
+    let orders = db.place_orders(&products, 3000).await;
+    let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=1");
+    let worker = app.start_worker(&[]);
+    put_keys(&redis, &orders, 1);
+    wait_until(WAIT, "the burst to be under way", || async {
+        db.count_status(2).await >= 300
+    })
+    .await;
+    maria.restart(Duration::from_secs(2));
+    let back = Instant::now();
+    wait_until(WAIT, "3000 orders cancelled", || async {
+        db.count_status(2).await == 3000
+    })
+    .await;
+    println!(
+        "MariaDB restarted mid-burst: the rest of the burst was written {:?} after it came back",
+        back.elapsed()
+    );
+    assert_eq!(
+        worker.count("MySQL writes are failing"),
+        1,
+        "one line per outage:\n{}",
+        worker.log()
+    );
+    assert_eq!(
+        worker.count("MySQL writes succeed again"),
+        1,
+        "one line on recovery"
+    );
+    assert_stock_restored(&db, &products).await;
 }

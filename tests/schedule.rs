@@ -16,10 +16,18 @@ fn schedule_writes_laravels_key_in_the_cache_database() {
     let redis = RedisServer::start();
     let app = App::with_env(&format!("CACHE_DRIVER=redis\nREDIS_PORT={}\n", redis.port));
     let output = app.run(&["schedule", "42", "--ttl", "300"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let (ttl, value) = key_ttl_value(&redis, 1, "laravel_database_laravel_cache:ORDER_CONFIRM:42");
     assert!((295..=300).contains(&ttl), "ttl {ttl}");
-    assert_eq!(value.as_deref(), Some(&b"42"[..]), "numbers are stored raw, as RedisStore does");
+    assert_eq!(
+        value.as_deref(),
+        Some(&b"42"[..]),
+        "numbers are stored raw, as RedisStore does"
+    );
 }
 
 #[test]
@@ -30,10 +38,18 @@ fn schedule_follows_prefixes_and_serializes_other_values() {
         redis.port
     ));
     let output = app.run(&["schedule", "7", "--ttl", "60", "--value", "pending"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let (ttl, value) = key_ttl_value(&redis, 2, "shop:ORDER_CONFIRM:7");
     assert!(ttl > 0, "ttl {ttl}");
-    assert_eq!(value.as_deref(), Some(&b"s:7:\"pending\";"[..]), "PHP serialize() for non-numbers");
+    assert_eq!(
+        value.as_deref(),
+        Some(&b"s:7:\"pending\";"[..]),
+        "PHP serialize() for non-numbers"
+    );
 }
 
 #[test]

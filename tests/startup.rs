@@ -27,7 +27,10 @@ async fn wrong_mysql_password_is_one_line_naming_host_and_cause() {
         db.env_lines_with_password("definitely-wrong")
     ));
     let line = failing_start(&app);
-    assert!(line.contains(&db.host_port()), "names the MySQL host: {line}");
+    assert!(
+        line.contains(&db.host_port()),
+        "names the MySQL host: {line}"
+    );
     assert!(line.contains("Access denied"), "says why: {line}");
     assert!(line.contains("DB_PASSWORD"), "says what to fix: {line}");
 }
@@ -41,9 +44,15 @@ async fn unreachable_redis_is_one_line_naming_host_and_cause() {
         redis.kill();
         port
     };
-    let app = App::with_env(&format!("CACHE_DRIVER=redis\nREDIS_PORT={port}\n{}", db.env_lines()));
+    let app = App::with_env(&format!(
+        "CACHE_DRIVER=redis\nREDIS_PORT={port}\n{}",
+        db.env_lines()
+    ));
     let line = failing_start(&app);
-    assert!(line.contains(&format!("127.0.0.1:{port}")), "names the Redis host: {line}");
+    assert!(
+        line.contains(&format!("127.0.0.1:{port}")),
+        "names the Redis host: {line}"
+    );
     assert!(line.to_lowercase().contains("refused"), "says why: {line}");
 }
 
@@ -62,7 +71,10 @@ async fn notifications_off_is_explained_and_configure_redis_fixes_it() {
         .arg("notify-keyspace-events")
         .query(&mut redis.conn(0))
         .expect("CONFIG GET");
-    assert!(flags[1].contains('E') && flags[1].contains('x'), "{flags:?}");
+    assert!(
+        flags[1].contains('E') && flags[1].contains('x'),
+        "{flags:?}"
+    );
     assert!(worker.stop(Duration::from_secs(10)).success());
 }
 
@@ -80,7 +92,10 @@ async fn a_missing_table_is_named() {
 fn a_cache_driver_other_than_redis_is_refused() {
     let app = App::with_env("CACHE_DRIVER=file\n");
     let line = failing_start(&app);
-    assert!(line.contains("CACHE_DRIVER") && line.contains(".env"), "{line}");
+    assert!(
+        line.contains("CACHE_DRIVER") && line.contains(".env"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -39,11 +39,23 @@ async fn two_hundred_expired_orders_are_cancelled_and_their_stock_returned() {
 
     let mut conn = redis.conn(1);
     for (i, id) in ids.iter().enumerate() {
-        setex(&mut conn, &default_key(*id), if i % 2 == 0 { 1 } else { 2 }, &id.to_string());
+        setex(
+            &mut conn,
+            &default_key(*id),
+            if i % 2 == 0 { 1 } else { 2 },
+            &id.to_string(),
+        );
     }
-    wait_until(WAIT, "200 orders cancelled", || async { db.count_status(2).await == 200 }).await;
+    wait_until(WAIT, "200 orders cancelled", || async {
+        db.count_status(2).await == 200
+    })
+    .await;
     for product in &products {
-        assert_eq!(db.stock(*product).await, 1000, "stock of product {product} is back where it started");
+        assert_eq!(
+            db.stock(*product).await,
+            1000,
+            "stock of product {product} is back where it started"
+        );
     }
     // Eloquent's save() sets updated_at to now, written in the app time zone (UTC by default).
     let mut c = db.conn().await;
@@ -53,7 +65,11 @@ async fn two_hundred_expired_orders_are_cancelled_and_their_stock_returned() {
     )
     .await
     .expect("query");
-    assert_eq!(stale, Some(0), "every cancelled order has a fresh updated_at");
+    assert_eq!(
+        stale,
+        Some(0),
+        "every cancelled order has a fresh updated_at"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -73,7 +89,10 @@ async fn paid_orders_stay_paid_and_keep_their_stock() {
     for id in &ids {
         setex(&mut conn, &default_key(*id), 1, &id.to_string());
     }
-    wait_until(WAIT, "10 unpaid orders cancelled", || async { db.count_status(2).await == 10 }).await;
+    wait_until(WAIT, "10 unpaid orders cancelled", || async {
+        db.count_status(2).await == 10
+    })
+    .await;
     worker.wait_for_log("is not unpaid", paid.len(), WAIT);
 
     for id in &paid {
@@ -109,7 +128,7 @@ async fn keys_of_other_apps_types_or_with_bad_ids_change_nothing() {
     let id = ids[0];
     let mut conn = redis.conn(1);
     let foreign = [
-        format!("shop_database_shop_cache:ORDER_CONFIRM:{id}"),        // another app's prefix
+        format!("shop_database_shop_cache:ORDER_CONFIRM:{id}"), // another app's prefix
         format!("laravel_database_laravel_cache:ORDER_OTHEREVENT:{id}"), // another key type
         format!("laravel_database_laravel_cache:ORDER_CONFIRMED:{id}"),
         format!("laravel_cache:ORDER_CONFIRM:{id}"), // no connection prefix
@@ -127,12 +146,20 @@ async fn keys_of_other_apps_types_or_with_bad_ids_change_nothing() {
         setex(&mut conn, key, 1, &id.to_string());
     }
     // The same key in another database of the same server is not the cache database's.
-    setex(&mut redis.conn(0), &default_key(ids[1]), 1, &ids[1].to_string());
+    setex(
+        &mut redis.conn(0),
+        &default_key(ids[1]),
+        1,
+        &ids[1].to_string(),
+    );
     // A real order key that expires after all of them: once it is cancelled, the worker has
     // seen every event above.
     let sentinel = ids[5];
     setex(&mut conn, &default_key(sentinel), 3, &sentinel.to_string());
-    wait_until(WAIT, "the sentinel order cancelled", || async { db.status(sentinel).await == 2 }).await;
+    wait_until(WAIT, "the sentinel order cancelled", || async {
+        db.status(sentinel).await == 2
+    })
+    .await;
 
     for other in &ids[..5] {
         assert_eq!(db.status(*other).await, 0, "order {other} untouched");
@@ -140,7 +167,12 @@ async fn keys_of_other_apps_types_or_with_bad_ids_change_nothing() {
     let mut expected = stock_before;
     expected[5 % products.len()] += 1; // the sentinel's quantity: i % 5 + 1 with i = 5
     assert_eq!(futures_stock(&db, &products).await, expected);
-    assert_eq!(worker.count("ignored a malformed order key"), malformed.len(), "{}", worker.log());
+    assert_eq!(
+        worker.count("ignored a malformed order key"),
+        malformed.len(),
+        "{}",
+        worker.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -155,20 +187,36 @@ async fn two_workers_return_stock_exactly_once() {
     let mut conn = redis.conn(1);
     let mut pipe = redis::pipe();
     for id in &ids {
-        pipe.cmd("SETEX").arg(default_key(*id)).arg(1).arg(id.to_string()).ignore();
+        pipe.cmd("SETEX")
+            .arg(default_key(*id))
+            .arg(1)
+            .arg(id.to_string())
+            .ignore();
     }
     pipe.query::<()>(&mut conn).expect("SETEX pipeline");
 
-    wait_until(WAIT, "500 orders cancelled", || async { db.count_status(2).await == 500 }).await;
+    wait_until(WAIT, "500 orders cancelled", || async {
+        db.count_status(2).await == 500
+    })
+    .await;
     // Both workers receive all 500 events; each order is cancelled by exactly one of them.
     let cancelled_line = "cancelled unpaid order and returned its stock";
     let started = std::time::Instant::now();
-    while first.count(cancelled_line) + second.count(cancelled_line) < 500 && started.elapsed() < WAIT {
+    while first.count(cancelled_line) + second.count(cancelled_line) < 500
+        && started.elapsed() < WAIT
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(first.count(cancelled_line) + second.count(cancelled_line), 500);
+    assert_eq!(
+        first.count(cancelled_line) + second.count(cancelled_line),
+        500
+    );
     for product in &products {
-        assert_eq!(db.stock(*product).await, 1000, "stock of product {product} returned exactly once");
+        assert_eq!(
+            db.stock(*product).await,
+            1000,
+            "stock of product {product} returned exactly once"
+        );
     }
 }
 
@@ -185,9 +233,17 @@ async fn an_empty_redis_prefix_works_too() {
     // order 0 belongs to an app configured differently and must be ignored.
     setex(&mut conn, &default_key(ids[0]), 1, &ids[0].to_string());
     for id in &ids[1..] {
-        setex(&mut conn, &format!("laravel_cache:ORDER_CONFIRM:{id}"), 1, &id.to_string());
+        setex(
+            &mut conn,
+            &format!("laravel_cache:ORDER_CONFIRM:{id}"),
+            1,
+            &id.to_string(),
+        );
     }
-    wait_until(WAIT, "9 orders cancelled", || async { db.count_status(2).await == 9 }).await;
+    wait_until(WAIT, "9 orders cancelled", || async {
+        db.count_status(2).await == 9
+    })
+    .await;
     assert_eq!(db.status(ids[0]).await, 0);
     let _ = products;
 }
@@ -202,9 +258,17 @@ async fn app_name_and_cache_db_decide_the_key_and_channel() {
     let _worker = app.start_worker(&[]);
     let mut conn = redis.conn(3);
     for id in &ids {
-        setex(&mut conn, &format!("my_shop_database_my_shop_cache:ORDER_CONFIRM:{id}"), 1, &id.to_string());
+        setex(
+            &mut conn,
+            &format!("my_shop_database_my_shop_cache:ORDER_CONFIRM:{id}"),
+            1,
+            &id.to_string(),
+        );
     }
-    wait_until(WAIT, "3 orders cancelled", || async { db.count_status(2).await == 3 }).await;
+    wait_until(WAIT, "3 orders cancelled", || async {
+        db.count_status(2).await == 3
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -226,14 +290,25 @@ async fn order_lines_in_an_items_table_return_each_products_stock() {
         )
         .await
         .expect("item");
-        c.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ?", (quantity, product))
-            .await
-            .expect("stock");
+        c.exec_drop(
+            "UPDATE products SET stock = stock - ? WHERE id = ?",
+            (quantity, product),
+        )
+        .await
+        .expect("stock");
     }
     let app = App::new(&redis, &db, "ORDER_EXPIRE_ITEMS_TABLE=order_items");
     let _worker = app.start_worker(&[]);
-    setex(&mut redis.conn(1), &default_key(order), 1, &order.to_string());
-    wait_until(WAIT, "the order cancelled", || async { db.status(order).await == 2 }).await;
+    setex(
+        &mut redis.conn(1),
+        &default_key(order),
+        1,
+        &order.to_string(),
+    );
+    wait_until(WAIT, "the order cancelled", || async {
+        db.status(order).await == 2
+    })
+    .await;
     assert_eq!((db.stock(tea).await, db.stock(cake).await), (100, 100));
 }
 
@@ -244,8 +319,16 @@ async fn updated_at_is_written_in_the_app_time_zone() {
     let (_, ids) = orders(&db, 1).await;
     let app = App::new(&redis, &db, "ORDER_EXPIRE_TIMEZONE=Asia/Shanghai");
     let _worker = app.start_worker(&[]);
-    setex(&mut redis.conn(1), &default_key(ids[0]), 1, &ids[0].to_string());
-    wait_until(WAIT, "the order cancelled", || async { db.status(ids[0]).await == 2 }).await;
+    setex(
+        &mut redis.conn(1),
+        &default_key(ids[0]),
+        1,
+        &ids[0].to_string(),
+    );
+    wait_until(WAIT, "the order cancelled", || async {
+        db.status(ids[0]).await == 2
+    })
+    .await;
     let offset: Option<i64> = mysql_async::prelude::Queryable::exec_first(
         &mut db.conn().await,
         "SELECT TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), updated_at) FROM orders WHERE id = ?",
@@ -254,7 +337,10 @@ async fn updated_at_is_written_in_the_app_time_zone() {
     .await
     .expect("query");
     let offset = offset.expect("updated_at set");
-    assert!((8 * 3600 - 120..=8 * 3600 + 5).contains(&offset), "updated_at is UTC+8, got offset {offset} s");
+    assert!(
+        (8 * 3600 - 120..=8 * 3600 + 5).contains(&offset),
+        "updated_at is UTC+8, got offset {offset} s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -265,12 +351,20 @@ async fn a_killed_subscription_is_restored() {
     let app = App::new(&redis, &db, "");
     let worker = app.start_worker(&[]);
     let mut conn = redis.conn(1);
-    redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query::<i64>(&mut conn).expect("CLIENT KILL");
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query::<i64>(&mut conn)
+        .expect("CLIENT KILL");
     worker.wait_for_log("subscription restored", 1, WAIT);
     for id in &ids {
         setex(&mut conn, &default_key(*id), 1, &id.to_string());
     }
-    wait_until(WAIT, "2 orders cancelled", || async { db.count_status(2).await == 2 }).await;
+    wait_until(WAIT, "2 orders cancelled", || async {
+        db.count_status(2).await == 2
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -282,12 +376,24 @@ async fn the_subscription_survives_more_than_a_minute_of_silence() {
     let app = App::new(&redis, &db, "");
     let worker = app.start_worker(&[]);
     tokio::time::sleep(Duration::from_secs(65)).await;
-    setex(&mut redis.conn(1), &default_key(ids[0]), 1, &ids[0].to_string());
-    wait_until(Duration::from_secs(20), "the order cancelled after 65 s idle", || async {
-        db.status(ids[0]).await == 2
-    })
+    setex(
+        &mut redis.conn(1),
+        &default_key(ids[0]),
+        1,
+        &ids[0].to_string(),
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the order cancelled after 65 s idle",
+        || async { db.status(ids[0]).await == 2 },
+    )
     .await;
-    assert_eq!(worker.count("lost the Redis subscription"), 0, "{}", worker.log());
+    assert_eq!(
+        worker.count("lost the Redis subscription"),
+        0,
+        "{}",
+        worker.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -297,6 +403,10 @@ async fn sigterm_stops_the_worker_cleanly() {
     let app = App::new(&redis, &db, "");
     let mut worker = app.start_worker(&[]);
     let status = worker.stop(Duration::from_secs(10));
-    assert!(status.success(), "exit status {status:?}; log:\n{}", worker.log());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        worker.log()
+    );
     assert_eq!(worker.count("stopped"), 1);
 }

@@ -12,7 +12,14 @@ pub fn interpret(raw: &str) -> EnvValue {
         "false" | "(false)" => EnvValue::Bool(false),
         "empty" | "(empty)" => EnvValue::Str(String::new()),
         _ => {
-            let s = if raw.len() >= 2 && ((raw.starts_with('"') && raw.ends_with('"')) || (raw.starts_with('\'') && raw.ends_with('\''))) { &raw[1..raw.len()-1] } else { raw };
+            let s = if raw.len() >= 2
+                && ((raw.starts_with('"') && raw.ends_with('"'))
+                    || (raw.starts_with('\'') && raw.ends_with('\'')))
+            {
+                &raw[1..raw.len() - 1]
+            } else {
+                raw
+            };
             EnvValue::Str(s.to_string())
         }
     }

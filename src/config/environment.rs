@@ -77,7 +77,10 @@ mod tests {
 
     #[test]
     fn process_environment_wins_over_the_file() {
-        let env = env("REDIS_HOST=file-host\nREDIS_PORT=6380\n", &[("REDIS_HOST", "proc-host")]);
+        let env = env(
+            "REDIS_HOST=file-host\nREDIS_PORT=6380\n",
+            &[("REDIS_HOST", "proc-host")],
+        );
         assert_eq!(env.raw("REDIS_HOST").as_deref(), Some("proc-host"));
         assert_eq!(env.raw("REDIS_PORT").as_deref(), Some("6380"));
         assert_eq!(env.raw("MISSING"), None);

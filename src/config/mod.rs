@@ -18,6 +18,6 @@ pub mod slug;
 
 pub use schema::{Ident, OrderLines, Schema};
 pub use settings::{
-    KeySettings, MysqlSettings, Overrides, RecoverySettings, RedisEndpoint, RedisSettings, Settings,
-    TimeZoneSetting, keys,
+    KeySettings, MysqlSettings, Overrides, RecoverySettings, RedisEndpoint, RedisSettings,
+    Settings, TimeZoneSetting, keys,
 };

@@ -106,7 +106,9 @@ mod tests {
 
     #[test]
     fn is_numeric_follows_php() {
-        for yes in ["7", "-7", "+7", "1.5", "1.", ".5", "1e3", "1E-3", " 7", "7 ", "0"] {
+        for yes in [
+            "7", "-7", "+7", "1.5", "1.", ".5", "1e3", "1E-3", " 7", "7 ", "0",
+        ] {
             assert!(is_numeric(yes), "{yes:?} is numeric");
         }
         for no in ["", " ", ".", "abc", "7a", "0x1A", "1e", "INF", "1 2", "--1"] {

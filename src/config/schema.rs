@@ -94,10 +94,20 @@ mod tests {
 
     #[test]
     fn identifiers_are_validated_and_quoted() {
-        assert_eq!(Ident::new("orders").map(|i| i.to_string()), Ok("`orders`".into()));
+        assert_eq!(
+            Ident::new("orders").map(|i| i.to_string()),
+            Ok("`orders`".into())
+        );
         assert!(Ident::new("shop_orders2").is_ok());
         assert!(Ident::new("_t$x").is_ok());
-        for bad in ["", "2orders", "orders`; DROP TABLE x", "ord ers", "orders.x", "ordérs"] {
+        for bad in [
+            "",
+            "2orders",
+            "orders`; DROP TABLE x",
+            "ord ers",
+            "orders.x",
+            "ordérs",
+        ] {
             assert!(Ident::new(bad).is_err(), "{bad:?} must be rejected");
         }
         assert!(Ident::new(&"a".repeat(65)).is_err());

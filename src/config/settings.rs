@@ -250,7 +250,9 @@ impl Resolver<'_> {
     }
 
     fn require_cache_driver(&self) -> Result<(), ConfigError> {
-        let driver = self.laravel("CACHE_DRIVER", Some("file")).unwrap_or_default();
+        let driver = self
+            .laravel("CACHE_DRIVER", Some("file"))
+            .unwrap_or_default();
         if driver != "redis" {
             return Err(ConfigError::CacheDriver {
                 path: self.file.to_path_buf(),
@@ -260,7 +262,11 @@ impl Resolver<'_> {
         Ok(())
     }
 
-    fn unsupported_url(&self, name: &'static str, instead: &'static str) -> Result<(), ConfigError> {
+    fn unsupported_url(
+        &self,
+        name: &'static str,
+        instead: &'static str,
+    ) -> Result<(), ConfigError> {
         match self.laravel(name, None) {
             Some(url) if !url.is_empty() => Err(ConfigError::Unsupported {
                 path: self.file.to_path_buf(),
@@ -272,12 +278,19 @@ impl Resolver<'_> {
     }
 
     fn redis(&self) -> Result<RedisSettings, ConfigError> {
-        self.unsupported_url("REDIS_URL", "REDIS_HOST, REDIS_PORT, REDIS_PASSWORD and REDIS_CACHE_DB")?;
-        let client = self.laravel("REDIS_CLIENT", Some("phpredis")).unwrap_or_default();
+        self.unsupported_url(
+            "REDIS_URL",
+            "REDIS_HOST, REDIS_PORT, REDIS_PASSWORD and REDIS_CACHE_DB",
+        )?;
+        let client = self
+            .laravel("REDIS_CLIENT", Some("phpredis"))
+            .unwrap_or_default();
         if client != "phpredis" && client != "predis" {
             return Err(self.invalid("REDIS_CLIENT", &client, "expected phpredis or predis"));
         }
-        let host = self.laravel("REDIS_HOST", Some("127.0.0.1")).unwrap_or_default();
+        let host = self
+            .laravel("REDIS_HOST", Some("127.0.0.1"))
+            .unwrap_or_default();
         let port = self.port("REDIS_PORT", "6379")?;
         let endpoint = if host.starts_with('/') && port < 1 {
             // phpredis treats a path with a port below 1 as a Unix socket.
@@ -291,10 +304,20 @@ impl Resolver<'_> {
                 return Err(self.invalid("REDIS_HOST", "", "a host name is required"));
             }
             match host.split_once("://") {
-                Some(("tls" | "ssl" | "rediss", h)) => RedisEndpoint::Tls { host: h.into(), port },
-                Some(("tcp" | "redis", h)) => RedisEndpoint::Tcp { host: h.into(), port },
+                Some(("tls" | "ssl" | "rediss", h)) => RedisEndpoint::Tls {
+                    host: h.into(),
+                    port,
+                },
+                Some(("tcp" | "redis", h)) => RedisEndpoint::Tcp {
+                    host: h.into(),
+                    port,
+                },
                 Some((scheme, _)) => {
-                    return Err(self.invalid("REDIS_HOST", &host, format!("unknown scheme `{scheme}://`")));
+                    return Err(self.invalid(
+                        "REDIS_HOST",
+                        &host,
+                        format!("unknown scheme `{scheme}://`"),
+                    ));
                 }
                 None => RedisEndpoint::Tcp { host, port },
             }
@@ -318,7 +341,11 @@ impl Resolver<'_> {
             Some(v) => php::int_cast(&v.to_php_string().unwrap_or_default()),
         };
         if database < 0 {
-            return Err(self.invalid("REDIS_CACHE_DB", &database.to_string(), "a database index cannot be negative"));
+            return Err(self.invalid(
+                "REDIS_CACHE_DB",
+                &database.to_string(),
+                "a database index cannot be negative",
+            ));
         }
         Ok(RedisSettings {
             endpoint,
@@ -329,9 +356,13 @@ impl Resolver<'_> {
     }
 
     fn keys(&self) -> Result<KeySettings, ConfigError> {
-        let app_name = self.laravel("APP_NAME", Some("laravel")).unwrap_or_default();
+        let app_name = self
+            .laravel("APP_NAME", Some("laravel"))
+            .unwrap_or_default();
         let app_slug = slug(&app_name, '_');
-        let client = self.laravel("REDIS_CLIENT", Some("phpredis")).unwrap_or_default();
+        let client = self
+            .laravel("REDIS_CLIENT", Some("phpredis"))
+            .unwrap_or_default();
 
         // config/database.php: 'prefix' => env('REDIS_PREFIX', Str::slug(env('APP_NAME', 'laravel'), '_').'_database_')
         let connection_prefix = match self.env.get("REDIS_PREFIX") {
@@ -357,7 +388,11 @@ impl Resolver<'_> {
             .ours(keys::KEY_TYPE)
             .unwrap_or_else(|| "ORDER_CONFIRM".into());
         if key_type.chars().any(|c| c.is_whitespace() || c == ':') {
-            return Err(self.invalid(keys::KEY_TYPE, &key_type, "a key type cannot contain spaces or `:`"));
+            return Err(self.invalid(
+                keys::KEY_TYPE,
+                &key_type,
+                "a key type cannot contain spaces or `:`",
+            ));
         }
         Ok(KeySettings {
             connection_prefix,
@@ -367,15 +402,22 @@ impl Resolver<'_> {
     }
 
     fn mysql(&self) -> Result<MysqlSettings, ConfigError> {
-        let connection = self.laravel("DB_CONNECTION", Some("mysql")).unwrap_or_default();
+        let connection = self
+            .laravel("DB_CONNECTION", Some("mysql"))
+            .unwrap_or_default();
         if connection != "mysql" && connection != "mariadb" {
             return Err(ConfigError::DbConnection {
                 path: self.file.to_path_buf(),
                 found: connection,
             });
         }
-        self.unsupported_url("DATABASE_URL", "DB_HOST, DB_PORT, DB_DATABASE, DB_USERNAME and DB_PASSWORD")?;
-        let host = self.laravel("DB_HOST", Some("127.0.0.1")).unwrap_or_default();
+        self.unsupported_url(
+            "DATABASE_URL",
+            "DB_HOST, DB_PORT, DB_DATABASE, DB_USERNAME and DB_PASSWORD",
+        )?;
+        let host = self
+            .laravel("DB_HOST", Some("127.0.0.1"))
+            .unwrap_or_default();
         let port = self.port("DB_PORT", "3306")?;
         let port = u16::try_from(port)
             .ok()
@@ -390,8 +432,12 @@ impl Resolver<'_> {
             host,
             port,
             socket,
-            database: self.laravel("DB_DATABASE", Some("forge")).unwrap_or_default(),
-            username: self.laravel("DB_USERNAME", Some("forge")).unwrap_or_default(),
+            database: self
+                .laravel("DB_DATABASE", Some("forge"))
+                .unwrap_or_default(),
+            username: self
+                .laravel("DB_USERNAME", Some("forge"))
+                .unwrap_or_default(),
             password: self.laravel("DB_PASSWORD", Some("")).unwrap_or_default(),
         })
     }
@@ -431,26 +477,38 @@ impl Resolver<'_> {
     }
 
     fn recovery(&self) -> Result<RecoverySettings, ConfigError> {
-        let seconds = |name: &'static str, default: Option<u64>| -> Result<Option<u64>, ConfigError> {
-            match self.ours(name) {
-                None => Ok(default),
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(Some(n)),
-                    _ => Err(self.invalid(name, &v, "expected a whole number of seconds, at least 1")),
-                },
-            }
-        };
+        let seconds =
+            |name: &'static str, default: Option<u64>| -> Result<Option<u64>, ConfigError> {
+                match self.ours(name) {
+                    None => Ok(default),
+                    Some(v) => match v.trim().parse::<u64>() {
+                        Ok(n) if n > 0 => Ok(Some(n)),
+                        _ => Err(self.invalid(
+                            name,
+                            &v,
+                            "expected a whole number of seconds, at least 1",
+                        )),
+                    },
+                }
+            };
         Ok(RecoverySettings {
             order_ttl: seconds(keys::ORDER_TTL, None)?.map(std::time::Duration::from_secs),
-            sweep_interval: std::time::Duration::from_secs(seconds(keys::SWEEP_INTERVAL, Some(60))?.unwrap_or(60)),
+            sweep_interval: std::time::Duration::from_secs(
+                seconds(keys::SWEEP_INTERVAL, Some(60))?.unwrap_or(60),
+            ),
         })
     }
 
     fn timezone(&self) -> Result<TimeZoneSetting, ConfigError> {
         // Laravel 8's config/app.php has the literal 'timezone' => 'UTC'.
         let name = self.ours(keys::TIMEZONE).unwrap_or_else(|| "UTC".into());
-        let tz = jiff::tz::TimeZone::get(&name)
-            .map_err(|_| self.invalid(keys::TIMEZONE, &name, "not a known IANA time zone (e.g. UTC, Asia/Shanghai)"))?;
+        let tz = jiff::tz::TimeZone::get(&name).map_err(|_| {
+            self.invalid(
+                keys::TIMEZONE,
+                &name,
+                "not a known IANA time zone (e.g. UTC, Asia/Shanghai)",
+            )
+        })?;
         Ok(TimeZoneSetting { name, tz })
     }
 }
@@ -469,13 +527,19 @@ mod tests {
     }
 
     fn full_prefix(s: &Settings) -> String {
-        format!("{}{}{}:", s.keys.connection_prefix, s.keys.store_prefix, s.keys.key_type)
+        format!(
+            "{}{}{}:",
+            s.keys.connection_prefix, s.keys.store_prefix, s.keys.key_type
+        )
     }
 
     #[test]
     fn laravel_8_defaults() {
         let s = resolve("CACHE_DRIVER=redis\n").expect("resolves");
-        assert_eq!(full_prefix(&s), "laravel_database_laravel_cache:ORDER_CONFIRM:");
+        assert_eq!(
+            full_prefix(&s),
+            "laravel_database_laravel_cache:ORDER_CONFIRM:"
+        );
         assert_eq!(s.redis.database, 1);
         assert_eq!(
             s.redis.endpoint,
@@ -486,28 +550,46 @@ mod tests {
         );
         assert_eq!(s.redis.password, None);
         assert_eq!(s.mysql.endpoint(), "127.0.0.1:3306");
-        assert_eq!((s.mysql.database.as_str(), s.mysql.username.as_str()), ("forge", "forge"));
+        assert_eq!(
+            (s.mysql.database.as_str(), s.mysql.username.as_str()),
+            ("forge", "forge")
+        );
         assert_eq!(s.timezone.name, "UTC");
         assert_eq!((s.schema.unpaid_status, s.schema.cancelled_status), (0, 2));
-        assert_eq!(s.recovery.order_ttl, None, "no reconciliation without the app's TTL");
-        assert_eq!(s.recovery.sweep_interval, std::time::Duration::from_secs(60));
+        assert_eq!(
+            s.recovery.order_ttl, None,
+            "no reconciliation without the app's TTL"
+        );
+        assert_eq!(
+            s.recovery.sweep_interval,
+            std::time::Duration::from_secs(60)
+        );
     }
 
     #[test]
     fn prefixes_follow_app_name_and_php_emptiness() {
         let cases = [
-            ("APP_NAME=\"My Shop\"", "my_shop_database_my_shop_cache:ORDER_CONFIRM:"),
+            (
+                "APP_NAME=\"My Shop\"",
+                "my_shop_database_my_shop_cache:ORDER_CONFIRM:",
+            ),
             ("REDIS_PREFIX=", "laravel_cache:ORDER_CONFIRM:"),
             ("REDIS_PREFIX=null", "laravel_cache:ORDER_CONFIRM:"),
             ("REDIS_PREFIX=0", "laravel_cache:ORDER_CONFIRM:"),
-            ("REDIS_PREFIX=0\nREDIS_CLIENT=predis", "0laravel_cache:ORDER_CONFIRM:"),
+            (
+                "REDIS_PREFIX=0\nREDIS_CLIENT=predis",
+                "0laravel_cache:ORDER_CONFIRM:",
+            ),
             ("REDIS_PREFIX=shop:", "shop:laravel_cache:ORDER_CONFIRM:"),
             ("CACHE_PREFIX=", "laravel_database_ORDER_CONFIRM:"),
             ("CACHE_PREFIX=0", "laravel_database_ORDER_CONFIRM:"),
             ("CACHE_PREFIX=a:b", "laravel_database_a:b:ORDER_CONFIRM:"),
             ("REDIS_PREFIX=\nCACHE_PREFIX=", "ORDER_CONFIRM:"),
             ("APP_NAME=", "_database__cache:ORDER_CONFIRM:"),
-            ("ORDER_EXPIRE_KEY_TYPE=ORDER_PAY", "laravel_database_laravel_cache:ORDER_PAY:"),
+            (
+                "ORDER_EXPIRE_KEY_TYPE=ORDER_PAY",
+                "laravel_database_laravel_cache:ORDER_PAY:",
+            ),
         ];
         for (extra, expected) in cases {
             let s = resolve(&format!("CACHE_DRIVER=redis\n{extra}\n")).expect("resolves");
@@ -529,46 +611,74 @@ mod tests {
         assert_eq!(s.redis.database, 1);
 
         let s = resolve("CACHE_DRIVER=redis\nREDIS_HOST=/run/redis.sock\nREDIS_PORT=0\nREDIS_PASSWORD=null\nREDIS_CACHE_DB=null").expect("resolves");
-        assert_eq!(s.redis.endpoint, RedisEndpoint::Unix { path: "/run/redis.sock".into() });
+        assert_eq!(
+            s.redis.endpoint,
+            RedisEndpoint::Unix {
+                path: "/run/redis.sock".into()
+            }
+        );
         assert_eq!((s.redis.password, s.redis.database), (None, 0));
 
         let s = resolve("CACHE_DRIVER=redis\nREDIS_PASSWORD=0").expect("resolves");
-        assert_eq!(s.redis.password, None, "phpredis does not send the password \"0\"");
+        assert_eq!(
+            s.redis.password, None,
+            "phpredis does not send the password \"0\""
+        );
     }
 
     #[test]
     fn mysql_localhost_means_the_socket_as_in_pdo() {
         let s = resolve("CACHE_DRIVER=redis\nDB_HOST=localhost").expect("resolves");
         assert_eq!(s.mysql.socket, Some(PathBuf::from(PDO_DEFAULT_SOCKET)));
-        let s = resolve("CACHE_DRIVER=redis\nDB_SOCKET=/tmp/my.sock\nDB_PASSWORD=\"p@ss#word\"").expect("resolves");
+        let s = resolve("CACHE_DRIVER=redis\nDB_SOCKET=/tmp/my.sock\nDB_PASSWORD=\"p@ss#word\"")
+            .expect("resolves");
         assert_eq!(s.mysql.socket, Some(PathBuf::from("/tmp/my.sock")));
         assert_eq!(s.mysql.password, "p@ss#word");
-        assert!(!format!("{:?}", s.mysql).contains("p@ss"), "Debug hides the password");
+        assert!(
+            !format!("{:?}", s.mysql).contains("p@ss"),
+            "Debug hides the password"
+        );
     }
 
     #[test]
     fn schema_mapping_and_overrides() {
         let s = resolve("CACHE_DRIVER=redis\nORDER_EXPIRE_ITEMS_TABLE=order_lines\nORDER_EXPIRE_ORDERS_TABLE=shop_orders").expect("resolves");
         assert_eq!(s.schema.orders.as_str(), "shop_orders");
-        assert!(matches!(&s.schema.lines, OrderLines::Items { table, .. } if table.as_str() == "order_lines"));
+        assert!(
+            matches!(&s.schema.lines, OrderLines::Items { table, .. } if table.as_str() == "order_lines")
+        );
 
         let mut overrides = Overrides::new();
         overrides.insert(keys::ORDERS_TABLE, "cli_orders".into());
         overrides.insert(keys::TIMEZONE, "Asia/Shanghai".into());
-        let s = resolve_with("CACHE_DRIVER=redis\nORDER_EXPIRE_ORDERS_TABLE=env_orders", &overrides).expect("resolves");
+        let s = resolve_with(
+            "CACHE_DRIVER=redis\nORDER_EXPIRE_ORDERS_TABLE=env_orders",
+            &overrides,
+        )
+        .expect("resolves");
         assert_eq!(s.schema.orders.as_str(), "cli_orders");
         assert_eq!(s.timezone.name, "Asia/Shanghai");
     }
 
     #[test]
     fn errors_name_the_setting_and_the_fix() {
-        let message = |text: &str| resolve(text).map(|_| ()).expect_err("must fail").to_string();
+        let message = |text: &str| {
+            resolve(text)
+                .map(|_| ())
+                .expect_err("must fail")
+                .to_string()
+        };
         assert!(message("").contains("CACHE_DRIVER"));
         assert!(message("CACHE_DRIVER=file").contains("set CACHE_DRIVER=redis"));
         assert!(message("CACHE_DRIVER=redis\nDB_CONNECTION=pgsql").contains("DB_CONNECTION"));
         assert!(message("CACHE_DRIVER=redis\nREDIS_PORT=abc").contains("REDIS_PORT"));
-        assert!(message("CACHE_DRIVER=redis\nORDER_EXPIRE_ORDERS_TABLE=\"x; drop\"").contains("ORDER_EXPIRE_ORDERS_TABLE"));
-        assert!(message("CACHE_DRIVER=redis\nORDER_EXPIRE_TIMEZONE=Mars/Base").contains("time zone"));
+        assert!(
+            message("CACHE_DRIVER=redis\nORDER_EXPIRE_ORDERS_TABLE=\"x; drop\"")
+                .contains("ORDER_EXPIRE_ORDERS_TABLE")
+        );
+        assert!(
+            message("CACHE_DRIVER=redis\nORDER_EXPIRE_TIMEZONE=Mars/Base").contains("time zone")
+        );
         assert!(message("CACHE_DRIVER=redis\nREDIS_URL=redis://h:1/2").contains("REDIS_URL"));
         assert!(message("CACHE_DRIVER=redis\nORDER_EXPIRE_TTL=1h").contains("ORDER_EXPIRE_TTL"));
     }

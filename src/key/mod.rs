@@ -56,7 +56,10 @@ impl KeyPattern {
             };
         }
         // Only ASCII digits remain, so the text is valid UTF-8 and the sole failure is overflow.
-        match std::str::from_utf8(id).ok().and_then(|s| s.parse::<u64>().ok()) {
+        match std::str::from_utf8(id)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             Some(order) => ParsedKey::Order(order),
             None => ParsedKey::Malformed {
                 id,
@@ -98,9 +101,18 @@ mod tests {
     #[test]
     fn parses_laravel_8_default_keys() {
         let p = pattern("laravel_database_", "laravel_cache:");
-        assert_eq!(p.parse(b"laravel_database_laravel_cache:ORDER_CONFIRM:7"), ParsedKey::Order(7));
-        assert_eq!(p.key_for(7), "laravel_database_laravel_cache:ORDER_CONFIRM:7");
-        assert_eq!(p.to_string(), "laravel_database_laravel_cache:ORDER_CONFIRM:*");
+        assert_eq!(
+            p.parse(b"laravel_database_laravel_cache:ORDER_CONFIRM:7"),
+            ParsedKey::Order(7)
+        );
+        assert_eq!(
+            p.key_for(7),
+            "laravel_database_laravel_cache:ORDER_CONFIRM:7"
+        );
+        assert_eq!(
+            p.to_string(),
+            "laravel_database_laravel_cache:ORDER_CONFIRM:*"
+        );
         assert_eq!(
             p.parse(b"laravel_database_laravel_cache:ORDER_CONFIRM:18446744073709551615"),
             ParsedKey::Order(u64::MAX)
@@ -110,7 +122,10 @@ mod tests {
     #[test]
     fn prefixes_with_colons_and_empty_prefixes() {
         let p = pattern("shop:v2:", "a:b:");
-        assert_eq!(p.parse(b"shop:v2:a:b:ORDER_CONFIRM:42"), ParsedKey::Order(42));
+        assert_eq!(
+            p.parse(b"shop:v2:a:b:ORDER_CONFIRM:42"),
+            ParsedKey::Order(42)
+        );
         let p = pattern("", "");
         assert_eq!(p.parse(b"ORDER_CONFIRM:42"), ParsedKey::Order(42));
         assert_eq!(p.parse(b"x:ORDER_CONFIRM:42"), ParsedKey::Unrelated);
@@ -127,14 +142,29 @@ mod tests {
             b"laravel_database_ORDER_CONFIRM:7",
             b"",
         ] {
-            assert_eq!(p.parse(key), ParsedKey::Unrelated, "{}", String::from_utf8_lossy(key));
+            assert_eq!(
+                p.parse(key),
+                ParsedKey::Unrelated,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
         }
     }
 
     #[test]
     fn bad_ids_are_malformed() {
         let p = pattern("laravel_database_", "laravel_cache:");
-        for id in ["", "7abc", "-7", "+7", " 7", "7.0", "1e3", "18446744073709551616", "７"] {
+        for id in [
+            "",
+            "7abc",
+            "-7",
+            "+7",
+            " 7",
+            "7.0",
+            "1e3",
+            "18446744073709551616",
+            "７",
+        ] {
             let key = format!("laravel_database_laravel_cache:ORDER_CONFIRM:{id}");
             assert!(
                 matches!(p.parse(key.as_bytes()), ParsedKey::Malformed { .. }),

@@ -65,7 +65,9 @@ impl Statements {
         let updated_at = Schema::updated_at_column();
         let (lock_order, order_lines) = match &schema.lines {
             OrderLines::OnOrder { product, quantity } => (
-                format!("SELECT {status}, {product}, {quantity} FROM {orders} WHERE {id} = ? FOR UPDATE"),
+                format!(
+                    "SELECT {status}, {product}, {quantity} FROM {orders} WHERE {id} = ? FOR UPDATE"
+                ),
                 None,
             ),
             OrderLines::Items {
@@ -116,7 +118,11 @@ pub struct Writer {
 
 impl Writer {
     /// Checks the schema and prepares the statements.
-    pub async fn new(db: Database, schema: &Schema, timezone: TimeZoneSetting) -> Result<Self, Error> {
+    pub async fn new(
+        db: Database,
+        schema: &Schema,
+        timezone: TimeZoneSetting,
+    ) -> Result<Self, Error> {
         let shape = db.inspect(schema).await?;
         Ok(Self {
             sql: Statements::new(schema, shape),
@@ -154,11 +160,15 @@ impl Writer {
             .await
             .map_err(CancelError::query("locking the order"))?;
         let Some((status, product, quantity)) = row else {
-            tx.rollback().await.map_err(CancelError::query("ROLLBACK"))?;
+            tx.rollback()
+                .await
+                .map_err(CancelError::query("ROLLBACK"))?;
             return Ok(Outcome::Missing);
         };
         if status != self.unpaid {
-            tx.rollback().await.map_err(CancelError::query("ROLLBACK"))?;
+            tx.rollback()
+                .await
+                .map_err(CancelError::query("ROLLBACK"))?;
             return Ok(if status == self.cancelled {
                 Outcome::AlreadyCancelled
             } else {
@@ -176,8 +186,11 @@ impl Writer {
 
         let now = self.now();
         let cancel = if self.shape.orders_updated_at {
-            tx.exec_drop(&self.sql.cancel_order, (self.cancelled, &now, order, self.unpaid))
-                .await
+            tx.exec_drop(
+                &self.sql.cancel_order,
+                (self.cancelled, &now, order, self.unpaid),
+            )
+            .await
         } else {
             tx.exec_drop(&self.sql.cancel_order, (self.cancelled, order, self.unpaid))
                 .await
@@ -185,8 +198,12 @@ impl Writer {
         cancel.map_err(CancelError::query("cancelling the order"))?;
         if tx.affected_rows() != 1 {
             // Cannot happen while we hold the row lock; refuse to return stock if it does.
-            tx.rollback().await.map_err(CancelError::query("ROLLBACK"))?;
-            return Err(CancelError::Unexpected("the order changed under its row lock".into()));
+            tx.rollback()
+                .await
+                .map_err(CancelError::query("ROLLBACK"))?;
+            return Err(CancelError::Unexpected(
+                "the order changed under its row lock".into(),
+            ));
         }
 
         let mut units = 0u64;
@@ -199,9 +216,11 @@ impl Writer {
                 continue;
             }
             let result = if self.shape.products_updated_at {
-                tx.exec_drop(&self.sql.return_stock, (quantity, &now, product)).await
+                tx.exec_drop(&self.sql.return_stock, (quantity, &now, product))
+                    .await
             } else {
-                tx.exec_drop(&self.sql.return_stock, (quantity, product)).await
+                tx.exec_drop(&self.sql.return_stock, (quantity, product))
+                    .await
             };
             result.map_err(CancelError::query("returning stock"))?;
             if tx.affected_rows() == 1 {

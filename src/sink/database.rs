@@ -49,7 +49,10 @@ impl Database {
             .db_name(Some(settings.database.clone()))
             .prefer_socket(false)
             .tcp_keepalive(Some(Duration::from_secs(30)))
-            .init(vec![LARAVEL_NAMES.to_string(), LARAVEL_SQL_MODE.to_string()])
+            .init(vec![
+                LARAVEL_NAMES.to_string(),
+                LARAVEL_SQL_MODE.to_string(),
+            ])
             .pool_opts(
                 PoolOpts::default()
                     .with_constraints(constraints)
@@ -108,26 +111,53 @@ impl Database {
             .exec(
                 "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?, ?, ?)",
-                (tables[0], tables[1], tables.get(2).copied().unwrap_or(tables[0])),
+                (
+                    tables[0],
+                    tables[1],
+                    tables.get(2).copied().unwrap_or(tables[0]),
+                ),
             )
             .await
             .map_err(|e| self.error("reading information_schema.COLUMNS", e))?;
         let mut columns: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for (table, column) in &rows {
-            columns.entry(table.as_str()).or_default().insert(column.as_str());
+            columns
+                .entry(table.as_str())
+                .or_default()
+                .insert(column.as_str());
         }
 
         let id = Schema::id_column();
         let mut required = vec![
             (&schema.orders, id.clone(), keys::ORDERS_TABLE, "id"),
-            (&schema.orders, schema.order_status.clone(), keys::ORDERS_STATUS_COLUMN, ""),
+            (
+                &schema.orders,
+                schema.order_status.clone(),
+                keys::ORDERS_STATUS_COLUMN,
+                "",
+            ),
             (&schema.products, id.clone(), keys::PRODUCTS_TABLE, "id"),
-            (&schema.products, schema.product_stock.clone(), keys::PRODUCTS_STOCK_COLUMN, ""),
+            (
+                &schema.products,
+                schema.product_stock.clone(),
+                keys::PRODUCTS_STOCK_COLUMN,
+                "",
+            ),
         ];
         match &schema.lines {
             OrderLines::OnOrder { product, quantity } => {
-                required.push((&schema.orders, product.clone(), keys::ORDERS_PRODUCT_COLUMN, ""));
-                required.push((&schema.orders, quantity.clone(), keys::ORDERS_QUANTITY_COLUMN, ""));
+                required.push((
+                    &schema.orders,
+                    product.clone(),
+                    keys::ORDERS_PRODUCT_COLUMN,
+                    "",
+                ));
+                required.push((
+                    &schema.orders,
+                    quantity.clone(),
+                    keys::ORDERS_QUANTITY_COLUMN,
+                    "",
+                ));
             }
             OrderLines::Items {
                 table,
@@ -157,9 +187,12 @@ impl Database {
                 } else {
                     format!("order-expire expects Eloquent's primary key `{fixed}`")
                 };
-                return Err(self.schema_error(format!("table {table} has no column {column}: {fix}")));
+                return Err(
+                    self.schema_error(format!("table {table} has no column {column}: {fix}"))
+                );
             }
         }
+        self.warn_without_sweep_index(&mut conn, schema).await;
         let has_updated_at = |table: &str| {
             columns
                 .get(table)
@@ -169,6 +202,55 @@ impl Database {
             orders_updated_at: has_updated_at(schema.orders.as_str()),
             products_updated_at: has_updated_at(schema.products.as_str()),
         })
+    }
+
+    /// The sweep and the deadline watcher read unpaid orders by `created_at`; without an index
+    /// starting with `(status, created_at)` each read scans the table. Says which index to add.
+    pub async fn sweep_index(
+        &self,
+        conn: &mut Conn,
+        schema: &Schema,
+    ) -> Result<Option<String>, Error> {
+        let indexes: Vec<(String, u32, String)> = conn
+            .exec(
+                "SELECT INDEX_NAME, SEQ_IN_INDEX, COLUMN_NAME FROM information_schema.STATISTICS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND SEQ_IN_INDEX <= 2",
+                (schema.orders.as_str(),),
+            )
+            .await
+            .map_err(|e| self.error("reading information_schema.STATISTICS", e))?;
+        let created = Schema::created_at_column();
+        let wanted = [schema.order_status.as_str(), created.as_str()];
+        let mut by_index: BTreeMap<&str, [&str; 2]> = BTreeMap::new();
+        for (index, seq, column) in &indexes {
+            if let Some(slot) = by_index
+                .entry(index.as_str())
+                .or_default()
+                .get_mut((*seq as usize).saturating_sub(1))
+            {
+                *slot = column.as_str();
+            }
+        }
+        if by_index.values().any(|cols| *cols == wanted) {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "CREATE INDEX {}_{}_created_at_index ON {} ({}, {})",
+            schema.orders.as_str(),
+            schema.order_status.as_str(),
+            schema.orders,
+            schema.order_status,
+            created
+        )))
+    }
+
+    async fn warn_without_sweep_index(&self, conn: &mut Conn, schema: &Schema) {
+        match self.sweep_index(conn, schema).await {
+            Ok(Some(statement)) => tracing::warn!(table = %schema.orders, add = %statement,
+                "no index on (status, created_at): every sweep scans the orders table; add it with a migration"),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot check the orders indexes"),
+        }
     }
 
     fn schema_error(&self, problem: String) -> Error {
@@ -195,10 +277,10 @@ fn connect_error(settings: &MysqlSettings, e: &mysql_async::Error) -> Error {
         mysql_async::Error::Server(s) if s.code == 1049 => {
             "; check DB_DATABASE (the database must exist)"
         }
-        mysql_async::Error::Server(s) if s.code == 1044 => {
-            "; grant the user rights on DB_DATABASE"
+        mysql_async::Error::Server(s) if s.code == 1044 => "; grant the user rights on DB_DATABASE",
+        mysql_async::Error::Io(_) => {
+            "; is MySQL running there? check DB_HOST, DB_PORT and DB_SOCKET"
         }
-        mysql_async::Error::Io(_) => "; is MySQL running there? check DB_HOST, DB_PORT and DB_SOCKET",
         _ => "",
     };
     let cause = match e {

@@ -71,10 +71,13 @@ impl DeadlineWatcher {
         } = &settings.schema;
         let id = Schema::id_column();
         let created = Schema::created_at_column();
-        let select = format!("SELECT {id}, {created} FROM {orders} WHERE {status} = ? AND {created} >= ?");
+        let select =
+            format!("SELECT {id}, {created} FROM {orders} WHERE {status} = ? AND {created} >= ?");
         Self {
             first_page: format!("{select} ORDER BY {created}, {id} LIMIT {PAGE}"),
-            next_page: format!("{select} AND ({created} > ? OR {id} > ?) ORDER BY {created}, {id} LIMIT {PAGE}"),
+            next_page: format!(
+                "{select} AND ({created} > ? OR {id} > ?) ORDER BY {created}, {id} LIMIT {PAGE}"
+            ),
             db,
             redis,
             pattern: KeyPattern::new(&settings.keys),
@@ -88,7 +91,9 @@ impl DeadlineWatcher {
     pub async fn run(self, queue: mpsc::Sender<u64>, shutdown: CancellationToken) {
         let horizon = self.ttl.unwrap_or(DEFAULT_HORIZON) + Duration::from_secs(1);
         let start = jiff::Timestamp::now()
-            .checked_sub(jiff::SignedDuration::try_from(horizon).unwrap_or(jiff::SignedDuration::ZERO))
+            .checked_sub(
+                jiff::SignedDuration::try_from(horizon).unwrap_or(jiff::SignedDuration::ZERO),
+            )
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let mut state = State {
             redis: None,
@@ -136,19 +141,27 @@ impl DeadlineWatcher {
     }
 
     /// Reads unpaid orders created since the last discovery and schedules their deadlines.
-    async fn discover(&self, state: &mut State, redis: &mut MultiplexedConnection) -> Result<(), Error> {
-        let window_start = state
-            .since
-            .checked_sub(OVERLAP)
-            .unwrap_or(state.since);
+    async fn discover(
+        &self,
+        state: &mut State,
+        redis: &mut MultiplexedConnection,
+    ) -> Result<(), Error> {
+        let window_start = state.since.checked_sub(OVERLAP).unwrap_or(state.since);
         let from = window_start.strftime("%Y-%m-%d %H:%M:%S").to_string();
-        let mut db = self.db.conn().await.map_err(|e| self.db.error("connecting (deadline watcher)", e))?;
+        let mut db = self
+            .db
+            .conn()
+            .await
+            .map_err(|e| self.db.error("connecting (deadline watcher)", e))?;
         let mut cursor: Option<(mysql_async::Value, u64)> = None;
         let mut newest = state.since;
         loop {
             let page: Vec<(u64, mysql_async::Value)> = match &cursor {
                 None => db.exec(&self.first_page, (self.unpaid, &from)).await,
-                Some((created, id)) => db.exec(&self.next_page, (self.unpaid, &from, created, id)).await,
+                Some((created, id)) => {
+                    db.exec(&self.next_page, (self.unpaid, &from, created, id))
+                        .await
+                }
             }
             .map_err(|e| self.db.error("reading new unpaid orders", e))?;
             let fresh: Vec<(u64, jiff::civil::DateTime)> = page
@@ -184,9 +197,18 @@ impl DeadlineWatcher {
     }
 
     /// `created_at + ORDER_EXPIRE_TTL`, for an order whose key is not (or no longer) in Redis.
-    fn fallback_deadline(&self, created: jiff::civil::DateTime, now: (Instant, jiff::Timestamp)) -> Option<Instant> {
+    fn fallback_deadline(
+        &self,
+        created: jiff::civil::DateTime,
+        now: (Instant, jiff::Timestamp),
+    ) -> Option<Instant> {
         let ttl = jiff::SignedDuration::try_from(self.ttl?).ok()?;
-        let deadline = created.to_zoned(self.timezone.tz.clone()).ok()?.timestamp().checked_add(ttl).ok()?;
+        let deadline = created
+            .to_zoned(self.timezone.tz.clone())
+            .ok()?
+            .timestamp()
+            .checked_add(ttl)
+            .ok()?;
         let wait = deadline.duration_since(now.1);
         Some(match Duration::try_from(wait) {
             Ok(wait) => now.0 + wait,

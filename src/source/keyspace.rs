@@ -61,10 +61,10 @@ impl KeyspaceSource {
     pub async fn subscribe(&self) -> Result<PubSub, crate::Error> {
         let mut pubsub = self.target.pubsub().await?;
         let channel = self.target.expired_channel();
-        pubsub
-            .subscribe(&channel)
-            .await
-            .map_err(|e| self.target.command_error(&format!("SUBSCRIBE {channel}"), e))?;
+        pubsub.subscribe(&channel).await.map_err(|e| {
+            self.target
+                .command_error(&format!("SUBSCRIBE {channel}"), e)
+        })?;
         Ok(pubsub)
     }
 
@@ -120,7 +120,8 @@ impl KeyspaceSource {
         shutdown: &CancellationToken,
     ) -> End {
         let (mut sink, mut stream) = pubsub.split();
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         loop {
             tokio::select! {
                 biased;
@@ -147,7 +148,10 @@ impl KeyspaceSource {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(id)) => {
                     Stats::add(&self.stats.dropped);
-                    tracing::error!(order = id, "writer queue full: order not queued; raise --queue-size or --concurrency");
+                    tracing::error!(
+                        order = id,
+                        "writer queue full: order not queued; raise --queue-size or --concurrency"
+                    );
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             },

@@ -81,10 +81,16 @@ impl Reconciler {
     /// One pass over the overdue unpaid orders; each one without a key is sent to `overdue`.
     pub async fn sweep(&self, overdue: &mpsc::Sender<u64>) -> Result<SweepSummary, Error> {
         let cutoff = jiff::Timestamp::now()
-            .checked_sub(jiff::SignedDuration::try_from(self.ttl).unwrap_or(jiff::SignedDuration::MAX))
+            .checked_sub(
+                jiff::SignedDuration::try_from(self.ttl).unwrap_or(jiff::SignedDuration::MAX),
+            )
             .map(|ts| self.timezone.eloquent(ts))
             .map_err(|e| Error::Usage(format!("ORDER_EXPIRE_TTL is too large: {e}")))?;
-        let mut db = self.db.conn().await.map_err(|e| self.db.error("connecting for a sweep", e))?;
+        let mut db = self
+            .db
+            .conn()
+            .await
+            .map_err(|e| self.db.error("connecting for a sweep", e))?;
         let mut redis = self.redis.connect().await?;
         let mut summary = SweepSummary::default();
         let mut cursor: Option<(mysql_async::Value, u64)> = None;
@@ -92,8 +98,11 @@ impl Reconciler {
             let page: Vec<(u64, mysql_async::Value)> = match &cursor {
                 None => db.exec(&self.first_page, (self.unpaid, &cutoff)).await,
                 Some((created, id)) => {
-                    db.exec(&self.next_page, (self.unpaid, &cutoff, created, created, id))
-                        .await
+                    db.exec(
+                        &self.next_page,
+                        (self.unpaid, &cutoff, created, created, id),
+                    )
+                    .await
                 }
             }
             .map_err(|e| self.db.error("reading overdue unpaid orders", e))?;
@@ -121,7 +130,11 @@ impl Reconciler {
         Ok(summary)
     }
 
-    async fn exists(&self, redis: &mut MultiplexedConnection, ids: &[u64]) -> Result<Vec<bool>, Error> {
+    async fn exists(
+        &self,
+        redis: &mut MultiplexedConnection,
+        ids: &[u64],
+    ) -> Result<Vec<bool>, Error> {
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.cmd("EXISTS").arg(self.pattern.key_for(*id));

@@ -137,7 +137,16 @@ impl Drop for RedisServer {
 fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Option<Child> {
     let mut command = Command::new("redis-server");
     command
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(dir)
         .args(extra)
@@ -166,11 +175,124 @@ fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Option<Child> {
     None
 }
 
+/// A private MariaDB server (its own datadir and port), for tests that stop and restart it.
+pub struct MariaServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl MariaServer {
+    /// Initialises a datadir and starts `mariadbd` on a free port; root has an empty password.
+    pub fn start() -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let datadir = dir.path().join("data");
+        let status = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", datadir.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("mariadb-install-db must be installed (scripts/test installs MariaDB)");
+        assert!(status.success(), "mariadb-install-db failed");
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        server.launch();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let d = self.dir.path();
+        let mut command = Command::new("mariadbd");
+        command
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--bind-address=127.0.0.1",
+                "--skip-name-resolve",
+            ])
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--socket={}", d.join("m.sock").display()))
+            .arg(format!("--pid-file={}", d.join("m.pid").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .args(["--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut command);
+        let mut child = command.spawn().expect("mariadbd must be installed");
+        let start = Instant::now();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("mariadbd exited with {status}: see its error log");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "mariadbd did not start within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    /// Stops the server with SIGTERM (waiting for it) and starts it again on the same port.
+    pub fn restart(&mut self, down_for: Duration) {
+        self.stop();
+        std::thread::sleep(down_for);
+        self.launch();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: signalling our own child process.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for MariaServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The MySQL server the tests may create databases on.
 pub fn admin_url() -> String {
-    std::env::var("ORDER_EXPIRE_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+    std::env::var("ORDER_EXPIRE_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
 pub struct TestDb {
@@ -182,7 +304,13 @@ pub struct TestDb {
 impl TestDb {
     /// Creates an empty private database with the fixture schema.
     pub async fn create() -> Self {
-        let opts = mysql_async::Opts::from_url(&admin_url()).expect("ORDER_EXPIRE_TEST_MYSQL_URL is a mysql:// URL");
+        Self::create_on(&admin_url()).await
+    }
+
+    /// The same, on the server at `url`.
+    pub async fn create_on(url: &str) -> Self {
+        let opts = mysql_async::Opts::from_url(url)
+            .expect("ORDER_EXPIRE_TEST_MYSQL_URL is a mysql:// URL");
         let name = format!(
             "oe_test_{}_{}_{}",
             std::process::id(),
@@ -194,20 +322,25 @@ impl TestDb {
         );
         let mut admin = mysql_async::Conn::new(opts.clone())
             .await
-            .unwrap_or_else(|e| panic!("cannot reach the test MySQL at {}: {e}", admin_url()));
+            .unwrap_or_else(|e| panic!("cannot reach the test MySQL at {url}: {e}"));
         admin
-            .query_drop(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+            .query_drop(format!(
+                "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            ))
             .await
             .expect("create test database");
         admin.disconnect().await.ok();
 
         let db_opts = mysql_async::OptsBuilder::from_opts(opts.clone()).db_name(Some(name.clone()));
         let pool = mysql_async::Pool::new(db_opts);
-        let schema = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/schema.sql"))
-            .expect("fixtures/schema.sql");
+        let schema =
+            fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/schema.sql"))
+                .expect("fixtures/schema.sql");
         let mut conn = pool.get_conn().await.expect("connect to test database");
         for statement in split_sql(&schema) {
-            conn.query_drop(&statement).await.unwrap_or_else(|e| panic!("schema statement failed: {e}\n{statement}"));
+            conn.query_drop(&statement)
+                .await
+                .unwrap_or_else(|e| panic!("schema statement failed: {e}\n{statement}"));
         }
         drop(conn);
         Self { name, pool, opts }
@@ -234,7 +367,10 @@ impl TestDb {
     }
 
     pub async fn conn(&self) -> mysql_async::Conn {
-        self.pool.get_conn().await.expect("test database connection")
+        self.pool
+            .get_conn()
+            .await
+            .expect("test database connection")
     }
 
     pub async fn add_product(&self, name: &str, stock: u32) -> u64 {
@@ -251,7 +387,10 @@ impl TestDb {
     /// Places an unpaid order as the app does: insert it and take its stock, in one transaction.
     pub async fn place_order(&self, product: u64, quantity: u32) -> u64 {
         let mut c = self.conn().await;
-        let mut tx = c.start_transaction(mysql_async::TxOpts::default()).await.expect("begin");
+        let mut tx = c
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .expect("begin");
         tx.exec_drop(
             "INSERT INTO orders (user_id, product_id, quantity, amount, status, created_at, updated_at) \
              VALUES (1, ?, ?, 9.99, 0, UTC_TIMESTAMP(), UTC_TIMESTAMP())",
@@ -260,9 +399,12 @@ impl TestDb {
         .await
         .expect("insert order");
         let id = tx.last_insert_id().expect("order id");
-        tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ?", (quantity, product))
-            .await
-            .expect("take stock");
+        tx.exec_drop(
+            "UPDATE products SET stock = stock - ? WHERE id = ?",
+            (quantity, product),
+        )
+        .await
+        .expect("take stock");
         tx.commit().await.expect("commit");
         id
     }
@@ -271,11 +413,19 @@ impl TestDb {
     /// taking their stock, as `n` checkouts would; returns their ids.
     pub async fn place_orders(&self, products: &[u64], n: usize) -> Vec<u64> {
         let mut c = self.conn().await;
-        let mut tx = c.start_transaction(mysql_async::TxOpts::default()).await.expect("begin");
+        let mut tx = c
+            .start_transaction(mysql_async::TxOpts::default())
+            .await
+            .expect("begin");
         let mut ids = Vec::with_capacity(n);
         for chunk_start in (0..n).step_by(1000) {
             let chunk = (chunk_start..n.min(chunk_start + 1000))
-                .map(|i| format!("(1, {}, 1, 9.99, 0, UTC_TIMESTAMP(), UTC_TIMESTAMP())", products[i % products.len()]))
+                .map(|i| {
+                    format!(
+                        "(1, {}, 1, 9.99, 0, UTC_TIMESTAMP(), UTC_TIMESTAMP())",
+                        products[i % products.len()]
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(",");
             tx.query_drop(format!(
@@ -289,9 +439,12 @@ impl TestDb {
         }
         for (i, product) in products.iter().enumerate() {
             let taken = (0..n).filter(|k| k % products.len() == i).count();
-            tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ?", (taken, product))
-                .await
-                .expect("take stock");
+            tx.exec_drop(
+                "UPDATE products SET stock = stock - ? WHERE id = ?",
+                (taken, product),
+            )
+            .await
+            .expect("take stock");
         }
         tx.commit().await.expect("commit");
         ids
@@ -340,10 +493,15 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime; a separate thread may block on its own runtime.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async move {
                 let mut c = mysql_async::Conn::new(opts).await.ok()?;
-                c.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await.ok()?;
+                c.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+                    .await
+                    .ok()?;
                 c.disconnect().await.ok()
             })
         })
@@ -394,7 +552,11 @@ impl App {
     /// Runs a one-shot command (`schedule`, or a worker expected to fail) to completion, bounded.
     pub fn run(&self, args: &[&str]) -> Output {
         let mut command = Command::new(BIN);
-        command.env_clear().arg("--env").arg(self.env_file()).args(args);
+        command
+            .env_clear()
+            .arg("--env")
+            .arg(self.env_file())
+            .args(args);
         run_bounded(command, Duration::from_secs(30))
     }
 
@@ -464,7 +626,11 @@ impl Worker {
             log,
             _dir: dir,
         };
-        worker.wait_for_log("listening for expired order keys", 1, Duration::from_secs(20));
+        worker.wait_for_log(
+            "listening for expired order keys",
+            1,
+            Duration::from_secs(20),
+        );
         worker
     }
 
@@ -482,7 +648,10 @@ impl Worker {
         let start = Instant::now();
         while self.count(needle) < times {
             if start.elapsed() > timeout {
-                panic!("timed out waiting for {times} x {needle:?} in the worker log:\n{}", self.log());
+                panic!(
+                    "timed out waiting for {times} x {needle:?} in the worker log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -504,7 +673,10 @@ impl Worker {
             if start.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("worker did not stop within {timeout:?} of SIGTERM; log:\n{}", self.log());
+                panic!(
+                    "worker did not stop within {timeout:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -532,6 +704,9 @@ pub fn setex(conn: &mut redis::Connection, key: &str, ttl: u64, value: &str) {
 
 /// Appends to a file (for tests that edit a `.env`).
 pub fn append(path: &Path, text: &str) {
-    let mut f = fs::OpenOptions::new().append(true).open(path).expect("open");
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open");
     f.write_all(text.as_bytes()).expect("append");
 }
