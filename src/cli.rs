@@ -66,6 +66,18 @@ pub enum Command {
         #[arg(long, value_name = "VALUE")]
         value: Option<String>,
     },
+    /// Print the settings order-expire resolved from the app (secrets masked), the channel and
+    /// key pattern it listens for, then connect to Redis and MySQL and report what it found.
+    ///
+    /// Exits 0 when the worker can run, 1 otherwise.
+    Check {
+        /// Print one JSON object instead of text (also when a connection fails).
+        #[arg(long)]
+        json: bool,
+        /// Only resolve the settings; do not connect.
+        #[arg(long)]
+        no_connect: bool,
+    },
     /// Run one reconciliation pass: cancel unpaid orders whose deadline has passed but whose
     /// expired event was missed (worker down, Redis restarted, cache:clear).
     ///

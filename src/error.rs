@@ -70,6 +70,9 @@ pub enum Error {
 
     #[error("{0}")]
     Usage(String),
+
+    #[error("check found a problem: {0}")]
+    CheckFailed(String),
 }
 
 /// Problems in the app's configuration, found before connecting to anything.

@@ -21,6 +21,7 @@
 //!   unpaid and returns its stock, so duplicate events and concurrent workers are harmless.
 //! * [`worker`]: wires source -> key -> sink with a bounded queue, a fixed number of concurrent
 //!   writers, retries with backoff, and a clean shutdown on SIGTERM/SIGINT.
+//! * [`check`]: `order-expire check`, the resolved settings and a probe of both servers.
 //! * [`schedule`]: writes an order's key exactly as Laravel's cache would (used by the demo, the
 //!   tests and non-PHP services).
 //! * [`cli`]: the command line and its `--help`; `main.rs` only parses it and wires the above.
@@ -29,6 +30,7 @@
 //!   says what failed, where, and how to fix it.
 
 pub mod backoff;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;

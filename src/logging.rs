@@ -1,7 +1,10 @@
 //! Log output: human-readable by default, one JSON object per line with `--log-format json`.
 //!
-//! Logs go to stdout, which supervisor and journald capture; stderr is kept for the single line
-//! that explains why the process exits with an error.
+//! Logs go to stderr, as with any Unix tool, so that stdout carries only a command's output
+//! (`check --json`, `sweep`, `schedule`); supervisor (`redirect_stderr=true`) and journald capture
+//! both. Colours only when stderr is a terminal.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -23,7 +26,8 @@ pub fn init(format: LogFormat, verbose: u8) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     // A second init (only possible in tests) keeps the first subscriber.
     let _ = match format {

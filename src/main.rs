@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use order_expire::cli::{Cli, Command};
 use order_expire::config::Settings;
 use order_expire::worker::{self, WorkerOptions};
-use order_expire::{Error, logging, schedule, shutdown, sweep};
+use order_expire::{Error, check, logging, schedule, shutdown, sweep};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -70,6 +70,21 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let key = schedule::schedule(&settings, order_id, ttl, value.as_deref()).await?;
             println!("{key} expires in {ttl} s");
             Ok(())
+        }
+        Command::Check { json, no_connect } => {
+            let report = check::run(&settings, !no_connect).await;
+            if json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| Error::Usage(format!("cannot print the report: {e}")))?;
+                println!("{text}");
+            } else {
+                print!("{}", report.text());
+            }
+            if report.healthy() {
+                Ok(())
+            } else {
+                Err(Error::CheckFailed("see the report above".into()))
+            }
         }
         Command::Sweep { dry_run } => {
             let summary = sweep::run_once(&settings, dry_run).await?;

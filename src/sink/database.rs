@@ -204,13 +204,25 @@ impl Database {
         })
     }
 
+    /// The server's version string.
+    pub async fn version(&self) -> Result<String, Error> {
+        let mut conn = self.conn().await.map_err(|e| self.error("connecting", e))?;
+        let version: Option<String> = conn
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(|e| self.error("SELECT VERSION()", e))?;
+        Ok(version.unwrap_or_default())
+    }
+
+    /// The `CREATE INDEX` statement the sweep needs, or `None` when the index exists.
+    pub async fn missing_sweep_index(&self, schema: &Schema) -> Result<Option<String>, Error> {
+        let mut conn = self.conn().await.map_err(|e| self.error("connecting", e))?;
+        self.sweep_index(&mut conn, schema).await
+    }
+
     /// The sweep and the deadline watcher read unpaid orders by `created_at`; without an index
     /// starting with `(status, created_at)` each read scans the table. Says which index to add.
-    pub async fn sweep_index(
-        &self,
-        conn: &mut Conn,
-        schema: &Schema,
-    ) -> Result<Option<String>, Error> {
+    async fn sweep_index(&self, conn: &mut Conn, schema: &Schema) -> Result<Option<String>, Error> {
         let indexes: Vec<(String, u32, String)> = conn
             .exec(
                 "SELECT INDEX_NAME, SEQ_IN_INDEX, COLUMN_NAME FROM information_schema.STATISTICS \

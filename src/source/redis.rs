@@ -90,33 +90,45 @@ impl RedisTarget {
         }
     }
 
-    /// Makes sure Redis publishes `expired` keyevents (`notify-keyspace-events` holds `E` and `x`
-    /// or `A`). Laravel never turns them on, and without them the worker would wait forever.
-    /// With `configure`, missing flags are added (keeping the others). Where `CONFIG` is not
-    /// allowed (managed services rename or forbid it) we cannot tell, so we warn and go on.
-    pub async fn ensure_notifications(
+    /// The server's `notify-keyspace-events`, or `None` where `CONFIG` is not allowed (managed
+    /// services rename or forbid it), so that we cannot tell.
+    pub async fn notification_flags(
         &self,
         conn: &mut MultiplexedConnection,
-        configure: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("notify-keyspace-events")
             .query_async(conn)
             .await;
-        let current = match reply {
-            Ok(pair) => pair.into_iter().nth(1).unwrap_or_default(),
+        match reply {
+            Ok(pair) => Ok(Some(pair.into_iter().nth(1).unwrap_or_default())),
             Err(e) if e.kind() == ErrorKind::Io => {
-                return Err(self.command_error("CONFIG GET notify-keyspace-events", e));
+                Err(self.command_error("CONFIG GET notify-keyspace-events", e))
             }
             Err(e) => {
-                tracing::warn!(redis = %self.endpoint, error = %e,
-                    "cannot read notify-keyspace-events (CONFIG is not allowed here); make sure it contains `Ex`, or no order will be cancelled");
-                return Ok(());
+                tracing::debug!(error = %e, "CONFIG GET is not allowed");
+                Ok(None)
             }
+        }
+    }
+
+    /// Makes sure Redis publishes `expired` keyevents (`notify-keyspace-events` holds `E` and `x`
+    /// or `A`). Laravel never turns them on, and without them the worker would wait forever.
+    /// With `configure`, missing flags are added (keeping the others). Where `CONFIG` is not
+    /// allowed we cannot tell, so we warn and go on: the deadline watcher and the sweep still
+    /// cancel orders, only later.
+    pub async fn ensure_notifications(
+        &self,
+        conn: &mut MultiplexedConnection,
+        configure: bool,
+    ) -> Result<(), Error> {
+        let Some(current) = self.notification_flags(conn).await? else {
+            tracing::warn!(redis = %self.endpoint,
+                "cannot read notify-keyspace-events (CONFIG is not allowed here); make sure it contains `Ex`: until then only the deadline watcher and sweeps cancel orders");
+            return Ok(());
         };
-        let has_expired = current.contains('E') && (current.contains('x') || current.contains('A'));
-        if has_expired {
+        if publishes_expired(&current) {
             return Ok(());
         }
         if !configure {
@@ -143,6 +155,21 @@ impl RedisTarget {
         Ok(())
     }
 
+    /// The server's version, from `INFO server`.
+    pub async fn version(&self, conn: &mut MultiplexedConnection) -> Result<String, Error> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(conn)
+            .await
+            .map_err(|e| self.command_error("INFO server", e))?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_string())
+    }
+
     pub fn command_error(&self, action: &str, source: redis::RedisError) -> Error {
         Error::Redis {
             endpoint: self.endpoint.clone(),
@@ -150,6 +177,12 @@ impl RedisTarget {
             source,
         }
     }
+}
+
+/// Whether `notify-keyspace-events` flags make Redis publish `__keyevent@<db>__:expired`:
+/// `E` (keyevent channels) and `x` (expired) or `A` (all, which includes `x`).
+pub fn publishes_expired(flags: &str) -> bool {
+    flags.contains('E') && (flags.contains('x') || flags.contains('A'))
 }
 
 fn timeout_error(endpoint: &str) -> Error {
@@ -179,5 +212,20 @@ fn connect_error(endpoint: &str, e: &redis::RedisError) -> Error {
         endpoint: endpoint.to_string(),
         cause: text,
         hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publishes_expired;
+
+    #[test]
+    fn expired_events_need_e_and_x_or_a() {
+        for yes in ["Ex", "xE", "AE", "KEA", "Egx$"] {
+            assert!(publishes_expired(yes), "{yes}");
+        }
+        for no in ["", "Kx", "E", "Eg", "KA"] {
+            assert!(!publishes_expired(no), "{no}");
+        }
     }
 }

@@ -1,0 +1,293 @@
+//! `order-expire check`: what order-expire understood from the app, and whether it can work.
+//!
+//! Prints the resolved settings (secrets masked), the channel and the key pattern it will use,
+//! then connects to Redis and MySQL and reports what it found there: notifications on or off,
+//! tables and columns, the index the sweep needs. `--json` prints the same as one object, also
+//! when a connection fails, so that deployment scripts and tests can compare it with Laravel's
+//! own view of the configuration.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::config::{OrderLines, RedisEndpoint, Settings};
+use crate::key::KeyPattern;
+use crate::sink::{Database, Writer};
+use crate::source::redis::{RedisTarget, publishes_expired};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Where the settings came from: `.env`, `config` or `config-cache`.
+    pub source: &'static str,
+    pub env_file: String,
+    pub redis: RedisReport,
+    pub cache: CacheReport,
+    pub channel: String,
+    pub key_pattern: String,
+    pub db: DbReport,
+    pub timezone: String,
+    pub order_ttl: Option<u64>,
+    pub connections: Option<Connections>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RedisReport {
+    pub host: String,
+    pub port: Option<u16>,
+    pub socket: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<&'static str>,
+    pub database: i64,
+    pub tls: bool,
+    /// The connection prefix (`database.redis.options.prefix`).
+    pub prefix: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CacheReport {
+    /// The cache prefix as configured, without the `:` Laravel 8-10 append.
+    pub prefix: String,
+    pub key_type: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DbReport {
+    pub host: String,
+    pub port: u16,
+    pub socket: Option<String>,
+    pub database: String,
+    pub username: String,
+    pub password: &'static str,
+    pub table_prefix: String,
+    pub orders_table: String,
+    pub products_table: String,
+    pub items_table: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Connections {
+    pub redis: Probe,
+    pub mysql: Probe,
+}
+
+/// One connection attempt and what it found.
+#[derive(Debug, Default, Serialize)]
+pub struct Probe {
+    pub ok: bool,
+    pub version: Option<String>,
+    pub error: Option<String>,
+    /// Findings that do not stop the worker (notifications unreadable, an index missing).
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    pub fn new(settings: &Settings) -> Self {
+        let r = &settings.redis;
+        let (host, port, socket, tls) = match &r.endpoint {
+            RedisEndpoint::Tcp { host, port } => (host.clone(), Some(*port), None, false),
+            RedisEndpoint::Tls { host, port } => (host.clone(), Some(*port), None, true),
+            RedisEndpoint::Unix { path } => (
+                path.display().to_string(),
+                None,
+                Some(path.display().to_string()),
+                false,
+            ),
+        };
+        let m = &settings.mysql;
+        let items_table = match &settings.schema.lines {
+            OrderLines::Items { table, .. } => Some(table.as_str().to_string()),
+            OrderLines::OnOrder { .. } => None,
+        };
+        Self {
+            source: ".env",
+            env_file: settings.env_file.display().to_string(),
+            redis: RedisReport {
+                host,
+                port,
+                socket,
+                username: r.username.clone(),
+                password: r.password.as_ref().map(|_| "***"),
+                database: r.database,
+                tls,
+                prefix: settings.keys.connection_prefix.clone(),
+            },
+            cache: CacheReport {
+                prefix: settings
+                    .keys
+                    .store_prefix
+                    .strip_suffix(':')
+                    .unwrap_or(&settings.keys.store_prefix)
+                    .to_string(),
+                key_type: settings.keys.key_type.clone(),
+            },
+            channel: format!("__keyevent@{}__:expired", r.database),
+            key_pattern: KeyPattern::new(&settings.keys).to_string(),
+            db: DbReport {
+                host: m.host.clone(),
+                port: m.port,
+                socket: m.socket.as_ref().map(|p| p.display().to_string()),
+                database: m.database.clone(),
+                username: m.username.clone(),
+                password: if m.password.is_empty() {
+                    "(empty)"
+                } else {
+                    "***"
+                },
+                table_prefix: String::new(),
+                orders_table: settings.schema.orders.as_str().to_string(),
+                products_table: settings.schema.products.as_str().to_string(),
+                items_table,
+            },
+            timezone: settings.timezone.name.clone(),
+            order_ttl: settings.recovery.order_ttl.map(|d| d.as_secs()),
+            connections: None,
+        }
+    }
+
+    /// True when nothing stops the worker.
+    pub fn healthy(&self) -> bool {
+        self.connections
+            .as_ref()
+            .is_none_or(|c| c.redis.ok && c.mysql.ok)
+    }
+
+    /// The human-readable form.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let r = &self.redis;
+        let d = &self.db;
+        let _ = writeln!(out, "settings from {} ({})", self.env_file, self.source);
+        let redis_at = match (&r.socket, r.port) {
+            (Some(socket), _) => format!("unix:{socket}"),
+            (None, Some(port)) => format!("{}{}:{port}", if r.tls { "tls://" } else { "" }, r.host),
+            (None, None) => r.host.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "  redis       {redis_at}, database {}, user {}, password {}",
+            r.database,
+            r.username.as_deref().unwrap_or("(none)"),
+            r.password.unwrap_or("(none)")
+        );
+        let _ = writeln!(out, "  channel     {}", self.channel);
+        let _ = writeln!(out, "  keys        {}", self.key_pattern);
+        let mysql_at = d
+            .socket
+            .as_ref()
+            .map_or_else(|| format!("{}:{}", d.host, d.port), |s| format!("unix:{s}"));
+        let _ = writeln!(
+            out,
+            "  mysql       {mysql_at}, database {}, user {}, password {}",
+            d.database, d.username, d.password
+        );
+        let _ = writeln!(
+            out,
+            "  tables      {}, {}{}",
+            d.orders_table,
+            d.products_table,
+            d.items_table
+                .as_ref()
+                .map(|t| format!(", {t}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(out, "  timezone    {}", self.timezone);
+        let _ = writeln!(
+            out,
+            "  recovery    {}",
+            match self.order_ttl {
+                Some(ttl) =>
+                    format!("orders overdue {ttl} s after created_at once their key is gone"),
+                None => "off: set ORDER_EXPIRE_TTL to the TTL the app passes to put()".into(),
+            }
+        );
+        if let Some(c) = &self.connections {
+            for (name, probe) in [("redis", &c.redis), ("mysql", &c.mysql)] {
+                let status = match (&probe.error, &probe.version) {
+                    (Some(e), _) => format!("FAILED: {e}"),
+                    (None, Some(v)) => format!("ok ({v})"),
+                    (None, None) => "ok".into(),
+                };
+                let _ = writeln!(out, "  {name:<11} {status}");
+                for warning in &probe.warnings {
+                    let _ = writeln!(out, "              warning: {warning}");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Builds the report and, unless `connect` is false, probes both servers.
+pub async fn run(settings: &Settings, connect: bool) -> Report {
+    let mut report = Report::new(settings);
+    if connect {
+        report.connections = Some(Connections {
+            redis: probe_redis(settings).await,
+            mysql: probe_mysql(settings).await,
+        });
+    }
+    report
+}
+
+async fn probe_redis(settings: &Settings) -> Probe {
+    let mut probe = Probe::default();
+    let result = async {
+        let target = RedisTarget::new(&settings.redis)?;
+        let mut conn = target.connect().await?;
+        probe.version = Some(target.version(&mut conn).await?);
+        match target.notification_flags(&mut conn).await? {
+            Some(flags) if publishes_expired(&flags) => {}
+            Some(flags) => {
+                return Err(crate::Error::NotificationsOff {
+                    endpoint: target.endpoint().to_string(),
+                    current: flags,
+                });
+            }
+            None => probe.warnings.push(
+                "CONFIG is not allowed: cannot verify that notify-keyspace-events contains Ex"
+                    .into(),
+            ),
+        }
+        Ok(())
+    }
+    .await;
+    finish(probe, result)
+}
+
+async fn probe_mysql(settings: &Settings) -> Probe {
+    let mut probe = Probe::default();
+    let result = async {
+        let db = Database::connect(&settings.mysql, 1).await?;
+        probe.version = Some(db.version().await?);
+        let writer = Writer::new(db, &settings.schema, settings.timezone.clone()).await?;
+        if let Some(statement) = writer
+            .database()
+            .missing_sweep_index(&settings.schema)
+            .await?
+        {
+            probe.warnings.push(format!(
+                "no index on ({}, created_at): sweeps would scan the table; add it: {statement}",
+                settings.schema.order_status.as_str()
+            ));
+        }
+        writer.into_database().close().await;
+        Ok(())
+    }
+    .await;
+    finish(probe, result)
+}
+
+fn finish(mut probe: Probe, result: Result<(), crate::Error>) -> Probe {
+    match result {
+        Ok(()) => probe.ok = true,
+        Err(e) => {
+            probe.error = Some(
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        }
+    }
+    probe
+}

@@ -1,0 +1,80 @@
+//! `order-expire check`: the resolved settings, and what the servers say.
+
+mod common;
+
+use common::{App, RedisServer, TestDb};
+
+fn json(output: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json prints one JSON object ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_settings_and_healthy_connections() {
+    let redis = RedisServer::start();
+    let db = TestDb::create().await;
+    let app = App::new(
+        &redis,
+        &db,
+        "APP_NAME=\"Mall Shop\"\nREDIS_CACHE_DB=2\nORDER_EXPIRE_TTL=900",
+    );
+    let output = app.run(&["check", "--json"]);
+    let report = json(&output);
+    assert!(output.status.success(), "{report:#}");
+    assert_eq!(report["source"], ".env");
+    assert_eq!(report["redis"]["port"], redis.port);
+    assert_eq!(report["redis"]["database"], 2);
+    assert_eq!(report["redis"]["prefix"], "mall_shop_database_");
+    assert_eq!(report["cache"]["prefix"], "mall_shop_cache");
+    assert_eq!(report["channel"], "__keyevent@2__:expired");
+    assert_eq!(
+        report["key_pattern"],
+        "mall_shop_database_mall_shop_cache:ORDER_CONFIRM:*"
+    );
+    assert_eq!(report["db"]["database"], db.name.as_str());
+    assert_eq!(report["order_ttl"], 900);
+    assert_eq!(report["connections"]["redis"]["ok"], true);
+    assert_eq!(report["connections"]["mysql"]["ok"], true, "{report:#}");
+
+    let text = app.run(&["check"]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(text.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("mall_shop_database_mall_shop_cache:ORDER_CONFIRM:*"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_prints_json_and_fails_when_a_server_is_wrong() {
+    let redis = RedisServer::start_with(&[]); // notifications off
+    let db = TestDb::create().await;
+    let app = App::new(&redis, &db, "DB_PASSWORD=wrong-password\n");
+    let output = app.run(&["check", "--json"]);
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(report["connections"]["redis"]["ok"], false);
+    assert!(
+        report["connections"]["redis"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("notify-keyspace-events")
+    );
+    assert_eq!(report["connections"]["mysql"]["ok"], false);
+    assert!(
+        report["connections"]["mysql"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Access denied")
+    );
+    assert_eq!(report["db"]["password"], "***", "secrets are masked");
+
+    let offline = app.run(&["check", "--json", "--no-connect"]);
+    assert!(offline.status.success());
+    assert!(json(&offline)["connections"].is_null());
+}
