@@ -109,6 +109,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub configure_redis: bool,
 
+    /// Most orders cancelled in one MySQL transaction (1-512). Bursts are written in batches,
+    /// single events at once.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub batch_size: u16,
+
+    /// Milliseconds a writer waits for more orders to fill a batch once it has one.
+    #[arg(long, value_name = "MS", default_value_t = 1)]
+    pub batch_wait_ms: u64,
+
     /// Seconds allowed, after SIGTERM or SIGINT, to finish the orders already received.
     #[arg(long, value_name = "SECONDS", default_value_t = 8)]
     pub stop_timeout: u64,

@@ -56,6 +56,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 queue_size: args.queue_size,
                 configure_redis: args.configure_redis,
                 stop_timeout: Duration::from_secs(args.stop_timeout),
+                batch_size: usize::from(args.batch_size),
+                batch_wait: Duration::from_millis(args.batch_wait_ms),
             };
             let stop = CancellationToken::new();
             shutdown::cancel_on_signal(stop.clone())

@@ -25,6 +25,7 @@ use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::key::KeyPattern;
+use crate::sink::cancel::MAX_BATCH;
 use crate::sink::{Database, Outcome, Writer};
 use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
@@ -43,6 +44,10 @@ pub struct WorkerOptions {
     pub configure_redis: bool,
     /// After a stop signal, how long queued and in-flight orders may still be written.
     pub stop_timeout: Duration,
+    /// Most orders written in one transaction.
+    pub batch_size: usize,
+    /// How long a writer waits for more orders to fill a batch once it has one.
+    pub batch_wait: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -52,6 +57,8 @@ impl Default for WorkerOptions {
             queue_size: 1_000_000,
             configure_redis: false,
             stop_timeout: Duration::from_secs(8),
+            batch_size: 256,
+            batch_wait: Duration::from_millis(1),
         }
     }
 }
@@ -224,38 +231,48 @@ async fn dispatch(
     let give_up = CancellationToken::new();
 
     let health = Arc::new(WriteHealth::default());
-    let spawn = |order: u64, permit| {
+    let spawn = |batch: Vec<u64>, permit| {
         let writer = Arc::clone(writer);
         let stats = Arc::clone(stats);
         let health = Arc::clone(&health);
         let give_up = give_up.clone();
         tracker.spawn(async move {
-            write_with_retry(&writer, order, &stats, &health, &give_up).await;
+            write_batch(&writer, batch, &stats, &health, &give_up).await;
             drop(permit);
         });
     };
-
+    let batch_size = options.batch_size.clamp(1, MAX_BATCH);
     let mut recent = RecentlyDispatched::new();
 
-    // Normal operation.
+    // Normal operation: wait for an order, then for a free writer, then take what else is
+    // queued (waiting at most `batch_wait` for more) into the same batch.
     loop {
-        let order = tokio::select! {
+        let first = tokio::select! {
             () = shutdown.cancelled() => break,
             order = orders.recv() => match order {
                 Some(order) => order,
                 None => break,
             },
         };
-        if !recent.first(order) {
+        if !recent.first(first) {
             continue;
         }
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             break;
         };
-        spawn(order, permit);
+        let batch = fill_batch(
+            first,
+            &mut orders,
+            &mut recent,
+            batch_size,
+            options.batch_wait,
+        )
+        .await;
+        spawn(batch, permit);
     }
 
-    // Stopping: no new events arrive (the source has stopped); finish what was already received.
+    // Stopping: no new events arrive (the sources have stopped); finish what was already
+    // received, until the deadline.
     orders.close();
     let deadline = tokio::time::Instant::now() + options.stop_timeout;
     let mut left = Vec::new();
@@ -269,7 +286,10 @@ async fn dispatch(
         match next {
             Ok(Some((order, permit))) => {
                 if recent.first(order) {
-                    spawn(order, permit);
+                    let batch =
+                        fill_batch(order, &mut orders, &mut recent, batch_size, Duration::ZERO)
+                            .await;
+                    spawn(batch, permit);
                 }
             }
             Ok(None) => break,
@@ -292,8 +312,37 @@ async fn dispatch(
     }
     if !left.is_empty() {
         tracing::warn!(count = left.len(), orders = ?left.iter().take(50).collect::<Vec<_>>(),
-            "stopped before these expired orders were written; they are still unpaid");
+            "stopped before these expired orders were written; they are still unpaid and the next start's sweep cancels them");
     }
+}
+
+/// Adds to `first` what is already queued, waiting at most `wait` for more, up to `size`.
+async fn fill_batch(
+    first: u64,
+    orders: &mut mpsc::Receiver<u64>,
+    recent: &mut RecentlyDispatched,
+    size: usize,
+    wait: Duration,
+) -> Vec<u64> {
+    let mut batch = vec![first];
+    let until = tokio::time::Instant::now() + wait;
+    while batch.len() < size {
+        let next = match orders.try_recv() {
+            Ok(order) => Some(order),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) if wait.is_zero() => None,
+            Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout_at(until, orders.recv())
+                .await
+                .ok()
+                .flatten(),
+        };
+        match next {
+            Some(order) if recent.first(order) => batch.push(order),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    batch
 }
 
 /// Whether writes are failing, shared by all writers so that an outage is logged once when it
@@ -325,29 +374,44 @@ impl WriteHealth {
     }
 }
 
-/// Writes one order, retrying with capped backoff until it succeeds or `give_up` fires.
-async fn write_with_retry(
+/// Writes one batch, retrying with capped backoff until it succeeds or `give_up` fires. A batch
+/// that keeps failing is split into single orders, so that one bad order cannot hold up the
+/// others.
+async fn write_batch(
     writer: &Writer,
-    order: u64,
+    batch: Vec<u64>,
     stats: &Stats,
     health: &WriteHealth,
     give_up: &CancellationToken,
 ) {
+    const SPLIT_AFTER: u32 = 3;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(10));
     loop {
-        match writer.cancel(order).await {
-            Ok(outcome) => {
+        match writer.cancel_batch(&batch).await {
+            Ok(outcomes) => {
                 health.succeeded();
-                record(order, outcome, stats);
+                for (order, outcome) in outcomes {
+                    record(order, outcome, stats);
+                }
                 return;
             }
             Err(e) => {
                 Stats::add(&stats.retries);
-                health.failed(order, &e);
+                health.failed(batch[0], &e);
+                if batch.len() > 1 && backoff.attempts() + 1 >= SPLIT_AFTER {
+                    tracing::debug!(
+                        orders = batch.len(),
+                        "batch keeps failing; writing its orders one by one"
+                    );
+                    for order in batch {
+                        Box::pin(write_batch(writer, vec![order], stats, health, give_up)).await;
+                    }
+                    return;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}
                     () = give_up.cancelled() => {
-                        tracing::warn!(order, error = %e, "stopped while retrying; the order is still unpaid");
+                        tracing::warn!(orders = ?batch, error = %e, "stopped while retrying; these orders are still unpaid and the next start's sweep cancels them");
                         return;
                     }
                 }

@@ -248,11 +248,9 @@ impl DeadlineWatcher {
             };
             for (order, pttl) in due.into_iter().zip(ttls) {
                 match pttl {
-                    -2 => {
-                        if queue.send(order).await.is_err() {
-                            return Ok(());
-                        }
-                    }
+                    // The key is gone: overdue (or paid and forgotten, which the writer sees).
+                    -2 if queue.send(order).await.is_err() => return Ok(()),
+                    -2 => {}
                     ms if ms >= 0 => state.heap.push(Reverse(Due {
                         at: now + Duration::from_millis(ms.unsigned_abs()),
                         order,
