@@ -78,3 +78,29 @@ async fn check_prints_json_and_fails_when_a_server_is_wrong() {
     assert!(offline.status.success());
     assert!(json(&offline)["connections"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_says_which_index_the_sweep_needs() {
+    let redis = RedisServer::start();
+    let db = TestDb::create().await;
+    mysql_async::prelude::Queryable::query_drop(
+        &mut db.conn().await,
+        "DROP INDEX orders_status_created_at_index ON orders",
+    )
+    .await
+    .expect("drop the index");
+    let app = App::new(&redis, &db, "");
+    let output = app.run(&["check", "--json"]);
+    let report = json(&output);
+    assert!(
+        output.status.success(),
+        "a missing index is a warning, not a failure: {report:#}"
+    );
+    let warnings = report["connections"]["mysql"]["warnings"].to_string();
+    assert!(
+        warnings.contains(
+            "CREATE INDEX orders_status_created_at_index ON `orders` (`status`, `created_at`)"
+        ),
+        "{warnings}"
+    );
+}
