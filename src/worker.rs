@@ -25,13 +25,17 @@ use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::key::KeyPattern;
-use crate::sink::cancel::MAX_BATCH;
+use crate::sink::cancel::{CancelError, MAX_BATCH};
 use crate::sink::{Database, Outcome, Writer};
 use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
 use crate::source::redis::RedisTarget;
 use crate::source::sweep::Reconciler;
 use crate::stats::Stats;
+
+/// The longest one batch transaction may take before it is abandoned (rolled back by the
+/// server when the connection drops) and retried.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tuning knobs of the worker, from the command line.
 #[derive(Debug, Clone)]
@@ -387,7 +391,16 @@ async fn write_batch(
     const SPLIT_AFTER: u32 = 3;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(10));
     loop {
-        match writer.cancel_batch(&batch).await {
+        // A transaction on a silently dead connection would wait forever; give it a bound.
+        let attempt = tokio::time::timeout(WRITE_TIMEOUT, writer.cancel_batch(&batch))
+            .await
+            .unwrap_or_else(|_| {
+                Err(CancelError::Unexpected(format!(
+                    "no answer from MySQL within {} s",
+                    WRITE_TIMEOUT.as_secs()
+                )))
+            });
+        match attempt {
             Ok(outcomes) => {
                 health.succeeded();
                 for (order, outcome) in outcomes {

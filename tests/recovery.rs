@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::proxy::Proxy;
 use common::{App, MariaServer, RedisServer, TestDb, default_key, wait_until};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -398,6 +399,38 @@ async fn mariadb_restarted_in_the_middle_of_a_burst_loses_nothing() {
         worker.count("MySQL writes succeed again"),
         1,
         "one line on recovery"
+    );
+    assert_stock_restored(&db, &products).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silently_dead_subscription_is_detected_and_replaced() {
+    // The connection stays open but nothing comes through (a dropped NAT entry, a dead host
+    // behind a load balancer). The PHP command waits on such a socket until its read timeout.
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(redis.port).await;
+    let db = TestDb::create().await;
+    let products = products(&db).await;
+    let orders = db.place_orders(&products, 20).await;
+    let app = App::on_port(proxy.port, &db, "ORDER_EXPIRE_TTL=1");
+    let worker = app.start_worker(&[]);
+    proxy.blackhole();
+    let cut = Instant::now();
+    put_keys(&redis, &orders, 1); // their events go into the black hole
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.resume(); // new connections work; the old ones stay dead
+    wait_until(WAIT, "20 orders cancelled", || async {
+        db.count_status(2).await == 20
+    })
+    .await;
+    println!(
+        "its orders were cancelled {:?} after the connections went silent",
+        cut.elapsed()
+    );
+    worker.wait_for_log("lost the Redis subscription", 1, Duration::from_secs(40));
+    println!(
+        "the dead subscription was detected and replaced {:?} after it went silent",
+        cut.elapsed()
     );
     assert_stock_restored(&db, &products).await;
 }

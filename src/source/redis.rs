@@ -7,13 +7,18 @@
 use std::time::Duration;
 
 use redis::aio::{MultiplexedConnection, PubSub};
-use redis::{Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo,
+    RedisConnectionInfo,
+};
 
 use crate::config::{RedisEndpoint, RedisSettings};
 use crate::error::Error;
 
 /// How long a connection attempt may take before we call the server unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long any command may wait for its reply.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The app's cache Redis: where to connect and how to explain failures.
 #[derive(Clone)]
@@ -67,11 +72,17 @@ impl RedisTarget {
         format!("__keyevent@{}__:expired", self.database)
     }
 
-    /// A connection for commands (SETEX, CONFIG), on the cache database.
+    /// A connection for commands (SETEX, CONFIG, PTTL...), on the cache database. Every reply
+    /// must come within [`RESPONSE_TIMEOUT`]: a silently dead connection fails instead of
+    /// hanging its user forever.
     pub async fn connect(&self) -> Result<MultiplexedConnection, Error> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
         match tokio::time::timeout(
             CONNECT_TIMEOUT,
-            self.client.get_multiplexed_async_connection(),
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
         )
         .await
         {

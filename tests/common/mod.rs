@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
@@ -532,9 +534,13 @@ pub struct App {
 impl App {
     /// An app whose `.env` points at `redis` and `db`, followed by `extra` lines.
     pub fn new(redis: &RedisServer, db: &TestDb, extra: &str) -> Self {
+        Self::on_port(redis.port, db, extra)
+    }
+
+    /// The same, with Redis reached through `redis_port` (a proxy, say).
+    pub fn on_port(redis_port: u16, db: &TestDb, extra: &str) -> Self {
         Self::with_env(&format!(
-            "APP_NAME=Laravel\nAPP_ENV=testing\nCACHE_DRIVER=redis\nREDIS_HOST=127.0.0.1\nREDIS_PASSWORD=null\nREDIS_PORT={}\n{}{extra}\n",
-            redis.port,
+            "APP_NAME=Laravel\nAPP_ENV=testing\nCACHE_DRIVER=redis\nREDIS_HOST=127.0.0.1\nREDIS_PASSWORD=null\nREDIS_PORT={redis_port}\n{}{extra}\n",
             db.env_lines()
         ))
     }
