@@ -3,7 +3,8 @@
 # installed and running, and remember what we started so that we can stop exactly that.
 #
 # Functions:
-#   oe_install_packages        apt-get install what is missing (redis-server, mariadb-server)
+#   oe_install_packages        apt-get install what is missing (redis-server, mariadb-server,
+#                              php-cli and Debian's Laravel 8 for the parity tests)
 #   oe_start_mariadb           start MariaDB if nothing answers on 127.0.0.1:3306
 #   oe_stop_started_services   stop what oe_start_mariadb started (for a trap on EXIT)
 #   oe_test_mysql_url          print a URL the tests may create oe_test_% databases with
@@ -30,6 +31,12 @@ oe_install_packages() {
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
   command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
   command -v mariadb-install-db >/dev/null 2>&1 || missing+=(mariadb-server)
+  # PHP and Debian's Laravel 8, for the tests that compare order-expire with Laravel itself.
+  command -v php >/dev/null 2>&1 || missing+=(php-cli)
+  [ -f /usr/share/php/Illuminate/autoload.php ] || missing+=(php-laravel-framework)
+  php -m 2>/dev/null | grep -qx redis || missing+=(php-redis)
+  php -m 2>/dev/null | grep -qx pdo_mysql || missing+=(php-mysql)
+  php -m 2>/dev/null | grep -qx mbstring || missing+=(php-mbstring)
   if [ "${#missing[@]}" -eq 0 ]; then
     return 0
   fi

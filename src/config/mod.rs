@@ -8,6 +8,7 @@
 //! * [`settings`] resolves the Redis connection, key prefixes, MySQL connection, schema mapping
 //!   and time zone; [`schema`] validates the table and column names.
 
+mod ascii_table;
 pub mod dotenv;
 pub mod env_value;
 pub mod environment;
