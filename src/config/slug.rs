@@ -91,11 +91,7 @@ fn to_ascii(input: &str) -> String {
             }
         }
     }
-    let s = s
-        .replace("\n\r", " ")
-        .replace('\n', " ")
-        .replace('\r', " ")
-        .replace('\t', " ");
+    let s = s.replace("\n\r", " ").replace(['\n', '\r', '\t'], " ");
     s.chars().filter(|c| kept(*c)).collect()
 }
 
