@@ -112,12 +112,7 @@ impl Report {
                 prefix: settings.keys.connection_prefix.clone(),
             },
             cache: CacheReport {
-                prefix: settings
-                    .keys
-                    .store_prefix
-                    .strip_suffix(':')
-                    .unwrap_or(&settings.keys.store_prefix)
-                    .to_string(),
+                prefix: settings.keys.cache_prefix.clone(),
                 key_type: settings.keys.key_type.clone(),
             },
             channel: format!("__keyevent@{}__:expired", r.database),

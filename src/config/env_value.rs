@@ -28,9 +28,12 @@ pub fn interpret(raw: &str) -> EnvValue {
     let bytes = raw.as_bytes();
     if bytes.len() >= 2 {
         let (first, last) = (bytes[0], bytes[bytes.len() - 1]);
-        let inner = &raw[1..raw.len() - 1];
-        if (first == b'"' || first == b'\'') && first == last && !inner.contains('\n') {
-            return EnvValue::Str(inner.to_string());
+        // Both ends are ASCII quotes, so slicing one byte off each end stays on char boundaries.
+        if (first == b'"' || first == b'\'') && first == last {
+            let inner = &raw[1..raw.len() - 1];
+            if !inner.contains('\n') {
+                return EnvValue::Str(inner.to_string());
+            }
         }
     }
     EnvValue::Str(raw.to_string())
@@ -84,6 +87,8 @@ mod tests {
             ("\"\"", s("")),
             ("\"multi\nline\"", s("\"multi\nline\"")),
             ("nullable", s("nullable")),
+            ("商城", s("商城")),
+            ("'商城'", s("商城")),
         ] {
             assert_eq!(interpret(raw), expected, "env() of {raw:?}");
         }

@@ -99,8 +99,10 @@ impl fmt::Display for RedisEndpoint {
 pub struct KeySettings {
     /// The Redis connection's prefix (`REDIS_PREFIX`), applied by phpredis to every key.
     pub connection_prefix: String,
-    /// The cache store's prefix as `RedisStore` uses it: `CACHE_PREFIX` plus the `:` that
-    /// Laravel 8-10 append, or empty.
+    /// The cache prefix as configured (`config('cache.prefix')`), for display.
+    pub cache_prefix: String,
+    /// The cache store's prefix as `RedisStore` uses it: the cache prefix plus the `:` that
+    /// Laravel 8-10 append, or empty when the cache prefix is PHP-empty (`''`, `'0'`, null).
     pub store_prefix: String,
     /// The key type the app uses (`ORDER_CONFIRM`).
     pub key_type: String,
@@ -396,6 +398,7 @@ impl Resolver<'_> {
         }
         Ok(KeySettings {
             connection_prefix,
+            cache_prefix: cache_prefix.to_php_string().unwrap_or_default(),
             store_prefix,
             key_type,
         })

@@ -93,6 +93,7 @@ mod tests {
     fn pattern(connection: &str, store: &str) -> KeyPattern {
         KeyPattern::new(&KeySettings {
             connection_prefix: connection.into(),
+            cache_prefix: store.trim_end_matches(':').into(),
             store_prefix: store.into(),
             key_type: "ORDER_CONFIRM".into(),
         })

@@ -311,6 +311,26 @@ impl TestDb {
 
     /// The same, on the server at `url`.
     pub async fn create_on(url: &str) -> Self {
+        let db = Self::create_empty_on(url).await;
+        let schema =
+            fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/schema.sql"))
+                .expect("fixtures/schema.sql");
+        let mut conn = db.pool.get_conn().await.expect("connect to test database");
+        for statement in split_sql(&schema) {
+            conn.query_drop(&statement)
+                .await
+                .unwrap_or_else(|e| panic!("schema statement failed: {e}\n{statement}"));
+        }
+        drop(conn);
+        db
+    }
+
+    /// A private database without tables (for Laravel's own migrations).
+    pub async fn create_empty() -> Self {
+        Self::create_empty_on(&admin_url()).await
+    }
+
+    async fn create_empty_on(url: &str) -> Self {
         let opts = mysql_async::Opts::from_url(url)
             .expect("ORDER_EXPIRE_TEST_MYSQL_URL is a mysql:// URL");
         let name = format!(
@@ -335,16 +355,6 @@ impl TestDb {
 
         let db_opts = mysql_async::OptsBuilder::from_opts(opts.clone()).db_name(Some(name.clone()));
         let pool = mysql_async::Pool::new(db_opts);
-        let schema =
-            fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/schema.sql"))
-                .expect("fixtures/schema.sql");
-        let mut conn = pool.get_conn().await.expect("connect to test database");
-        for statement in split_sql(&schema) {
-            conn.query_drop(&statement)
-                .await
-                .unwrap_or_else(|e| panic!("schema statement failed: {e}\n{statement}"));
-        }
-        drop(conn);
         Self { name, pool, opts }
     }
 
@@ -531,6 +541,59 @@ pub struct App {
     dir: TempDir,
 }
 
+/// A copy of `fixtures/laravel-app` (a real Laravel 8 on Debian's packages) with its own `.env`.
+pub struct LaravelApp {
+    pub app: App,
+}
+
+impl LaravelApp {
+    /// Copies the fixture app into a temporary folder and writes `env` as its `.env`.
+    pub fn new(env: &str) -> Self {
+        let app = App::with_env(env);
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/laravel-app"),
+            app.dir.path(),
+        );
+        fs::write(app.env_file(), env).expect("write .env");
+        Self { app }
+    }
+
+    /// Runs `php artisan ARGS` (bounded) and returns its output; fails the test if it fails.
+    pub fn artisan(&self, args: &[&str]) -> String {
+        let mut command = Command::new("php");
+        command
+            .current_dir(self.app.dir.path())
+            .arg("artisan")
+            .args(args)
+            .env_clear();
+        let output = run_bounded(command, Duration::from_secs(120));
+        assert!(
+            output.status.success(),
+            "php artisan {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.app.dir.path()
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            fs::create_dir_all(&target).expect("create dir");
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != ".env" {
+            fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
 impl App {
     /// An app whose `.env` points at `redis` and `db`, followed by `extra` lines.
     pub fn new(redis: &RedisServer, db: &TestDb, extra: &str) -> Self {
@@ -539,10 +602,15 @@ impl App {
 
     /// The same, with Redis reached through `redis_port` (a proxy, say).
     pub fn on_port(redis_port: u16, db: &TestDb, extra: &str) -> Self {
-        Self::with_env(&format!(
+        Self::with_env(&Self::env_text(redis_port, db, extra))
+    }
+
+    /// The `.env` text for `redis` and `db` followed by `extra` lines, as [`App::new`] writes it.
+    pub fn env_text(redis_port: u16, db: &TestDb, extra: &str) -> String {
+        format!(
             "APP_NAME=Laravel\nAPP_ENV=testing\nCACHE_DRIVER=redis\nREDIS_HOST=127.0.0.1\nREDIS_PASSWORD=null\nREDIS_PORT={redis_port}\n{}{extra}\n",
             db.env_lines()
-        ))
+        )
     }
 
     pub fn with_env(text: &str) -> Self {
