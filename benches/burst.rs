@@ -18,6 +18,10 @@
 //! Then 1,000 events per second for `--steady-seconds`: event-to-commit latency (p50, p99, max),
 //! from the independent subscriber's arrival time to the commit time in the worker's JSON log.
 //!
+//! Then lateness: 200 orders with deadlines spread over 5 s in a cache database that also holds
+//! 100,000 other keys with a TTL (Redis alone would publish their `expired` minutes late): commit
+//! time minus deadline (p50, p99, max).
+//!
 //! Then the same bursts through the PHP reference command (`php artisan order:expire` in
 //! `fixtures/laravel-app`, with `REDIS_PREFIX=` so that it hears the events at all), waiting as
 //! long as it makes progress.
@@ -60,17 +64,21 @@ fn options() -> Options {
     if !args.iter().any(|a| a == "--bench") {
         o.sizes = vec![1_000, 5_000];
         o.steady_seconds = 5;
-        o.php_sizes = Some(vec![500]);
+        o.php_sizes = Some(vec![1_000]);
         o.out = None;
     }
     let mut i = 0;
-    let list = |v: &str| v.split(',').filter_map(|n| n.trim().parse().ok()).collect::<Vec<usize>>();
+    let list = |v: &str| {
+        v.split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect::<Vec<usize>>()
+    };
     while i < args.len() {
         match args[i].as_str() {
             "--smoke" => {
                 o.sizes = vec![1_000, 5_000];
                 o.steady_seconds = 5;
-                o.php_sizes = Some(vec![500]);
+                o.php_sizes = Some(vec![1_000]);
                 o.out = None;
             }
             "--sizes" => {
@@ -118,7 +126,9 @@ impl Subscriber {
             let _ = pubsub.subscribe("__keyevent@1__:expired");
             let _ = ready_tx.send(());
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok(msg) = pubsub.get_message() else { continue };
+                let Ok(msg) = pubsub.get_message() else {
+                    continue;
+                };
                 let now = SystemTime::now();
                 let payload: String = msg.get_payload().unwrap_or_default();
                 if let Some(id) = payload.strip_prefix(&prefix).and_then(|id| id.parse().ok()) {
@@ -129,15 +139,15 @@ impl Subscriber {
             }
         });
         let _ = ready_rx.recv_timeout(Duration::from_secs(5));
-        Self { arrivals, thread: Some(thread), stop }
+        Self {
+            arrivals,
+            thread: Some(thread),
+            stop,
+        }
     }
 
     fn last(&self) -> Option<SystemTime> {
         self.arrivals.lock().ok()?.values().max().copied()
-    }
-
-    fn count(&self) -> usize {
-        self.arrivals.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     fn arrivals(&self) -> HashMap<u64, SystemTime> {
@@ -155,7 +165,9 @@ impl Drop for Subscriber {
 }
 
 fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Sets every order's key to expire at `deadline` (epoch ms), pipelined.
@@ -164,7 +176,12 @@ fn expire_all_at(redis: &RedisServer, prefix: &str, orders: &[u64], deadline: u6
     for chunk in orders.chunks(10_000) {
         let mut pipe = redis::pipe();
         for id in chunk {
-            pipe.cmd("SET").arg(format!("{prefix}{id}")).arg(id.to_string()).arg("PXAT").arg(deadline).ignore();
+            pipe.cmd("SET")
+                .arg(format!("{prefix}{id}"))
+                .arg(id.to_string())
+                .arg("PXAT")
+                .arg(deadline)
+                .ignore();
         }
         pipe.query::<()>(&mut conn).expect("SET PXAT pipeline");
     }
@@ -182,29 +199,30 @@ async fn place(db: &TestDb, n: usize) -> Vec<u64> {
     ids
 }
 
-/// Waits until `n` orders are cancelled, or until there has been no progress for `stall`.
-/// Returns when the last one was seen, and how many were cancelled.
+/// Waits until none of the `n` orders is unpaid any more, or until there has been no progress
+/// for `stall`. Counting the shrinking set of unpaid orders keeps the poll cheap (an index range
+/// on `status = 0`) even on 200k rows. Returns when that was seen and how many were cancelled.
 async fn wait_cancelled(db: &TestDb, n: usize, stall: Duration) -> (SystemTime, usize) {
-    let mut last_count = 0;
+    let mut last_left = usize::MAX;
     let mut last_progress = Instant::now();
     let mut conn = db.conn().await;
     loop {
-        let count: usize = conn
-            .query_first::<i64, _>("SELECT COUNT(*) FROM orders WHERE status = 2")
+        let left: usize = conn
+            .query_first::<i64, _>("SELECT COUNT(*) FROM orders WHERE status = 0")
             .await
             .ok()
             .flatten()
             .and_then(|c| usize::try_from(c).ok())
-            .unwrap_or(0);
+            .unwrap_or(n);
         let now = SystemTime::now();
-        if count >= n {
-            return (now, count);
+        if left == 0 {
+            return (now, n);
         }
-        if count > last_count {
-            last_count = count;
+        if left < last_left {
+            last_left = left;
             last_progress = Instant::now();
         } else if last_progress.elapsed() > stall {
-            return (now, count);
+            return (now, n.saturating_sub(left));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -239,12 +257,25 @@ async fn burst_ours(size: usize) -> Burst {
     let subscriber = Subscriber::start(&redis, KEY_PREFIX_DEFAULT);
     let deadline = millis(SystemTime::now()) + 3000;
     expire_all_at(&redis, KEY_PREFIX_DEFAULT, &orders, deadline);
-    let (end, done) = wait_cancelled(&db, size, Duration::from_secs(30)).await;
-    let emission = subscriber.last().map(millis).unwrap_or(deadline).saturating_sub(deadline);
+    let (_, done) = wait_cancelled(&db, size, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // the last log lines
+    let emission = subscriber
+        .last()
+        .map(millis)
+        .unwrap_or(deadline)
+        .saturating_sub(deadline);
+    // The last commit, to the microsecond, from the worker's own log.
+    let last_commit_ms = commit_times(&worker.log())
+        .into_iter()
+        .map(|(_, us)| us / 1000)
+        .max();
     Burst {
         size,
         emission_ms: emission,
-        drain_ms: (done == size).then(|| millis(end).saturating_sub(deadline)),
+        drain_ms: (done == size)
+            .then_some(last_commit_ms)
+            .flatten()
+            .map(|ms| (ms.max(0) as u64).saturating_sub(deadline)),
         done,
         rss_kib: worker.pid().and_then(peak_rss_kib),
     }
@@ -255,7 +286,11 @@ async fn burst_php(size: usize) -> Burst {
     let db = TestDb::create().await;
     let orders = place(&db, size).await;
     // REDIS_PREFIX= so that the command hears the events at all (phpredis prefixes SUBSCRIBE).
-    let laravel = LaravelApp::new(&App::env_text(redis.port, &db, "REDIS_PREFIX=\nLOG_CHANNEL=stderr"));
+    let laravel = LaravelApp::new(&App::env_text(
+        redis.port,
+        &db,
+        "REDIS_PREFIX=\nLOG_CHANNEL=stderr",
+    ));
     let mut php = std::process::Command::new("php");
     php.current_dir(laravel.dir())
         .args(["artisan", "order:expire"])
@@ -266,7 +301,11 @@ async fn burst_php(size: usize) -> Burst {
     let mut conn = redis.conn(0);
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
-        let n: Vec<(String, i64)> = redis::cmd("PUBSUB").arg("NUMSUB").arg("__keyevent@1__:expired").query(&mut conn).unwrap_or_default();
+        let n: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("__keyevent@1__:expired")
+            .query(&mut conn)
+            .unwrap_or_default();
         if n.first().is_some_and(|(_, c)| *c > 0) {
             break;
         }
@@ -276,7 +315,11 @@ async fn burst_php(size: usize) -> Burst {
     let deadline = millis(SystemTime::now()) + 3000;
     expire_all_at(&redis, KEY_PREFIX_PHP, &orders, deadline);
     let (end, done) = wait_cancelled(&db, size, Duration::from_secs(30)).await;
-    let emission = subscriber.last().map(millis).unwrap_or(deadline).saturating_sub(deadline);
+    let emission = subscriber
+        .last()
+        .map(millis)
+        .unwrap_or(deadline)
+        .saturating_sub(deadline);
     let rss = peak_rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
@@ -321,35 +364,128 @@ async fn steady(seconds: u64) -> Steady {
     wait_cancelled(&db, n, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let arrivals = subscriber.arrivals();
-    let mut latencies: Vec<f64> = Vec::new();
-    for line in worker.log().lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if v["message"] != "cancelled unpaid order and returned its stock" {
-            continue;
-        }
-        let (Some(order), Some(ts)) = (v["order"].as_u64(), v["timestamp"].as_str()) else { continue };
-        let Ok(committed) = ts.parse::<jiff::Timestamp>() else { continue };
-        let Some(arrived) = arrivals.get(&order) else { continue };
-        let arrived_us = arrived.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-        let committed_us = committed.as_microsecond();
-        latencies.push((committed_us - arrived_us) as f64 / 1000.0);
+    let latencies: Vec<f64> = commit_times(&worker.log())
+        .into_iter()
+        .filter_map(|(order, committed_us)| {
+            let arrived = arrivals.get(&order)?;
+            let arrived_us = arrived.duration_since(UNIX_EPOCH).ok()?.as_micros() as i64;
+            Some((committed_us - arrived_us) as f64 / 1000.0)
+        })
+        .collect();
+    let (p50_ms, p99_ms, max_ms) = quantiles(latencies.clone());
+    Steady {
+        events: latencies.len(),
+        p50_ms,
+        p99_ms,
+        max_ms,
     }
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    let q = |p: f64| latencies.get(((latencies.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(f64::NAN);
-    Steady { events: latencies.len(), p50_ms: q(0.5), p99_ms: q(0.99), max_ms: q(1.0) }
+}
+
+/// Commit time (epoch µs) per order, from the worker's JSON log.
+fn commit_times(log: &str) -> Vec<(u64, i64)> {
+    log.lines()
+        .filter_map(|line| {
+            let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+            if v["message"] != "cancelled unpaid order and returned its stock" {
+                return None;
+            }
+            let committed = v["timestamp"].as_str()?.parse::<jiff::Timestamp>().ok()?;
+            Some((v["order"].as_u64()?, committed.as_microsecond()))
+        })
+        .collect()
+}
+
+/// p50, p99 and max of `values`.
+fn quantiles(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| {
+        values
+            .get(((values.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (q(0.5), q(0.99), q(1.0))
+}
+
+/// Lateness after the deadline when the cache database holds `background` other keys with a
+/// TTL (where Redis's own expiry would take minutes): `orders` deadlines spread over 5 s.
+async fn lateness(background: usize, orders_n: usize) -> Steady {
+    let redis = RedisServer::start();
+    let db = TestDb::create().await;
+    let orders = place(&db, orders_n).await;
+    let mut conn = redis.conn(1);
+    for chunk_start in (0..background).step_by(10_000) {
+        let mut pipe = redis::pipe();
+        for i in chunk_start..(chunk_start + 10_000).min(background) {
+            pipe.cmd("SET")
+                .arg(format!("laravel_database_laravel_cache:page:{i}"))
+                .arg("x")
+                .arg("EX")
+                .arg(86_400)
+                .ignore();
+        }
+        pipe.query::<()>(&mut conn)
+            .expect("fill the cache database");
+    }
+    let app = App::new(&redis, &db, "");
+    let worker = app.start_worker(&["--log-format", "json"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = millis(SystemTime::now()) + 2000;
+    let spread = 5000 / orders_n.max(1) as u64;
+    let mut deadlines = HashMap::new();
+    let mut pipe = redis::pipe();
+    for (i, id) in orders.iter().enumerate() {
+        let deadline = start + i as u64 * spread;
+        deadlines.insert(*id, deadline as i64 * 1000);
+        pipe.cmd("SET")
+            .arg(format!("{KEY_PREFIX_DEFAULT}{id}"))
+            .arg(id.to_string())
+            .arg("PXAT")
+            .arg(deadline)
+            .ignore();
+    }
+    pipe.query::<()>(&mut conn).expect("SET PXAT");
+    wait_cancelled(&db, orders_n, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late: Vec<f64> = commit_times(&worker.log())
+        .into_iter()
+        .filter_map(|(order, committed_us)| {
+            Some((committed_us - deadlines.get(&order)?) as f64 / 1000.0)
+        })
+        .collect();
+    let (p50_ms, p99_ms, max_ms) = quantiles(late.clone());
+    Steady {
+        events: late.len(),
+        p50_ms,
+        p99_ms,
+        max_ms,
+    }
 }
 
 fn secs(ms: Option<u64>) -> String {
-    ms.map(|m| format!("{:.2} s", m as f64 / 1000.0)).unwrap_or_else(|| "did not finish".into())
+    ms.map(|m| format!("{:.2} s", m as f64 / 1000.0))
+        .unwrap_or_else(|| "did not finish".into())
 }
 
-fn report(ours: &[Burst], php: &[Burst], steady: &Steady) -> String {
+fn report(
+    ours: &[Burst],
+    php: &[Burst],
+    steady: &Steady,
+    late: &Steady,
+    background: usize,
+) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "| burst | Redis emission | order-expire drain | drain / emission | order-expire orders/s | peak RSS | PHP command drain | PHP orders/s | speed-up |");
+    let _ = writeln!(
+        t,
+        "| burst | Redis emission | order-expire drain | drain / emission | order-expire orders/s | peak RSS | PHP command drain | PHP orders/s | speed-up |"
+    );
     let _ = writeln!(t, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for b in ours {
         let php = php.iter().find(|p| p.size == b.size);
-        let rate = |x: &Burst| x.drain_ms.map(|d| x.size as f64 / (d.max(1) as f64 / 1000.0));
+        let rate = |x: &Burst| {
+            x.drain_ms
+                .map(|d| x.size as f64 / (d.max(1) as f64 / 1000.0))
+        };
         let ours_rate = rate(b);
         let php_rate = php.and_then(rate);
         let php_partial = php.map(|p| (p.done as f64) / 30.0f64.max(1.0));
@@ -359,12 +495,24 @@ fn report(ours: &[Burst], php: &[Burst], steady: &Steady) -> String {
             b.size,
             b.emission_ms as f64 / 1000.0,
             secs(b.drain_ms),
-            b.drain_ms.map(|d| format!("{:.2}", d as f64 / b.emission_ms.max(1) as f64)).unwrap_or("-".into()),
+            b.drain_ms
+                .map(|d| format!("{:.2}", d as f64 / b.emission_ms.max(1) as f64))
+                .unwrap_or("-".into()),
             ours_rate.map(|r| format!("{r:.0}")).unwrap_or("-".into()),
-            b.rss_kib.map(|k| format!("{:.1} MB", k as f64 / 1024.0)).unwrap_or("-".into()),
-            php.map(|p| if p.drain_ms.is_some() { secs(p.drain_ms) } else { format!("stalled at {} of {}", p.done, p.size) }).unwrap_or("not run".into()),
+            b.rss_kib
+                .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+                .unwrap_or("-".into()),
+            php.map(|p| if p.drain_ms.is_some() {
+                secs(p.drain_ms)
+            } else {
+                format!("stalled at {} of {}", p.done, p.size)
+            })
+            .unwrap_or("not run".into()),
             php_rate.map(|r| format!("{r:.0}")).unwrap_or("-".into()),
-            match (ours_rate, php_rate) { (Some(a), Some(b)) => format!("{:.0}x", a / b), _ => "-".into() },
+            match (ours_rate, php_rate) {
+                (Some(a), Some(b)) => format!("{:.0}x", a / b),
+                _ => "-".into(),
+            },
         );
         let _ = php_partial;
     }
@@ -373,6 +521,12 @@ fn report(ours: &[Burst], php: &[Burst], steady: &Steady) -> String {
         t,
         "Steady 1,000 events/s: {} events, event-to-commit latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms.",
         steady.events, steady.p50_ms, steady.p99_ms, steady.max_ms
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "Lateness after the deadline with {background} other keys with a TTL in the cache database: {} orders, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms.",
+        late.events, late.p50_ms, late.p99_ms, late.max_ms
     );
     t
 }
@@ -401,20 +555,37 @@ fn chart(path: &Path, ours: &[Burst], php: &[Burst]) -> Result<(), Box<dyn std::
         .y_desc("seconds after the deadline (log)")
         .draw()?;
     let series = |bursts: &[Burst], f: &dyn Fn(&Burst) -> Option<u64>| -> Vec<(f64, f64)> {
-        bursts.iter().filter_map(|b| Some((b.size as f64 / 1000.0, f(b)? as f64 / 1000.0))).collect()
+        bursts
+            .iter()
+            .filter_map(|b| Some((b.size as f64 / 1000.0, f(b)? as f64 / 1000.0)))
+            .collect()
     };
     let lines = [
         ("PHP order:expire", RED, series(php, &|b| b.drain_ms)),
         ("order-expire", BLUE, series(ours, &|b| b.drain_ms)),
-        ("Redis emission (last expired event)", BLACK, series(ours, &|b| Some(b.emission_ms))),
+        (
+            "Redis emission (last expired event)",
+            BLACK,
+            series(ours, &|b| Some(b.emission_ms)),
+        ),
     ];
     for (name, color, points) in lines {
         c.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        c.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        c.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, color.filled())),
+        )?;
     }
-    c.configure_series_labels().border_style(BLACK).background_style(WHITE).position(SeriesLabelPosition::UpperLeft).draw()?;
+    c.configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -425,11 +596,23 @@ async fn main() {
     let mut ours = Vec::new();
     for size in &o.sizes {
         let b = burst_ours(*size).await;
-        eprintln!("order-expire {size}: emission {} ms, drain {:?} ms, rss {:?} KiB", b.emission_ms, b.drain_ms, b.rss_kib);
+        eprintln!(
+            "order-expire {size}: emission {} ms, drain {:?} ms, rss {:?} KiB",
+            b.emission_ms, b.drain_ms, b.rss_kib
+        );
         ours.push(b);
     }
     let steady = steady(o.steady_seconds).await;
-    eprintln!("steady: p50 {:.2} ms p99 {:.2} ms max {:.2} ms over {} events", steady.p50_ms, steady.p99_ms, steady.max_ms, steady.events);
+    eprintln!(
+        "steady: p50 {:.2} ms p99 {:.2} ms max {:.2} ms over {} events",
+        steady.p50_ms, steady.p99_ms, steady.max_ms, steady.events
+    );
+    let background = if o.out.is_some() { 100_000 } else { 10_000 };
+    let late = lateness(background, 200).await;
+    eprintln!(
+        "lateness among {background} TTL keys: p50 {:.0} ms p99 {:.0} ms max {:.0} ms",
+        late.p50_ms, late.p99_ms, late.max_ms
+    );
     let mut php = Vec::new();
     if o.php {
         for size in o.php_sizes.clone().unwrap_or_else(|| o.sizes.clone()) {
@@ -438,7 +621,7 @@ async fn main() {
             php.push(b);
         }
     }
-    let table = report(&ours, &php, &steady);
+    let table = report(&ours, &php, &steady, &late, background);
     println!("{table}");
     if let Some(out) = &o.out {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(out);
@@ -446,14 +629,21 @@ async fn main() {
         let header = format!(
             "Generated by `cargo bench --bench burst` on {} ({} cores).\n\n",
             jiff::Timestamp::now().strftime("%Y-%m-%d"),
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         );
-        std::fs::write(dir.join("results.md"), format!("{header}{table}")).expect("write results.md");
+        std::fs::write(dir.join("results.md"), format!("{header}{table}"))
+            .expect("write results.md");
         if let Err(e) = chart(&dir.join("drain.svg"), &ours, &php) {
             eprintln!("chart: {e}");
         }
     }
     // A smoke run must show that the pipeline works at all.
-    assert!(ours.iter().all(|b| b.drain_ms.is_some()), "order-expire did not drain every burst");
+    assert!(
+        ours.iter().all(|b| b.drain_ms.is_some()),
+        "order-expire did not drain every burst"
+    );
     assert!(steady.events > 0, "no latency measured");
+    assert!(late.events > 0, "no lateness measured");
 }

@@ -104,3 +104,40 @@ fn an_invalid_env_file_is_reported_as_laravel_would() {
     let line = failing_start(&app);
     assert!(line.contains("invalid"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn where_config_is_forbidden_the_worker_warns_and_still_works() {
+    // Managed services (ElastiCache, Heroku...) rename or forbid CONFIG.
+    let redis = RedisServer::start_with(&[
+        "--notify-keyspace-events",
+        "Ex",
+        "--rename-command",
+        "CONFIG",
+        "",
+    ]);
+    let db = TestDb::create().await;
+    let (_, ids) = {
+        let product = db.add_product("Tea", 10).await;
+        (product, vec![db.place_order(product, 1).await])
+    };
+    let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=1");
+    let mut worker = app.start_worker(&[]);
+    assert_eq!(
+        worker.count("cannot read notify-keyspace-events"),
+        1,
+        "{}",
+        worker.log()
+    );
+    let mut conn = redis.conn(1);
+    redis::cmd("SETEX")
+        .arg(common::default_key(ids[0]))
+        .arg(1)
+        .arg(ids[0].to_string())
+        .query::<()>(&mut conn)
+        .expect("SETEX");
+    common::wait_until(Duration::from_secs(30), "the order cancelled", || async {
+        db.status(ids[0]).await == 2
+    })
+    .await;
+    assert!(worker.stop(Duration::from_secs(10)).success());
+}

@@ -7,8 +7,8 @@
 //!
 //! So the watcher learns each order's deadline and asks Redis about the key at that moment:
 //!
-//! * every tick it reads the unpaid orders created since the previous tick (an index range scan
-//!   on `(status, created_at)`, re-reading a one-second overlap so that a transaction committing
+//! * every tick it reads the unpaid orders inserted since the previous tick (a primary-key range
+//!   scan of the new rows only, re-reading a few hundred ids so that a transaction committing
 //!   late is not skipped) and one pipelined `PTTL` per new order key gives its exact deadline;
 //!   an order whose key is not there yet gets `created_at + ORDER_EXPIRE_TTL`;
 //! * deadlines wait in a min-heap; when one is due, `PTTL` on the key again. For a key past its
@@ -18,10 +18,11 @@
 //!   TTL is rescheduled; a key removed without a TTL (paid, `forget()`) costs one locked read
 //!   that writes nothing.
 //!
-//! Cost: Redis answers two `PTTL`s per order; MySQL answers one small range query per tick.
+//! Cost: Redis answers two `PTTL`s per order; MySQL answers one primary-key range query per
+//! tick over the orders inserted since the last one.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashSet};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -37,8 +38,9 @@ use crate::source::redis::RedisTarget;
 
 /// How often new orders are looked up and due deadlines checked.
 const TICK: Duration = Duration::from_millis(200);
-/// How far back each discovery re-reads, for orders whose transaction committed late.
-const OVERLAP: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
+/// How many ids before the newest one each discovery re-reads, for orders whose transaction
+/// committed after a later one's.
+const OVERLAP_IDS: u64 = 256;
 /// How far back the first discovery looks when the app's TTL is unknown.
 const DEFAULT_HORIZON: Duration = Duration::from_secs(24 * 3600);
 /// Rows per discovery query and keys per pipeline.
@@ -51,8 +53,9 @@ pub struct DeadlineWatcher {
     timezone: TimeZoneSetting,
     ttl: Option<Duration>,
     unpaid: i64,
-    first_page: String,
-    next_page: String,
+    oldest_pending: String,
+    newest_id: String,
+    new_orders: String,
 }
 
 /// An order waiting for its deadline.
@@ -60,7 +63,21 @@ pub struct DeadlineWatcher {
 struct Due {
     at: Instant,
     order: u64,
+    /// Set while the order's key has not been seen yet (the app writes it just after the
+    /// order): `at` is then the next look, not the deadline.
+    waiting_for_key: Option<KeyWait>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct KeyWait {
+    /// `created_at + ORDER_EXPIRE_TTL`, when known: past it, a missing key means overdue.
+    fallback: Option<Instant>,
+    /// Looks left before giving up on a key that never appears (without a fallback).
+    looks_left: u8,
+}
+
+/// How often a key that has not appeared yet is looked for.
+const LOOK_AGAIN: Duration = Duration::from_millis(500);
 
 impl DeadlineWatcher {
     pub fn new(settings: &Settings, db: Database, redis: RedisTarget) -> Self {
@@ -71,12 +88,14 @@ impl DeadlineWatcher {
         } = &settings.schema;
         let id = Schema::id_column();
         let created = Schema::created_at_column();
-        let select =
-            format!("SELECT {id}, {created} FROM {orders} WHERE {status} = ? AND {created} >= ?");
         Self {
-            first_page: format!("{select} ORDER BY {created}, {id} LIMIT {PAGE}"),
-            next_page: format!(
-                "{select} AND ({created} > ? OR {id} > ?) ORDER BY {created}, {id} LIMIT {PAGE}"
+            oldest_pending: format!(
+                "SELECT MIN({id}) FROM {orders} WHERE {status} = ? AND {created} >= ?"
+            ),
+            newest_id: format!("SELECT MAX({id}) FROM {orders}"),
+            new_orders: format!(
+                "SELECT {id}, {created} FROM {orders} WHERE {id} > ? AND {status} = ? \
+                 AND {created} IS NOT NULL ORDER BY {id} LIMIT {PAGE}"
             ),
             db,
             redis,
@@ -98,7 +117,8 @@ impl DeadlineWatcher {
         let mut state = State {
             redis: None,
             since: start.to_zoned(self.timezone.tz.clone()).datetime(),
-            known: HashMap::new(),
+            cursor: None,
+            known: HashSet::new(),
             heap: BinaryHeap::new(),
         };
         let mut failing = false;
@@ -140,59 +160,80 @@ impl DeadlineWatcher {
         Ok(())
     }
 
-    /// Reads unpaid orders created since the last discovery and schedules their deadlines.
+    /// Reads the unpaid orders inserted since the last discovery and schedules their deadlines.
+    ///
+    /// New orders are found by primary key (`id > cursor`, a range scan of only the new rows),
+    /// re-reading the last [`OVERLAP_IDS`] ids so that an order whose transaction committed after
+    /// a later one is not skipped. On the first call the cursor starts at the oldest unpaid order
+    /// created within the horizon (`ORDER_EXPIRE_TTL`, else a day).
     async fn discover(
         &self,
         state: &mut State,
         redis: &mut MultiplexedConnection,
     ) -> Result<(), Error> {
-        let window_start = state.since.checked_sub(OVERLAP).unwrap_or(state.since);
-        let from = window_start.strftime("%Y-%m-%d %H:%M:%S").to_string();
         let mut db = self
             .db
             .conn()
             .await
             .map_err(|e| self.db.error("connecting (deadline watcher)", e))?;
-        let mut cursor: Option<(mysql_async::Value, u64)> = None;
-        let mut newest = state.since;
-        loop {
-            let page: Vec<(u64, mysql_async::Value)> = match &cursor {
-                None => db.exec(&self.first_page, (self.unpaid, &from)).await,
-                Some((created, id)) => {
-                    db.exec(&self.next_page, (self.unpaid, &from, created, id))
-                        .await
+        let cursor = match state.cursor {
+            Some(cursor) => cursor,
+            None => {
+                let since = state.since.strftime("%Y-%m-%d %H:%M:%S").to_string();
+                let first: Option<Option<u64>> = db
+                    .exec_first(&self.oldest_pending, (self.unpaid, &since))
+                    .await
+                    .map_err(|e| self.db.error("finding pending unpaid orders", e))?;
+                match first.flatten() {
+                    Some(id) => id.saturating_sub(1),
+                    None => {
+                        let max: Option<Option<u64>> = db
+                            .query_first(&self.newest_id)
+                            .await
+                            .map_err(|e| self.db.error("reading the newest order id", e))?;
+                        max.flatten().unwrap_or(0)
+                    }
                 }
             }
-            .map_err(|e| self.db.error("reading new unpaid orders", e))?;
+        };
+        let floor = cursor.saturating_sub(OVERLAP_IDS);
+        let mut after = floor;
+        let mut newest = cursor;
+        loop {
+            let page: Vec<(u64, mysql_async::Value)> = db
+                .exec(&self.new_orders, (after, self.unpaid))
+                .await
+                .map_err(|e| self.db.error("reading new unpaid orders", e))?;
             let fresh: Vec<(u64, jiff::civil::DateTime)> = page
                 .iter()
-                .filter(|(id, _)| !state.known.contains_key(id))
+                .filter(|(id, _)| !state.known.contains(id))
                 .filter_map(|(id, created)| civil(created).map(|c| (*id, c)))
                 .collect();
             if !fresh.is_empty() {
                 let ttls = self.pttl(redis, fresh.iter().map(|(id, _)| *id)).await?;
                 let now = (Instant::now(), jiff::Timestamp::now());
                 for ((order, created), pttl) in fresh.into_iter().zip(ttls) {
-                    state.known.insert(order, created);
-                    newest = newest.max(created);
-                    let at = match pttl {
-                        ms if ms >= 0 => Some(now.0 + Duration::from_millis(ms.unsigned_abs())),
-                        -2 => self.fallback_deadline(created, now),
-                        _ => None, // a key without expiry: nothing will expire
+                    state.known.insert(order);
+                    let wait = KeyWait {
+                        fallback: self.fallback_deadline(created, now),
+                        looks_left: 20,
                     };
-                    if let Some(at) = at {
-                        state.heap.push(Reverse(Due { at, order }));
+                    if let Some(due) = schedule(order, pttl, now.0, Some(wait)) {
+                        state.heap.push(Reverse(due));
                     }
                 }
             }
-            let full = page.len() == PAGE;
-            match page.last() {
-                Some((id, created)) if full => cursor = Some((created.clone(), *id)),
-                _ => break,
+            if let Some((id, _)) = page.last() {
+                newest = newest.max(*id);
+                after = *id;
+            }
+            if page.len() < PAGE {
+                break;
             }
         }
-        state.since = newest;
-        state.known.retain(|_, created| *created >= window_start);
+        state.cursor = Some(newest);
+        let keep_from = newest.saturating_sub(OVERLAP_IDS);
+        state.known.retain(|id| *id > keep_from);
         Ok(())
     }
 
@@ -230,37 +271,70 @@ impl DeadlineWatcher {
                 if next.at > now || due.len() == PAGE {
                     break;
                 }
-                due.push(next.order);
+                due.push(*next);
                 state.heap.pop();
             }
             if due.is_empty() {
                 return Ok(());
             }
             // PTTL on a key past its TTL deletes it and publishes `expired` right now.
-            let ttls = match self.pttl(redis, due.iter().copied()).await {
+            let ttls = match self.pttl(redis, due.iter().map(|d| d.order)).await {
                 Ok(ttls) => ttls,
                 Err(e) => {
-                    for order in due {
-                        state.heap.push(Reverse(Due { at: now, order }));
-                    }
+                    state.heap.extend(due.into_iter().map(Reverse));
                     return Err(e);
                 }
             };
-            for (order, pttl) in due.into_iter().zip(ttls) {
-                match pttl {
-                    // The key is gone: overdue (or paid and forgotten, which the writer sees).
-                    -2 if queue.send(order).await.is_err() => return Ok(()),
-                    -2 => {}
-                    ms if ms >= 0 => state.heap.push(Reverse(Due {
-                        at: now + Duration::from_millis(ms.unsigned_abs()),
-                        order,
-                    })),
-                    _ => {}
+            for (entry, pttl) in due.into_iter().zip(ttls) {
+                if let Some(next) = schedule(entry.order, pttl, now, entry.waiting_for_key) {
+                    state.heap.push(Reverse(next));
+                    continue;
+                }
+                // The key is gone and the deadline has passed: overdue (or paid and forgotten,
+                // which the writer sees and leaves alone).
+                let overdue = pttl == -2
+                    && entry
+                        .waiting_for_key
+                        .is_none_or(|w| w.fallback.is_some_and(|f| f <= now));
+                if overdue && queue.send(entry.order).await.is_err() {
+                    return Ok(());
                 }
             }
         }
     }
+}
 
+/// What to do next with `order` given its key's `PTTL` now: wait for the key's deadline, look
+/// for a key that has not appeared yet again, or nothing (`None`: gone, or never expiring).
+fn schedule(order: u64, pttl: i64, now: Instant, waiting: Option<KeyWait>) -> Option<Due> {
+    match (pttl, waiting) {
+        (ms, _) if ms >= 0 => Some(Due {
+            at: now + Duration::from_millis(ms.unsigned_abs()),
+            order,
+            waiting_for_key: None,
+        }),
+        // Not there yet: look again soon, but not after the fallback deadline; once the looks
+        // are used up, wait for the fallback deadline (if there is one).
+        (-2, Some(wait)) if wait.fallback.is_none_or(|f| f > now) => {
+            let at = match (wait.looks_left, wait.fallback) {
+                (0, fallback) => fallback?,
+                (_, Some(fallback)) => fallback.min(now + LOOK_AGAIN),
+                (_, None) => now + LOOK_AGAIN,
+            };
+            Some(Due {
+                at,
+                order,
+                waiting_for_key: Some(KeyWait {
+                    looks_left: wait.looks_left.saturating_sub(1),
+                    ..wait
+                }),
+            })
+        }
+        _ => None,
+    }
+}
+
+impl DeadlineWatcher {
     async fn pttl(
         &self,
         redis: &mut MultiplexedConnection,
@@ -278,10 +352,12 @@ impl DeadlineWatcher {
 
 struct State {
     redis: Option<MultiplexedConnection>,
-    /// The newest `created_at` discovered so far.
+    /// Where the first discovery starts: orders created since then may still be pending.
     since: jiff::civil::DateTime,
+    /// The newest order id discovered so far.
+    cursor: Option<u64>,
     /// Orders discovered in the overlap window, so a re-read does not schedule them twice.
-    known: HashMap<u64, jiff::civil::DateTime>,
+    known: HashSet<u64>,
     heap: BinaryHeap<Reverse<Due>>,
 }
 
@@ -300,5 +376,62 @@ fn civil(value: &mysql_async::Value) -> Option<jiff::civil::DateTime> {
         .ok(),
         mysql_async::Value::Bytes(text) => std::str::from_utf8(text).ok()?.parse().ok(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_with_a_ttl_is_due_when_it_expires() {
+        let now = Instant::now();
+        let due = schedule(7, 1500, now, None).expect("scheduled");
+        assert_eq!(
+            (due.at, due.waiting_for_key),
+            (now + Duration::from_millis(1500), None)
+        );
+        assert_eq!(
+            schedule(7, -1, now, None),
+            None,
+            "a key without expiry never fires"
+        );
+        assert_eq!(
+            schedule(7, -2, now, None),
+            None,
+            "gone: the caller queues the order"
+        );
+    }
+
+    #[test]
+    fn a_key_not_written_yet_is_looked_for_until_the_fallback_deadline() {
+        let now = Instant::now();
+        let fallback = now + Duration::from_secs(60);
+        let wait = KeyWait {
+            fallback: Some(fallback),
+            looks_left: 1,
+        };
+        let first = schedule(7, -2, now, Some(wait)).expect("looked for again");
+        assert_eq!(first.at, now + LOOK_AGAIN);
+        let second =
+            schedule(7, -2, first.at, first.waiting_for_key).expect("waits for the fallback");
+        assert_eq!(second.at, fallback);
+        assert_eq!(
+            schedule(7, -2, fallback, second.waiting_for_key),
+            None,
+            "overdue: the caller queues it"
+        );
+        let appeared = schedule(7, 800, first.at, first.waiting_for_key).expect("found");
+        assert_eq!(appeared.waiting_for_key, None);
+    }
+
+    #[test]
+    fn without_a_ttl_a_missing_key_is_given_up() {
+        let now = Instant::now();
+        let wait = KeyWait {
+            fallback: None,
+            looks_left: 0,
+        };
+        assert_eq!(schedule(7, -2, now, Some(wait)), None);
     }
 }
