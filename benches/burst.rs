@@ -30,7 +30,6 @@
 //! time against burst size for order-expire, PHP and Redis's emission), which the README shows.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::collections::HashMap;
@@ -131,10 +130,9 @@ impl Subscriber {
                 };
                 let now = SystemTime::now();
                 let payload: String = msg.get_payload().unwrap_or_default();
-                if let Some(id) = payload.strip_prefix(&prefix).and_then(|id| id.parse().ok()) {
-                    if let Ok(mut map) = a.lock() {
-                        map.insert(id, now);
-                    }
+                let id = payload.strip_prefix(&prefix).and_then(|id| id.parse().ok());
+                if let (Some(id), Ok(mut map)) = (id, a.lock()) {
+                    map.insert(id, now);
                 }
             }
         });
