@@ -384,12 +384,24 @@ fn commit_times(log: &str) -> Vec<(u64, i64)> {
     log.lines()
         .filter_map(|line| {
             let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
-            if v["message"] != "cancelled unpaid order and returned its stock" {
+            if v["message"] != "cancelled unpaid orders and returned their stock" {
                 return None;
             }
-            let committed = v["timestamp"].as_str()?.parse::<jiff::Timestamp>().ok()?;
-            Some((v["order"].as_u64()?, committed.as_microsecond()))
+            let committed = v["timestamp"]
+                .as_str()?
+                .parse::<jiff::Timestamp>()
+                .ok()?
+                .as_microsecond();
+            // `orders` is logged as its Debug form, e.g. "[1, 2, 3]".
+            let ids: Vec<u64> = v["orders"]
+                .as_str()?
+                .trim_matches(['[', ']'])
+                .split(',')
+                .filter_map(|id| id.trim().parse().ok())
+                .collect();
+            Some(ids.into_iter().map(move |id| (id, committed)))
         })
+        .flatten()
         .collect()
 }
 

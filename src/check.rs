@@ -20,6 +20,8 @@ pub struct Report {
     /// Where the settings came from: `.env`, `config` or `config-cache`.
     pub source: &'static str,
     pub env_file: String,
+    /// The Laravel version and where it was found (`null`: unknown, Laravel 8's rules apply).
+    pub laravel: Option<LaravelReport>,
     pub redis: RedisReport,
     pub cache: CacheReport,
     pub channel: String,
@@ -28,6 +30,13 @@ pub struct Report {
     pub timezone: String,
     pub order_ttl: Option<u64>,
     pub connections: Option<Connections>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LaravelReport {
+    pub version: String,
+    pub major: u32,
+    pub source: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,6 +110,11 @@ impl Report {
         Self {
             source: ".env",
             env_file: settings.env_file.display().to_string(),
+            laravel: settings.laravel.as_ref().map(|v| LaravelReport {
+                version: v.text.clone(),
+                major: v.major,
+                source: v.source,
+            }),
             redis: RedisReport {
                 host,
                 port,
@@ -152,6 +166,15 @@ impl Report {
         let r = &self.redis;
         let d = &self.db;
         let _ = writeln!(out, "settings from {} ({})", self.env_file, self.source);
+        let _ = writeln!(
+            out,
+            "  laravel     {}",
+            self.laravel.as_ref().map_or_else(
+                || "unknown: Laravel 8's rules apply (set --laravel-version if that is wrong)"
+                    .to_string(),
+                |l| format!("{} (from {})", l.version, l.source)
+            )
+        );
         let redis_at = match (&r.socket, r.port) {
             (Some(socket), _) => format!("unix:{socket}"),
             (None, Some(port)) => format!("{}{}:{port}", if r.tls { "tls://" } else { "" }, r.host),

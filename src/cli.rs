@@ -178,6 +178,11 @@ pub struct MappingArgs {
     /// Seconds between two reconciliation sweeps [ORDER_EXPIRE_SWEEP_INTERVAL, default 60].
     #[arg(long, value_name = "SECONDS", global = true)]
     pub sweep_interval: Option<String>,
+    /// The app's Laravel version, e.g. 8 or 10.48, when it cannot be read from vendor/,
+    /// composer.lock or composer.json; it decides the key format (the `:` after the cache prefix
+    /// exists only in 8-10) [ORDER_EXPIRE_LARAVEL_VERSION, default detected, else 8].
+    #[arg(long, value_name = "VERSION", global = true)]
+    pub laravel_version: Option<String>,
 }
 
 impl MappingArgs {
@@ -200,6 +205,7 @@ impl MappingArgs {
             (keys::TIMEZONE, &self.timezone),
             (keys::ORDER_TTL, &self.order_ttl),
             (keys::SWEEP_INTERVAL, &self.sweep_interval),
+            (keys::LARAVEL_VERSION, &self.laravel_version),
         ]
         .into_iter()
         .filter_map(|(key, value)| value.clone().map(|v| (key, v)))

@@ -93,10 +93,14 @@ pub enum ConfigError {
     },
 
     #[error(
-        "CACHE_DRIVER is {found:?} in {}, but order-expire follows orders through Laravel's redis cache store: set CACHE_DRIVER=redis",
+        "{name} is {found:?} in {}, but order-expire follows orders through Laravel's redis cache store: set {name}=redis",
         path.display()
     )]
-    CacheDriver { path: PathBuf, found: String },
+    CacheDriver {
+        path: PathBuf,
+        name: &'static str,
+        found: String,
+    },
 
     #[error("DB_CONNECTION is {found:?} in {}: order-expire writes to MySQL or MariaDB only (DB_CONNECTION=mysql or mariadb)", path.display())]
     DbConnection { path: PathBuf, found: String },
@@ -107,12 +111,5 @@ pub enum ConfigError {
         key: String,
         value: String,
         reason: String,
-    },
-
-    #[error("{key} is set in {} but is not supported yet: remove it and set {instead} instead", path.display())]
-    Unsupported {
-        path: PathBuf,
-        key: &'static str,
-        instead: &'static str,
     },
 }

@@ -104,6 +104,14 @@ const VARIANTS: &[&str] = &[
     "REDIS_HOST=cache.internal\nREDIS_PORT=6380",
     "REDIS_HOST=tls://cache.internal",
     "REDIS_PASSWORD=\"p@ss#word\"\nAPP_NAME=x#comment",
+    "REDIS_URL=redis://cache.internal:6380",
+    "REDIS_URL=redis://cache.internal:6380/4",
+    "REDIS_URL=redis://user:secret@cache.internal:6390/2\nREDIS_CACHE_DB=7",
+    "REDIS_URL=rediss://:secret@cache.internal",
+    "REDIS_URL=redis://cache.internal?database=5",
+    "REDIS_URL=",
+    "DATABASE_URL=mysql://shop:pw@db.internal:3307/shop_db",
+    "DATABASE_URL=mysql2://u@db.internal/db2\nDB_PORT=3310",
 ];
 
 /// The fields both sides report, as (pointer in Laravel's JSON, pointer in ours).

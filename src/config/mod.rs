@@ -4,6 +4,8 @@
 //!   module docs), [`env_value`] maps raw strings as Laravel's `env()` does, and [`environment`]
 //!   puts the process environment in front of the file.
 //! * [`slug`] is `Str::slug`, which Laravel uses to derive the default key prefixes from `APP_NAME`.
+//! * [`version`] finds the app's Laravel version, which decides the key format and defaults.
+//! * [`url`] reads `REDIS_URL` and `DATABASE_URL` as Laravel's ConfigurationUrlParser does.
 //! * [`php`] holds the PHP conversions (`(int)`, `is_numeric`) that Laravel relies on implicitly.
 //! * [`settings`] resolves the Redis connection, key prefixes, MySQL connection, schema mapping
 //!   and time zone; [`schema`] validates the table and column names.
@@ -16,6 +18,8 @@ pub mod php;
 pub mod schema;
 pub mod settings;
 pub mod slug;
+pub mod url;
+pub mod version;
 
 pub use schema::{Ident, OrderLines, Schema};
 pub use settings::{

@@ -14,6 +14,8 @@ use super::environment::Environment;
 use super::php;
 use super::schema::{Ident, OrderLines, Schema};
 use super::slug::slug;
+use super::url;
+use super::version::LaravelVersion;
 use crate::error::ConfigError;
 
 /// Names of our own settings. They live in the app's `.env` beside Laravel's, and each has a
@@ -35,6 +37,7 @@ pub mod keys {
     pub const TIMEZONE: &str = "ORDER_EXPIRE_TIMEZONE";
     pub const ORDER_TTL: &str = "ORDER_EXPIRE_TTL";
     pub const SWEEP_INTERVAL: &str = "ORDER_EXPIRE_SWEEP_INTERVAL";
+    pub const LARAVEL_VERSION: &str = "ORDER_EXPIRE_LARAVEL_VERSION";
 }
 
 /// Values given on the command line, keyed by the `.env` name they override.
@@ -48,6 +51,8 @@ const PDO_DEFAULT_SOCKET: &str = "/var/run/mysqld/mysqld.sock";
 pub struct Settings {
     /// The `.env` the settings came from.
     pub env_file: PathBuf,
+    /// The app's Laravel version, when known; Laravel 8's rules apply when it is not.
+    pub laravel: Option<LaravelVersion>,
     pub redis: RedisSettings,
     pub keys: KeySettings,
     pub mysql: MysqlSettings,
@@ -165,23 +170,46 @@ impl Settings {
     /// flags) win over everything.
     pub fn load(env_file: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
         let env = Environment::load(env_file)?;
-        Self::resolve(env_file, &env, overrides)
+        let detected = env_file.parent().and_then(LaravelVersion::detect);
+        Self::resolve_for(env_file, &env, overrides, detected)
     }
 
-    /// Resolves the settings from an already-read environment.
+    /// Resolves the settings from an already-read environment, for Laravel 8.
     pub fn resolve(
         env_file: &Path,
         env: &Environment,
         overrides: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let r = Resolver {
+        Self::resolve_for(env_file, env, overrides, None)
+    }
+
+    /// Resolves the settings for the app's detected Laravel version (`--laravel-version` wins).
+    pub fn resolve_for(
+        env_file: &Path,
+        env: &Environment,
+        overrides: &Overrides,
+        detected: Option<LaravelVersion>,
+    ) -> Result<Self, ConfigError> {
+        let mut r = Resolver {
             env,
             overrides,
             file: env_file,
+            version: None,
+        };
+        r.version = match r.ours(keys::LARAVEL_VERSION) {
+            Some(given) => Some(LaravelVersion::given(&given).ok_or_else(|| {
+                r.invalid(
+                    keys::LARAVEL_VERSION,
+                    &given,
+                    "expected a version such as 8 or 10.48",
+                )
+            })?),
+            None => detected,
         };
         r.require_cache_driver()?;
         Ok(Self {
             env_file: env_file.to_path_buf(),
+            laravel: r.version.clone(),
             redis: r.redis()?,
             keys: r.keys()?,
             mysql: r.mysql()?,
@@ -196,9 +224,15 @@ struct Resolver<'a> {
     env: &'a Environment,
     overrides: &'a Overrides,
     file: &'a Path,
+    version: Option<LaravelVersion>,
 }
 
 impl Resolver<'_> {
+    /// The framework major whose stock config files apply (8 when unknown).
+    fn major(&self) -> u32 {
+        self.version.as_ref().map_or(8, |v| v.major)
+    }
+
     /// `env(name, default)` as a PHP string: unset gives the default, `null` gives `None`.
     fn laravel(&self, name: &str, default: Option<&str>) -> Option<String> {
         match self.env.get(name) {
@@ -251,49 +285,61 @@ impl Resolver<'_> {
         Ok(php::int_cast(&value))
     }
 
+    /// The default cache store must be Redis: `CACHE_DRIVER` up to Laravel 10 (default `file`),
+    /// `CACHE_STORE` from 11 (default `database`).
     fn require_cache_driver(&self) -> Result<(), ConfigError> {
-        let driver = self
-            .laravel("CACHE_DRIVER", Some("file"))
-            .unwrap_or_default();
+        let (name, default) = if self.major() >= 11 {
+            ("CACHE_STORE", "database")
+        } else {
+            ("CACHE_DRIVER", "file")
+        };
+        let driver = self.laravel(name, Some(default)).unwrap_or_default();
         if driver != "redis" {
             return Err(ConfigError::CacheDriver {
                 path: self.file.to_path_buf(),
+                name,
                 found: driver,
             });
         }
         Ok(())
     }
 
-    fn unsupported_url(
-        &self,
-        name: &'static str,
-        instead: &'static str,
-    ) -> Result<(), ConfigError> {
+    /// `name` parsed as Laravel's ConfigurationUrlParser does, when it is set and not empty.
+    fn url(&self, name: &str) -> Result<Option<url::UrlParts>, ConfigError> {
         match self.laravel(name, None) {
-            Some(url) if !url.is_empty() => Err(ConfigError::Unsupported {
-                path: self.file.to_path_buf(),
-                key: name,
-                instead,
-            }),
-            _ => Ok(()),
+            Some(raw) if !raw.is_empty() => url::parse(&raw)
+                .map(Some)
+                .map_err(|reason| self.invalid(name, &raw, reason)),
+            _ => Ok(None),
         }
     }
 
     fn redis(&self) -> Result<RedisSettings, ConfigError> {
-        self.unsupported_url(
-            "REDIS_URL",
-            "REDIS_HOST, REDIS_PORT, REDIS_PASSWORD and REDIS_CACHE_DB",
-        )?;
         let client = self
             .laravel("REDIS_CLIENT", Some("phpredis"))
             .unwrap_or_default();
         if client != "phpredis" && client != "predis" {
             return Err(self.invalid("REDIS_CLIENT", &client, "expected phpredis or predis"));
         }
-        let host = self
-            .laravel("REDIS_HOST", Some("127.0.0.1"))
-            .unwrap_or_default();
-        let port = self.port("REDIS_PORT", "6379")?;
+        // REDIS_URL's parts win over REDIS_HOST, REDIS_PORT, REDIS_PASSWORD and (with a path or
+        // ?database=) REDIS_CACHE_DB, as RedisManager merges them.
+        let url = self.url("REDIS_URL")?;
+        let from_url = |key: &str| {
+            url.as_ref()
+                .and_then(|u| u.get(key))
+                .filter(|v| **v != url::UrlValue::Null || key == "database")
+        };
+        let url_tls = url.as_ref().and_then(|u| u.driver.as_deref()) == Some("tls");
+        let host = match from_url("host") {
+            Some(v) => v.to_php_string().unwrap_or_default(),
+            None => self
+                .laravel("REDIS_HOST", Some("127.0.0.1"))
+                .unwrap_or_default(),
+        };
+        let port = match from_url("port") {
+            Some(v) => php::int_cast(&v.to_php_string().unwrap_or_default()),
+            None => self.port("REDIS_PORT", "6379")?,
+        };
         let endpoint = if host.starts_with('/') && port < 1 {
             // phpredis treats a path with a port below 1 as a Unix socket.
             RedisEndpoint::Unix { path: host.into() }
@@ -321,30 +367,57 @@ impl Resolver<'_> {
                         format!("unknown scheme `{scheme}://`"),
                     ));
                 }
+                None if url_tls => RedisEndpoint::Tls { host, port },
                 None => RedisEndpoint::Tcp { host, port },
             }
         };
         // phpredis sends AUTH only for a non-empty password (so `null`, `` and `0` mean none).
-        let password = self
-            .env
-            .get("REDIS_PASSWORD")
-            .filter(|v| !v.is_php_empty())
-            .and_then(|v| v.to_php_string());
-        // Laravel 9+ reads REDIS_USERNAME for ACL users; Laravel 8 apps simply do not set it.
-        let username = self
-            .env
-            .get("REDIS_USERNAME")
-            .filter(|v| !v.is_php_empty())
-            .and_then(|v| v.to_php_string());
+        let password = match from_url("password") {
+            Some(v) => v.to_php_string().filter(|p| !p.is_empty() && p != "0"),
+            None => self
+                .env
+                .get("REDIS_PASSWORD")
+                .filter(|v| !v.is_php_empty())
+                .and_then(|v| v.to_php_string()),
+        };
+        // Laravel 9+ reads REDIS_USERNAME for ACL users; Laravel 8's connectors never send one.
+        let username = if self.major() >= 9 {
+            self.env
+                .get("REDIS_USERNAME")
+                .filter(|v| !v.is_php_empty())
+                .and_then(|v| v.to_php_string())
+        } else {
+            None
+        };
+        // The cache store's connection: `cache` (REDIS_CACHE_DB, default 1), or from Laravel 11
+        // REDIS_CACHE_CONNECTION, which may name `default` (REDIS_DB, default 0).
+        let connection = if self.major() >= 11 {
+            self.laravel("REDIS_CACHE_CONNECTION", Some("cache"))
+                .unwrap_or_default()
+        } else {
+            "cache".to_string()
+        };
+        let (db_var, db_default) = match connection.as_str() {
+            "cache" => ("REDIS_CACHE_DB", 1),
+            "default" => ("REDIS_DB", 0),
+            other => {
+                return Err(self.invalid(
+                    "REDIS_CACHE_CONNECTION",
+                    other,
+                    "only the stock `cache` and `default` connections can be resolved from the .env",
+                ));
+            }
+        };
         // `null` means phpredis does not SELECT at all: database 0.
-        let database = match self.env.get("REDIS_CACHE_DB") {
-            None => 1,
-            Some(EnvValue::Null) => 0,
-            Some(v) => php::int_cast(&v.to_php_string().unwrap_or_default()),
+        let database = match (from_url("database"), self.env.get(db_var)) {
+            (Some(url::UrlValue::Null), _) | (None, Some(EnvValue::Null)) => 0,
+            (Some(v), _) => php::int_cast(&v.to_php_string().unwrap_or_default()),
+            (None, None) => db_default,
+            (None, Some(v)) => php::int_cast(&v.to_php_string().unwrap_or_default()),
         };
         if database < 0 {
             return Err(self.invalid(
-                "REDIS_CACHE_DB",
+                db_var,
                 &database.to_string(),
                 "a database index cannot be negative",
             ));
@@ -375,15 +448,21 @@ impl Resolver<'_> {
         .unwrap_or_default();
 
         // config/cache.php: 'prefix' => env('CACHE_PREFIX', Str::slug(env('APP_NAME', 'laravel'), '_').'_cache')
-        // and Laravel 8's RedisStore::setPrefix: ! empty($prefix) ? $prefix.':' : ''.
+        // (`_cache_` in the Laravel 9+ skeletons), then RedisStore::setPrefix: Laravel 8-10
+        // append `:` to a non-empty prefix, 11+ use it verbatim.
         let cache_prefix = match self.env.get("CACHE_PREFIX") {
+            None if self.major() >= 9 => EnvValue::Str(format!("{app_slug}_cache_")),
             None => EnvValue::Str(format!("{app_slug}_cache")),
             Some(v) => v,
         };
-        let store_prefix = if cache_prefix.is_php_empty() {
-            String::new()
-        } else {
-            format!("{}:", cache_prefix.to_php_string().unwrap_or_default())
+        let colon = self
+            .version
+            .as_ref()
+            .is_none_or(LaravelVersion::cache_prefix_colon);
+        let store_prefix = match cache_prefix.to_php_string() {
+            Some(prefix) if colon && !cache_prefix.is_php_empty() => format!("{prefix}:"),
+            Some(prefix) if !colon => prefix,
+            _ => String::new(),
         };
 
         let key_type = self
@@ -405,8 +484,14 @@ impl Resolver<'_> {
     }
 
     fn mysql(&self) -> Result<MysqlSettings, ConfigError> {
+        // Laravel 11+ default to sqlite, which order-expire cannot serve.
+        let default_connection = if self.major() >= 11 {
+            "sqlite"
+        } else {
+            "mysql"
+        };
         let connection = self
-            .laravel("DB_CONNECTION", Some("mysql"))
+            .laravel("DB_CONNECTION", Some(default_connection))
             .unwrap_or_default();
         if connection != "mysql" && connection != "mariadb" {
             return Err(ConfigError::DbConnection {
@@ -414,20 +499,45 @@ impl Resolver<'_> {
                 found: connection,
             });
         }
-        self.unsupported_url(
-            "DATABASE_URL",
-            "DB_HOST, DB_PORT, DB_DATABASE, DB_USERNAME and DB_PASSWORD",
-        )?;
-        let host = self
-            .laravel("DB_HOST", Some("127.0.0.1"))
-            .unwrap_or_default();
-        let port = self.port("DB_PORT", "3306")?;
+        // The URL's parts win over DB_HOST, DB_PORT, DB_DATABASE, DB_USERNAME, DB_PASSWORD; it is
+        // DATABASE_URL up to Laravel 10 and DB_URL from 11.
+        let url_var = if self.major() >= 11 {
+            "DB_URL"
+        } else {
+            "DATABASE_URL"
+        };
+        let url = self.url(url_var)?;
+        if let Some(driver) = url
+            .as_ref()
+            .and_then(|u| u.driver.as_deref())
+            .filter(|d| *d != "mysql" && *d != "mariadb")
+        {
+            return Err(ConfigError::DbConnection {
+                path: self.file.to_path_buf(),
+                found: format!("{driver} (from {url_var})"),
+            });
+        }
+        let from_url = |key: &str| {
+            url.as_ref()
+                .and_then(|u| u.get(key))
+                .and_then(url::UrlValue::to_php_string)
+        };
+        let host = match from_url("host") {
+            Some(host) => host,
+            None => self
+                .laravel("DB_HOST", Some("127.0.0.1"))
+                .unwrap_or_default(),
+        };
+        let port = match from_url("port") {
+            Some(port) => php::int_cast(&port),
+            None => self.port("DB_PORT", "3306")?,
+        };
         let port = u16::try_from(port)
             .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| self.invalid("DB_PORT", &port.to_string(), "expected 1-65535"))?;
-        let socket = self
-            .laravel("DB_SOCKET", Some(""))
+        let socket = from_url("unix_socket")
+            .or_else(|| self.laravel("DB_SOCKET", Some("")))
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
             .or_else(|| (host == "localhost").then(|| PathBuf::from(PDO_DEFAULT_SOCKET)));
@@ -435,13 +545,29 @@ impl Resolver<'_> {
             host,
             port,
             socket,
-            database: self
-                .laravel("DB_DATABASE", Some("forge"))
+            database: from_url("database")
+                .or_else(|| {
+                    self.laravel(
+                        "DB_DATABASE",
+                        Some(if self.major() >= 11 {
+                            "laravel"
+                        } else {
+                            "forge"
+                        }),
+                    )
+                })
                 .unwrap_or_default(),
-            username: self
-                .laravel("DB_USERNAME", Some("forge"))
+            username: from_url("username")
+                .or_else(|| {
+                    self.laravel(
+                        "DB_USERNAME",
+                        Some(if self.major() >= 11 { "root" } else { "forge" }),
+                    )
+                })
                 .unwrap_or_default(),
-            password: self.laravel("DB_PASSWORD", Some("")).unwrap_or_default(),
+            password: from_url("password")
+                .or_else(|| self.laravel("DB_PASSWORD", Some("")))
+                .unwrap_or_default(),
         })
     }
 
@@ -503,8 +629,17 @@ impl Resolver<'_> {
     }
 
     fn timezone(&self) -> Result<TimeZoneSetting, ConfigError> {
-        // Laravel 8's config/app.php has the literal 'timezone' => 'UTC'.
-        let name = self.ours(keys::TIMEZONE).unwrap_or_else(|| "UTC".into());
+        // Laravel 8's config/app.php has the literal 'timezone' => 'UTC'; the Laravel 11
+        // skeleton read APP_TIMEZONE.
+        let name = self
+            .ours(keys::TIMEZONE)
+            .or_else(|| {
+                (self.major() == 11)
+                    .then(|| self.laravel("APP_TIMEZONE", None))
+                    .flatten()
+                    .filter(|tz| !tz.is_empty())
+            })
+            .unwrap_or_else(|| "UTC".into());
         let tz = jiff::tz::TimeZone::get(&name).map_err(|_| {
             self.invalid(
                 keys::TIMEZONE,
@@ -629,6 +764,136 @@ mod tests {
         );
     }
 
+    fn resolve_version(text: &str, major: &str) -> Settings {
+        let env = Environment::parse(text, Box::new(|_| None)).expect("valid .env");
+        Settings::resolve_for(
+            Path::new("/app/.env"),
+            &env,
+            &Overrides::new(),
+            LaravelVersion::given(major),
+        )
+        .expect("resolves")
+    }
+
+    /// Laravel 9+ cannot be run here; the expected keys are the documented ones
+    /// (shared laravel-conventions §4.2).
+    #[test]
+    fn key_format_follows_the_laravel_version() {
+        let cases = [
+            (
+                "8",
+                "CACHE_DRIVER=redis",
+                "laravel_database_laravel_cache:ORDER_CONFIRM:",
+            ),
+            (
+                "10",
+                "CACHE_DRIVER=redis",
+                "laravel_database_laravel_cache_:ORDER_CONFIRM:",
+            ),
+            (
+                "11",
+                "CACHE_STORE=redis",
+                "laravel_database_laravel_cache_ORDER_CONFIRM:",
+            ),
+            (
+                "11",
+                "CACHE_STORE=redis\nCACHE_PREFIX=",
+                "laravel_database_ORDER_CONFIRM:",
+            ),
+            (
+                "12",
+                "CACHE_STORE=redis\nREDIS_PREFIX=\nCACHE_PREFIX=",
+                "ORDER_CONFIRM:",
+            ),
+            (
+                "11",
+                "CACHE_STORE=redis\nCACHE_PREFIX=shop:",
+                "laravel_database_shop:ORDER_CONFIRM:",
+            ),
+        ];
+        for (major, env, expected) in cases {
+            let s = resolve_version(&format!("{env}\nDB_CONNECTION=mysql"), major);
+            assert_eq!(full_prefix(&s), expected, "Laravel {major} with {env:?}");
+        }
+    }
+
+    #[test]
+    fn laravel_11_names_and_defaults() {
+        let s = resolve_version(
+            "CACHE_STORE=redis\nDB_CONNECTION=mariadb\nREDIS_CACHE_CONNECTION=default\nREDIS_DB=4\nAPP_TIMEZONE=Asia/Shanghai\nDB_URL=mysql://u:p@h:3307/shop\nREDIS_USERNAME=worker",
+            "11",
+        );
+        assert_eq!(s.redis.database, 4, "the default connection's database");
+        assert_eq!(s.timezone.name, "Asia/Shanghai");
+        assert_eq!(
+            (s.mysql.endpoint(), s.mysql.database.as_str()),
+            ("h:3307".to_string(), "shop")
+        );
+        assert_eq!(s.redis.username.as_deref(), Some("worker"));
+        let message = |text: &str| {
+            let env = Environment::parse(text, Box::new(|_| None)).expect("valid .env");
+            Settings::resolve_for(
+                Path::new("/app/.env"),
+                &env,
+                &Overrides::new(),
+                LaravelVersion::given("11"),
+            )
+            .map(|_| ())
+            .expect_err("must fail")
+            .to_string()
+        };
+        assert!(
+            message("CACHE_DRIVER=redis").contains("CACHE_STORE"),
+            "11+ reads CACHE_STORE"
+        );
+        assert!(
+            message("CACHE_STORE=redis").contains("sqlite"),
+            "11+ defaults to sqlite"
+        );
+        let s = resolve("CACHE_DRIVER=redis\nREDIS_USERNAME=worker");
+        assert_eq!(
+            s.expect("resolves").redis.username,
+            None,
+            "Laravel 8 never sends a username"
+        );
+    }
+
+    #[test]
+    fn urls_win_over_the_separate_settings() {
+        let s = resolve("CACHE_DRIVER=redis\nREDIS_HOST=ignored\nREDIS_PASSWORD=ignored\nREDIS_URL=rediss://u:p%40ss@cache.example:6380/4").expect("resolves");
+        assert_eq!(
+            s.redis.endpoint,
+            RedisEndpoint::Tls {
+                host: "cache.example".into(),
+                port: 6380
+            }
+        );
+        assert_eq!(
+            (s.redis.password.as_deref(), s.redis.database),
+            (Some("p@ss"), 4)
+        );
+
+        let s = resolve("CACHE_DRIVER=redis\nREDIS_CACHE_DB=3\nREDIS_PASSWORD=kept\nREDIS_URL=redis://cache.example").expect("resolves");
+        assert_eq!(
+            (s.redis.password.as_deref(), s.redis.database),
+            (Some("kept"), 3),
+            "no path: REDIS_CACHE_DB stays"
+        );
+        let s = resolve("CACHE_DRIVER=redis\nREDIS_URL=redis://h?database=7").expect("resolves");
+        assert_eq!(s.redis.database, 7);
+
+        let s = resolve("CACHE_DRIVER=redis\nDB_HOST=ignored\nDATABASE_URL=mysql://shop:s3cret@db.internal:3307/shop").expect("resolves");
+        assert_eq!(s.mysql.endpoint(), "db.internal:3307");
+        assert_eq!(
+            (
+                s.mysql.database.as_str(),
+                s.mysql.username.as_str(),
+                s.mysql.password.as_str()
+            ),
+            ("shop", "shop", "s3cret")
+        );
+    }
+
     #[test]
     fn mysql_localhost_means_the_socket_as_in_pdo() {
         let s = resolve("CACHE_DRIVER=redis\nDB_HOST=localhost").expect("resolves");
@@ -682,7 +947,8 @@ mod tests {
         assert!(
             message("CACHE_DRIVER=redis\nORDER_EXPIRE_TIMEZONE=Mars/Base").contains("time zone")
         );
-        assert!(message("CACHE_DRIVER=redis\nREDIS_URL=redis://h:1/2").contains("REDIS_URL"));
+        assert!(message("CACHE_DRIVER=redis\nREDIS_URL=not-a-url").contains("REDIS_URL"));
+        assert!(message("CACHE_DRIVER=redis\nDATABASE_URL=pgsql://h/db").contains("DATABASE_URL"));
         assert!(message("CACHE_DRIVER=redis\nORDER_EXPIRE_TTL=1h").contains("ORDER_EXPIRE_TTL"));
     }
 }

@@ -717,6 +717,23 @@ impl Worker {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The orders this worker reported cancelled (from its `orders=[...]` log lines).
+    pub fn cancelled_orders(&self) -> Vec<u64> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("cancelled unpaid orders and returned their stock"))
+            .filter_map(|l| {
+                let list = l.split("orders=[").nth(1)?.split(']').next()?;
+                Some(
+                    list.split(',')
+                        .filter_map(|id| id.trim().parse().ok())
+                        .collect::<Vec<u64>>(),
+                )
+            })
+            .flatten()
+            .collect()
+    }
+
     /// How many log lines contain `needle`.
     pub fn count(&self, needle: &str) -> usize {
         self.log().lines().filter(|l| l.contains(needle)).count()
