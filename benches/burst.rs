@@ -35,13 +35,15 @@ mod common;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{App, LaravelApp, RedisServer, TestDb};
 use mysql_async::prelude::Queryable;
 
 struct Options {
+    /// Extra arguments for the worker (e.g. `--concurrency 2`).
+    worker_args: Vec<String>,
     sizes: Vec<usize>,
     steady_seconds: u64,
     php: bool,
@@ -49,8 +51,40 @@ struct Options {
     out: Option<String>,
 }
 
+/// Extra worker arguments from `--worker-args`.
+static WORKER_ARGS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// The worker's arguments: JSON logs (the benchmark reads commit times from them) plus extras.
+fn worker_args() -> Vec<&'static str> {
+    let mut args = vec!["--log-format", "json"];
+    args.extend(WORKER_ARGS.get().into_iter().flatten().map(String::as_str));
+    args
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn mariadb_pid() -> Option<u32> {
+    let out = std::process::Command::new("pidof")
+        .arg("mariadbd")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn options() -> Options {
     let mut o = Options {
+        worker_args: Vec::new(),
         sizes: vec![10_000, 50_000, 100_000, 200_000],
         steady_seconds: 60,
         php: true,
@@ -93,6 +127,13 @@ fn options() -> Options {
                 o.steady_seconds = args.get(i).and_then(|s| s.parse().ok()).unwrap_or(60);
             }
             "--no-php" => o.php = false,
+            "--worker-args" => {
+                i += 1;
+                o.worker_args = args
+                    .get(i)
+                    .map(|a| a.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default();
+            }
             "--out" => {
                 i += 1;
                 o.out = args.get(i).cloned();
@@ -251,11 +292,23 @@ async fn burst_ours(size: usize) -> Burst {
     let db = TestDb::create().await;
     let orders = place(&db, size).await;
     let app = App::new(&redis, &db, "");
-    let worker = app.start_worker(&["--log-format", "json"]);
+    let worker = app.start_worker(&worker_args());
     let subscriber = Subscriber::start(&redis, KEY_PREFIX_DEFAULT);
     let deadline = millis(SystemTime::now()) + 3000;
     expire_all_at(&redis, KEY_PREFIX_DEFAULT, &orders, deadline);
+    let pids = [worker.pid(), mariadb_pid(), redis.pid()];
+    let before: Vec<Option<f64>> = pids.iter().map(|p| p.and_then(cpu_seconds)).collect();
     let (_, done) = wait_cancelled(&db, size, Duration::from_secs(30)).await;
+    let after: Vec<Option<f64>> = pids.iter().map(|p| p.and_then(cpu_seconds)).collect();
+    let cpu: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.unwrap_or(0.0) - b.unwrap_or(0.0))
+        .collect();
+    eprintln!(
+        "  CPU seconds from 3 s before the deadline to the last commit: worker {:.2}, mariadbd {:.2}, redis-server {:.2}",
+        cpu[0], cpu[1], cpu[2]
+    );
     tokio::time::sleep(Duration::from_millis(100)).await; // the last log lines
     let emission = subscriber
         .last()
@@ -343,7 +396,7 @@ async fn steady(seconds: u64) -> Steady {
     let n = (seconds * 1000) as usize;
     let orders = place(&db, n).await;
     let app = App::new(&redis, &db, "");
-    let worker = app.start_worker(&["--log-format", "json"]);
+    let worker = app.start_worker(&worker_args());
     let subscriber = Subscriber::start(&redis, KEY_PREFIX_DEFAULT);
     let start = millis(SystemTime::now()) + 2000;
     let mut conn = redis.conn(1);
@@ -438,7 +491,7 @@ async fn lateness(background: usize, orders_n: usize) -> Steady {
             .expect("fill the cache database");
     }
     let app = App::new(&redis, &db, "");
-    let worker = app.start_worker(&["--log-format", "json"]);
+    let worker = app.start_worker(&worker_args());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = millis(SystemTime::now()) + 2000;
     let spread = 5000 / orders_n.max(1) as u64;
@@ -603,6 +656,7 @@ fn chart(path: &Path, ours: &[Burst], php: &[Burst]) -> Result<(), Box<dyn std::
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let o = options();
+    let _ = WORKER_ARGS.set(o.worker_args.clone());
     let mut ours = Vec::new();
     for size in &o.sizes {
         let b = burst_ours(*size).await;

@@ -97,7 +97,7 @@ pub enum Command {
 #[command(next_help_heading = "Worker")]
 pub struct RunArgs {
     /// Orders written at the same time (also the number of MySQL connections).
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
     /// Order ids that may wait for a writer before new ones are refused (and logged).
@@ -111,11 +111,13 @@ pub struct RunArgs {
 
     /// Most orders cancelled in one MySQL transaction (1-512). Bursts are written in batches,
     /// single events at once.
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=512))]
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..=512))]
     pub batch_size: u16,
 
-    /// Milliseconds a writer waits for more orders to fill a batch once it has one.
-    #[arg(long, value_name = "MS", default_value_t = 1)]
+    /// Milliseconds a writer waits for more orders to fill a batch once it has one. 0 (the
+    /// default) takes what is queued: under a burst the queue fills batches by itself, and a
+    /// lone event is not delayed.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
     pub batch_wait_ms: u64,
 
     /// Seconds allowed, after SIGTERM or SIGINT, to finish the orders already received.

@@ -57,12 +57,12 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
-            concurrency: 8,
+            concurrency: 4,
             queue_size: 1_000_000,
             configure_redis: false,
             stop_timeout: Duration::from_secs(8),
-            batch_size: 256,
-            batch_wait: Duration::from_millis(1),
+            batch_size: 512,
+            batch_wait: Duration::ZERO,
         }
     }
 }

@@ -99,6 +99,11 @@ impl RedisServer {
         panic!("could not start redis-server");
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server (all keys are lost: no persistence) and starts a new one on the same port.
     pub fn restart(&mut self) {
         self.kill();
