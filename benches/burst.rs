@@ -612,7 +612,7 @@ fn chart(path: &Path, ours: &[Burst], php: &[Burst]) -> Result<(), Box<dyn std::
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_x * 1.05, (0.01f64..max_y * 1.5).log_scale())?;
+        .build_cartesian_2d(0f64..max_x * 1.05, (0.05f64..max_y * 1.5).log_scale())?;
     c.configure_mesh()
         .x_desc("orders expiring in the same second (thousands)")
         .y_desc("seconds after the deadline (log)")
@@ -647,7 +647,7 @@ fn chart(path: &Path, ours: &[Burst], php: &[Burst]) -> Result<(), Box<dyn std::
     c.configure_series_labels()
         .border_style(BLACK)
         .background_style(WHITE)
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .draw()?;
     root.present()?;
     Ok(())

@@ -22,6 +22,9 @@ pub struct Report {
     pub env_file: String,
     /// The Laravel version and where it was found (`null`: unknown, Laravel 8's rules apply).
     pub laravel: Option<LaravelReport>,
+    /// Warnings about the settings themselves (e.g. a configuration cache order-expire does not
+    /// read yet).
+    pub warnings: Vec<String>,
     pub redis: RedisReport,
     pub cache: CacheReport,
     pub channel: String,
@@ -110,6 +113,7 @@ impl Report {
         Self {
             source: ".env",
             env_file: settings.env_file.display().to_string(),
+            warnings: settings.config_cache_warning().into_iter().collect(),
             laravel: settings.laravel.as_ref().map(|v| LaravelReport {
                 version: v.text.clone(),
                 major: v.major,
@@ -209,6 +213,9 @@ impl Report {
                 .unwrap_or_default()
         );
         let _ = writeln!(out, "  timezone    {}", self.timezone);
+        for warning in &self.warnings {
+            let _ = writeln!(out, "  warning     {warning}");
+        }
         let _ = writeln!(
             out,
             "  recovery    {}",

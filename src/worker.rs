@@ -76,6 +76,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Arc<Stats>, Error> {
     let stats = Arc::new(Stats::default());
+    if let Some(warning) = settings.config_cache_warning() {
+        tracing::warn!("{warning}");
+    }
 
     let redis = RedisTarget::new(&settings.redis)?;
     let mut conn = redis.connect().await?;
@@ -405,6 +408,12 @@ async fn write_batch(
                 health.succeeded();
                 record(outcomes, stats);
                 return;
+            }
+            Err(e) if e.is_lock_conflict() => {
+                // Another transaction held the rows; rolled back, so simply try again.
+                Stats::add(&stats.retries);
+                tracing::debug!(orders = batch.len(), error = %e, "lock conflict; retrying");
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await;
             }
             Err(e) => {
                 Stats::add(&stats.retries);

@@ -104,3 +104,24 @@ async fn check_says_which_index_the_sweep_needs() {
         "{warnings}"
     );
 }
+
+#[test]
+fn a_configuration_cache_is_pointed_out() {
+    let app = App::with_env("CACHE_DRIVER=redis\n");
+    let root = app.env_file().parent().expect("app root").to_path_buf();
+    std::fs::create_dir_all(root.join("bootstrap/cache")).expect("mkdir");
+    std::fs::write(
+        root.join("bootstrap/cache/config.php"),
+        "<?php return array ();\n",
+    )
+    .expect("write");
+    let output = app.run(&["check", "--json", "--no-connect"]);
+    let report = json(&output);
+    assert!(
+        report["warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("bootstrap/cache/config.php exists"),
+        "{report:#}"
+    );
+}

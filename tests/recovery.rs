@@ -377,12 +377,18 @@ async fn mariadb_restarted_in_the_middle_of_a_burst_loses_nothing() {
     let products = products(&db).await;
     let orders = db.place_orders(&products, 3000).await;
     let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=1");
-    let worker = app.start_worker(&[]);
+    // One order per transaction on one connection: the burst takes seconds, so the restart
+    // lands in the middle of it.
+    let worker = app.start_worker(&["--concurrency", "1", "--batch-size", "1"]);
     put_keys(&redis, &orders, 1);
     wait_until(WAIT, "the burst to be under way", || async {
         db.count_status(2).await >= 300
     })
     .await;
+    assert!(
+        db.count_status(2).await < 2500,
+        "the restart must come while the burst is running"
+    );
     maria.restart(Duration::from_secs(2));
     let back = Instant::now();
     wait_until(WAIT, "3000 orders cancelled", || async {

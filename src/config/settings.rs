@@ -53,6 +53,9 @@ pub struct Settings {
     pub env_file: PathBuf,
     /// The app's Laravel version, when known; Laravel 8's rules apply when it is not.
     pub laravel: Option<LaravelVersion>,
+    /// The app's configuration cache (`php artisan config:cache`), if it has one: Laravel then
+    /// ignores `.env`, which order-expire still reads.
+    pub config_cache: Option<PathBuf>,
     pub redis: RedisSettings,
     pub keys: KeySettings,
     pub mysql: MysqlSettings,
@@ -166,12 +169,33 @@ impl TimeZoneSetting {
 }
 
 impl Settings {
+    /// Laravel reads a configuration cache instead of `.env`; order-expire does not read it yet,
+    /// so the two can disagree.
+    pub fn config_cache_warning(&self) -> Option<String> {
+        self.config_cache.as_ref().map(|path| {
+            format!(
+                "{} exists, so Laravel ignores .env and reads its settings from there; order-expire reads .env: keep them in step (or run php artisan config:clear)",
+                path.display()
+            )
+        })
+    }
+
     /// Reads the app's `.env` at `env_file` and resolves the settings; `overrides` (command-line
     /// flags) win over everything.
     pub fn load(env_file: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
         let env = Environment::load(env_file)?;
-        let detected = env_file.parent().and_then(LaravelVersion::detect);
-        Self::resolve_for(env_file, &env, overrides, detected)
+        let root = env_file.parent().unwrap_or(Path::new("."));
+        let mut settings =
+            Self::resolve_for(env_file, &env, overrides, LaravelVersion::detect(root))?;
+        // Laravel's Application::getCachedConfigPath: APP_CONFIG_CACHE (relative to the app
+        // root unless absolute), else bootstrap/cache/config.php.
+        let cache = match env.raw("APP_CONFIG_CACHE").filter(|p| !p.is_empty()) {
+            Some(path) if path.starts_with('/') => PathBuf::from(path),
+            Some(path) => root.join(path),
+            None => root.join("bootstrap/cache/config.php"),
+        };
+        settings.config_cache = cache.is_file().then_some(cache);
+        Ok(settings)
     }
 
     /// Resolves the settings from an already-read environment, for Laravel 8.
@@ -210,6 +234,7 @@ impl Settings {
         Ok(Self {
             env_file: env_file.to_path_buf(),
             laravel: r.version.clone(),
+            config_cache: None,
             redis: r.redis()?,
             keys: r.keys()?,
             mysql: r.mysql()?,

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Params, TxOpts, Value};
+use mysql_async::{IsolationLevel, Params, TxOpts, Value};
 
 use super::database::{Database, TableShape};
 use crate::config::{Ident, OrderLines, Schema, TimeZoneSetting};
@@ -231,8 +231,13 @@ impl Writer {
         ids.dedup();
 
         let mut conn = self.db.conn().await.map_err(CancelError::connect)?;
+        // READ COMMITTED: the row locks of `FOR UPDATE` are all the isolation this needs, and
+        // without REPEATABLE READ's gap locks concurrent batches cannot deadlock on the
+        // secondary indexes that the status update touches.
+        let mut options = TxOpts::default();
+        options.with_isolation_level(IsolationLevel::ReadCommitted);
         let mut tx = conn
-            .start_transaction(TxOpts::default())
+            .start_transaction(options)
             .await
             .map_err(CancelError::query("BEGIN"))?;
 
@@ -403,6 +408,11 @@ pub enum CancelError {
 }
 
 impl CancelError {
+    /// A deadlock or lock wait timeout: another transaction won, retry at once. Not an outage.
+    pub fn is_lock_conflict(&self) -> bool {
+        matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1213 || e.code == 1205)
+    }
+
     fn connect(source: mysql_async::Error) -> Self {
         Self::Mysql {
             action: "connecting",
