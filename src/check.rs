@@ -111,9 +111,9 @@ impl Report {
             OrderLines::OnOrder { .. } => None,
         };
         Self {
-            source: ".env",
+            source: settings.source(),
             env_file: settings.env_file.display().to_string(),
-            warnings: settings.config_cache_warning().into_iter().collect(),
+            warnings: Vec::new(),
             laravel: settings.laravel.as_ref().map(|v| LaravelReport {
                 version: v.text.clone(),
                 major: v.major,
@@ -146,7 +146,7 @@ impl Report {
                 } else {
                     "***"
                 },
-                table_prefix: String::new(),
+                table_prefix: m.table_prefix.clone(),
                 orders_table: settings.schema.orders.as_str().to_string(),
                 products_table: settings.schema.products.as_str().to_string(),
                 items_table,

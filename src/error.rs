@@ -105,6 +105,9 @@ pub enum ConfigError {
     #[error("DB_CONNECTION is {found:?} in {}: order-expire writes to MySQL or MariaDB only (DB_CONNECTION=mysql or mariadb)", path.display())]
     DbConnection { path: PathBuf, found: String },
 
+    #[error("cannot read Laravel's configuration cache {}: {reason} (run php artisan config:cache again, or config:clear)", path.display())]
+    ConfigCache { path: PathBuf, reason: String },
+
     #[error("{key}={value:?} in {}: {reason}", path.display())]
     Invalid {
         path: PathBuf,

@@ -76,8 +76,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Arc<Stats>, Error> {
     let stats = Arc::new(Stats::default());
-    if let Some(warning) = settings.config_cache_warning() {
-        tracing::warn!("{warning}");
+    if let Some(cache) = &settings.config_cache {
+        tracing::info!(file = %cache.display(), "read the app's configuration cache (Laravel ignores .env while it exists)");
     }
 
     let redis = RedisTarget::new(&settings.redis)?;

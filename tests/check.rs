@@ -106,22 +106,27 @@ async fn check_says_which_index_the_sweep_needs() {
 }
 
 #[test]
-fn a_configuration_cache_is_pointed_out() {
-    let app = App::with_env("CACHE_DRIVER=redis\n");
+fn a_configuration_cache_is_read_instead_of_the_env_file() {
+    let app = App::with_env("CACHE_DRIVER=file\nAPP_NAME=Ignored\n");
     let root = app.env_file().parent().expect("app root").to_path_buf();
     std::fs::create_dir_all(root.join("bootstrap/cache")).expect("mkdir");
     std::fs::write(
         root.join("bootstrap/cache/config.php"),
-        "<?php return array ();\n",
+        "<?php return array (\n  'app' => array ('timezone' => 'Asia/Shanghai'),\n  'cache' => array ('default' => 'redis', 'stores' => array ('redis' => array ('driver' => 'redis', 'connection' => 'cache')), 'prefix' => 'shop_cache'),\n  'database' => array ('default' => 'mysql', 'connections' => array ('mysql' => array ('driver' => 'mysql', 'url' => NULL, 'host' => 'db.internal', 'port' => '3307', 'database' => 'shop', 'username' => 'shop', 'password' => 'secret', 'unix_socket' => '', 'prefix' => 'shop_')), 'redis' => array ('client' => 'phpredis', 'options' => array ('prefix' => 'shop_database_'), 'cache' => array ('url' => NULL, 'host' => 'cache.internal', 'password' => NULL, 'port' => '6380', 'database' => '2'))),\n);\n",
     )
     .expect("write");
     let output = app.run(&["check", "--json", "--no-connect"]);
     let report = json(&output);
-    assert!(
-        report["warnings"][0]
-            .as_str()
-            .unwrap_or("")
-            .contains("bootstrap/cache/config.php exists"),
-        "{report:#}"
+    assert!(output.status.success(), "{report:#}");
+    assert_eq!(report["source"], "config-cache");
+    assert_eq!(
+        report["key_pattern"],
+        "shop_database_shop_cache:ORDER_CONFIRM:*"
     );
+    assert_eq!(report["channel"], "__keyevent@2__:expired");
+    assert_eq!(report["redis"]["host"], "cache.internal");
+    assert_eq!(report["db"]["host"], "db.internal");
+    assert_eq!(report["db"]["table_prefix"], "shop_");
+    assert_eq!(report["db"]["orders_table"], "shop_orders");
+    assert_eq!(report["timezone"], "Asia/Shanghai");
 }

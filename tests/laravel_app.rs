@@ -114,6 +114,22 @@ const VARIANTS: &[&str] = &[
     "DATABASE_URL=mysql2://u@db.internal/db2\nDB_PORT=3310",
 ];
 
+/// Variants compared after `php artisan config:cache`; `true`: with a customised
+/// config/database.php (a hard-coded Redis prefix and a table prefix).
+const CACHED_VARIANTS: &[(&str, bool)] = &[
+    ("", false),
+    ("APP_NAME=\"My Shop\"\nREDIS_CACHE_DB=3", false),
+    ("REDIS_PREFIX=\nCACHE_PREFIX=", false),
+    ("REDIS_URL=redis://user:secret@cache.internal:6390/2", false),
+    ("REDIS_CLIENT=predis\nREDIS_PREFIX=0", false),
+    (
+        "DATABASE_URL=mysql://shop:pw@db.internal:3307/shop_db",
+        false,
+    ),
+    ("", true),
+    ("APP_NAME=Mall\nDB_HOST=localhost", true),
+];
+
 /// The fields both sides report, as (pointer in Laravel's JSON, pointer in ours).
 const FIELDS: &[(&str, &str)] = &[
     ("/redis/database", "/redis/database"),
@@ -169,7 +185,60 @@ fn settings_resolve_as_in_laravel() {
             ));
         }
     }
-    println!("{} variants compared with Laravel", VARIANTS.len());
+    // The same after `php artisan config:cache`, with the .env changed afterwards (Laravel, and
+    // so order-expire, must now ignore it), and with a customised config/database.php.
+    for (variant, customise) in CACHED_VARIANTS {
+        let env = format!("CACHE_DRIVER=redis\nDB_CONNECTION=mysql\n{variant}\n");
+        let laravel = LaravelApp::new(&env);
+        if *customise {
+            let path = laravel.dir().join("config/database.php");
+            let text = std::fs::read_to_string(&path).expect("database.php");
+            let text = text
+                .replacen("'prefix' => '',", "'prefix' => 'shop_',", 2)
+                .replace(
+                    "env('REDIS_PREFIX', Str::slug(env('APP_NAME', 'laravel'), '_').'_database_')",
+                    "'hardcoded_'",
+                );
+            std::fs::write(&path, text).expect("customise database.php");
+        }
+        laravel.artisan(&["config:cache"]);
+        std::fs::write(
+            laravel.app.env_file(),
+            format!("{env}REDIS_PREFIX=after_cache_\nCACHE_PREFIX=after\n"),
+        )
+        .expect("change .env");
+        let theirs: serde_json::Value =
+            serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim())
+                .expect("Laravel's JSON");
+        let output = laravel.app.run(&["check", "--json", "--no-connect"]);
+        assert!(
+            output.status.success(),
+            "{variant:?} cached: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let ours: serde_json::Value = serde_json::from_slice(&output.stdout).expect("our JSON");
+        assert_eq!(theirs["source"], "config-cache");
+        assert_eq!(ours["source"], "config-cache");
+        for (their_field, our_field) in FIELDS {
+            if theirs.pointer(their_field) != ours.pointer(our_field) {
+                differences.push(format!(
+                    "{variant:?} (config:cache{}) {their_field}: laravel {:?}, ours {:?}",
+                    if *customise {
+                        ", customised database.php"
+                    } else {
+                        ""
+                    },
+                    theirs.pointer(their_field),
+                    ours.pointer(our_field)
+                ));
+            }
+        }
+    }
+    println!(
+        "{} .env variants and {} config:cache variants compared with Laravel",
+        VARIANTS.len(),
+        CACHED_VARIANTS.len()
+    );
     assert!(
         differences.is_empty(),
         "{} differences:\n{}",

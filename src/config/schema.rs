@@ -71,6 +71,21 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// Puts the connection's table prefix in front of every table name, as Laravel's query
+    /// grammar does.
+    pub fn apply_table_prefix(&mut self, prefix: &str) -> Result<(), String> {
+        if prefix.is_empty() {
+            return Ok(());
+        }
+        let prefixed = |t: &Ident| Ident::new(&format!("{prefix}{}", t.as_str()));
+        self.orders = prefixed(&self.orders)?;
+        self.products = prefixed(&self.products)?;
+        if let OrderLines::Items { table, .. } = &mut self.lines {
+            *table = prefixed(table)?;
+        }
+        Ok(())
+    }
+
     /// Eloquent's primary key column.
     pub fn id_column() -> Ident {
         Ident("id".into())

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use super::env_value::EnvValue;
 use super::environment::Environment;
 use super::php;
+use super::php_value::{PhpValue, parse_config_cache};
 use super::schema::{Ident, OrderLines, Schema};
 use super::slug::slug;
 use super::url;
@@ -53,8 +54,8 @@ pub struct Settings {
     pub env_file: PathBuf,
     /// The app's Laravel version, when known; Laravel 8's rules apply when it is not.
     pub laravel: Option<LaravelVersion>,
-    /// The app's configuration cache (`php artisan config:cache`), if it has one: Laravel then
-    /// ignores `.env`, which order-expire still reads.
+    /// The app's configuration cache (`php artisan config:cache`) the settings were read from,
+    /// if it has one (Laravel then ignores `.env` and so do we).
     pub config_cache: Option<PathBuf>,
     pub redis: RedisSettings,
     pub keys: KeySettings,
@@ -126,6 +127,9 @@ pub struct MysqlSettings {
     pub database: String,
     pub username: String,
     pub password: String,
+    /// The connection's table prefix (`'prefix'` in config/database.php), already applied to
+    /// the schema's table names.
+    pub table_prefix: String,
 }
 
 impl MysqlSettings {
@@ -148,6 +152,7 @@ impl fmt::Debug for MysqlSettings {
             .field("database", &self.database)
             .field("username", &self.username)
             .field("password", &"***")
+            .field("table_prefix", &self.table_prefix)
             .finish()
     }
 }
@@ -169,15 +174,13 @@ impl TimeZoneSetting {
 }
 
 impl Settings {
-    /// Laravel reads a configuration cache instead of `.env`; order-expire does not read it yet,
-    /// so the two can disagree.
-    pub fn config_cache_warning(&self) -> Option<String> {
-        self.config_cache.as_ref().map(|path| {
-            format!(
-                "{} exists, so Laravel ignores .env and reads its settings from there; order-expire reads .env: keep them in step (or run php artisan config:clear)",
-                path.display()
-            )
-        })
+    /// Where Laravel's settings came from: `.env` or `config-cache`.
+    pub fn source(&self) -> &'static str {
+        if self.config_cache.is_some() {
+            "config-cache"
+        } else {
+            ".env"
+        }
     }
 
     /// Reads the app's `.env` at `env_file` and resolves the settings; `overrides` (command-line
@@ -185,17 +188,61 @@ impl Settings {
     pub fn load(env_file: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
         let env = Environment::load(env_file)?;
         let root = env_file.parent().unwrap_or(Path::new("."));
-        let mut settings =
-            Self::resolve_for(env_file, &env, overrides, LaravelVersion::detect(root))?;
+        let version = LaravelVersion::detect(root);
         // Laravel's Application::getCachedConfigPath: APP_CONFIG_CACHE (relative to the app
-        // root unless absolute), else bootstrap/cache/config.php.
+        // root unless absolute), else bootstrap/cache/config.php. When it exists Laravel reads
+        // nothing else, and neither do we (our own ORDER_EXPIRE_* settings still come from .env).
         let cache = match env.raw("APP_CONFIG_CACHE").filter(|p| !p.is_empty()) {
             Some(path) if path.starts_with('/') => PathBuf::from(path),
             Some(path) => root.join(path),
             None => root.join("bootstrap/cache/config.php"),
         };
-        settings.config_cache = cache.is_file().then_some(cache);
+        if !cache.is_file() {
+            return Self::resolve_for(env_file, &env, overrides, version);
+        }
+        let bad = |reason: String| ConfigError::ConfigCache {
+            path: cache.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&cache).map_err(|e| bad(e.to_string()))?;
+        let config = parse_config_cache(&text).map_err(bad)?;
+        let mut settings = Self::resolve_cached(env_file, &env, overrides, version, &config)?;
+        settings.config_cache = Some(cache);
         Ok(settings)
+    }
+
+    /// Resolves the settings from a configuration cache (`config`); `env` only supplies
+    /// order-expire's own settings.
+    pub fn resolve_cached(
+        env_file: &Path,
+        env: &Environment,
+        overrides: &Overrides,
+        version: Option<LaravelVersion>,
+        config: &PhpValue,
+    ) -> Result<Self, ConfigError> {
+        let r = Resolver {
+            env,
+            overrides,
+            file: env_file,
+            version,
+        };
+        let cached = Cached { r: &r, config };
+        let (mysql, table_prefix) = cached.mysql()?;
+        let mut schema = r.schema()?;
+        schema.apply_table_prefix(&table_prefix).map_err(|reason| {
+            cached.invalid("database.connections.*.prefix", &table_prefix, reason)
+        })?;
+        Ok(Self {
+            env_file: env_file.to_path_buf(),
+            laravel: r.version.clone(),
+            config_cache: None,
+            redis: cached.redis()?,
+            keys: cached.keys()?,
+            mysql,
+            schema,
+            timezone: cached.timezone()?,
+            recovery: r.recovery()?,
+        })
     }
 
     /// Resolves the settings from an already-read environment, for Laravel 8.
@@ -365,37 +412,7 @@ impl Resolver<'_> {
             Some(v) => php::int_cast(&v.to_php_string().unwrap_or_default()),
             None => self.port("REDIS_PORT", "6379")?,
         };
-        let endpoint = if host.starts_with('/') && port < 1 {
-            // phpredis treats a path with a port below 1 as a Unix socket.
-            RedisEndpoint::Unix { path: host.into() }
-        } else {
-            let port = u16::try_from(port)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| self.invalid("REDIS_PORT", &port.to_string(), "expected 1-65535"))?;
-            if host.is_empty() {
-                return Err(self.invalid("REDIS_HOST", "", "a host name is required"));
-            }
-            match host.split_once("://") {
-                Some(("tls" | "ssl" | "rediss", h)) => RedisEndpoint::Tls {
-                    host: h.into(),
-                    port,
-                },
-                Some(("tcp" | "redis", h)) => RedisEndpoint::Tcp {
-                    host: h.into(),
-                    port,
-                },
-                Some((scheme, _)) => {
-                    return Err(self.invalid(
-                        "REDIS_HOST",
-                        &host,
-                        format!("unknown scheme `{scheme}://`"),
-                    ));
-                }
-                None if url_tls => RedisEndpoint::Tls { host, port },
-                None => RedisEndpoint::Tcp { host, port },
-            }
-        };
+        let endpoint = self.redis_endpoint(host, port, url_tls, ("REDIS_HOST", "REDIS_PORT"))?;
         // phpredis sends AUTH only for a non-empty password (so `null`, `` and `0` mean none).
         let password = match from_url("password") {
             Some(v) => v.to_php_string().filter(|p| !p.is_empty() && p != "0"),
@@ -452,6 +469,43 @@ impl Resolver<'_> {
             username,
             password,
             database,
+        })
+    }
+
+    /// Where phpredis connects for `host` and `port`: a Unix socket for a path with a port below
+    /// 1, TLS for a `tls://` (`ssl://`, `rediss://`) host or a TLS scheme, else TCP. `names`
+    /// are the settings to blame in errors.
+    fn redis_endpoint(
+        &self,
+        host: String,
+        port: i64,
+        tls: bool,
+        names: (&str, &str),
+    ) -> Result<RedisEndpoint, ConfigError> {
+        if host.starts_with('/') && port < 1 {
+            return Ok(RedisEndpoint::Unix { path: host.into() });
+        }
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| self.invalid(names.1, &port.to_string(), "expected 1-65535"))?;
+        if host.is_empty() {
+            return Err(self.invalid(names.0, "", "a host name is required"));
+        }
+        Ok(match host.split_once("://") {
+            Some(("tls" | "ssl" | "rediss", h)) => RedisEndpoint::Tls {
+                host: h.into(),
+                port,
+            },
+            Some(("tcp" | "redis", h)) => RedisEndpoint::Tcp {
+                host: h.into(),
+                port,
+            },
+            Some((scheme, _)) => {
+                return Err(self.invalid(names.0, &host, format!("unknown scheme `{scheme}://`")));
+            }
+            None if tls => RedisEndpoint::Tls { host, port },
+            None => RedisEndpoint::Tcp { host, port },
         })
     }
 
@@ -593,6 +647,8 @@ impl Resolver<'_> {
             password: from_url("password")
                 .or_else(|| self.laravel("DB_PASSWORD", Some("")))
                 .unwrap_or_default(),
+            // Only config/database.php can set it (there is no DB_PREFIX).
+            table_prefix: String::new(),
         })
     }
 
@@ -674,6 +730,263 @@ impl Resolver<'_> {
         })?;
         Ok(TimeZoneSetting { name, tz })
     }
+}
+
+/// Laravel's own resolved configuration (`bootstrap/cache/config.php`), read as Laravel 8-12's
+/// RedisManager, connectors, CacheManager and DatabaseManager read it.
+struct Cached<'a, 'b> {
+    r: &'a Resolver<'b>,
+    config: &'a PhpValue,
+}
+
+impl Cached<'_, '_> {
+    fn get(&self, path: &str) -> Option<&PhpValue> {
+        self.config.lookup(path)
+    }
+
+    fn string(&self, path: &str) -> Option<String> {
+        self.get(path).and_then(PhpValue::to_php_string)
+    }
+
+    fn invalid(&self, key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.r.file.with_file_name("bootstrap/cache/config.php"),
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The default cache store, which must be a redis store.
+    fn store(&self) -> Result<&PhpValue, ConfigError> {
+        let default = self.string("cache.default").unwrap_or_default();
+        let store = self.get(&format!("cache.stores.{default}"));
+        match store {
+            Some(store) if store.get("driver").and_then(PhpValue::to_php_string).as_deref() == Some("redis") => Ok(store),
+            _ => Err(self.invalid(
+                "cache.default",
+                &default,
+                "the default cache store must be a redis store (CACHE_DRIVER=redis, then php artisan config:cache)",
+            )),
+        }
+    }
+
+    /// The store's connection after its URL is merged in (RedisManager::parseConnectionConfiguration).
+    fn redis_connection(&self) -> Result<(String, BTreeMap<String, PhpValue>), ConfigError> {
+        let store = self.store()?;
+        let name = store
+            .get("connection")
+            .and_then(PhpValue::to_php_string)
+            .unwrap_or_else(|| "default".into());
+        let Some(PhpValue::Array(entries)) = self.get(&format!("database.redis.{name}")) else {
+            return Err(self.invalid(
+                "cache.stores.redis.connection",
+                &name,
+                format!("Redis connection [{name}] not configured in database.redis (a cluster is not supported yet)"),
+            ));
+        };
+        let mut conn: BTreeMap<String, PhpValue> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        merge_url(&mut conn, |reason| {
+            self.invalid(&format!("database.redis.{name}.url"), "", reason)
+        })?;
+        Ok((name, conn))
+    }
+
+    fn redis(&self) -> Result<RedisSettings, ConfigError> {
+        let (name, conn) = self.redis_connection()?;
+        let text = |key: &str| conn.get(key).and_then(PhpValue::to_php_string);
+        let tls = matches!(text("driver").as_deref(), Some("tls"))
+            || matches!(text("scheme").as_deref(), Some("tls" | "rediss"));
+        let host = text("host").unwrap_or_default();
+        let port = php::int_cast(&text("port").unwrap_or_default());
+        let key = |k: &str| format!("database.redis.{name}.{k}");
+        let endpoint = self
+            .r
+            .redis_endpoint(host, port, tls, (&key("host"), &key("port")))?;
+        let password = conn
+            .get("password")
+            .filter(|v| !v.is_php_empty())
+            .and_then(PhpValue::to_php_string);
+        let username = if self.r.major() >= 9 {
+            conn.get("username")
+                .filter(|v| !v.is_php_empty())
+                .and_then(PhpValue::to_php_string)
+        } else {
+            None
+        };
+        let database = match conn.get("database") {
+            None | Some(PhpValue::Null) => 0,
+            Some(v) => php::int_cast(&v.to_php_string().unwrap_or_default()),
+        };
+        Ok(RedisSettings {
+            endpoint,
+            username,
+            password,
+            database,
+        })
+    }
+
+    fn keys(&self) -> Result<KeySettings, ConfigError> {
+        let (_, conn) = self.redis_connection()?;
+        let client = self
+            .string("database.redis.client")
+            .unwrap_or_else(|| "phpredis".into());
+        // The connectors merge the global options, then the connection's own.
+        let connection_options = conn.get("options");
+        let option_prefix = connection_options
+            .and_then(|o| o.get("prefix"))
+            .or_else(|| self.get("database.redis.options.prefix"));
+        let prefix = if client == "predis" {
+            conn.get("prefix").or(option_prefix)
+        } else {
+            option_prefix
+        };
+        let connection_prefix = match prefix {
+            Some(p) if client == "phpredis" && p.is_php_empty() => String::new(),
+            Some(p) => p.to_php_string().unwrap_or_default(),
+            None => String::new(),
+        };
+        // CacheManager::getPrefix: the store's own prefix ?? cache.prefix.
+        let store = self.store()?;
+        let cache_prefix = match store.get("prefix") {
+            Some(p) if *p != PhpValue::Null => p.clone(),
+            _ => self.get("cache.prefix").cloned().unwrap_or(PhpValue::Null),
+        };
+        let colon = self
+            .r
+            .version
+            .as_ref()
+            .is_none_or(LaravelVersion::cache_prefix_colon);
+        let text = cache_prefix.to_php_string().unwrap_or_default();
+        let store_prefix = if colon {
+            if cache_prefix.is_php_empty() {
+                String::new()
+            } else {
+                format!("{text}:")
+            }
+        } else {
+            text.clone()
+        };
+        let key_type = self.r.keys()?.key_type;
+        Ok(KeySettings {
+            connection_prefix,
+            cache_prefix: text,
+            store_prefix,
+            key_type,
+        })
+    }
+
+    /// The default database connection, its URL and `write` host merged in, and its table prefix.
+    fn mysql(&self) -> Result<(MysqlSettings, String), ConfigError> {
+        let default = self.string("database.default").unwrap_or_default();
+        let Some(PhpValue::Array(entries)) = self.get(&format!("database.connections.{default}"))
+        else {
+            return Err(self.invalid(
+                "database.default",
+                &default,
+                "no such connection in database.connections",
+            ));
+        };
+        let mut conn: BTreeMap<String, PhpValue> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        merge_url(&mut conn, |reason| {
+            self.invalid(&format!("database.connections.{default}.url"), "", reason)
+        })?;
+        // Writes go to the `write` connection of a read/write split.
+        if let Some(PhpValue::Array(write)) = conn.get("write").cloned() {
+            for (k, v) in write {
+                conn.insert(k.to_string(), v);
+            }
+        }
+        let text = |key: &str| conn.get(key).and_then(PhpValue::to_php_string);
+        let driver = text("driver").unwrap_or_default();
+        if driver != "mysql" && driver != "mariadb" {
+            return Err(ConfigError::DbConnection {
+                path: self.r.file.with_file_name("bootstrap/cache/config.php"),
+                found: driver,
+            });
+        }
+        let host = match conn.get("host") {
+            Some(PhpValue::Array(hosts)) => hosts.first().and_then(|(_, h)| h.to_php_string()),
+            Some(h) => h.to_php_string(),
+            None => None,
+        }
+        .unwrap_or_else(|| "127.0.0.1".into());
+        let port = php::int_cast(&text("port").unwrap_or_else(|| "3306".into()));
+        let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
+            self.invalid(
+                "database.connections.*.port",
+                &port.to_string(),
+                "expected 1-65535",
+            )
+        })?;
+        let socket = text("unix_socket")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| (host == "localhost").then(|| PathBuf::from(PDO_DEFAULT_SOCKET)));
+        let table_prefix = text("prefix").unwrap_or_default();
+        Ok((
+            MysqlSettings {
+                host,
+                port,
+                socket,
+                database: text("database").unwrap_or_default(),
+                username: text("username").unwrap_or_default(),
+                password: text("password").unwrap_or_default(),
+                table_prefix: table_prefix.clone(),
+            },
+            table_prefix,
+        ))
+    }
+
+    fn timezone(&self) -> Result<TimeZoneSetting, ConfigError> {
+        if self.r.ours(keys::TIMEZONE).is_some() {
+            return self.r.timezone();
+        }
+        let name = self.string("app.timezone").unwrap_or_else(|| "UTC".into());
+        let tz = jiff::tz::TimeZone::get(&name)
+            .map_err(|_| self.invalid("app.timezone", &name, "not a known IANA time zone"))?;
+        Ok(TimeZoneSetting { name, tz })
+    }
+}
+
+/// ConfigurationUrlParser: a non-empty `url` overrides the parts it has; its query wins over all.
+fn merge_url(
+    conn: &mut BTreeMap<String, PhpValue>,
+    invalid: impl Fn(String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let Some(raw) = conn
+        .remove("url")
+        .and_then(|u| u.to_php_string())
+        .filter(|u| !u.is_empty())
+    else {
+        return Ok(());
+    };
+    let parts = url::parse(&raw).map_err(invalid)?;
+    let to_php = |v: &url::UrlValue| match v {
+        url::UrlValue::Null => PhpValue::Null,
+        url::UrlValue::Bool(b) => PhpValue::Bool(*b),
+        url::UrlValue::Int(i) => PhpValue::Int(*i),
+        url::UrlValue::Float(f) => PhpValue::Float(*f),
+        url::UrlValue::Str(s) => PhpValue::Str(s.clone()),
+    };
+    if let Some(driver) = &parts.driver {
+        conn.insert("driver".into(), PhpValue::Str(driver.clone()));
+    }
+    for (k, v) in &parts.primary {
+        if *v != url::UrlValue::Null {
+            conn.insert((*k).to_string(), to_php(v));
+        }
+    }
+    for (k, v) in &parts.query {
+        conn.insert(k.clone(), to_php(v));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
