@@ -9,11 +9,13 @@
 //!
 //! The data path is a small pipeline, and the modules follow it:
 //!
-//! * [`config`]: reads the Laravel app's `.env` the way Laravel does (phpdotenv semantics, `env()`
-//!   mapping, `Str::slug` defaults) and resolves every [`config::Settings`] the worker needs.
-//! * [`source`]: where expired keys come from. [`source::keyspace`] keeps a subscription to
-//!   `__keyevent@<db>__:expired` alive across disconnects; [`source::redis`] opens connections to
-//!   the app's Redis and checks that keyspace notifications are on.
+//! * [`config`]: reads the Laravel app's configuration the way Laravel does (its configuration
+//!   cache, else `.env` with phpdotenv semantics, `env()` mapping and `Str::slug` defaults) and
+//!   resolves every [`config::Settings`] the worker needs.
+//! * [`source`]: where expired orders come from. [`source::keyspace`] keeps a subscription to
+//!   `__keyevent@<db>__:expired` alive across disconnects; [`source::deadline`] makes Redis expire
+//!   each order key at its deadline; [`source::sweep`] reconciles the database with the cache for
+//!   events that were never delivered; [`source::redis`] opens connections to the app's Redis.
 //! * [`key`]: the transform: turns the full Redis key Laravel wrote
 //!   (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`) back into an order id, and builds it for
 //!   `schedule`.
@@ -21,7 +23,8 @@
 //!   unpaid and returns its stock, so duplicate events and concurrent workers are harmless.
 //! * [`worker`]: wires source -> key -> sink with a bounded queue, a fixed number of concurrent
 //!   writers, retries with backoff, and a clean shutdown on SIGTERM/SIGINT.
-//! * [`check`]: `order-expire check`, the resolved settings and a probe of both servers.
+//! * [`check`]: `order-expire check`, the resolved settings and a probe of both servers;
+//!   [`sweep`]: `order-expire sweep`, one reconciliation pass by hand.
 //! * [`schedule`]: writes an order's key exactly as Laravel's cache would (used by the demo, the
 //!   tests and non-PHP services).
 //! * [`cli`]: the command line and its `--help`; `main.rs` only parses it and wires the above.
