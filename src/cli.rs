@@ -11,7 +11,7 @@ use crate::logging::LogFormat;
 ///
 /// A drop-in replacement for `php artisan order:expire`: point it at the app's .env and it finds
 /// the same Redis connection, cache database, key prefixes and MySQL credentials as the app. When
-/// `ORDER_CONFIRM:<id>` expires, order <id> is cancelled (status 2) if it is still unpaid (status
+/// `ORDER_CONFIRM:<id>` expires, order `<id>` is cancelled (status 2) if it is still unpaid (status
 /// 0), and its quantity goes back to products.stock, exactly once even with several workers.
 ///
 /// Settings come from the .env (Laravel 8 defaults for anything unset); variables in the process
@@ -53,7 +53,7 @@ pub enum Command {
     Run,
     /// Write an order's expiry key exactly as Laravel's Cache::store('redis')->put() would.
     ///
-    /// Sends SETEX <REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<ORDER_ID> <TTL> <value> to the
+    /// Sends `SETEX <REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<ORDER_ID> <TTL> <value>` to the
     /// cache database. Use it from services not written in PHP, or to test a deployment.
     Schedule {
         /// The order id (orders.id).

@@ -5,7 +5,7 @@
 //! implementation step by step, including its transliteration: `voku/portable-ascii`'s
 //! `ASCII::to_ascii($title, 'en')` replaces known characters (`é` -> `e`, `ß` -> `ss`, Cyrillic,
 //! Greek digraphs...) and **removes** the rest (`Mall 商城` -> `Mall `), with the table in
-//! [`super::ascii_table`] generated from that package.
+//! `ascii_table` generated from that package.
 
 use super::ascii_table::ASCII_EN;
 

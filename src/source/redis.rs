@@ -73,7 +73,7 @@ impl RedisTarget {
     }
 
     /// A connection for commands (SETEX, CONFIG, PTTL...), on the cache database. Every reply
-    /// must come within [`RESPONSE_TIMEOUT`]: a silently dead connection fails instead of
+    /// must come within `RESPONSE_TIMEOUT` (10 s): a silently dead connection fails instead of
     /// hanging its user forever.
     pub async fn connect(&self) -> Result<MultiplexedConnection, Error> {
         let config = AsyncConnectionConfig::new()
