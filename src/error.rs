@@ -98,12 +98,24 @@ pub enum ConfigError {
     )]
     CacheDriver {
         path: PathBuf,
-        name: &'static str,
+        name: String,
         found: String,
     },
 
-    #[error("DB_CONNECTION is {found:?} in {}: order-expire writes to MySQL or MariaDB only (DB_CONNECTION=mysql or mariadb)", path.display())]
-    DbConnection { path: PathBuf, found: String },
+    #[error("{name} is {found:?} in {}: order-expire writes to MySQL or MariaDB only (set {name} to mysql or mariadb)", path.display())]
+    DbConnection {
+        path: PathBuf,
+        name: String,
+        found: String,
+    },
+
+    #[error("cannot read {}: {reason}", path.display())]
+    ConfigFile { path: PathBuf, reason: String },
+
+    #[error(
+        "{0}; order-expire evaluates only the PHP Laravel's config files are written in: simplify that expression, or run `php artisan config:cache` in the app and order-expire reads Laravel's own resolved values from bootstrap/cache/config.php"
+    )]
+    Unsupported(crate::config::php_value::Unevaluated),
 
     #[error("cannot read Laravel's configuration cache {}: {reason} (run php artisan config:cache again, or config:clear)", path.display())]
     ConfigCache { path: PathBuf, reason: String },

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
 use crate::config::Settings;
+use crate::config::repository::Source;
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::sink::cancel::{CancelError, MAX_BATCH};
@@ -76,8 +77,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Arc<Stats>, Error> {
     let stats = Arc::new(Stats::default());
-    if let Some(cache) = &settings.config_cache {
-        tracing::info!(file = %cache.display(), "read the app's configuration cache (Laravel ignores .env while it exists)");
+    match &settings.source {
+        Source::ConfigCache(cache) => {
+            tracing::info!(file = %cache.display(), "read the app's configuration cache (Laravel ignores .env while it exists)");
+        }
+        Source::Config => tracing::info!("read the app's config/app.php, config/cache.php and config/database.php with its .env"),
+        Source::Env => tracing::info!("no config/ folder beside the .env: using the stock config files of the app's Laravel version"),
     }
 
     let redis = RedisTarget::new(&settings.redis)?;

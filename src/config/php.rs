@@ -29,6 +29,12 @@ pub fn int_cast(s: &str) -> i64 {
     }
 }
 
+/// PHP's `(float)` cast of a string: the longest numeric prefix after leading whitespace, else 0.
+pub fn float_cast(s: &str) -> f64 {
+    let s = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    s[..numeric_prefix_len(s)].parse().unwrap_or(0.0)
+}
+
 /// PHP 8's `is_numeric()` for a string: optional surrounding whitespace, a sign, digits with an
 /// optional fraction, and an optional exponent. Hexadecimal, `INF` and the empty string are not
 /// numeric.

@@ -10,6 +10,7 @@
 //! (`(object) array(...)`, `\Foo::__set_state(array(...))`), read as their arrays.
 
 use std::fmt;
+use std::path::PathBuf;
 
 /// An array key: PHP turns integer-like strings into integers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,34 @@ pub enum PhpValue {
     Float(f64),
     Str(String),
     Array(Vec<(ArrayKey, PhpValue)>),
+    /// A value of the app's `config/*.php` outside the PHP that order-expire evaluates (a method
+    /// call, a closure, an unknown function). Laravel config files hold many values the worker
+    /// never reads, so this is an error only when a setting the worker needs depends on it.
+    Unevaluated(Box<Unevaluated>),
+}
+
+/// Where and why a config expression could not be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unevaluated {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: u32,
+    /// The expression's source text, shortened.
+    pub expression: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Unevaluated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: `{}` {}",
+            self.file.display(),
+            self.line,
+            self.expression,
+            self.reason
+        )
+    }
 }
 
 impl PhpValue {
@@ -51,17 +80,28 @@ impl PhpValue {
         }
     }
 
-    /// Laravel's `config('a.b.c')`.
+    /// Laravel's `config('a.b.c')`. An [`PhpValue::Unevaluated`] value on the way is returned
+    /// itself: what lies below it is unknown, and the caller must say so.
     pub fn lookup(&self, dotted: &str) -> Option<&PhpValue> {
-        dotted
-            .split('.')
-            .try_fold(self, |value, key| value.get(key))
+        let mut value = self;
+        for key in dotted.split('.') {
+            if matches!(value, Self::Unevaluated(_)) {
+                return Some(value);
+            }
+            value = value.get(key)?;
+        }
+        Some(value)
     }
 
-    /// PHP's `(string)` cast; `None` for null and arrays.
+    /// PHP's `(bool)` cast.
+    pub fn truthy(&self) -> bool {
+        !self.is_php_empty()
+    }
+
+    /// PHP's `(string)` cast; `None` for null, arrays and unevaluated values.
     pub fn to_php_string(&self) -> Option<String> {
         match self {
-            Self::Null | Self::Array(_) => None,
+            Self::Null | Self::Array(_) | Self::Unevaluated(_) => None,
             Self::Bool(true) => Some("1".into()),
             Self::Bool(false) => Some(String::new()),
             Self::Int(i) => Some(i.to_string()),
@@ -79,7 +119,7 @@ impl PhpValue {
             Self::Float(f) => *f == 0.0,
             Self::Str(s) => s.is_empty() || s == "0",
             Self::Array(a) => a.is_empty(),
-            Self::Bool(true) => false,
+            Self::Bool(true) | Self::Unevaluated(_) => false,
         }
     }
 }

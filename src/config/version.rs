@@ -54,6 +54,13 @@ impl LaravelVersion {
         composer_json_constraint(root)
     }
 
+    /// The minor version, when the text has one (`9.52.16` -> 52; `^9.0` -> 0).
+    pub fn minor(&self) -> Option<u32> {
+        let rest = self.text.trim_start_matches(|c: char| !c.is_ascii_digit());
+        let (_, after) = rest.split_once('.')?;
+        leading_number(after)
+    }
+
     /// Laravel 8-10 append `:` to the cache prefix (`RedisStore::setPrefix`); 11+ do not.
     pub fn cache_prefix_colon(&self) -> bool {
         self.major <= 10

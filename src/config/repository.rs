@@ -1,0 +1,393 @@
+//! The app's configuration, assembled as Laravel's `LoadConfiguration` assembles it.
+//!
+//! Laravel reads one of two things: the configuration cache (`bootstrap/cache/config.php`, or
+//! `APP_CONFIG_CACHE`), which holds every value already resolved, or else its `config/*.php`
+//! files, evaluated with the `.env` in the environment. Laravel 11+ first loads its own framework
+//! copies of those files and merges the app's over them (`array_merge` at the top level, and one
+//! level deeper for `database.connections` and `cache.stores`), so a slim app without
+//! `config/database.php` still has one.
+//!
+//! We read the same three files the worker needs (`app`, `cache`, `database`). When the app has
+//! no `config/` folder at all (a `.env` copied next to the worker), we evaluate the stock files
+//! of the app's Laravel version instead, kept in `src/config/stock/`: the `.env` then means
+//! what it means with an unmodified app.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::environment::Environment;
+use super::php_eval::{Context, evaluate_file};
+use super::php_value::{ArrayKey, PhpValue, Unevaluated, parse_config_cache};
+use crate::error::ConfigError;
+
+/// The config files the worker reads.
+const FILES: [&str; 3] = ["app", "cache", "database"];
+
+/// Where the configuration came from, as `check` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// No `config/` folder: the stock files of the app's Laravel version, with its `.env`.
+    Env,
+    /// The app's own `config/*.php`, evaluated with its `.env`.
+    Config,
+    /// The configuration cache at this path; `.env` is not read for Laravel's settings.
+    ConfigCache(PathBuf),
+}
+
+impl Source {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Env => ".env",
+            Self::Config => "config",
+            Self::ConfigCache(_) => "config-cache",
+        }
+    }
+}
+
+/// Where one top-level config file (`database`) came from: a file, or a stock copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Stock { major: u32 },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Stock { major } => write!(f, "Laravel {major}'s stock config"),
+        }
+    }
+}
+
+/// The configuration, like Laravel's `config()` repository.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub source: Source,
+    values: PhpValue,
+    /// Dotted path -> the `env()` variable its value was read from.
+    from_env: BTreeMap<String, String>,
+    /// Top-level key (`database`) -> where it was read.
+    origins: BTreeMap<String, Origin>,
+}
+
+impl Repository {
+    /// Loads the configuration of the app at `root` as Laravel `major` would: its configuration
+    /// cache (`cache_file`) if that exists, else its `config/` files, else the stock files.
+    pub fn load(
+        root: &Path,
+        env: &Environment,
+        major: u32,
+        cache_file: &Path,
+    ) -> Result<Self, ConfigError> {
+        if cache_file.is_file() {
+            return Self::from_cache(cache_file);
+        }
+        let config_dir = root.join("config");
+        if !config_dir.is_dir() {
+            return Self::stock(root, env, major);
+        }
+        let ctx = Context {
+            env,
+            base_path: root,
+        };
+        let mut repository = Self::stock(root, env, major)?;
+        repository.source = Source::Config;
+        for name in FILES {
+            let path = config_dir.join(format!("{name}.php"));
+            let source = match std::fs::read_to_string(&path) {
+                Ok(source) => source,
+                // Laravel 11+ fall back to the framework's copy; older versions would have no
+                // such configuration, and the stock file is the best reading of the .env.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if major <= 10 {
+                        tracing::warn!(
+                            "{} is missing; using Laravel {major}'s stock {name}.php with the .env",
+                            path.display()
+                        );
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    return Err(ConfigError::ConfigFile {
+                        path,
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            let file = evaluate_file(&path, &source, &ctx).map_err(ConfigError::Unsupported)?;
+            repository.merge_file(name, file.value, file.from_env, Origin::File(path), major);
+        }
+        Ok(repository)
+    }
+
+    /// Reads `php artisan config:cache` output.
+    pub fn from_cache(cache_file: &Path) -> Result<Self, ConfigError> {
+        let bad = |reason: String| ConfigError::ConfigCache {
+            path: cache_file.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(cache_file).map_err(|e| bad(e.to_string()))?;
+        let values = parse_config_cache(&text).map_err(bad)?;
+        let origins = match &values {
+            PhpValue::Array(entries) => entries
+                .iter()
+                .map(|(k, _)| (k.to_string(), Origin::File(cache_file.to_path_buf())))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        Ok(Self {
+            source: Source::ConfigCache(cache_file.to_path_buf()),
+            values,
+            from_env: BTreeMap::new(),
+            origins,
+        })
+    }
+
+    /// The stock `app`, `cache` and `database` files of Laravel `major`, evaluated with `env`.
+    pub fn stock(root: &Path, env: &Environment, major: u32) -> Result<Self, ConfigError> {
+        let ctx = Context {
+            env,
+            base_path: root,
+        };
+        let mut repository = Self {
+            source: Source::Env,
+            values: PhpValue::Array(Vec::new()),
+            from_env: BTreeMap::new(),
+            origins: BTreeMap::new(),
+        };
+        for name in FILES {
+            let path = Path::new("src/config/stock")
+                .join(stock_folder(major))
+                .join(format!("{name}.php"));
+            let file = evaluate_file(&path, stock_source(major, name), &ctx)
+                .map_err(ConfigError::Unsupported)?;
+            repository.set(name, file.value, file.from_env, Origin::Stock { major });
+        }
+        Ok(repository)
+    }
+
+    /// Replaces the top-level key `name`.
+    fn set(
+        &mut self,
+        name: &str,
+        value: PhpValue,
+        from_env: BTreeMap<String, String>,
+        origin: Origin,
+    ) {
+        self.from_env
+            .retain(|path, _| path != name && !path.starts_with(&format!("{name}.")));
+        self.from_env.extend(
+            from_env
+                .into_iter()
+                .map(|(path, var)| (format!("{name}.{path}"), var)),
+        );
+        self.origins.insert(name.to_string(), origin);
+        if let PhpValue::Array(entries) = &mut self.values {
+            match entries.iter_mut().find(|(k, _)| k.to_string() == name) {
+                Some(entry) => entry.1 = value,
+                None => entries.push((ArrayKey::Str(name.to_string()), value)),
+            }
+        }
+    }
+
+    /// Puts the app's file `name` in place: over the framework's copy in Laravel 11+ (merged
+    /// as `LoadConfiguration` merges), instead of it before.
+    fn merge_file(
+        &mut self,
+        name: &str,
+        app: PhpValue,
+        mut app_env: BTreeMap<String, String>,
+        origin: Origin,
+        major: u32,
+    ) {
+        if major <= 10 {
+            return self.set(name, app, app_env, origin);
+        }
+        let base = self.values.get(name).cloned().unwrap_or(PhpValue::Null);
+        let (PhpValue::Array(base_entries), PhpValue::Array(app_entries)) = (&base, &app) else {
+            return self.set(name, app, app_env, origin);
+        };
+        // What the framework's copy says about keys the app leaves alone stays true.
+        let nested = match name {
+            "database" => Some("connections"),
+            "cache" => Some("stores"),
+            _ => None,
+        };
+        let mut merged = base_entries.clone();
+        for (key, value) in app_entries {
+            let key_text = key.to_string();
+            let value = match (nested, value, base.get(&key_text)) {
+                (Some(n), PhpValue::Array(app_inner), Some(PhpValue::Array(base_inner)))
+                    if key_text == n =>
+                {
+                    let mut inner = base_inner.clone();
+                    for (k, v) in app_inner {
+                        match inner.iter_mut().find(|(ik, _)| ik == k) {
+                            Some(entry) => entry.1 = v.clone(),
+                            None => inner.push((k.clone(), v.clone())),
+                        }
+                        // The app's connection replaces the framework's wholesale.
+                        let prefix = format!("{name}.{key_text}.{k}");
+                        self.from_env
+                            .retain(|p, _| *p != prefix && !p.starts_with(&format!("{prefix}.")));
+                    }
+                    PhpValue::Array(inner)
+                }
+                _ => {
+                    let prefix = format!("{name}.{key_text}");
+                    self.from_env
+                        .retain(|p, _| *p != prefix && !p.starts_with(&format!("{prefix}.")));
+                    value.clone()
+                }
+            };
+            match merged.iter_mut().find(|(k, _)| *k == *key) {
+                Some(entry) => entry.1 = value,
+                None => merged.push((key.clone(), value)),
+            }
+        }
+        let keep: BTreeMap<String, String> = self
+            .from_env
+            .iter()
+            .filter(|(p, _)| p.starts_with(&format!("{name}.")))
+            .map(|(p, v)| (p[name.len() + 1..].to_string(), v.clone()))
+            .collect();
+        for (path, var) in keep {
+            app_env.entry(path).or_insert(var);
+        }
+        self.set(name, PhpValue::Array(merged), app_env, origin);
+    }
+
+    /// `config('a.b.c')`: `Ok(None)` when it is not set, an error when it (or something it is
+    /// inside) could not be evaluated.
+    pub fn get(&self, path: &str) -> Result<Option<&PhpValue>, ConfigError> {
+        match self.values.lookup(path) {
+            Some(PhpValue::Unevaluated(u)) => Err(unsupported(u, path)),
+            other => Ok(other),
+        }
+    }
+
+    /// `config('a.b.c')` as a string (`None` for unset and null).
+    pub fn string(&self, path: &str) -> Result<Option<String>, ConfigError> {
+        Ok(self.get(path)?.and_then(PhpValue::to_php_string))
+    }
+
+    /// The `env()` variable the value at `path` was read from, if it was.
+    pub fn env_name(&self, path: &str) -> Option<&str> {
+        self.from_env.get(path).map(String::as_str)
+    }
+
+    /// The file that holds `path`.
+    pub fn origin(&self, path: &str) -> Option<&Origin> {
+        self.origins.get(path.split('.').next().unwrap_or(path))
+    }
+}
+
+/// The error for a needed value that could not be evaluated.
+pub fn unsupported(u: &Unevaluated, path: &str) -> ConfigError {
+    let mut u = u.clone();
+    u.reason = format!("{} (needed for {path})", u.reason);
+    ConfigError::Unsupported(u)
+}
+
+fn stock_folder(major: u32) -> &'static str {
+    match major {
+        0..=8 => "laravel8",
+        9 | 10 => "laravel9",
+        11 => "laravel11",
+        _ => "laravel12",
+    }
+}
+
+fn stock_source(major: u32, name: &str) -> &'static str {
+    match (stock_folder(major), name) {
+        ("laravel8", "app") => include_str!("stock/laravel8/app.php"),
+        ("laravel8", "cache") => include_str!("stock/laravel8/cache.php"),
+        ("laravel8", _) => include_str!("stock/laravel8/database.php"),
+        ("laravel9", "app") => include_str!("stock/laravel9/app.php"),
+        ("laravel9", "cache") => include_str!("stock/laravel9/cache.php"),
+        ("laravel9", _) => include_str!("stock/laravel9/database.php"),
+        ("laravel11", "app") => include_str!("stock/laravel11/app.php"),
+        ("laravel11", "cache") => include_str!("stock/laravel11/cache.php"),
+        ("laravel11", _) => include_str!("stock/laravel11/database.php"),
+        (_, "app") => include_str!("stock/laravel12/app.php"),
+        (_, "cache") => include_str!("stock/laravel12/cache.php"),
+        _ => include_str!("stock/laravel12/database.php"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(text: &str) -> Environment {
+        Environment::parse(text, Box::new(|_| None)).expect("valid .env")
+    }
+
+    #[test]
+    fn every_stock_file_evaluates() {
+        for major in [8, 9, 10, 11, 12, 13] {
+            let r = Repository::stock(Path::new("/app"), &env(""), major).expect("stock");
+            for path in [
+                "app.timezone",
+                "cache.default",
+                "cache.prefix",
+                "database.default",
+                "database.redis.options.prefix",
+                "database.redis.cache.database",
+            ] {
+                assert!(
+                    r.string(path).expect("evaluates").is_some(),
+                    "Laravel {major}: {path}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn laravel_11_merges_the_apps_files_over_the_frameworks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("config")).expect("config dir");
+        // Only a custom mysql connection and a redis section without `cache`.
+        std::fs::write(
+            dir.path().join("config/database.php"),
+            "<?php return ['connections' => ['mysql' => ['driver' => 'mysql', 'host' => 'db.internal', 'prefix' => 'shop_']], 'redis' => ['default' => ['host' => 'r']]];",
+        )
+        .expect("write");
+        let r = Repository::load(
+            dir.path(),
+            &env("DB_CONNECTION=mysql"),
+            11,
+            &dir.path().join("bootstrap/cache/config.php"),
+        )
+        .expect("loads");
+        assert_eq!(r.source, Source::Config);
+        assert_eq!(
+            r.string("database.default").expect("ok").as_deref(),
+            Some("mysql")
+        );
+        assert_eq!(
+            r.string("database.connections.mysql.prefix")
+                .expect("ok")
+                .as_deref(),
+            Some("shop_")
+        );
+        assert_eq!(
+            r.get("database.connections.mysql.port").expect("ok"),
+            None,
+            "the app's connection replaces the framework's wholesale"
+        );
+        assert!(
+            r.get("database.connections.mariadb").expect("ok").is_some(),
+            "the framework's other connections stay"
+        );
+        assert_eq!(
+            r.get("database.redis.cache").expect("ok"),
+            None,
+            "database.redis is not deep-merged"
+        );
+        assert_eq!(r.env_name("database.default"), Some("DB_CONNECTION"));
+        assert_eq!(r.env_name("database.connections.mysql.port"), None);
+        assert_eq!(r.env_name("cache.default"), Some("CACHE_STORE"));
+    }
+}

@@ -1,0 +1,410 @@
+//! From Laravel's configuration to the connections and keys the worker uses, computed the way
+//! Laravel 8-12's `CacheManager`, `RedisManager`, Redis connectors and `DatabaseManager` compute
+//! them at run time.
+//!
+//! The configuration says `'database' => '1'`, `'url' => 'redis://h/2'`, `'prefix' => '0'`; what
+//! phpredis does with those (the URL's database wins, `(int)` casts, an empty-ish prefix is no
+//! prefix) is decided here. Errors name the `.env` variable a value came from when there is one,
+//! else the config key and its file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::php;
+use super::php_value::PhpValue;
+use super::repository::{Origin, Repository, Source, unsupported};
+use super::settings::{KeySettings, MysqlSettings, RedisEndpoint, RedisSettings};
+use super::url;
+use super::version::LaravelVersion;
+use crate::error::ConfigError;
+
+/// Debian's `pdo_mysql.default_socket`: PDO connects there when the host is `localhost`.
+pub const PDO_DEFAULT_SOCKET: &str = "/var/run/mysqld/mysqld.sock";
+
+/// Resolves settings from `config`, for the app whose `.env` is `env_file`.
+pub struct Laravel<'a> {
+    pub config: &'a Repository,
+    pub env_file: &'a Path,
+    pub version: Option<&'a LaravelVersion>,
+}
+
+/// A config array (a connection) with the dotted path it sits at, for errors.
+struct Entries {
+    path: String,
+    map: BTreeMap<String, PhpValue>,
+}
+
+impl Entries {
+    fn get(&self, key: &str) -> Result<Option<&PhpValue>, ConfigError> {
+        match self.map.get(key) {
+            Some(PhpValue::Unevaluated(u)) => Err(unsupported(u, &format!("{}.{key}", self.path))),
+            other => Ok(other),
+        }
+    }
+
+    fn text(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        Ok(self.get(key)?.and_then(PhpValue::to_php_string))
+    }
+
+    fn path(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+}
+
+impl Laravel<'_> {
+    fn major(&self) -> u32 {
+        self.version.map_or(8, |v| v.major)
+    }
+
+    /// `config(path)` as a string.
+    fn string(&self, path: &str) -> Result<Option<String>, ConfigError> {
+        self.config.string(path)
+    }
+
+    /// The file to blame for the value at `path`.
+    fn file_of(&self, path: &str) -> PathBuf {
+        match self.config.origin(path) {
+            Some(Origin::File(file)) => file.clone(),
+            _ => self.env_file.to_path_buf(),
+        }
+    }
+
+    /// An invalid value at `path`: blames the `.env` variable it came from when there is one.
+    pub fn invalid(&self, path: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        let reason = reason.into();
+        match self.config.env_name(path) {
+            Some(var) => ConfigError::Invalid {
+                path: self.env_file.to_path_buf(),
+                key: var.to_string(),
+                value: value.to_string(),
+                reason,
+            },
+            None => ConfigError::Invalid {
+                path: self.file_of(path),
+                key: path.to_string(),
+                value: value.to_string(),
+                reason,
+            },
+        }
+    }
+
+    /// The config array at `path`, with its URL merged in as ConfigurationUrlParser does.
+    fn connection(&self, path: &str) -> Result<Option<Entries>, ConfigError> {
+        let Some(PhpValue::Array(entries)) = self.config.get(path)? else {
+            return Ok(None);
+        };
+        let mut entries = Entries {
+            path: path.to_string(),
+            map: entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        let url = entries.text("url")?.filter(|u| !u.is_empty());
+        entries.map.remove("url");
+        if let Some(raw) = url {
+            let parts = url::parse(&raw)
+                .map_err(|reason| self.invalid(&format!("{path}.url"), &raw, reason))?;
+            merge_url(&mut entries.map, &parts);
+        }
+        Ok(Some(entries))
+    }
+
+    /// The default cache store, which must be a redis store.
+    fn store(&self) -> Result<Entries, ConfigError> {
+        let default = self.string("cache.default")?.unwrap_or_default();
+        let store = self.connection(&format!("cache.stores.{default}"))?;
+        if let Some(store) = store
+            && store.text("driver")?.as_deref() == Some("redis")
+        {
+            return Ok(store);
+        }
+        Err(match (self.config.env_name("cache.default"), &self.config.source) {
+            (Some(var), _) => ConfigError::CacheDriver {
+                path: self.env_file.to_path_buf(),
+                name: var.to_string(),
+                found: default,
+            },
+            (None, Source::ConfigCache(_)) => self.invalid(
+                "cache.default",
+                &default,
+                "the default cache store must be a redis store (CACHE_DRIVER=redis, then php artisan config:cache)",
+            ),
+            (None, _) => self.invalid(
+                "cache.default",
+                &default,
+                "the default cache store must be a store with 'driver' => 'redis'",
+            ),
+        })
+    }
+
+    /// The cache store's Redis connection (RedisManager: `database.redis.<name>`).
+    fn redis_connection(&self) -> Result<Entries, ConfigError> {
+        let store = self.store()?;
+        let name = store
+            .text("connection")?
+            .unwrap_or_else(|| "default".into());
+        match self.connection(&format!("database.redis.{name}"))? {
+            Some(conn) => Ok(conn),
+            None => Err(self.invalid(
+                &store.path("connection"),
+                &name,
+                format!(
+                    "Redis connection [{name}] not configured in database.redis (a cluster is not supported yet)"
+                ),
+            )),
+        }
+    }
+
+    pub fn redis(&self) -> Result<RedisSettings, ConfigError> {
+        let conn = self.redis_connection()?;
+        let tls = matches!(conn.text("driver")?.as_deref(), Some("tls"))
+            || matches!(conn.text("scheme")?.as_deref(), Some("tls" | "rediss"));
+        let host = conn.text("host")?.unwrap_or_default();
+        let port = php::int_cast(&conn.text("port")?.unwrap_or_default());
+        let endpoint =
+            self.redis_endpoint(host, port, tls, (&conn.path("host"), &conn.path("port")))?;
+        // phpredis sends AUTH only for a non-empty password (so `null`, `` and `0` mean none).
+        let password = conn
+            .get("password")?
+            .filter(|v| !v.is_php_empty())
+            .and_then(PhpValue::to_php_string);
+        // Laravel 9+ sends an ACL username; Laravel 8's connectors never do.
+        let username = if self.major() >= 9 {
+            conn.get("username")?
+                .filter(|v| !v.is_php_empty())
+                .and_then(PhpValue::to_php_string)
+        } else {
+            None
+        };
+        // `null` (or no key) means phpredis does not SELECT at all: database 0.
+        let database = match conn.get("database")? {
+            None | Some(PhpValue::Null) => 0,
+            Some(v) => php::int_cast(&v.to_php_string().unwrap_or_default()),
+        };
+        if database < 0 {
+            return Err(self.invalid(
+                &conn.path("database"),
+                &database.to_string(),
+                "a database index cannot be negative",
+            ));
+        }
+        Ok(RedisSettings {
+            endpoint,
+            username,
+            password,
+            database,
+        })
+    }
+
+    /// Where phpredis connects for `host` and `port`: a Unix socket for a path with a port below
+    /// 1, TLS for a `tls://` (`ssl://`, `rediss://`) host or a TLS scheme, else TCP. `paths`
+    /// are the settings to blame in errors.
+    fn redis_endpoint(
+        &self,
+        host: String,
+        port: i64,
+        tls: bool,
+        paths: (&str, &str),
+    ) -> Result<RedisEndpoint, ConfigError> {
+        if host.starts_with('/') && port < 1 {
+            return Ok(RedisEndpoint::Unix { path: host.into() });
+        }
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| self.invalid(paths.1, &port.to_string(), "expected a port, 1-65535"))?;
+        if host.is_empty() {
+            return Err(self.invalid(paths.0, "", "a host name is required"));
+        }
+        Ok(match host.split_once("://") {
+            Some(("tls" | "ssl" | "rediss", h)) => RedisEndpoint::Tls {
+                host: h.into(),
+                port,
+            },
+            Some(("tcp" | "redis", h)) => RedisEndpoint::Tcp {
+                host: h.into(),
+                port,
+            },
+            Some((scheme, _)) => {
+                return Err(self.invalid(paths.0, &host, format!("unknown scheme `{scheme}://`")));
+            }
+            None if tls => RedisEndpoint::Tls { host, port },
+            None => RedisEndpoint::Tcp { host, port },
+        })
+    }
+
+    /// The connection prefix (phpredis/predis) and the cache store prefix (RedisStore).
+    pub fn keys(&self, key_type: String) -> Result<KeySettings, ConfigError> {
+        let conn = self.redis_connection()?;
+        let client = self
+            .string("database.redis.client")?
+            .unwrap_or_else(|| "phpredis".into());
+        // The connectors merge the global options, then the connection's own `options`; a
+        // connection-level `prefix` wins for predis (8.77+) and for phpredis from 9.12.
+        let connection_option = match conn.get("options")? {
+            Some(options @ PhpValue::Array(_)) => options.get("prefix").cloned(),
+            _ => None,
+        };
+        let option_prefix = match connection_option {
+            Some(p) => Some(p),
+            None => self.config.get("database.redis.options.prefix")?.cloned(),
+        };
+        let own_prefix_wins = client == "predis"
+            || self
+                .version
+                .is_some_and(|v| (v.major, v.minor().unwrap_or(0)) >= (9, 12));
+        let prefix = match conn.get("prefix")? {
+            Some(own) if own_prefix_wins => Some(own.clone()),
+            _ => option_prefix,
+        };
+        if let Some(PhpValue::Unevaluated(u)) = &prefix {
+            return Err(unsupported(u, "database.redis.options.prefix"));
+        }
+        // phpredis applies a prefix only when it is not PHP-empty; predis whenever it is set.
+        let connection_prefix = match prefix {
+            Some(p) if client == "phpredis" && p.is_php_empty() => String::new(),
+            Some(p) => p.to_php_string().unwrap_or_default(),
+            None => String::new(),
+        };
+        // CacheManager::getPrefix: the store's own prefix ?? cache.prefix; then
+        // RedisStore::setPrefix: Laravel 8-10 append `:` to a non-empty prefix, 11+ do not.
+        let store = self.store()?;
+        let cache_prefix = match store.get("prefix")? {
+            Some(p) if *p != PhpValue::Null => p.clone(),
+            _ => self
+                .config
+                .get("cache.prefix")?
+                .cloned()
+                .unwrap_or(PhpValue::Null),
+        };
+        let colon = self.version.is_none_or(LaravelVersion::cache_prefix_colon);
+        let text = cache_prefix.to_php_string().unwrap_or_default();
+        let store_prefix = if colon {
+            if cache_prefix.is_php_empty() {
+                String::new()
+            } else {
+                format!("{text}:")
+            }
+        } else {
+            text.clone()
+        };
+        Ok(KeySettings {
+            connection_prefix,
+            cache_prefix: text,
+            store_prefix,
+            key_type,
+        })
+    }
+
+    /// The default database connection, its URL and `write` host merged in, as
+    /// DatabaseManager and ConnectionFactory build it; its table prefix applies to our tables.
+    pub fn mysql(&self) -> Result<MysqlSettings, ConfigError> {
+        let default = self.string("database.default")?.unwrap_or_default();
+        let not_mysql = |found: String| match self.config.env_name("database.default") {
+            Some(var) => ConfigError::DbConnection {
+                path: self.env_file.to_path_buf(),
+                name: var.to_string(),
+                found,
+            },
+            None => ConfigError::DbConnection {
+                path: self.file_of("database.default"),
+                name: "database.default".into(),
+                found,
+            },
+        };
+        let path = format!("database.connections.{default}");
+        // The URL's scheme may name another driver.
+        let url_driver = match self.config.get(&format!("{path}.url"))? {
+            Some(u) => u
+                .to_php_string()
+                .filter(|u| !u.is_empty())
+                .and_then(|u| url::parse(&u).ok())
+                .and_then(|p| p.driver),
+            None => None,
+        };
+        let Some(mut conn) = self.connection(&path)? else {
+            return Err(not_mysql(format!(
+                "{default} (no such connection in database.connections)"
+            )));
+        };
+        let driver = conn.text("driver")?.unwrap_or_default();
+        if driver != "mysql" && driver != "mariadb" {
+            return Err(match url_driver {
+                Some(d) => {
+                    let var = self
+                        .config
+                        .env_name(&format!("{path}.url"))
+                        .unwrap_or("the connection's url");
+                    not_mysql(format!("{d} (from {var})"))
+                }
+                None if driver == default => not_mysql(default),
+                None => not_mysql(format!("{default} (driver {driver})")),
+            });
+        }
+        // Writes go to the `write` side of a read/write split.
+        if let Some(PhpValue::Array(write)) = conn.get("write")?.cloned() {
+            for (k, v) in write {
+                conn.map.insert(k.to_string(), v);
+            }
+            conn.path = format!("{path}.write");
+        }
+        let host = match conn.get("host")? {
+            Some(PhpValue::Array(hosts)) => hosts.first().and_then(|(_, h)| h.to_php_string()),
+            Some(h) => h.to_php_string(),
+            None => None,
+        }
+        .unwrap_or_else(|| "127.0.0.1".into());
+        let port_text = conn.text("port")?.unwrap_or_else(|| "3306".into());
+        let port = u16::try_from(php::int_cast(&port_text))
+            .ok()
+            .filter(|p| *p > 0 && php::is_numeric(&port_text))
+            .ok_or_else(|| {
+                self.invalid(&format!("{path}.port"), &port_text, "expected a port, 1-65535")
+            })?;
+        let socket = conn
+            .text("unix_socket")?
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| (host == "localhost").then(|| PathBuf::from(PDO_DEFAULT_SOCKET)));
+        Ok(MysqlSettings {
+            host,
+            port,
+            socket,
+            database: conn.text("database")?.unwrap_or_default(),
+            username: conn.text("username")?.unwrap_or_default(),
+            password: conn.text("password")?.unwrap_or_default(),
+            table_prefix: conn.text("prefix")?.unwrap_or_default(),
+        })
+    }
+
+    /// `config('app.timezone')`, UTC when unset.
+    pub fn timezone(&self) -> Result<String, ConfigError> {
+        Ok(self
+            .string("app.timezone")?
+            .unwrap_or_else(|| "UTC".into()))
+    }
+}
+
+/// ConfigurationUrlParser: the URL's driver and the parts it has override the connection's
+/// keys; its query string wins over everything.
+fn merge_url(conn: &mut BTreeMap<String, PhpValue>, parts: &url::UrlParts) {
+    let to_php = |v: &url::UrlValue| match v {
+        url::UrlValue::Null => PhpValue::Null,
+        url::UrlValue::Bool(b) => PhpValue::Bool(*b),
+        url::UrlValue::Int(i) => PhpValue::Int(*i),
+        url::UrlValue::Float(f) => PhpValue::Float(*f),
+        url::UrlValue::Str(s) => PhpValue::Str(s.clone()),
+    };
+    if let Some(driver) = &parts.driver {
+        conn.insert("driver".into(), PhpValue::Str(driver.clone()));
+    }
+    for (k, v) in &parts.primary {
+        if *v != url::UrlValue::Null {
+            conn.insert((*k).to_string(), to_php(v));
+        }
+    }
+    for (k, v) in &parts.query {
+        conn.insert(k.clone(), to_php(v));
+    }
+}
