@@ -113,7 +113,7 @@ pub enum ConfigError {
     ConfigFile { path: PathBuf, reason: String },
 
     #[error(
-        "{0}; order-expire evaluates only the PHP Laravel's config files are written in: simplify that expression, or run `php artisan config:cache` in the app and order-expire reads Laravel's own resolved values from bootstrap/cache/config.php"
+        "{0}; order-expire evaluates the PHP config files are written in, not arbitrary code: simplify that expression, or run `php artisan config:cache` in the app and order-expire reads Laravel's own resolved values from bootstrap/cache/config.php"
     )]
     Unsupported(crate::config::php_value::Unevaluated),
 

@@ -77,13 +77,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Arc<Stats>, Error> {
     let stats = Arc::new(Stats::default());
-    match &settings.source {
-        Source::ConfigCache(cache) => {
-            tracing::info!(file = %cache.display(), "read the app's configuration cache (Laravel ignores .env while it exists)");
-        }
-        Source::Config => tracing::info!("read the app's config/app.php, config/cache.php and config/database.php with its .env"),
-        Source::Env => tracing::info!("no config/ folder beside the .env: using the stock config files of the app's Laravel version"),
-    }
 
     let redis = RedisTarget::new(&settings.redis)?;
     let mut conn = redis.connect().await?;
@@ -97,6 +90,17 @@ pub async fn run(
     tracing::info!(mysql = %writer.database().endpoint(), database = %settings.mysql.database,
         orders = %settings.schema.orders, products = %settings.schema.products,
         timezone = %settings.timezone.name, "writing to MySQL");
+    match &settings.source {
+        Source::ConfigCache(cache) => {
+            tracing::info!(file = %cache.display(), "read the app's configuration cache (Laravel ignores .env while it exists)");
+        }
+        Source::Config => tracing::info!(
+            "read the app's config/app.php, config/cache.php and config/database.php with its .env"
+        ),
+        Source::Env => tracing::info!(
+            "no config/ folder beside the .env: using the stock config files of the app's Laravel version"
+        ),
+    }
 
     // Reconnects of the subscription trigger a sweep: whatever expired meanwhile was missed.
     let resubscribed = Arc::new(Notify::new());

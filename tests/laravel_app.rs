@@ -24,28 +24,55 @@ fn place(laravel: &LaravelApp, n: usize, ttl: u64) -> Vec<u64> {
         .collect()
 }
 
-async fn orders_placed_by_laravel_are_cancelled(extra: &str) {
+async fn orders_placed_by_laravel_are_cancelled(extra: &str, edits: &[Edit]) {
     let redis = RedisServer::start();
     let db = TestDb::create_empty().await;
     let laravel = LaravelApp::new(&App::env_text(redis.port, &db, extra));
+    customise(&laravel, edits);
     laravel.artisan(&["migrate", "--force"]);
+    // The table prefix the customised config/database.php may set.
+    let config: serde_json::Value =
+        serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim())
+            .expect("Laravel's JSON");
+    let prefix = config["db"]["table_prefix"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let mut worker = laravel.app.start_worker(&[]);
 
     let expiring = place(&laravel, 12, 1);
     let later = place(&laravel, 3, 600);
-    wait_until(WAIT, "the 12 expired orders cancelled", || async {
-        db.count_status(2).await == 12
+    let mut c = db.conn().await;
+    let count_cancelled = format!("SELECT COUNT(*) FROM `{prefix}orders` WHERE status = 2");
+    wait_until(WAIT, "the 12 expired orders cancelled", || {
+        let db = &db;
+        let sql = count_cancelled.clone();
+        async move {
+            let mut c = db.conn().await;
+            let n: Option<u64> = mysql_async::prelude::Queryable::query_first(&mut c, sql)
+                .await
+                .expect("count");
+            n == Some(12)
+        }
     })
     .await;
     for id in &later {
-        assert_eq!(db.status(*id).await, 0, "order {id} has not expired yet");
+        let status: Option<i64> = mysql_async::prelude::Queryable::exec_first(
+            &mut c,
+            format!("SELECT status FROM `{prefix}orders` WHERE id = ?"),
+            (id,),
+        )
+        .await
+        .expect("status");
+        assert_eq!(status, Some(0), "order {id} has not expired yet");
     }
     // 3 products with 1000 each; the 3 unexpired orders still hold one item each.
-    let mut c = db.conn().await;
-    let stock: Vec<i64> =
-        mysql_async::prelude::Queryable::query(&mut c, "SELECT stock FROM products ORDER BY id")
-            .await
-            .expect("stock");
+    let stock: Vec<i64> = mysql_async::prelude::Queryable::query(
+        &mut c,
+        format!("SELECT stock FROM `{prefix}products` ORDER BY id"),
+    )
+    .await
+    .expect("stock");
     assert_eq!(
         stock,
         vec![999, 999, 999],
@@ -57,12 +84,56 @@ async fn orders_placed_by_laravel_are_cancelled(extra: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn orders_placed_by_laravel_with_default_prefixes_are_cancelled() {
-    orders_placed_by_laravel_are_cancelled("").await;
+    orders_placed_by_laravel_are_cancelled("", &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn orders_placed_by_laravel_with_an_empty_redis_prefix_are_cancelled() {
-    orders_placed_by_laravel_are_cancelled("REDIS_PREFIX=").await;
+    orders_placed_by_laravel_are_cancelled("REDIS_PREFIX=", &[]).await;
+}
+
+/// The app edited its config files: a hard-coded Redis prefix built from a variable, a table
+/// prefix on its tables, and its own cache prefix. order-expire must read the files, not assume
+/// the stock ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_placed_by_laravel_with_a_customised_config_are_cancelled() {
+    orders_placed_by_laravel_are_cancelled(
+        "APP_NAME=\"Mall Shop\"",
+        &[
+            (
+                "config/database.php",
+                "use Illuminate\\Support\\Str;",
+                "use Illuminate\\Support\\Str;\n\n$shop = Str::slug(env('APP_NAME', 'laravel'), '_');",
+            ),
+            (
+                "config/database.php",
+                REDIS_PREFIX_EXPR,
+                "\"{$shop}_kv_\"",
+            ),
+            ("config/database.php", "'prefix' => '',", "'prefix' => 'shop_',"),
+            ("config/cache.php", CACHE_PREFIX_EXPR, "'orders_cache'"),
+        ],
+    )
+    .await;
+}
+
+/// An edit of a fixture file: (file, text, replacement); every occurrence is replaced.
+type Edit = (&'static str, &'static str, &'static str);
+
+/// The stock expressions the variants replace.
+const REDIS_PREFIX_EXPR: &str =
+    "env('REDIS_PREFIX', Str::slug(env('APP_NAME', 'laravel'), '_').'_database_')";
+const CACHE_PREFIX_EXPR: &str =
+    "env('CACHE_PREFIX', Str::slug(env('APP_NAME', 'laravel'), '_').'_cache')";
+
+/// Applies `edits` to the copied fixture app; each must change its file.
+fn customise(laravel: &LaravelApp, edits: &[Edit]) {
+    for (file, from, to) in edits {
+        let path = laravel.dir().join(file);
+        let text = std::fs::read_to_string(&path).expect("read config file");
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&path, text.replace(from, to)).expect("customise config file");
+    }
 }
 
 /// `.env` variants whose resolution must match Laravel's own, field by field.
@@ -114,6 +185,126 @@ const VARIANTS: &[&str] = &[
     "DATABASE_URL=mysql2://u@db.internal/db2\nDB_PORT=3310",
 ];
 
+/// Variants in which the app edited its config files (no configuration cache): order-expire
+/// evaluates config/*.php as PHP would. Each: a label, the .env lines, the edits.
+const CONFIG_VARIANTS: &[(&str, &str, &[Edit])] = &[
+    (
+        "hard-coded Redis prefix",
+        "",
+        &[("config/database.php", REDIS_PREFIX_EXPR, "'hardcoded_'")],
+    ),
+    (
+        "table prefix",
+        "",
+        &[(
+            "config/database.php",
+            "'prefix' => '',",
+            "'prefix' => 'shop_',",
+        )],
+    ),
+    (
+        "cache store on the default connection",
+        "REDIS_DB=5\nREDIS_CACHE_DB=3",
+        &[(
+            "config/cache.php",
+            "'connection' => 'cache',",
+            "'connection' => 'default',",
+        )],
+    ),
+    (
+        "store-level prefix",
+        "CACHE_PREFIX=ignored",
+        &[(
+            "config/cache.php",
+            "'lock_connection' => 'default',",
+            "'lock_connection' => 'default',\n            'prefix' => 'store_only',",
+        )],
+    ),
+    (
+        "hard-coded cache prefix",
+        "CACHE_PREFIX=ignored",
+        &[("config/cache.php", CACHE_PREFIX_EXPR, "'mall_cache'")],
+    ),
+    (
+        "app time zone",
+        "",
+        &[(
+            "config/app.php",
+            "'timezone' => 'UTC',",
+            "'timezone' => 'Asia/Shanghai',",
+        )],
+    ),
+    (
+        "renamed default connection",
+        "DB_CONNECTION=main\nDB_DATABASE=shop",
+        &[("config/database.php", "'mysql' => [", "'main' => [")],
+    ),
+    (
+        "hard-coded REDIS_URL with a database",
+        "REDIS_URL=redis://ignored:1/1",
+        &[(
+            "config/database.php",
+            "'url' => env('REDIS_URL'),",
+            "'url' => 'redis://cache.internal:6390/4',",
+        )],
+    ),
+    (
+        "variable and interpolation",
+        "APP_NAME=\"Mall Shop\"",
+        &[
+            (
+                "config/database.php",
+                "use Illuminate\\Support\\Str;",
+                "use Illuminate\\Support\\Str;\n\n$shop = Str::slug(env('APP_NAME', 'laravel'), '_');",
+            ),
+            ("config/database.php", REDIS_PREFIX_EXPR, "\"{$shop}_kv_\""),
+        ],
+    ),
+    (
+        "cast, arithmetic and ?:",
+        "REDIS_CACHE_DB=2\nREDIS_PREFIX=",
+        &[
+            (
+                "config/database.php",
+                "'database' => env('REDIS_CACHE_DB', '1'),",
+                "'database' => (int) env('REDIS_CACHE_DB', 1) + 2,",
+            ),
+            (
+                "config/database.php",
+                REDIS_PREFIX_EXPR,
+                "env('REDIS_PREFIX') ?: 'fallback_'",
+            ),
+        ],
+    ),
+    (
+        "?? and a ternary on the environment",
+        "APP_ENV=production",
+        &[(
+            "config/cache.php",
+            CACHE_PREFIX_EXPR,
+            "env('APP_ENV') === 'production' ? (env('NOT_SET') ?? 'prod_cache') : 'dev_cache'",
+        )],
+    ),
+    (
+        "predis with a connection-level prefix",
+        "REDIS_CLIENT=predis",
+        &[(
+            "config/database.php",
+            "'database' => env('REDIS_CACHE_DB', '1'),",
+            "'database' => env('REDIS_CACHE_DB', '1'),\n            'prefix' => 'conn_',",
+        )],
+    ),
+    (
+        "values order-expire does not need are outside its PHP",
+        "",
+        &[(
+            "config/database.php",
+            "'migrations' => 'migrations',",
+            "'migrations' => collect(['migrations'])->first(),",
+        )],
+    ),
+];
+
 /// Variants compared after `php artisan config:cache`; `true`: with a customised
 /// config/database.php (a hard-coded Redis prefix and a table prefix).
 const CACHED_VARIANTS: &[(&str, bool)] = &[
@@ -132,6 +323,7 @@ const CACHED_VARIANTS: &[(&str, bool)] = &[
 
 /// The fields both sides report, as (pointer in Laravel's JSON, pointer in ours).
 const FIELDS: &[(&str, &str)] = &[
+    ("/source", "/source"),
     ("/redis/database", "/redis/database"),
     ("/redis/prefix", "/redis/prefix"),
     ("/redis/tls", "/redis/tls"),
@@ -145,61 +337,85 @@ const FIELDS: &[(&str, &str)] = &[
     ("/timezone", "/timezone"),
 ];
 
-#[test]
-fn settings_resolve_as_in_laravel() {
-    let mut differences = Vec::new();
-    for variant in VARIANTS {
-        let env = format!("CACHE_DRIVER=redis\nDB_CONNECTION=mysql\n{variant}\n");
-        let laravel = LaravelApp::new(&env);
-        let theirs: serde_json::Value =
-            serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim())
-                .expect("Laravel's JSON");
-        let output = laravel.app.run(&["check", "--json", "--no-connect"]);
+/// Compares what Laravel resolves for the app with `check --json`; records differences.
+fn compare(laravel: &LaravelApp, label: &str, differences: &mut Vec<String>) {
+    let theirs: serde_json::Value =
+        serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim())
+            .expect("Laravel's JSON");
+    let output = laravel.app.run(&["check", "--json", "--no-connect"]);
+    assert!(
+        output.status.success(),
+        "{label}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ours: serde_json::Value = serde_json::from_slice(&output.stdout).expect("our JSON");
+    for side in [&theirs, &ours] {
         assert!(
-            output.status.success(),
-            "{variant:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
+            side["key_pattern"].is_string() && side["channel"].is_string(),
+            "{label}: both sides report the key pattern and channel: {side}"
         );
-        let ours: serde_json::Value = serde_json::from_slice(&output.stdout).expect("our JSON");
-        for (their_field, our_field) in FIELDS {
-            if theirs.pointer(their_field) != ours.pointer(our_field) {
-                differences.push(format!(
-                    "{variant:?} {their_field}: laravel {:?}, ours {:?}",
-                    theirs.pointer(their_field),
-                    ours.pointer(our_field)
-                ));
-            }
-        }
-        // The Redis host and the MySQL host/socket, as each side spells them.
-        let their_host = theirs
-            .pointer("/redis/host")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        let our_host = ours
-            .pointer("/redis/host")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        if their_host.trim_start_matches("tls://") != our_host {
+    }
+    for (their_field, our_field) in FIELDS {
+        if theirs.pointer(their_field) != ours.pointer(our_field) {
             differences.push(format!(
-                "{variant:?} redis host: laravel {their_host:?}, ours {our_host:?}"
+                "{label} {their_field}: laravel {:?}, ours {:?}",
+                theirs.pointer(their_field),
+                ours.pointer(our_field)
             ));
         }
     }
+    // The Redis host, as each side spells it.
+    let host = |v: &serde_json::Value| {
+        v.pointer("/redis/host")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .trim_start_matches("tls://")
+            .to_string()
+    };
+    if host(&theirs) != host(&ours) {
+        differences.push(format!(
+            "{label} redis host: laravel {:?}, ours {:?}",
+            host(&theirs),
+            host(&ours)
+        ));
+    }
+}
+
+#[test]
+fn settings_resolve_as_in_laravel() {
+    let mut differences = Vec::new();
+    let base = "CACHE_DRIVER=redis\nDB_CONNECTION=mysql\n";
+    for variant in VARIANTS {
+        let laravel = LaravelApp::new(&format!("{base}{variant}\n"));
+        compare(&laravel, &format!("{variant:?}"), &mut differences);
+    }
+    // The app's own config files, edited.
+    for (label, variant, edits) in CONFIG_VARIANTS {
+        let laravel = LaravelApp::new(&format!("{base}{variant}\n"));
+        customise(&laravel, edits);
+        compare(
+            &laravel,
+            &format!("{label} ({variant:?})"),
+            &mut differences,
+        );
+    }
     // The same after `php artisan config:cache`, with the .env changed afterwards (Laravel, and
     // so order-expire, must now ignore it), and with a customised config/database.php.
-    for (variant, customise) in CACHED_VARIANTS {
-        let env = format!("CACHE_DRIVER=redis\nDB_CONNECTION=mysql\n{variant}\n");
+    for (variant, customised) in CACHED_VARIANTS {
+        let env = format!("{base}{variant}\n");
         let laravel = LaravelApp::new(&env);
-        if *customise {
-            let path = laravel.dir().join("config/database.php");
-            let text = std::fs::read_to_string(&path).expect("database.php");
-            let text = text
-                .replacen("'prefix' => '',", "'prefix' => 'shop_',", 2)
-                .replace(
-                    "env('REDIS_PREFIX', Str::slug(env('APP_NAME', 'laravel'), '_').'_database_')",
-                    "'hardcoded_'",
-                );
-            std::fs::write(&path, text).expect("customise database.php");
+        if *customised {
+            customise(
+                &laravel,
+                &[
+                    (
+                        "config/database.php",
+                        "'prefix' => '',",
+                        "'prefix' => 'shop_',",
+                    ),
+                    ("config/database.php", REDIS_PREFIX_EXPR, "'hardcoded_'"),
+                ],
+            );
         }
         laravel.artisan(&["config:cache"]);
         std::fs::write(
@@ -207,42 +423,60 @@ fn settings_resolve_as_in_laravel() {
             format!("{env}REDIS_PREFIX=after_cache_\nCACHE_PREFIX=after\n"),
         )
         .expect("change .env");
-        let theirs: serde_json::Value =
-            serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim())
-                .expect("Laravel's JSON");
-        let output = laravel.app.run(&["check", "--json", "--no-connect"]);
-        assert!(
-            output.status.success(),
-            "{variant:?} cached: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let ours: serde_json::Value = serde_json::from_slice(&output.stdout).expect("our JSON");
-        assert_eq!(theirs["source"], "config-cache");
-        assert_eq!(ours["source"], "config-cache");
-        for (their_field, our_field) in FIELDS {
-            if theirs.pointer(their_field) != ours.pointer(our_field) {
-                differences.push(format!(
-                    "{variant:?} (config:cache{}) {their_field}: laravel {:?}, ours {:?}",
-                    if *customise {
-                        ", customised database.php"
-                    } else {
-                        ""
-                    },
-                    theirs.pointer(their_field),
-                    ours.pointer(our_field)
-                ));
+        let label = format!(
+            "{variant:?} (config:cache{})",
+            if *customised {
+                ", customised database.php"
+            } else {
+                ""
             }
-        }
+        );
+        compare(&laravel, &label, &mut differences);
     }
+    let total = VARIANTS.len() + CONFIG_VARIANTS.len() + CACHED_VARIANTS.len();
     println!(
-        "{} .env variants and {} config:cache variants compared with Laravel",
+        "{total} variants compared with Laravel: {} .env, {} edited config files, {} config:cache",
         VARIANTS.len(),
+        CONFIG_VARIANTS.len(),
         CACHED_VARIANTS.len()
     );
+    assert!(total >= 30);
     assert!(
         differences.is_empty(),
         "{} differences:\n{}",
         differences.len(),
         differences.join("\n")
     );
+}
+
+/// A value order-expire needs, written in PHP it does not evaluate: `check` fails with one
+/// line naming the file, the line and the expression, and suggests `config:cache`; after
+/// `php artisan config:cache` the same app resolves.
+#[test]
+fn a_needed_value_outside_the_evaluated_php_is_named_and_config_cache_is_the_way_out() {
+    let laravel = LaravelApp::new("CACHE_DRIVER=redis\nDB_CONNECTION=mysql\n");
+    customise(
+        &laravel,
+        &[(
+            "config/database.php",
+            REDIS_PREFIX_EXPR,
+            "collect(['shop', 'kv'])->implode('_')",
+        )],
+    );
+    let output = laravel.app.run(&["check", "--json", "--no-connect"]);
+    assert!(!output.status.success(), "must fail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr.lines().last().unwrap_or("");
+    for needle in [
+        "config/database.php:",
+        "collect(['shop', 'kv'])->implode('_')",
+        "database.redis.options.prefix",
+        "php artisan config:cache",
+    ] {
+        assert!(line.contains(needle), "{needle:?} in {stderr}");
+    }
+    laravel.artisan(&["config:cache"]);
+    let mut differences = Vec::new();
+    compare(&laravel, "after config:cache", &mut differences);
+    assert!(differences.is_empty(), "{differences:?}");
 }

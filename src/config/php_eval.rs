@@ -53,7 +53,11 @@ pub struct EvaluatedFile {
 
 /// Evaluates the PHP `source` of the config file at `file`. A syntax error fails, as it would
 /// fail Laravel; anything else outside the subset is left [`PhpValue::Unevaluated`].
-pub fn evaluate_file(file: &Path, source: &str, ctx: &Context) -> Result<EvaluatedFile, Unevaluated> {
+pub fn evaluate_file(
+    file: &Path,
+    source: &str,
+    ctx: &Context,
+) -> Result<EvaluatedFile, Unevaluated> {
     let parsed = php_rs_parser::parse(source);
     let lines = &parsed.source_map;
     let line_of = |span: Span| lines.offset_to_line_col(span.start).to_one_based().0;
@@ -62,7 +66,9 @@ pub fn evaluate_file(file: &Path, source: &str, ctx: &Context) -> Result<Evaluat
             file: file.to_path_buf(),
             line: line_of(error.span()),
             expression: snippet(source, error.span()),
-            reason: format!("is a PHP syntax error ({error}); Laravel cannot load this file either"),
+            reason: format!(
+                "is a PHP syntax error ({error}); Laravel cannot load this file either"
+            ),
         });
     }
     let mut eval = Evaluator {
@@ -141,9 +147,7 @@ impl Evaluator<'_> {
                 }
                 StmtKind::Declare(_) | StmtKind::Nop | StmtKind::InlineHtml(_) => {}
                 StmtKind::Expression(expr) => match &expr.kind {
-                    ExprKind::Assign(assign)
-                        if assign.op == AssignOp::Assign && !assign.by_ref =>
-                    {
+                    ExprKind::Assign(assign) if assign.op == AssignOp::Assign && !assign.by_ref => {
                         let ExprKind::Variable(name) = &assign.target.kind else {
                             return self.unevaluated(
                                 stmt.span,
@@ -202,16 +206,14 @@ impl Evaluator<'_> {
                             key => match array_key(&key) {
                                 Some(k) => Some(k),
                                 None => {
-                                    return self.unevaluated(
-                                        key_expr.span,
-                                        "is not a valid array key",
-                                    );
+                                    return self
+                                        .unevaluated(key_expr.span, "is not a valid array key");
                                 }
                             },
                         },
                     };
                     let child = match (&key, path) {
-                        (Some(k), Some(p)) if p.is_empty() => Some(k.to_string()),
+                        (Some(k), Some("")) => Some(k.to_string()),
                         (Some(k), Some(p)) => Some(format!("{p}.{k}")),
                         _ => None,
                     };
@@ -229,7 +231,10 @@ impl Evaluator<'_> {
                         }
                     }
                     u @ PhpValue::Unevaluated(_) => return u,
-                    _ => return self.unevaluated(inner.span, "spreads something that is not an array"),
+                    _ => {
+                        return self
+                            .unevaluated(inner.span, "spreads something that is not an array");
+                    }
                 },
                 _ => return self.unevaluated(element.span, "is a by-reference array element"),
             }
@@ -249,7 +254,11 @@ impl Evaluator<'_> {
             ExprKind::Nowdoc(nowdoc) => PhpValue::Str(nowdoc.value.to_string()),
             ExprKind::Array(elements) => self.array(elements, None),
             ExprKind::Parenthesized(inner) => self.eval(inner),
-            ExprKind::Variable(name) => self.vars.get(name.as_str()).cloned().unwrap_or(PhpValue::Null),
+            ExprKind::Variable(name) => self
+                .vars
+                .get(name.as_str())
+                .cloned()
+                .unwrap_or(PhpValue::Null),
             ExprKind::Name(name) => self.constant(name, expr.span),
             ExprKind::MagicConst(kind) => match kind {
                 MagicConstKind::Dir => PhpValue::Str(
@@ -279,10 +288,10 @@ impl Evaluator<'_> {
                         Some(PhpValue::Float(f)) => PhpValue::Float(-f),
                         _ => self.unevaluated(expr.span, "negates something that is not a number"),
                     },
-                    UnaryPrefixOp::Plus => to_number(&value).unwrap_or_else(|| {
-                        self.unevaluated(expr.span, "is not a number")
-                    }),
-                    _ => self.unevaluated(expr.span, "uses an operator order-expire does not evaluate"),
+                    UnaryPrefixOp::Plus => to_number(&value)
+                        .unwrap_or_else(|| self.unevaluated(expr.span, "is not a number")),
+                    _ => self
+                        .unevaluated(expr.span, "uses an operator order-expire does not evaluate"),
                 }
             }
             ExprKind::Binary(binary) => {
@@ -337,7 +346,10 @@ impl Evaluator<'_> {
                         .map_or(PhpValue::Null, |(_, v)| v.clone()),
                     // PHP: reading an offset of null is null (with a warning).
                     (PhpValue::Null, _) => PhpValue::Null,
-                    _ => self.unevaluated(expr.span, "reads an offset of something that is not an array"),
+                    _ => self.unevaluated(
+                        expr.span,
+                        "reads an offset of something that is not an array",
+                    ),
                 }
             }
             ExprKind::FunctionCall(call) => {
@@ -351,7 +363,8 @@ impl Evaluator<'_> {
                 let (ExprKind::Name(class), ExprKind::Identifier(method)) =
                     (&call.class.kind, &call.method.kind)
                 else {
-                    return self.unevaluated(expr.span, "calls a method order-expire does not evaluate");
+                    return self
+                        .unevaluated(expr.span, "calls a method order-expire does not evaluate");
                 };
                 let class = self.class_name(class).to_ascii_lowercase();
                 let method = method.to_ascii_lowercase();
@@ -362,7 +375,9 @@ impl Evaluator<'_> {
                     ("illuminate\\support\\env" | "env", "get") => {
                         self.call("env", &call.args, expr.span)
                     }
-                    _ => self.unevaluated(expr.span, "calls a method order-expire does not evaluate"),
+                    _ => {
+                        self.unevaluated(expr.span, "calls a method order-expire does not evaluate")
+                    }
                 }
             }
             ExprKind::ClassConstAccess(access) => {
@@ -514,7 +529,8 @@ impl Evaluator<'_> {
             }
             BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => {
                 let (Some(l), Some(r)) = (to_number(&left), to_number(&right)) else {
-                    return self.unevaluated(span, "does arithmetic on something that is not a number");
+                    return self
+                        .unevaluated(span, "does arithmetic on something that is not a number");
                 };
                 arithmetic(op, &l, &r)
                     .unwrap_or_else(|| self.unevaluated(span, "divides by zero or overflows"))
@@ -609,7 +625,10 @@ impl Evaluator<'_> {
         }
         let named = args.iter().any(|(n, _)| n.is_some());
         if named {
-            return self.unevaluated(span, "passes named arguments to a function order-expire does not know them for");
+            return self.unevaluated(
+                span,
+                "passes named arguments to a function order-expire does not know them for",
+            );
         }
         let text = |i: usize| values.get(i).map(string_of);
         let result = match (function, values.as_slice()) {
@@ -618,12 +637,24 @@ impl Evaluator<'_> {
                 let name = text(0).unwrap_or_default().to_ascii_lowercase();
                 Some(PhpValue::Bool(matches!(
                     name.as_str(),
-                    "pdo" | "pdo_mysql" | "mysqlnd" | "redis" | "json" | "mbstring" | "openssl"
-                        | "ctype" | "tokenizer" | "filter"
+                    "pdo"
+                        | "pdo_mysql"
+                        | "mysqlnd"
+                        | "redis"
+                        | "json"
+                        | "mbstring"
+                        | "openssl"
+                        | "ctype"
+                        | "tokenizer"
+                        | "filter"
                 )))
             }
             ("array_filter", [PhpValue::Array(entries)]) => Some(PhpValue::Array(
-                entries.iter().filter(|(_, v)| v.truthy()).cloned().collect(),
+                entries
+                    .iter()
+                    .filter(|(_, v)| v.truthy())
+                    .cloned()
+                    .collect(),
             )),
             ("array_merge", arrays) if arrays.iter().all(|a| matches!(a, PhpValue::Array(_))) => {
                 let mut merged = PhpArray::default();
@@ -640,7 +671,8 @@ impl Evaluator<'_> {
                 Some(PhpValue::Array(merged.entries))
             }
             ("explode", [_, _]) => {
-                let (separator, subject) = (text(0).unwrap_or_default(), text(1).unwrap_or_default());
+                let (separator, subject) =
+                    (text(0).unwrap_or_default(), text(1).unwrap_or_default());
                 (!separator.is_empty()).then(|| {
                     PhpValue::Array(
                         subject
@@ -758,7 +790,11 @@ fn first_env_name(expr: &Expr) -> Option<String> {
             let ExprKind::Name(name) = &call.name.kind else {
                 return None;
             };
-            if name.as_str().trim_start_matches('\\').eq_ignore_ascii_case("env") {
+            if name
+                .as_str()
+                .trim_start_matches('\\')
+                .eq_ignore_ascii_case("env")
+            {
                 return match call.args.first().map(|a| &a.kind) {
                     Some(ArgKind::Value(Expr {
                         kind: ExprKind::String(s),
@@ -816,10 +852,7 @@ fn array_key(value: &PhpValue) -> Option<ArrayKey> {
         PhpValue::Float(f) => Some(ArrayKey::Int(*f as i64)),
         PhpValue::Null => Some(ArrayKey::Str(String::new())),
         PhpValue::Str(s) => {
-            let canonical = s
-                .parse::<i64>()
-                .ok()
-                .filter(|i| i.to_string() == *s);
+            let canonical = s.parse::<i64>().ok().filter(|i| i.to_string() == *s);
             Some(canonical.map_or_else(|| ArrayKey::Str(s.clone()), ArrayKey::Int))
         }
         PhpValue::Array(_) | PhpValue::Unevaluated(_) => None,
@@ -947,18 +980,28 @@ mod tests {
     #[test]
     fn laravel_8_database_php_evaluates_as_in_php() {
         let source = include_str!("stock/laravel8/database.php");
-        let file = eval_with(source, "APP_NAME=\"My Shop\"\nREDIS_CACHE_DB=3\nDB_PORT=3307");
+        let file = eval_with(
+            source,
+            "APP_NAME=\"My Shop\"\nREDIS_CACHE_DB=3\nDB_PORT=3307",
+        );
         let v = &file.value;
-        assert_eq!(text(v, "redis.options.prefix").as_deref(), Some("my_shop_database_"));
+        assert_eq!(
+            text(v, "redis.options.prefix").as_deref(),
+            Some("my_shop_database_")
+        );
         assert_eq!(text(v, "redis.cache.database").as_deref(), Some("3"));
         assert_eq!(v.lookup("redis.cache.password"), Some(&PhpValue::Null));
         assert_eq!(text(v, "connections.mysql.port").as_deref(), Some("3307"));
         assert_eq!(
-            file.from_env.get("redis.options.prefix").map(String::as_str),
+            file.from_env
+                .get("redis.options.prefix")
+                .map(String::as_str),
             Some("REDIS_PREFIX")
         );
         assert_eq!(
-            file.from_env.get("connections.mysql.port").map(String::as_str),
+            file.from_env
+                .get("connections.mysql.port")
+                .map(String::as_str),
             Some("DB_PORT")
         );
     }
@@ -1038,13 +1081,24 @@ mod tests {
             panic!("providers is unevaluated: {v:?}");
         };
         assert_eq!(u.line, 4);
-        assert!(u.expression.starts_with("ServiceProvider::defaultProviders()"), "{u}");
+        assert!(
+            u.expression
+                .starts_with("ServiceProvider::defaultProviders()"),
+            "{u}"
+        );
         let Some(PhpValue::Unevaluated(u)) = v.lookup("nested.x") else {
             panic!("nested.x is unevaluated");
         };
-        assert!(u.to_string().contains("config/test.php:5: `gethostname()` calls gethostname()"), "{u}");
+        assert!(
+            u.to_string()
+                .contains("config/test.php:5: `gethostname()` calls gethostname()"),
+            "{u}"
+        );
         // Below an unevaluated value, everything is unknown.
-        assert!(matches!(v.lookup("providers.0.x"), Some(PhpValue::Unevaluated(_))));
+        assert!(matches!(
+            v.lookup("providers.0.x"),
+            Some(PhpValue::Unevaluated(_))
+        ));
     }
 
     #[test]
@@ -1062,8 +1116,12 @@ mod tests {
             env: &env,
             base_path: Path::new("/app"),
         };
-        let err = evaluate_file(Path::new("/app/config/cache.php"), "<?php\nreturn [\n  'a' => ,\n];\n", &ctx)
-            .expect_err("syntax error");
+        let err = evaluate_file(
+            Path::new("/app/config/cache.php"),
+            "<?php\nreturn [\n  'a' => ,\n];\n",
+            &ctx,
+        )
+        .expect_err("syntax error");
         assert_eq!(err.line, 3, "{err}");
         assert!(err.to_string().contains("syntax error"), "{err}");
     }
@@ -1075,8 +1133,14 @@ mod tests {
         assert_eq!(loose_compare(&PhpValue::Int(0), &s("a")), Some(Less));
         assert_eq!(loose_compare(&PhpValue::Int(1), &s("01")), Some(Equal));
         assert_eq!(loose_compare(&s("1e1"), &s("10")), Some(Equal));
-        assert_eq!(loose_compare(&PhpValue::Null, &PhpValue::Bool(false)), Some(Equal));
+        assert_eq!(
+            loose_compare(&PhpValue::Null, &PhpValue::Bool(false)),
+            Some(Equal)
+        );
         assert_eq!(loose_compare(&PhpValue::Null, &s("")), Some(Equal));
-        assert_eq!(loose_compare(&PhpValue::Int(80200), &PhpValue::Int(80500)), Some(Less));
+        assert_eq!(
+            loose_compare(&PhpValue::Int(80200), &PhpValue::Int(80500)),
+            Some(Less)
+        );
     }
 }

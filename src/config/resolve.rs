@@ -161,7 +161,12 @@ impl Laravel<'_> {
         let tls = matches!(conn.text("driver")?.as_deref(), Some("tls"))
             || matches!(conn.text("scheme")?.as_deref(), Some("tls" | "rediss"));
         let host = conn.text("host")?.unwrap_or_default();
-        let port = php::int_cast(&conn.text("port")?.unwrap_or_default());
+        let port_text = conn.text("port")?.unwrap_or_default();
+        // phpredis casts the port with (int); a word there is a mistake, not port 0.
+        if !host.starts_with('/') && !php::is_numeric(&port_text) {
+            return Err(self.invalid(&conn.path("port"), &port_text, "expected a port, 1-65535"));
+        }
+        let port = php::int_cast(&port_text);
         let endpoint =
             self.redis_endpoint(host, port, tls, (&conn.path("host"), &conn.path("port")))?;
         // phpredis sends AUTH only for a non-empty password (so `null`, `` and `0` mean none).
@@ -360,7 +365,11 @@ impl Laravel<'_> {
             .ok()
             .filter(|p| *p > 0 && php::is_numeric(&port_text))
             .ok_or_else(|| {
-                self.invalid(&format!("{path}.port"), &port_text, "expected a port, 1-65535")
+                self.invalid(
+                    &format!("{path}.port"),
+                    &port_text,
+                    "expected a port, 1-65535",
+                )
             })?;
         let socket = conn
             .text("unix_socket")?
@@ -380,9 +389,7 @@ impl Laravel<'_> {
 
     /// `config('app.timezone')`, UTC when unset.
     pub fn timezone(&self) -> Result<String, ConfigError> {
-        Ok(self
-            .string("app.timezone")?
-            .unwrap_or_else(|| "UTC".into()))
+        Ok(self.string("app.timezone")?.unwrap_or_else(|| "UTC".into()))
     }
 }
 

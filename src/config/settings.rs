@@ -253,11 +253,7 @@ impl Settings {
         schema
             .apply_table_prefix(&mysql.table_prefix)
             .map_err(|reason| {
-                laravel.invalid(
-                    "database.connections.*.prefix",
-                    &mysql.table_prefix,
-                    reason,
-                )
+                laravel.invalid("database.connections.*.prefix", &mysql.table_prefix, reason)
             })?;
         let timezone = match ours.timezone()? {
             Some(tz) => tz,
@@ -678,7 +674,10 @@ mod tests {
     #[test]
     fn mysql_localhost_means_the_socket_as_in_pdo() {
         let s = resolve("CACHE_DRIVER=redis\nDB_HOST=localhost").expect("resolves");
-        assert_eq!(s.mysql.socket, Some(PathBuf::from(super::super::resolve::PDO_DEFAULT_SOCKET)));
+        assert_eq!(
+            s.mysql.socket,
+            Some(PathBuf::from(super::super::resolve::PDO_DEFAULT_SOCKET))
+        );
         let s = resolve("CACHE_DRIVER=redis\nDB_SOCKET=/tmp/my.sock\nDB_PASSWORD=\"p@ss#word\"")
             .expect("resolves");
         assert_eq!(s.mysql.socket, Some(PathBuf::from("/tmp/my.sock")));
