@@ -51,6 +51,8 @@ pub struct RedisReport {
     pub password: Option<&'static str>,
     pub database: i64,
     pub tls: bool,
+    /// `phpredis` or `predis`.
+    pub client: String,
     /// The connection prefix (`database.redis.options.prefix`).
     pub prefix: String,
 }
@@ -71,6 +73,11 @@ pub struct DbReport {
     pub username: String,
     pub password: &'static str,
     pub table_prefix: String,
+    /// `SET NAMES` as Laravel sends it (null: not sent).
+    pub charset: Option<String>,
+    pub collation: Option<String>,
+    /// The connection's `timezone` key (`SET time_zone`), when it has one.
+    pub timezone: Option<String>,
     pub orders_table: String,
     pub products_table: String,
     pub items_table: Option<String>,
@@ -127,6 +134,7 @@ impl Report {
                 password: r.password.as_ref().map(|_| "***"),
                 database: r.database,
                 tls,
+                client: r.client.clone(),
                 prefix: settings.keys.connection_prefix.clone(),
             },
             cache: CacheReport {
@@ -147,6 +155,9 @@ impl Report {
                     "***"
                 },
                 table_prefix: m.table_prefix.clone(),
+                charset: m.session.charset.clone(),
+                collation: m.session.collation.clone(),
+                timezone: m.session.timezone.clone(),
                 orders_table: settings.schema.orders.as_str().to_string(),
                 products_table: settings.schema.products.as_str().to_string(),
                 items_table,

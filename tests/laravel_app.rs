@@ -38,6 +38,7 @@ async fn orders_placed_by_laravel_are_cancelled(extra: &str, edits: &[Edit]) {
         .as_str()
         .unwrap_or("")
         .to_string();
+    let session_tz = config["db"]["timezone"].as_str().map(str::to_string);
     let mut worker = laravel.app.start_worker(&[]);
 
     let expiring = place(&laravel, 12, 1);
@@ -78,8 +79,43 @@ async fn orders_placed_by_laravel_are_cancelled(extra: &str, edits: &[Edit]) {
         vec![999, 999, 999],
         "stock back for exactly the cancelled orders"
     );
+    // updated_at as Eloquent writes it: now in the app time zone (UTC here), read back in a
+    // session set up as Laravel sets it up (the connection's `timezone` key, if any).
+    if let Some(tz) = &session_tz {
+        mysql_async::prelude::Queryable::query_drop(&mut c, format!("SET time_zone = '{tz}'"))
+            .await
+            .expect("session time zone");
+    }
+    let skew: Option<i64> = mysql_async::prelude::Queryable::query_first(
+        &mut c,
+        format!(
+            "SELECT MAX(ABS(TIMESTAMPDIFF(SECOND, updated_at, UTC_TIMESTAMP()))) FROM `{prefix}orders` WHERE status = 2"
+        ),
+    )
+    .await
+    .expect("updated_at");
+    assert!(
+        skew.is_some_and(|s| s < 120),
+        "updated_at of cancelled orders is now in the app time zone, as Laravel reads it; off by {skew:?} s"
+    );
     assert_eq!(expiring.len(), 12);
     assert!(worker.stop(Duration::from_secs(10)).success());
+}
+
+/// The app's MySQL connection has a `timezone` key: Laravel sets the session time zone, so a
+/// TIMESTAMP literal means something else than in a default session. order-expire must write
+/// `updated_at` in the same session Eloquent would.
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_placed_by_laravel_on_a_connection_with_a_time_zone_get_eloquents_updated_at() {
+    orders_placed_by_laravel_are_cancelled(
+        "",
+        &[(
+            "config/database.php",
+            "'strict' => true,",
+            "'strict' => true,\n            'timezone' => '+08:00',",
+        )],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -226,6 +262,27 @@ const CONFIG_VARIANTS: &[(&str, &str, &[Edit])] = &[
         &[("config/cache.php", CACHE_PREFIX_EXPR, "'mall_cache'")],
     ),
     (
+        "charset without a collation, session time zone",
+        "",
+        &[
+            (
+                "config/database.php",
+                "'charset' => 'utf8mb4',",
+                "'charset' => 'utf8',",
+            ),
+            (
+                "config/database.php",
+                "'collation' => 'utf8mb4_unicode_ci',",
+                "'collation' => null,",
+            ),
+            (
+                "config/database.php",
+                "'strict' => true,",
+                "'strict' => true,\n            'timezone' => '+08:00',",
+            ),
+        ],
+    ),
+    (
         "app time zone",
         "",
         &[(
@@ -327,6 +384,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("/redis/database", "/redis/database"),
     ("/redis/prefix", "/redis/prefix"),
     ("/redis/tls", "/redis/tls"),
+    ("/redis/client", "/redis/client"),
     ("/cache/prefix", "/cache/prefix"),
     ("/channel", "/channel"),
     ("/key_pattern", "/key_pattern"),
@@ -334,6 +392,9 @@ const FIELDS: &[(&str, &str)] = &[
     ("/db/database", "/db/database"),
     ("/db/username", "/db/username"),
     ("/db/table_prefix", "/db/table_prefix"),
+    ("/db/charset", "/db/charset"),
+    ("/db/collation", "/db/collation"),
+    ("/db/timezone", "/db/timezone"),
     ("/timezone", "/timezone"),
 ];
 

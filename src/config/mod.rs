@@ -36,6 +36,6 @@ pub mod version;
 
 pub use schema::{Ident, OrderLines, Schema};
 pub use settings::{
-    KeySettings, MysqlSettings, Overrides, RecoverySettings, RedisEndpoint, RedisSettings,
-    Settings, TimeZoneSetting, keys,
+    KeySettings, MysqlSession, MysqlSettings, Overrides, RecoverySettings, RedisEndpoint,
+    RedisSettings, Settings, SqlMode, TimeZoneSetting, keys,
 };

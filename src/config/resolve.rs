@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use super::php;
 use super::php_value::PhpValue;
 use super::repository::{Origin, Repository, Source, unsupported};
-use super::settings::{KeySettings, MysqlSettings, RedisEndpoint, RedisSettings};
+use super::settings::{
+    KeySettings, MysqlSession, MysqlSettings, RedisEndpoint, RedisSettings, SqlMode,
+};
 use super::url;
 use super::version::LaravelVersion;
 use crate::error::ConfigError;
@@ -194,11 +196,22 @@ impl Laravel<'_> {
                 "a database index cannot be negative",
             ));
         }
+        let client = self
+            .string("database.redis.client")?
+            .unwrap_or_else(|| "phpredis".into());
+        if client != "phpredis" && client != "predis" {
+            return Err(self.invalid(
+                "database.redis.client",
+                &client,
+                "expected phpredis or predis",
+            ));
+        }
         Ok(RedisSettings {
             endpoint,
             username,
             password,
             database,
+            client,
         })
     }
 
@@ -384,6 +397,50 @@ impl Laravel<'_> {
             username: conn.text("username")?.unwrap_or_default(),
             password: conn.text("password")?.unwrap_or_default(),
             table_prefix: conn.text("prefix")?.unwrap_or_default(),
+            session: self.session(&conn)?,
+        })
+    }
+
+    /// MySqlConnector's `configureEncoding`, `configureTimezone` and `setModes`. The values go
+    /// into SQL, so they must look like what they are.
+    fn session(&self, conn: &Entries) -> Result<MysqlSession, ConfigError> {
+        let checked =
+            |key: &str, allowed: fn(char) -> bool| -> Result<Option<String>, ConfigError> {
+                match conn.text(key)? {
+                    Some(v) if !v.is_empty() && v.chars().all(allowed) => Ok(Some(v)),
+                    Some(v) => Err(self.invalid(&conn.path(key), &v, "not a valid MySQL name")),
+                    None => Ok(None),
+                }
+            };
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let zone = |c: char| c.is_ascii_alphanumeric() || "_+-:/".contains(c);
+        let sql_mode = match conn.get("modes")? {
+            Some(PhpValue::Array(modes)) => {
+                let mut list = Vec::new();
+                for (_, mode) in modes {
+                    let mode = mode.to_php_string().unwrap_or_default();
+                    if mode.is_empty() || !mode.chars().all(word) {
+                        return Err(self.invalid(
+                            &conn.path("modes"),
+                            &mode,
+                            "not a MySQL sql_mode",
+                        ));
+                    }
+                    list.push(mode);
+                }
+                SqlMode::Modes(list)
+            }
+            _ => match conn.get("strict")? {
+                None | Some(PhpValue::Null) => SqlMode::Unset,
+                Some(v) if v.truthy() => SqlMode::Strict,
+                Some(_) => SqlMode::NotStrict,
+            },
+        };
+        Ok(MysqlSession {
+            charset: checked("charset", word)?,
+            collation: checked("collation", word)?,
+            timezone: checked("timezone", zone)?,
+            sql_mode,
         })
     }
 

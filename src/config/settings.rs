@@ -79,6 +79,8 @@ pub struct RedisSettings {
     pub password: Option<String>,
     /// The cache database index (`REDIS_CACHE_DB`), as phpredis `SELECT`s it.
     pub database: i64,
+    /// `phpredis` or `predis` (`database.redis.client`): they apply prefixes differently.
+    pub client: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +128,61 @@ pub struct MysqlSettings {
     /// The connection's table prefix (`'prefix'` in config/database.php), already applied to
     /// the schema's table names.
     pub table_prefix: String,
+    /// What Laravel's MySqlConnector sets on every connection, so that our writes mean what
+    /// Eloquent's mean (a `timezone` key changes how a TIMESTAMP literal is stored).
+    pub session: MysqlSession,
+}
+
+/// The session settings of a Laravel MySQL connection (`charset`, `collation`, `timezone`,
+/// `strict`, `modes`), already checked to be safe to put in SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlSession {
+    /// `SET NAMES '<charset>'` (with `COLLATE '<collation>'`); nothing when the charset is unset.
+    pub charset: Option<String>,
+    pub collation: Option<String>,
+    /// `SET time_zone = '<timezone>'`, only when the connection has a `timezone` key.
+    pub timezone: Option<String>,
+    pub sql_mode: SqlMode,
+}
+
+impl MysqlSession {
+    /// The statements MySqlConnector sends after connecting, in its order.
+    pub fn statements(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(charset) = &self.charset {
+            let collation = self
+                .collation
+                .as_ref()
+                .map(|c| format!(" COLLATE '{c}'"))
+                .unwrap_or_default();
+            out.push(format!("SET NAMES '{charset}'{collation}"));
+        }
+        if let Some(tz) = &self.timezone {
+            out.push(format!("SET time_zone = '{tz}'"));
+        }
+        match &self.sql_mode {
+            SqlMode::Unset => {}
+            SqlMode::Strict => out.push(
+                "SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'".into(),
+            ),
+            SqlMode::NotStrict => {
+                out.push("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'".into());
+            }
+            SqlMode::Modes(modes) => {
+                out.push(format!("SET SESSION sql_mode = '{}'", modes.join(",")));
+            }
+        }
+        out
+    }
+}
+
+/// `sql_mode` as MySqlConnector::setModes picks it: `modes`, else `strict`, else untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlMode {
+    Unset,
+    Strict,
+    NotStrict,
+    Modes(Vec<String>),
 }
 
 impl MysqlSettings {
@@ -149,6 +206,7 @@ impl fmt::Debug for MysqlSettings {
             .field("username", &self.username)
             .field("password", &"***")
             .field("table_prefix", &self.table_prefix)
+            .field("session", &self.session)
             .finish()
     }
 }
@@ -470,6 +528,14 @@ mod tests {
             ("forge", "forge")
         );
         assert_eq!(s.timezone.name, "UTC");
+        assert_eq!(
+            s.mysql.session.statements(),
+            vec![
+                "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'".to_string(),
+                "SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'".to_string(),
+            ],
+            "the session Laravel 8's MySqlConnector sets up"
+        );
         assert_eq!((s.schema.unpaid_status, s.schema.cancelled_status), (0, 2));
         assert_eq!(
             s.recovery.order_ttl, None,

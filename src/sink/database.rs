@@ -10,14 +10,10 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
-use crate::config::{MysqlSettings, OrderLines, Schema, keys};
+use crate::config::{MysqlSession, MysqlSettings, OrderLines, Schema, keys};
 use crate::error::Error;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Laravel 8's MySqlConnector: `strict => true` on a server that has no NO_AUTO_CREATE_USER.
-const LARAVEL_SQL_MODE: &str = "SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'";
-const LARAVEL_NAMES: &str = "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'";
 
 /// Which optional columns the app's tables have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +45,11 @@ impl Database {
             .db_name(Some(settings.database.clone()))
             .prefer_socket(false)
             .tcp_keepalive(Some(Duration::from_secs(30)))
-            .init(vec![
-                LARAVEL_NAMES.to_string(),
-                LARAVEL_SQL_MODE.to_string(),
-            ])
+            // The session Laravel's MySqlConnector sets up (names, time zone, sql_mode). Not
+            // `init`: the pool resets a connection (COM_RESET_CONNECTION) each time it comes
+            // back, which clears session variables, and only `setup` runs again after a reset.
+            // mysql_async runs the list from its end, hence the reversal.
+            .setup(session_setup(&settings.session))
             .pool_opts(
                 PoolOpts::default()
                     .with_constraints(constraints)
@@ -306,4 +303,11 @@ fn connect_error(settings: &MysqlSettings, e: &mysql_async::Error) -> Error {
         cause,
         hint,
     }
+}
+
+/// The session statements, reversed: mysql_async runs its `setup` list from the end.
+fn session_setup(session: &MysqlSession) -> Vec<String> {
+    let mut statements = session.statements();
+    statements.reverse();
+    statements
 }

@@ -23,6 +23,7 @@ return [
             'charset' => env('DB_CHARSET', 'utf8mb4'),
             'collation' => env('DB_COLLATION', 'utf8mb4_unicode_ci'),
             'prefix' => '',
+            'strict' => true,
         ],
 
         'mariadb' => [
@@ -37,6 +38,7 @@ return [
             'charset' => env('DB_CHARSET', 'utf8mb4'),
             'collation' => env('DB_COLLATION', 'utf8mb4_unicode_ci'),
             'prefix' => '',
+            'strict' => true,
         ],
 
         'pgsql' => ['driver' => 'pgsql'],

@@ -22,6 +22,7 @@ return [
             'charset' => 'utf8mb4',
             'collation' => 'utf8mb4_unicode_ci',
             'prefix' => '',
+            'strict' => true,
         ],
 
         'pgsql' => ['driver' => 'pgsql'],
