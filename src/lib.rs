@@ -9,9 +9,10 @@
 //!
 //! The data path is a small pipeline, and the modules follow it:
 //!
-//! * [`config`]: reads the Laravel app's configuration the way Laravel does (its configuration
-//!   cache, else `.env` with phpdotenv semantics, `env()` mapping and `Str::slug` defaults) and
-//!   resolves every [`config::Settings`] the worker needs.
+//! * [`config`]: reads the Laravel app's configuration the way Laravel boots (`.env` with
+//!   phpdotenv semantics and `env()` mapping; then its configuration cache, else its
+//!   `config/*.php` evaluated with a PHP parser, else the stock files of its Laravel version) and
+//!   resolves every [`config::Settings`] the worker needs as Laravel's managers would.
 //! * [`source`]: where expired orders come from. [`source::keyspace`] keeps a subscription to
 //!   `__keyevent@<db>__:expired` alive across disconnects; [`source::deadline`] makes Redis expire
 //!   each order key at its deadline; [`source::sweep`] reconciles the database with the cache for
