@@ -20,10 +20,11 @@ pub struct Report {
     /// Where the settings came from: `.env`, `config` or `config-cache`.
     pub source: &'static str,
     pub env_file: String,
+    /// The config files Laravel's settings were read from (or Laravel's stock files).
+    pub config_files: Vec<String>,
     /// The Laravel version and where it was found (`null`: unknown, Laravel 8's rules apply).
     pub laravel: Option<LaravelReport>,
-    /// Warnings about the settings themselves (e.g. a configuration cache order-expire does not
-    /// read yet).
+    /// Warnings about the settings themselves.
     pub warnings: Vec<String>,
     pub redis: RedisReport,
     pub cache: CacheReport,
@@ -120,6 +121,7 @@ impl Report {
         Self {
             source: settings.source(),
             env_file: settings.env_file.display().to_string(),
+            config_files: settings.config_files.clone(),
             warnings: Vec::new(),
             laravel: settings.laravel.as_ref().map(|v| LaravelReport {
                 version: v.text.clone(),
@@ -181,6 +183,7 @@ impl Report {
         let r = &self.redis;
         let d = &self.db;
         let _ = writeln!(out, "settings from {} ({})", self.env_file, self.source);
+        let _ = writeln!(out, "  config      {}", self.config_files.join(", "));
         let _ = writeln!(
             out,
             "  laravel     {}",

@@ -27,6 +27,11 @@ async fn check_reports_settings_and_healthy_connections() {
     let report = json(&output);
     assert!(output.status.success(), "{report:#}");
     assert_eq!(report["source"], ".env");
+    assert_eq!(
+        report["config_files"],
+        serde_json::json!(["Laravel 8's stock config files"]),
+        "no config/ folder beside the .env"
+    );
     assert_eq!(report["redis"]["port"], redis.port);
     assert_eq!(report["redis"]["database"], 2);
     assert_eq!(report["redis"]["prefix"], "mall_shop_database_");
@@ -119,6 +124,12 @@ fn a_configuration_cache_is_read_instead_of_the_env_file() {
     let report = json(&output);
     assert!(output.status.success(), "{report:#}");
     assert_eq!(report["source"], "config-cache");
+    assert!(
+        report["config_files"][0]
+            .as_str()
+            .is_some_and(|f| f.ends_with("bootstrap/cache/config.php")),
+        "{report:#}"
+    );
     assert_eq!(
         report["key_pattern"],
         "shop_database_shop_cache:ORDER_CONFIRM:*"

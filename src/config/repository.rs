@@ -55,7 +55,7 @@ impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::File(path) => write!(f, "{}", path.display()),
-            Self::Stock { major } => write!(f, "Laravel {major}'s stock config"),
+            Self::Stock { major } => write!(f, "Laravel {major}'s stock config files"),
         }
     }
 }
@@ -275,6 +275,20 @@ impl Repository {
     /// The `env()` variable the value at `path` was read from, if it was.
     pub fn env_name(&self, path: &str) -> Option<&str> {
         self.from_env.get(path).map(String::as_str)
+    }
+
+    /// Where Laravel's settings were read, in order: files, or the stock copies.
+    pub fn read_from(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in FILES {
+            if let Some(origin) = self.origins.get(name) {
+                let text = origin.to_string();
+                if !out.contains(&text) {
+                    out.push(text);
+                }
+            }
+        }
+        out
     }
 
     /// The file that holds `path`.

@@ -163,14 +163,15 @@ impl Laravel<'_> {
         let tls = matches!(conn.text("driver")?.as_deref(), Some("tls"))
             || matches!(conn.text("scheme")?.as_deref(), Some("tls" | "rediss"));
         let host = conn.text("host")?.unwrap_or_default();
+        // phpredis casts the port with (int), as we do; errors show what was written.
         let port_text = conn.text("port")?.unwrap_or_default();
-        // phpredis casts the port with (int); a word there is a mistake, not port 0.
-        if !host.starts_with('/') && !php::is_numeric(&port_text) {
-            return Err(self.invalid(&conn.path("port"), &port_text, "expected a port, 1-65535"));
-        }
         let port = php::int_cast(&port_text);
-        let endpoint =
-            self.redis_endpoint(host, port, tls, (&conn.path("host"), &conn.path("port")))?;
+        let endpoint = self.redis_endpoint(
+            host,
+            (port, &port_text),
+            tls,
+            (&conn.path("host"), &conn.path("port")),
+        )?;
         // phpredis sends AUTH only for a non-empty password (so `null`, `` and `0` mean none).
         let password = conn
             .get("password")?
@@ -221,7 +222,7 @@ impl Laravel<'_> {
     fn redis_endpoint(
         &self,
         host: String,
-        port: i64,
+        (port, port_text): (i64, &str),
         tls: bool,
         paths: (&str, &str),
     ) -> Result<RedisEndpoint, ConfigError> {
@@ -231,7 +232,7 @@ impl Laravel<'_> {
         let port = u16::try_from(port)
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| self.invalid(paths.1, &port.to_string(), "expected a port, 1-65535"))?;
+            .ok_or_else(|| self.invalid(paths.1, port_text, "expected a port, 1-65535"))?;
         if host.is_empty() {
             return Err(self.invalid(paths.0, "", "a host name is required"));
         }
@@ -374,9 +375,10 @@ impl Laravel<'_> {
         }
         .unwrap_or_else(|| "127.0.0.1".into());
         let port_text = conn.text("port")?.unwrap_or_else(|| "3306".into());
+        // PDO reads the DSN's port as a C integer: the leading digits, as (int) does.
         let port = u16::try_from(php::int_cast(&port_text))
             .ok()
-            .filter(|p| *p > 0 && php::is_numeric(&port_text))
+            .filter(|p| *p > 0)
             .ok_or_else(|| {
                 self.invalid(
                     &format!("{path}.port"),

@@ -52,6 +52,8 @@ pub struct Settings {
     /// Where Laravel's settings were read: the configuration cache (Laravel then ignores
     /// `.env`, and so do we), the app's `config/*.php`, or the stock files with the `.env`.
     pub source: Source,
+    /// The files Laravel's settings were read from (or the stock files used instead).
+    pub config_files: Vec<String>,
     pub redis: RedisSettings,
     pub keys: KeySettings,
     pub mysql: MysqlSettings,
@@ -327,6 +329,7 @@ impl Settings {
             env_file: env_file.to_path_buf(),
             laravel: version,
             source: config.source.clone(),
+            config_files: config.read_from(),
             redis,
             keys,
             mysql,
