@@ -141,3 +141,46 @@ fn a_configuration_cache_is_read_instead_of_the_env_file() {
     assert_eq!(report["db"]["orders_table"], "shop_orders");
     assert_eq!(report["timezone"], "Asia/Shanghai");
 }
+
+/// A Laravel 11 slim app: only `config/app.php` of its own. Laravel fills in the framework's
+/// `cache.php` and `database.php` (CACHE_STORE, REDIS_CACHE_CONNECTION, DB_URL, no `:` after
+/// the cache prefix); so must order-expire.
+#[test]
+fn a_laravel_11_slim_app_gets_the_frameworks_config() {
+    let app = App::with_env(
+        "CACHE_STORE=redis\nDB_CONNECTION=mariadb\nDB_URL=mysql://shop:pw@db.internal:3307/shop\nREDIS_CACHE_CONNECTION=default\nREDIS_DB=4\nAPP_NAME=\"Slim Shop\"\n",
+    );
+    let root = app.env_file().parent().expect("app root").to_path_buf();
+    std::fs::create_dir_all(root.join("config")).expect("mkdir");
+    std::fs::write(
+        root.join("config/app.php"),
+        "<?php\n\nreturn [\n    'name' => env('APP_NAME', 'Laravel'),\n    'timezone' => 'Asia/Shanghai',\n    'providers' => ServiceProvider::defaultProviders()->merge([])->toArray(),\n];\n",
+    )
+    .expect("write app.php");
+    std::fs::write(
+        root.join("composer.lock"),
+        r#"{"packages": [{"name": "laravel/framework", "version": "v11.31.0"}]}"#,
+    )
+    .expect("write composer.lock");
+    let output = app.run(&["check", "--json", "--no-connect"]);
+    let report = json(&output);
+    assert!(output.status.success(), "{report:#}");
+    assert_eq!(report["source"], "config");
+    assert_eq!(report["laravel"]["major"], 11);
+    assert_eq!(
+        report["config_files"],
+        serde_json::json!([
+            root.join("config/app.php").display().to_string(),
+            "Laravel 11's stock config files"
+        ])
+    );
+    assert_eq!(report["timezone"], "Asia/Shanghai");
+    assert_eq!(report["channel"], "__keyevent@4__:expired");
+    assert_eq!(
+        report["key_pattern"],
+        "slim_shop_database_slim_shop_cache_ORDER_CONFIRM:*"
+    );
+    assert_eq!(report["db"]["host"], "db.internal");
+    assert_eq!(report["db"]["port"], 3307);
+    assert_eq!(report["db"]["database"], "shop");
+}
