@@ -30,7 +30,7 @@ use php_ast::{AssignOp, BinaryOp, CastKind, MagicConstKind, NameKind, Span, Unar
 use super::env_value::EnvValue;
 use super::environment::Environment;
 use super::php;
-use super::php_value::{ArrayKey, PhpValue, Unevaluated};
+use super::php_value::{ArrayKey, PhpArray, PhpValue, Unevaluated};
 use super::slug::slug;
 
 /// What a config file's code can see.
@@ -221,15 +221,7 @@ impl Evaluator<'_> {
                     array.insert(key, value);
                 }
                 ArrayElementKind::Spread(inner) => match self.eval(inner) {
-                    PhpValue::Array(entries) => {
-                        for (k, v) in entries {
-                            // PHP 8.1+: string keys are kept, integer keys renumbered.
-                            match k {
-                                ArrayKey::Int(_) => array.insert(None, v),
-                                key => array.insert(Some(key), v),
-                            }
-                        }
-                    }
+                    PhpValue::Array(entries) => array.append(&entries),
                     u @ PhpValue::Unevaluated(_) => return u,
                     _ => {
                         return self
@@ -239,7 +231,7 @@ impl Evaluator<'_> {
                 _ => return self.unevaluated(element.span, "is a by-reference array element"),
             }
         }
-        PhpValue::Array(array.entries)
+        array.into_value()
     }
 
     fn eval(&mut self, expr: &Expr) -> PhpValue {
@@ -549,17 +541,28 @@ impl Evaluator<'_> {
             .collect()
     }
 
+    /// `args` put in the slots of the parameters `names`, as PHP binds positional and named
+    /// arguments; `None` when an argument has no slot.
+    fn bind<'e, const N: usize>(
+        args: &[(Option<String>, &'e Expr)],
+        names: [&str; N],
+    ) -> Option<[Option<&'e Expr>; N]> {
+        let mut slots = [None; N];
+        for (i, (name, e)) in args.iter().enumerate() {
+            let index = match name {
+                Some(n) => names.iter().position(|p| p == n)?,
+                None => i,
+            };
+            *slots.get_mut(index)? = Some(*e);
+        }
+        Some(slots)
+    }
+
     fn call(&mut self, function: &str, args: &[Arg], span: Span) -> PhpValue {
         let Some(args) = Self::arguments(args) else {
             return self.unevaluated(span, "passes arguments order-expire does not evaluate");
         };
-        // Parameter `index` (or its name) of the call, not yet evaluated.
-        let param = |index: usize, name: &str| -> Option<&Expr> {
-            args.iter()
-                .find(|(n, _)| n.as_deref() == Some(name))
-                .or_else(|| args.get(index).filter(|(n, _)| n.is_none()))
-                .map(|(_, e)| *e)
-        };
+        let no_slot = "passes arguments the function does not take";
         let base = self.ctx.base_path;
         let path_helper = |dir: &str| -> Option<PathBuf> {
             Some(match dir {
@@ -574,7 +577,10 @@ impl Evaluator<'_> {
             })
         };
         if let Some(dir) = path_helper(function) {
-            let sub = match param(0, "path") {
+            let Some([path]) = Self::bind(&args, ["path"]) else {
+                return self.unevaluated(span, no_slot);
+            };
+            let sub = match path {
                 Some(e) => match self.eval(e) {
                     u @ PhpValue::Unevaluated(_) => return u,
                     v => string_of(&v),
@@ -591,7 +597,10 @@ impl Evaluator<'_> {
         // Every other function: evaluate the arguments in order, as PHP does (env()'s default
         // only when it is needed).
         if function == "env" {
-            let Some(key_expr) = param(0, "key") else {
+            let Some([key, default]) = Self::bind(&args, ["key", "default"]) else {
+                return self.unevaluated(span, no_slot);
+            };
+            let Some(key_expr) = key else {
                 return self.unevaluated(span, "calls env() without a variable name");
             };
             let key = match self.eval(key_expr) {
@@ -604,7 +613,7 @@ impl Evaluator<'_> {
                 Some(EnvValue::Null) => PhpValue::Null,
                 Some(EnvValue::Bool(b)) => PhpValue::Bool(b),
                 Some(EnvValue::Str(s)) => PhpValue::Str(s),
-                None => match param(1, "default") {
+                None => match default {
                     None => PhpValue::Null,
                     Some(default) => match &default.kind {
                         // value($default): a closure default is called.
@@ -660,15 +669,10 @@ impl Evaluator<'_> {
                 let mut merged = PhpArray::default();
                 for array in arrays {
                     if let PhpValue::Array(entries) = array {
-                        for (k, v) in entries {
-                            match k {
-                                ArrayKey::Int(_) => merged.insert(None, v.clone()),
-                                key => merged.insert(Some(key.clone()), v.clone()),
-                            }
-                        }
+                        merged.append(entries);
                     }
                 }
-                Some(PhpValue::Array(merged.entries))
+                Some(merged.into_value())
             }
             ("explode", [_, _]) => {
                 let (separator, subject) =
@@ -744,22 +748,18 @@ impl Evaluator<'_> {
         let Some(args) = Self::arguments(args) else {
             return self.unevaluated(span, "passes arguments order-expire does not evaluate");
         };
-        let names: &[&str] = match method {
-            "slug" => &["title", "separator", "language", "dictionary"],
-            _ => &["value"],
+        let slots = match method {
+            "slug" => Self::bind(&args, ["title", "separator", "language", "dictionary"]),
+            _ => Self::bind(&args, ["value"]).map(|[value]| [value, None, None, None]),
         };
-        let mut values: Vec<Option<PhpValue>> = vec![None; names.len()];
-        for (i, (name, e)) in args.iter().enumerate() {
-            let index = match name {
-                Some(n) => names.iter().position(|p| p == n),
-                None => Some(i),
-            };
-            let Some(index) = index.filter(|i| *i < names.len()) else {
-                return self.unevaluated(span, "passes arguments Str does not take");
-            };
-            match self.eval(e) {
-                u @ PhpValue::Unevaluated(_) => return u,
-                v => values[index] = Some(v),
+        let Some(slots) = slots else {
+            return self.unevaluated(span, "passes arguments Str does not take");
+        };
+        let mut values: Vec<Option<PhpValue>> = Vec::with_capacity(slots.len());
+        for slot in slots {
+            match slot.map(|e| self.eval(e)) {
+                Some(u @ PhpValue::Unevaluated(_)) => return u,
+                v => values.push(v),
             }
         }
         let text = values[0].as_ref().map(string_of).unwrap_or_default();
@@ -818,28 +818,6 @@ fn first_env_name(expr: &Expr) -> Option<String> {
             .or_else(|| t.then_expr.as_ref().and_then(first_env_name))
             .or_else(|| first_env_name(&t.else_expr)),
         _ => None,
-    }
-}
-
-/// A PHP array under construction: insertion order, overwrites in place, next integer index.
-#[derive(Default)]
-struct PhpArray {
-    entries: Vec<(ArrayKey, PhpValue)>,
-    next: i64,
-}
-
-impl PhpArray {
-    fn insert(&mut self, key: Option<ArrayKey>, value: PhpValue) {
-        let key = key.unwrap_or(ArrayKey::Int(self.next));
-        if let ArrayKey::Int(i) = key
-            && i >= self.next
-        {
-            self.next = i.saturating_add(1);
-        }
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
-            Some(entry) => entry.1 = value,
-            None => self.entries.push((key, value)),
-        }
     }
 }
 

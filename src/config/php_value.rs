@@ -124,6 +124,45 @@ impl PhpValue {
     }
 }
 
+/// A PHP array being built: insertion order kept, an existing key overwritten in place, and
+/// the next integer key one past the largest so far.
+#[derive(Debug, Default)]
+pub struct PhpArray {
+    entries: Vec<(ArrayKey, PhpValue)>,
+    next: i64,
+}
+
+impl PhpArray {
+    /// `$array[$key] = $value`, or `$array[] = $value` for `None`.
+    pub fn insert(&mut self, key: Option<ArrayKey>, value: PhpValue) {
+        let key = key.unwrap_or(ArrayKey::Int(self.next));
+        if let ArrayKey::Int(i) = key
+            && i >= self.next
+        {
+            self.next = i.saturating_add(1);
+        }
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    /// Adds `entries` as `array_merge` and `[...$spread]` do: string keys overwrite, integer
+    /// keys are renumbered.
+    pub fn append(&mut self, entries: &[(ArrayKey, PhpValue)]) {
+        for (k, v) in entries {
+            match k {
+                ArrayKey::Int(_) => self.insert(None, v.clone()),
+                key => self.insert(Some(key.clone()), v.clone()),
+            }
+        }
+    }
+
+    pub fn into_value(self) -> PhpValue {
+        PhpValue::Array(self.entries)
+    }
+}
+
 /// Reads the text of `bootstrap/cache/config.php`.
 pub fn parse_config_cache(source: &str) -> Result<PhpValue, String> {
     let mut p = Reader {

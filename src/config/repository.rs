@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::environment::Environment;
 use super::php_eval::{Context, evaluate_file};
-use super::php_value::{ArrayKey, PhpValue, Unevaluated, parse_config_cache};
+use super::php_value::{ArrayKey, PhpArray, PhpValue, Unevaluated, parse_config_cache};
 use crate::error::ConfigError;
 
 /// The config files the worker reads.
@@ -87,38 +87,7 @@ impl Repository {
         if !config_dir.is_dir() {
             return Self::stock(root, env, major);
         }
-        let ctx = Context {
-            env,
-            base_path: root,
-        };
-        let mut repository = Self::stock(root, env, major)?;
-        repository.source = Source::Config;
-        for name in FILES {
-            let path = config_dir.join(format!("{name}.php"));
-            let source = match std::fs::read_to_string(&path) {
-                Ok(source) => source,
-                // Laravel 11+ fall back to the framework's copy; older versions would have no
-                // such configuration, and the stock file is the best reading of the .env.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if major <= 10 {
-                        tracing::warn!(
-                            "{} is missing; using Laravel {major}'s stock {name}.php with the .env",
-                            path.display()
-                        );
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    return Err(ConfigError::ConfigFile {
-                        path,
-                        reason: e.to_string(),
-                    });
-                }
-            };
-            let file = evaluate_file(&path, &source, &ctx).map_err(ConfigError::Unsupported)?;
-            repository.merge_file(name, file.value, file.from_env, Origin::File(path), major);
-        }
-        Ok(repository)
+        Self::assemble(root, env, major, Some(&config_dir))
     }
 
     /// Reads `php artisan config:cache` output.
@@ -146,23 +115,46 @@ impl Repository {
 
     /// The stock `app`, `cache` and `database` files of Laravel `major`, evaluated with `env`.
     pub fn stock(root: &Path, env: &Environment, major: u32) -> Result<Self, ConfigError> {
+        Self::assemble(root, env, major, None)
+    }
+
+    /// Evaluates the app's files in `config_dir` (if any), with the stock copy of each file
+    /// where Laravel `major` would use it: for a file the app lacks, and from Laravel 11 under
+    /// every file, which is merged over it.
+    fn assemble(
+        root: &Path,
+        env: &Environment,
+        major: u32,
+        config_dir: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
         let ctx = Context {
             env,
             base_path: root,
         };
         let mut repository = Self {
-            source: Source::Env,
+            source: if config_dir.is_some() {
+                Source::Config
+            } else {
+                Source::Env
+            },
             values: PhpValue::Array(Vec::new()),
             from_env: BTreeMap::new(),
             origins: BTreeMap::new(),
         };
-        for name in FILES {
-            let path = Path::new("src/config/stock")
-                .join(stock_folder(major))
-                .join(format!("{name}.php"));
-            let file = evaluate_file(&path, stock_source(major, name), &ctx)
-                .map_err(ConfigError::Unsupported)?;
-            repository.set(name, file.value, file.from_env, Origin::Stock { major });
+        for (name, (stock_path, stock_source)) in FILES.into_iter().zip(stock_files(major)) {
+            let app = match config_dir {
+                Some(dir) => read_app_file(&dir.join(format!("{name}.php")), major)?,
+                None => None,
+            };
+            if app.is_none() || major >= 11 {
+                let file = evaluate_file(Path::new(stock_path), stock_source, &ctx)
+                    .map_err(ConfigError::Unsupported)?;
+                repository.set(name, file.value, file.from_env, Origin::Stock { major });
+            }
+            if let Some((path, source)) = app {
+                let file = evaluate_file(&path, &source, &ctx).map_err(ConfigError::Unsupported)?;
+                repository.merge_file(name, file.value, file.from_env, Origin::File(path), major);
+            }
         }
         Ok(repository)
     }
@@ -175,8 +167,7 @@ impl Repository {
         from_env: BTreeMap<String, String>,
         origin: Origin,
     ) {
-        self.from_env
-            .retain(|path, _| path != name && !path.starts_with(&format!("{name}.")));
+        self.from_env.retain(|path, _| !under(path, name));
         self.from_env.extend(
             from_env
                 .into_iter()
@@ -191,8 +182,9 @@ impl Repository {
         }
     }
 
-    /// Puts the app's file `name` in place: over the framework's copy in Laravel 11+ (merged
-    /// as `LoadConfiguration` merges), instead of it before.
+    /// Puts the app's file `name` in place: instead of the stock copy up to Laravel 10, merged
+    /// over the framework's copy from 11 as `LoadConfiguration::mergeConfig` does
+    /// (`array_merge`, and once more for `database.connections` and `cache.stores`).
     fn merge_file(
         &mut self,
         name: &str,
@@ -201,61 +193,43 @@ impl Repository {
         origin: Origin,
         major: u32,
     ) {
-        if major <= 10 {
-            return self.set(name, app, app_env, origin);
-        }
         let base = self.values.get(name).cloned().unwrap_or(PhpValue::Null);
-        let (PhpValue::Array(base_entries), PhpValue::Array(app_entries)) = (&base, &app) else {
+        let (true, PhpValue::Array(base_entries), PhpValue::Array(app_entries)) =
+            (major >= 11, &base, &app)
+        else {
             return self.set(name, app, app_env, origin);
         };
-        // What the framework's copy says about keys the app leaves alone stays true.
+        let mut merged = PhpArray::default();
+        merged.append(base_entries);
+        merged.append(app_entries);
+        // Keys (relative to the file) whose framework value the app's replaces.
+        let mut replaced: Vec<String> = app_entries.iter().map(|(k, _)| k.to_string()).collect();
         let nested = match name {
             "database" => Some("connections"),
             "cache" => Some("stores"),
             _ => None,
         };
-        let mut merged = base_entries.clone();
-        for (key, value) in app_entries {
-            let key_text = key.to_string();
-            let value = match (nested, value, base.get(&key_text)) {
-                (Some(n), PhpValue::Array(app_inner), Some(PhpValue::Array(base_inner)))
-                    if key_text == n =>
-                {
-                    let mut inner = base_inner.clone();
-                    for (k, v) in app_inner {
-                        match inner.iter_mut().find(|(ik, _)| ik == k) {
-                            Some(entry) => entry.1 = v.clone(),
-                            None => inner.push((k.clone(), v.clone())),
-                        }
-                        // The app's connection replaces the framework's wholesale.
-                        let prefix = format!("{name}.{key_text}.{k}");
-                        self.from_env
-                            .retain(|p, _| *p != prefix && !p.starts_with(&format!("{prefix}.")));
-                    }
-                    PhpValue::Array(inner)
-                }
-                _ => {
-                    let prefix = format!("{name}.{key_text}");
-                    self.from_env
-                        .retain(|p, _| *p != prefix && !p.starts_with(&format!("{prefix}.")));
-                    value.clone()
-                }
-            };
-            match merged.iter_mut().find(|(k, _)| *k == *key) {
-                Some(entry) => entry.1 = value,
-                None => merged.push((key.clone(), value)),
-            }
+        if let Some(key) = nested
+            && let (Some(PhpValue::Array(base_inner)), Some(PhpValue::Array(app_inner))) =
+                (base.get(key), app.get(key))
+        {
+            let mut inner = PhpArray::default();
+            inner.append(base_inner);
+            inner.append(app_inner);
+            merged.insert(Some(ArrayKey::Str(key.into())), inner.into_value());
+            replaced.retain(|k| k != key);
+            replaced.extend(app_inner.iter().map(|(k, _)| format!("{key}.{k}")));
         }
-        let keep: BTreeMap<String, String> = self
+        // Where the framework's values that survive came from stays known.
+        let inherited: Vec<(String, String)> = self
             .from_env
             .iter()
-            .filter(|(p, _)| p.starts_with(&format!("{name}.")))
-            .map(|(p, v)| (p[name.len() + 1..].to_string(), v.clone()))
+            .filter_map(|(path, var)| Some((path.strip_prefix(name)?.strip_prefix('.')?, var)))
+            .filter(|(path, _)| !replaced.iter().any(|r| under(path, r)))
+            .map(|(path, var)| (path.to_string(), var.clone()))
             .collect();
-        for (path, var) in keep {
-            app_env.entry(path).or_insert(var);
-        }
-        self.set(name, PhpValue::Array(merged), app_env, origin);
+        app_env.extend(inherited);
+        self.set(name, merged.into_value(), app_env, origin);
     }
 
     /// `config('a.b.c')`: `Ok(None)` when it is not set, an error when it (or something it is
@@ -304,29 +278,67 @@ pub fn unsupported(u: &Unevaluated, path: &str) -> ConfigError {
     ConfigError::Unsupported(u)
 }
 
-fn stock_folder(major: u32) -> &'static str {
-    match major {
-        0..=8 => "laravel8",
-        9 | 10 => "laravel9",
-        11 => "laravel11",
-        _ => "laravel12",
+/// The text of the app's config file at `path`; `None` when the app has none (Laravel 11+
+/// then use the framework's copy; older versions would have no such configuration, and the
+/// stock file is the best reading of the `.env`).
+fn read_app_file(path: &Path, major: u32) -> Result<Option<(PathBuf, String)>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(source) => Ok(Some((path.to_path_buf(), source))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if major <= 10 {
+                tracing::warn!(
+                    "{} is missing; using Laravel {major}'s stock copy with the .env",
+                    path.display()
+                );
+            }
+            Ok(None)
+        }
+        Err(e) => Err(ConfigError::ConfigFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
     }
 }
 
-fn stock_source(major: u32, name: &str) -> &'static str {
-    match (stock_folder(major), name) {
-        ("laravel8", "app") => include_str!("stock/laravel8/app.php"),
-        ("laravel8", "cache") => include_str!("stock/laravel8/cache.php"),
-        ("laravel8", _) => include_str!("stock/laravel8/database.php"),
-        ("laravel9", "app") => include_str!("stock/laravel9/app.php"),
-        ("laravel9", "cache") => include_str!("stock/laravel9/cache.php"),
-        ("laravel9", _) => include_str!("stock/laravel9/database.php"),
-        ("laravel11", "app") => include_str!("stock/laravel11/app.php"),
-        ("laravel11", "cache") => include_str!("stock/laravel11/cache.php"),
-        ("laravel11", _) => include_str!("stock/laravel11/database.php"),
-        (_, "app") => include_str!("stock/laravel12/app.php"),
-        (_, "cache") => include_str!("stock/laravel12/cache.php"),
-        _ => include_str!("stock/laravel12/database.php"),
+/// `path` is `prefix` or lies below it (`database.redis` is under `database`).
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// The stock `app`, `cache` and `database` files of Laravel `major` (path for messages, text).
+/// Laravel 9 and 10 share their skeleton's files, 11 and later the framework's.
+fn stock_files(major: u32) -> [(&'static str, &'static str); 3] {
+    macro_rules! stock {
+        ($app:literal, $cache:literal, $database:literal) => {
+            [
+                (concat!("src/config/", $app), include_str!($app)),
+                (concat!("src/config/", $cache), include_str!($cache)),
+                (concat!("src/config/", $database), include_str!($database)),
+            ]
+        };
+    }
+    match major {
+        0..=8 => stock!(
+            "stock/laravel8/app.php",
+            "stock/laravel8/cache.php",
+            "stock/laravel8/database.php"
+        ),
+        9 | 10 => stock!(
+            "stock/laravel9/app.php",
+            "stock/laravel9/cache.php",
+            "stock/laravel9/database.php"
+        ),
+        11 => stock!(
+            "stock/laravel11/app.php",
+            "stock/laravel11/cache.php",
+            "stock/laravel11/database.php"
+        ),
+        _ => stock!(
+            "stock/laravel12/app.php",
+            "stock/laravel11/cache.php",
+            "stock/laravel11/database.php"
+        ),
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Laravel<'a> {
 struct Entries {
     path: String,
     map: BTreeMap<String, PhpValue>,
+    /// The driver its `url` named, when it has one (merged into `map` already).
+    url_driver: Option<String>,
 }
 
 impl Entries {
@@ -101,6 +103,7 @@ impl Laravel<'_> {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
+            url_driver: None,
         };
         let url = entries.text("url")?.filter(|u| !u.is_empty());
         entries.map.remove("url");
@@ -108,6 +111,7 @@ impl Laravel<'_> {
             let parts = url::parse(&raw)
                 .map_err(|reason| self.invalid(&format!("{path}.url"), &raw, reason))?;
             merge_url(&mut entries.map, &parts);
+            entries.url_driver = parts.driver;
         }
         Ok(Some(entries))
     }
@@ -140,9 +144,17 @@ impl Laravel<'_> {
         })
     }
 
-    /// The cache store's Redis connection (RedisManager: `database.redis.<name>`).
-    fn redis_connection(&self) -> Result<Entries, ConfigError> {
+    /// The Redis connection and the key prefixes of the default cache store.
+    pub fn redis(&self, key_type: String) -> Result<(RedisSettings, KeySettings), ConfigError> {
         let store = self.store()?;
+        let conn = self.redis_connection(&store)?;
+        let redis = self.redis_settings(&conn)?;
+        let keys = self.keys(&store, &conn, &redis.client, key_type)?;
+        Ok((redis, keys))
+    }
+
+    /// The store's Redis connection (RedisManager: `database.redis.<name>`).
+    fn redis_connection(&self, store: &Entries) -> Result<Entries, ConfigError> {
         let name = store
             .text("connection")?
             .unwrap_or_else(|| "default".into());
@@ -158,8 +170,7 @@ impl Laravel<'_> {
         }
     }
 
-    pub fn redis(&self) -> Result<RedisSettings, ConfigError> {
-        let conn = self.redis_connection()?;
+    fn redis_settings(&self, conn: &Entries) -> Result<RedisSettings, ConfigError> {
         let tls = matches!(conn.text("driver")?.as_deref(), Some("tls"))
             || matches!(conn.text("scheme")?.as_deref(), Some("tls" | "rediss"));
         let host = conn.text("host")?.unwrap_or_default();
@@ -254,32 +265,46 @@ impl Laravel<'_> {
     }
 
     /// The connection prefix (phpredis/predis) and the cache store prefix (RedisStore).
-    pub fn keys(&self, key_type: String) -> Result<KeySettings, ConfigError> {
-        let conn = self.redis_connection()?;
-        let client = self
-            .string("database.redis.client")?
-            .unwrap_or_else(|| "phpredis".into());
+    fn keys(
+        &self,
+        store: &Entries,
+        conn: &Entries,
+        client: &str,
+        key_type: String,
+    ) -> Result<KeySettings, ConfigError> {
         // The connectors merge the global options, then the connection's own `options`; a
         // connection-level `prefix` wins for predis (8.77+) and for phpredis from 9.12.
-        let connection_option = match conn.get("options")? {
-            Some(options @ PhpValue::Array(_)) => options.get("prefix").cloned(),
-            _ => None,
-        };
-        let option_prefix = match connection_option {
-            Some(p) => Some(p),
-            None => self.config.get("database.redis.options.prefix")?.cloned(),
-        };
         let own_prefix_wins = client == "predis"
             || self
                 .version
                 .is_some_and(|v| (v.major, v.minor().unwrap_or(0)) >= (9, 12));
-        let prefix = match conn.get("prefix")? {
-            Some(own) if own_prefix_wins => Some(own.clone()),
-            _ => option_prefix,
+        let connection_option = match conn.get("options")? {
+            Some(options) => options
+                .get("prefix")
+                .map(|p| (p.clone(), conn.path("options.prefix"))),
+            None => None,
         };
-        if let Some(PhpValue::Unevaluated(u)) = &prefix {
-            return Err(unsupported(u, "database.redis.options.prefix"));
-        }
+        let own = if own_prefix_wins {
+            conn.get("prefix")?
+                .map(|p| (p.clone(), conn.path("prefix")))
+        } else {
+            None
+        };
+        let global = || -> Result<_, ConfigError> {
+            let path = "database.redis.options.prefix";
+            Ok(self
+                .config
+                .get(path)?
+                .map(|p| (p.clone(), path.to_string())))
+        };
+        let prefix = match own.or(connection_option) {
+            Some(found) => Some(found),
+            None => global()?,
+        };
+        let prefix = match prefix {
+            Some((PhpValue::Unevaluated(u), path)) => return Err(unsupported(&u, &path)),
+            other => other.map(|(p, _)| p),
+        };
         // phpredis applies a prefix only when it is not PHP-empty; predis whenever it is set.
         let connection_prefix = match prefix {
             Some(p) if client == "phpredis" && p.is_php_empty() => String::new(),
@@ -288,7 +313,6 @@ impl Laravel<'_> {
         };
         // CacheManager::getPrefix: the store's own prefix ?? cache.prefix; then
         // RedisStore::setPrefix: Laravel 8-10 append `:` to a non-empty prefix, 11+ do not.
-        let store = self.store()?;
         let cache_prefix = match store.get("prefix")? {
             Some(p) if *p != PhpValue::Null => p.clone(),
             _ => self
@@ -333,15 +357,6 @@ impl Laravel<'_> {
             },
         };
         let path = format!("database.connections.{default}");
-        // The URL's scheme may name another driver.
-        let url_driver = match self.config.get(&format!("{path}.url"))? {
-            Some(u) => u
-                .to_php_string()
-                .filter(|u| !u.is_empty())
-                .and_then(|u| url::parse(&u).ok())
-                .and_then(|p| p.driver),
-            None => None,
-        };
         let Some(mut conn) = self.connection(&path)? else {
             return Err(not_mysql(format!(
                 "{default} (no such connection in database.connections)"
@@ -349,7 +364,8 @@ impl Laravel<'_> {
         };
         let driver = conn.text("driver")?.unwrap_or_default();
         if driver != "mysql" && driver != "mariadb" {
-            return Err(match url_driver {
+            // The URL's scheme may name another driver.
+            return Err(match &conn.url_driver {
                 Some(d) => {
                     let var = self
                         .config

@@ -306,8 +306,7 @@ impl Settings {
             env_file,
             version: version.as_ref(),
         };
-        let redis = laravel.redis()?;
-        let keys = laravel.keys(ours.key_type()?)?;
+        let (redis, keys) = laravel.redis(ours.key_type()?)?;
         let mysql = laravel.mysql()?;
         let mut schema = ours.schema()?;
         schema

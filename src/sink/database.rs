@@ -45,15 +45,18 @@ impl Database {
             .db_name(Some(settings.database.clone()))
             .prefer_socket(false)
             .tcp_keepalive(Some(Duration::from_secs(30)))
-            // The session Laravel's MySqlConnector sets up (names, time zone, sql_mode). Not
-            // `init`: the pool resets a connection (COM_RESET_CONNECTION) each time it comes
-            // back, which clears session variables, and only `setup` runs again after a reset.
-            // mysql_async runs the list from its end, hence the reversal.
-            .setup(session_setup(&settings.session))
+            // The session Laravel's MySqlConnector sets up (names, time zone, sql_mode), once
+            // per connection. mysql_async runs the list from its end, hence the reversal.
+            .init(session_init(&settings.session))
             .pool_opts(
                 PoolOpts::default()
                     .with_constraints(constraints)
-                    .with_inactive_connection_ttl(Duration::from_secs(60)),
+                    .with_inactive_connection_ttl(Duration::from_secs(60))
+                    // By default the pool sends COM_RESET_CONNECTION whenever a connection comes
+                    // back: that would drop the session above (and the prepared statements) after
+                    // every transaction. Nothing of ours outlives a transaction (the isolation
+                    // level is set per transaction), so the session is kept instead.
+                    .with_reset_connection(false),
             );
         if let Some(socket) = &settings.socket {
             opts = opts.socket(Some(socket.to_string_lossy().into_owned()));
@@ -305,8 +308,8 @@ fn connect_error(settings: &MysqlSettings, e: &mysql_async::Error) -> Error {
     }
 }
 
-/// The session statements, reversed: mysql_async runs its `setup` list from the end.
-fn session_setup(session: &MysqlSession) -> Vec<String> {
+/// The session statements, reversed: mysql_async runs its `init` list from the end.
+fn session_init(session: &MysqlSession) -> Vec<String> {
     let mut statements = session.statements();
     statements.reverse();
     statements
