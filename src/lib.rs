@@ -29,7 +29,9 @@
 //! * [`schedule`]: writes an order's key exactly as Laravel's cache would (used by the demo, the
 //!   tests and non-PHP services).
 //! * [`cli`]: the command line and its `--help`; `main.rs` only parses it and wires the above.
-//! * [`backoff`], [`shutdown`], [`logging`], [`stats`]: small shared pieces.
+//! * [`backoff`], [`shutdown`], [`logging`] (text lines escape control characters),
+//!   [`throttle`] (rate limits for warnings outside input can repeat), [`stats`]: small shared
+//!   pieces.
 //! * [`error`]: the error type every fallible entry point returns; each message is one line that
 //!   says what failed, where, and how to fix it.
 
@@ -46,6 +48,7 @@ pub mod sink;
 pub mod source;
 pub mod stats;
 pub mod sweep;
+pub mod throttle;
 pub mod worker;
 
 pub use error::Error;

@@ -27,11 +27,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever the underlying libraries put in their messages.
-            let message = e
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
+            let message = logging::one_line(&e.to_string());
             eprintln!("order-expire: error: {message}");
             match e {
                 Error::Usage(_) => ExitCode::from(2),

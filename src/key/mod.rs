@@ -37,34 +37,18 @@ impl KeyPattern {
         }
     }
 
-    /// Classifies one expired key. Ids are digits only: MySQL would read `7abc` as 7 (Eloquent's
-    /// `find('7abc')` does cancel order 7), which must not happen to a key we do not understand.
+    /// Classifies one expired key. Only the canonical decimal form PHP writes for an integer id
+    /// (`'ORDER_CONFIRM:'.$order->id`) is an order: ASCII digits, no sign, no leading zero, in
+    /// range. MySQL would read `7abc` as 7 and `05` as 5 (Eloquent's `find('7abc')` does cancel
+    /// order 7), which must not happen to a key Laravel never wrote: `...:05` expiring would
+    /// otherwise cancel order 5 while order 5's own key still has minutes to live.
     pub fn parse<'a>(&self, key: &'a [u8]) -> ParsedKey<'a> {
         let Some(id) = key.strip_prefix(self.prefix.as_bytes()) else {
             return ParsedKey::Unrelated;
         };
-        if id.is_empty() {
-            return ParsedKey::Malformed {
-                id,
-                reason: "no order id after the key type",
-            };
-        }
-        if !id.iter().all(u8::is_ascii_digit) {
-            return ParsedKey::Malformed {
-                id,
-                reason: "the order id is not a decimal number",
-            };
-        }
-        // Only ASCII digits remain, so the text is valid UTF-8 and the sole failure is overflow.
-        match std::str::from_utf8(id)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            Some(order) => ParsedKey::Order(order),
-            None => ParsedKey::Malformed {
-                id,
-                reason: "the order id is out of range for an unsigned 64-bit column",
-            },
+        match canonical_id(id) {
+            Ok(order) => ParsedKey::Order(order),
+            Err(reason) => ParsedKey::Malformed { id, reason },
         }
     }
 
@@ -77,6 +61,47 @@ impl KeyPattern {
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
+}
+
+/// The most digits an order id has: `u64::MAX` is 20 digits long.
+pub const MAX_ID_DIGITS: usize = 20;
+
+/// Reads `id` as PHP's decimal form of an unsigned 64-bit integer, or says why it is not one.
+fn canonical_id(id: &[u8]) -> Result<u64, &'static str> {
+    if id.is_empty() {
+        return Err("no order id after the key type");
+    }
+    if id.len() > MAX_ID_DIGITS {
+        return Err("longer than any order id Laravel writes");
+    }
+    if !id.iter().all(u8::is_ascii_digit) {
+        return Err("the order id is not a decimal number");
+    }
+    if id.len() > 1 && id[0] == b'0' {
+        return Err("the order id has a leading zero, which Laravel never writes");
+    }
+    id.iter()
+        .try_fold(0u64, |n, digit| {
+            n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        })
+        .ok_or("the order id is out of range for an unsigned 64-bit column")
+}
+
+/// At most this many bytes of a key from outside are shown in a log line.
+const SHOWN_KEY_BYTES: usize = 120;
+
+/// A key from outside as a log field: lossy UTF-8, cut to [`SHOWN_KEY_BYTES`] with its full
+/// length noted, so a 1 MB key costs a short line, not a 2 MB one. Control characters are
+/// escaped by the log formatter.
+pub fn shown(key: &[u8]) -> String {
+    if key.len() <= SHOWN_KEY_BYTES {
+        return String::from_utf8_lossy(key).into_owned();
+    }
+    format!(
+        "{}... ({} bytes)",
+        String::from_utf8_lossy(&key[..SHOWN_KEY_BYTES]),
+        key.len()
+    )
 }
 
 /// The key pattern as users write it: `prefix*`.
@@ -133,6 +158,48 @@ mod tests {
     }
 
     #[test]
+    fn zero_is_canonical_and_keys_are_shown_short() {
+        let p = pattern("laravel_database_", "laravel_cache:");
+        assert_eq!(
+            p.parse(b"laravel_database_laravel_cache:ORDER_CONFIRM:0"),
+            ParsedKey::Order(0)
+        );
+        let long = vec![b'7'; 1 << 20];
+        let shown = shown(&long);
+        assert!(shown.len() < 200, "{}", shown.len());
+        assert!(shown.ends_with(&format!("({} bytes)", 1 << 20)));
+    }
+
+    /// Random bytes after the prefix: never a panic, and an id only for the canonical form.
+    #[test]
+    fn random_keys_yield_only_canonical_ids() {
+        let p = pattern("laravel_database_", "laravel_cache:");
+        let mut rng = fastrand::Rng::with_seed(0x0e0e_2026);
+        let alphabet = b"0123456789-+ \n\t.eExX:\x00\xff\xc2\xa0";
+        for _ in 0..200_000 {
+            let len = rng.usize(0..26);
+            let mut key = p.prefix().as_bytes().to_vec();
+            for _ in 0..len {
+                key.push(if rng.bool() {
+                    alphabet[rng.usize(..alphabet.len())]
+                } else {
+                    rng.u8(..)
+                });
+            }
+            if rng.u8(..) < 8 {
+                key.truncate(rng.usize(..=key.len()));
+            }
+            if let ParsedKey::Order(id) = p.parse(&key) {
+                assert_eq!(
+                    key,
+                    p.key_for(id).as_bytes(),
+                    "only the canonical form is an order"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn other_keys_are_unrelated() {
         let p = pattern("laravel_database_", "laravel_cache:");
         for key in [
@@ -165,6 +232,13 @@ mod tests {
             "1e3",
             "18446744073709551616",
             "７",
+            "05",
+            "00",
+            "007",
+            "0x1F",
+            "٣",
+            "1\n",
+            "123456789012345678901",
         ] {
             let key = format!("laravel_database_laravel_cache:ORDER_CONFIRM:{id}");
             assert!(

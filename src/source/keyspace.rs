@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::redis::RedisTarget;
 use crate::backoff::Backoff;
-use crate::key::{KeyPattern, ParsedKey};
+use crate::key::{self, KeyPattern, ParsedKey};
 use crate::stats::Stats;
+use crate::throttle::{Admission, Throttle};
 
 /// How often an idle subscription is checked with PING, and how long the answer may take.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -31,6 +32,9 @@ pub struct KeyspaceSource {
     pattern: KeyPattern,
     stats: Arc<Stats>,
     resubscribed: Option<Arc<Notify>>,
+    /// Warnings about malformed keys and a full queue: outside input repeats them at will.
+    malformed_warnings: Throttle,
+    queue_full_warnings: Throttle,
 }
 
 /// Why a subscription ended.
@@ -46,6 +50,8 @@ impl KeyspaceSource {
             pattern,
             stats,
             resubscribed: None,
+            malformed_warnings: Throttle::per_minute(),
+            queue_full_warnings: Throttle::per_minute(),
         }
     }
 
@@ -148,21 +154,26 @@ impl KeyspaceSource {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(id)) => {
                     Stats::add(&self.stats.dropped);
-                    tracing::error!(
-                        order = id,
-                        "writer queue full: order not queued; raise --queue-size or --concurrency"
-                    );
+                    if let Admission::Log { suppressed } = self.queue_full_warnings.admit() {
+                        tracing::error!(
+                            order = id,
+                            suppressed,
+                            "writer queue full: order not queued; raise --queue-size or --concurrency"
+                        );
+                    }
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             },
             ParsedKey::Unrelated => {
                 Stats::add(&self.stats.unrelated);
-                tracing::debug!(key = %String::from_utf8_lossy(key), "ignored: not an order key of this app");
+                tracing::debug!(key = %key::shown(key), "ignored: not an order key of this app");
             }
             ParsedKey::Malformed { id, reason } => {
                 Stats::add(&self.stats.malformed);
-                tracing::warn!(key = %String::from_utf8_lossy(key), id = %String::from_utf8_lossy(id), reason,
-                    "ignored a malformed order key; nothing written");
+                if let Admission::Log { suppressed } = self.malformed_warnings.admit() {
+                    tracing::warn!(key = %key::shown(key), id = %key::shown(id), reason, suppressed,
+                        "ignored a malformed order key; nothing written");
+                }
             }
         }
     }

@@ -739,6 +739,14 @@ impl Worker {
             .collect()
     }
 
+    /// The log's JSON lines (a worker started with `--log-format json`), parsed.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// How many log lines contain `needle`.
     pub fn count(&self, needle: &str) -> usize {
         self.log().lines().filter(|l| l.contains(needle)).count()
