@@ -14,7 +14,7 @@ use super::environment::Environment;
 use super::repository::{Repository, Source};
 use super::resolve::Laravel;
 use super::schema::{Ident, OrderLines, Schema};
-use super::version::{DotenvVersion, LaravelVersion};
+use super::version::{DotenvRules, DotenvVersion, LaravelVersion};
 use crate::error::ConfigError;
 
 /// Names of our own settings. They live in the app's `.env` beside Laravel's, and each has a
@@ -242,24 +242,7 @@ impl Settings {
     pub fn load(env_file: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
         let root = env_file.parent().unwrap_or(Path::new("."));
         let detected = LaravelVersion::detect(root);
-        // The phpdotenv that reads the `.env`: the app's composer.lock, else the one its
-        // Laravel version requires. That version may be set in the `.env` itself, so a file
-        // read with the wrong rules is read again with the right ones.
-        let locked = DotenvVersion::locked(root);
-        let first = locked
-            .clone()
-            .unwrap_or_else(|| DotenvVersion::required_by(detected.as_ref()));
-        let mut env = Environment::load(env_file, first.rules)?;
-        let version = Ours {
-            env: &env,
-            overrides,
-            file: env_file,
-        }
-        .version(detected)?;
-        let dotenv = locked.unwrap_or_else(|| DotenvVersion::required_by(version.as_ref()));
-        if dotenv.rules != first.rules {
-            env = Environment::load(env_file, dotenv.rules)?;
-        }
+        let (env, dotenv, version) = Self::load_env(env_file, overrides, root, detected)?;
         let major = version.as_ref().map_or(8, |v| v.major);
         // Laravel's Application::getCachedConfigPath: APP_CONFIG_CACHE (relative to the app
         // root unless absolute), else bootstrap/cache/config.php.
@@ -272,6 +255,49 @@ impl Settings {
         let mut settings = Self::from_config(env_file, &env, overrides, version, &config)?;
         settings.dotenv = dotenv;
         Ok(settings)
+    }
+
+    /// Reads the `.env` with the rules of the app's phpdotenv: its composer.lock, else the one
+    /// its Laravel version requires. That version may be set in the `.env` itself, so when the
+    /// rules it implies are not the ones the file was read with (or those failed), the file is
+    /// read with the other rules and kept if they agree with the version it then names; else
+    /// the first reading (or its error) stands.
+    fn load_env(
+        env_file: &Path,
+        overrides: &Overrides,
+        root: &Path,
+        detected: Option<LaravelVersion>,
+    ) -> Result<(Environment, DotenvVersion, Option<LaravelVersion>), ConfigError> {
+        let locked = DotenvVersion::locked(root);
+        let first = locked
+            .clone()
+            .unwrap_or_else(|| DotenvVersion::required_by(detected.as_ref()));
+        let read = |rules| -> Result<_, ConfigError> {
+            let env = Environment::load(env_file, rules)?;
+            let version = Ours {
+                env: &env,
+                overrides,
+                file: env_file,
+            }
+            .version(detected.clone())?;
+            let dotenv = locked
+                .clone()
+                .unwrap_or_else(|| DotenvVersion::required_by(version.as_ref()));
+            Ok((env, dotenv, version))
+        };
+        let first_reading = read(first.rules);
+        let agrees = matches!(&first_reading, Ok((_, dotenv, _)) if dotenv.rules == first.rules);
+        if agrees || locked.is_some() {
+            return first_reading;
+        }
+        let other = match first.rules {
+            DotenvRules::Before5_5 => DotenvRules::From5_5,
+            DotenvRules::From5_5 => DotenvRules::Before5_5,
+        };
+        match read(other) {
+            Ok(second) if second.1.rules == other => Ok(second),
+            _ => first_reading,
+        }
     }
 
     /// Resolves the settings from an already-read environment with Laravel 8's stock config
