@@ -24,6 +24,9 @@ pub struct Report {
     pub config_files: Vec<String>,
     /// The Laravel version and where it was found (`null`: unknown, Laravel 8's rules apply).
     pub laravel: Option<LaravelReport>,
+    /// The phpdotenv whose rules read the `.env` and where that was found, e.g.
+    /// `5.4.1 (composer.lock)` or `^5.6.1 (required by Laravel 11)`.
+    pub dotenv: String,
     /// Warnings about the settings themselves.
     pub warnings: Vec<String>,
     pub redis: RedisReport,
@@ -123,6 +126,7 @@ impl Report {
             env_file: settings.env_file.display().to_string(),
             config_files: settings.config_files.clone(),
             warnings: Vec::new(),
+            dotenv: settings.dotenv.to_string(),
             laravel: settings.laravel.as_ref().map(|v| LaravelReport {
                 version: v.text.clone(),
                 major: v.major,
@@ -193,6 +197,7 @@ impl Report {
                 |l| format!("{} (from {})", l.version, l.source)
             )
         );
+        let _ = writeln!(out, "  dotenv      phpdotenv {}", self.dotenv);
         let redis_at = match (&r.socket, r.port) {
             (Some(socket), _) => format!("unix:{socket}"),
             (None, Some(port)) => format!("{}{}:{port}", if r.tls { "tls://" } else { "" }, r.host),

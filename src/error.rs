@@ -82,7 +82,7 @@ pub enum ConfigError {
     ReadEnv {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::config::bounded::ReadError,
     },
 
     #[error("{}: the environment file is invalid, as Laravel would also report: {source}", path.display())]

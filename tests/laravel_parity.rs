@@ -1,12 +1,15 @@
 //! order-expire against Laravel itself (Debian's php-laravel-framework, run with `php`):
 //!
-//! * the `.env` parser against phpdotenv: the same variables, or an error in both;
+//! * the `.env` parser against phpdotenv: the same variables, or an error in both, with the rules
+//!   of the phpdotenv Debian ships (5.4.1 on bookworm; the 5.5+ rules are unit-tested in
+//!   `src/config/dotenv.rs`);
 //! * `Str::slug`, which turns `APP_NAME` into the default key prefixes.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
+use order_expire::config::version::{DotenvRules, DotenvVersion};
 use order_expire::config::{dotenv, slug};
 
 const INPUTS: &[&str] = &[
@@ -68,12 +71,69 @@ const INPUTS: &[&str] = &[
     "  A  =  x  ",
     "A=\"#not a comment\"",
     "A=val#ue",
+    // Whitespace is ASCII to PHP: no-break and ideographic spaces are characters of a value.
+    "SHOP_NAME=Mall\u{a0}Shop",
+    "SHOP_NAME=Mall\u{3000}Shop",
+    "A=x\u{a0}",
+    "A=\u{a0}x",
+    "A=\x0cx",
+    "\x0c",
+    "A=1\n\x0c\nB=2",
+    "NAME\u{a0}=x",
+    "X=\"x\"\u{a0}# note",
+    "X=\"x\" \u{a0}# note",
+    "A=x\x0by",
+    "A=x\x0b# c",
+    "A=x\0",
+    "\0A=x",
+    "A=\"a\u{a0}b\"\u{a0}",
+    // Names: ASCII only before phpdotenv 5.5.
+    "AlbertÅberg=Skybert",
+    "名前=x",
+    "export\u{a0}LONGNAME=1",
+    "export\x0cLONGNAME=1",
+    "export \x0cLONGNAME=1",
+    "export\x0bLONGNAME=1",
+    "  export   SPACED = \"with spaces\"  ",
+    "export \"EDQ\" = 123\nexport 'ESQ' = 456\nexport    ENULL=\"\"",
+    // Multi-line values, and a line inside one that looks like a new start.
+    "A=\"x\n=\" # c\nB=1\"",
+    "A=\"x\nB=\"y\nC=2",
+    "A=\"x\nB=\"y\"\"\nC=2",
+    "A=\"first\n   second \\\"q\\\"\n   third\"",
+    "A=\"k=\"\nB='k='",
+    "A=\"x\ny\"z\"\nB=1",
+    // Escapes, interpolation and special characters.
+    "A=\"a \\\" b \\\\\" # not escaped",
+    "A=\"$a6^C7k%zs+e^.jvjXk\"\nB=\"{Q]H))&G$r\"",
+    "A=secret!@#\nB='secret!@#'\nC=\"secret!@#\"",
+    "A=x\nB=\"${A}${A}\"\nC=${A}${A}\nD=\"$${A}\"",
+    "A=x\nB=${A\nC=${}\nD=${A}}",
+    "A=\"\\n\\q\"",
+    "A=\"\\\u{a0}\"",
+    "A='a'#c\nB='b' #c\nC='c'\u{a0}",
 ];
 
-fn php(input: &str, dir: &Path) -> serde_json::Value {
+/// Inputs that are not UTF-8: phpdotenv converts them (`Str::utf8`) before parsing.
+const BYTE_INPUTS: &[&[u8]] = &[
+    b"A=a\xffb",
+    b"A=a\xc3",
+    b"A=\xc3\x28x",
+    b"A=\xe2\x82x\xe2\x82",
+    b"A=\xed\xa0\x80z",
+    b"A=\xf0\x9f\x98x",
+    b"A=\xf4\x90\x80\x80",
+    b"A=\xc0\xafq",
+    b"A=\"\xe9t\xe9\"",
+    b"A\xff=x",
+    b"REDIS_PREFIX=shop\xa0_\nCACHE_PREFIX='\xfe'",
+    b"\xef\xbb\xbfA=bom\xff",
+];
+
+fn php(input: &[u8], dir: &Path) -> serde_json::Value {
     let file = dir.join("input.env");
     std::fs::File::create(&file)
-        .and_then(|mut f| f.write_all(input.as_bytes()))
+        .and_then(|mut f| f.write_all(input))
         .expect("write input");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/php/dotenv.php");
     let output = Command::new("php")
@@ -89,13 +149,29 @@ fn php(input: &str, dir: &Path) -> serde_json::Value {
     })
 }
 
+/// The rules of the phpdotenv installed with Debian's Laravel, from its package version.
+fn installed_rules() -> DotenvRules {
+    let output = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "php-vlucas-phpdotenv"])
+        .output()
+        .expect("dpkg-query (Debian's php-vlucas-phpdotenv is what the parity test runs)");
+    let version = String::from_utf8_lossy(&output.stdout).into_owned();
+    DotenvVersion::rules_of(&version)
+        .unwrap_or_else(|| panic!("php-vlucas-phpdotenv version {version:?} not understood"))
+}
+
 #[test]
 fn the_parser_reads_every_input_as_laravel_does() {
+    let rules = installed_rules();
     let dir = tempfile::TempDir::new().expect("temp dir");
     let mut differences = Vec::new();
-    for input in INPUTS {
+    let inputs = INPUTS
+        .iter()
+        .map(|s| s.as_bytes())
+        .chain(BYTE_INPUTS.iter().copied());
+    for input in inputs {
         let laravel = php(input, dir.path());
-        let ours = dotenv::parse(input, &|_| None);
+        let ours = dotenv::parse(&dotenv::decode(input), rules, &|_| None);
         let same = match (&laravel.get("ok"), &ours) {
             (Some(vars), Ok(ours)) => {
                 let ours: serde_json::Map<String, serde_json::Value> = ours
@@ -108,6 +184,7 @@ fn the_parser_reads_every_input_as_laravel_does() {
             _ => false,
         };
         if !same {
+            let input = String::from_utf8_lossy(input);
             differences.push(format!(
                 "{input:?}\n  laravel: {laravel}\n  ours:    {ours:?}"
             ));
@@ -115,9 +192,9 @@ fn the_parser_reads_every_input_as_laravel_does() {
     }
     assert!(
         differences.is_empty(),
-        "{} of {} inputs differ:\n{}",
+        "{} of {} inputs differ (phpdotenv rules {rules:?}):\n{}",
         differences.len(),
-        INPUTS.len(),
+        INPUTS.len() + BYTE_INPUTS.len(),
         differences.join("\n")
     );
 }

@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::dotenv;
+use super::bounded;
+use super::dotenv::{self, DotenvRules};
 use super::env_value::{EnvValue, interpret};
 use crate::error::ConfigError;
 
@@ -23,26 +24,37 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// Reads and parses the app's `.env` with phpdotenv's rules; the process environment wins.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read(path).map_err(|source| ConfigError::ReadEnv {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        // phpdotenv reads bytes and works on them as UTF-8; invalid sequences are kept as
-        // replacement characters rather than refusing the whole file.
-        let text = String::from_utf8_lossy(&text);
-        Self::parse(&text, Box::new(|name| std::env::var(name).ok())).map_err(|source| {
-            ConfigError::ParseEnv {
+    /// Reads and parses the app's `.env` with the rules of phpdotenv `rules`; the process
+    /// environment wins. The file must be a regular file of at most
+    /// [`bounded::MAX_ENV_BYTES`].
+    pub fn load(path: &Path, rules: DotenvRules) -> Result<Self, ConfigError> {
+        let bytes =
+            bounded::read(path, bounded::MAX_ENV_BYTES).map_err(|source| ConfigError::ReadEnv {
                 path: path.to_path_buf(),
                 source,
-            }
-        })
+            })?;
+        let text = dotenv::decode(&bytes);
+        Self::parse_with(&text, rules, Box::new(|name| std::env::var(name).ok())).map_err(
+            |source| ConfigError::ParseEnv {
+                path: path.to_path_buf(),
+                source,
+            },
+        )
     }
 
-    /// Builds the environment from `.env` text and a process-environment lookup.
+    /// Builds the environment from `.env` text and a process-environment lookup, with
+    /// phpdotenv 5.4's rules (Laravel 8's).
     pub fn parse(text: &str, process: ProcessEnv) -> Result<Self, dotenv::DotenvError> {
-        let file = dotenv::parse(text, &*process)?.into_iter().collect();
+        Self::parse_with(text, DotenvRules::Before5_5, process)
+    }
+
+    /// The same with the rules of another phpdotenv.
+    pub fn parse_with(
+        text: &str,
+        rules: DotenvRules,
+        process: ProcessEnv,
+    ) -> Result<Self, dotenv::DotenvError> {
+        let file = dotenv::parse(text, rules, &*process)?.into_iter().collect();
         Ok(Self { file, process })
     }
 

@@ -20,6 +20,7 @@
 //!   zone override); [`schema`] validates the table and column names.
 
 mod ascii_table;
+pub mod bounded;
 pub mod dotenv;
 pub mod env_value;
 pub mod environment;

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::bounded;
 use super::environment::Environment;
 use super::php_eval::{Context, evaluate_file};
 use super::php_value::{ArrayKey, PhpArray, PhpValue, Unevaluated, parse_config_cache};
@@ -80,7 +81,9 @@ impl Repository {
         major: u32,
         cache_file: &Path,
     ) -> Result<Self, ConfigError> {
-        if cache_file.is_file() {
+        // Laravel's test is `file_exists()`: a cache path that is a directory or a device is
+        // an error to report, not a reason to read other files.
+        if cache_file.exists() {
             return Self::from_cache(cache_file);
         }
         let config_dir = root.join("config");
@@ -96,7 +99,8 @@ impl Repository {
             path: cache_file.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(cache_file).map_err(|e| bad(e.to_string()))?;
+        let text = bounded::read_text(cache_file, bounded::MAX_CONFIG_BYTES)
+            .map_err(|e| bad(e.to_string()))?;
         let values = parse_config_cache(&text).map_err(bad)?;
         let origins = match &values {
             PhpValue::Array(entries) => entries
@@ -282,9 +286,9 @@ pub fn unsupported(u: &Unevaluated, path: &str) -> ConfigError {
 /// then use the framework's copy; older versions would have no such configuration, and the
 /// stock file is the best reading of the `.env`).
 fn read_app_file(path: &Path, major: u32) -> Result<Option<(PathBuf, String)>, ConfigError> {
-    match std::fs::read_to_string(path) {
+    match bounded::read_text(path, bounded::MAX_CONFIG_BYTES) {
         Ok(source) => Ok(Some((path.to_path_buf(), source))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == Some(std::io::ErrorKind::NotFound) => {
             if major <= 10 {
                 tracing::warn!(
                     "{} is missing; using Laravel {major}'s stock copy with the .env",

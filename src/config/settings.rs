@@ -14,7 +14,7 @@ use super::environment::Environment;
 use super::repository::{Repository, Source};
 use super::resolve::Laravel;
 use super::schema::{Ident, OrderLines, Schema};
-use super::version::LaravelVersion;
+use super::version::{DotenvRules, DotenvVersion, LaravelVersion};
 use crate::error::ConfigError;
 
 /// Names of our own settings. They live in the app's `.env` beside Laravel's, and each has a
@@ -49,6 +49,8 @@ pub struct Settings {
     pub env_file: PathBuf,
     /// The app's Laravel version, when known; Laravel 8's rules apply when it is not.
     pub laravel: Option<LaravelVersion>,
+    /// The phpdotenv whose rules read the `.env`, and where that was found.
+    pub dotenv: DotenvVersion,
     /// Where Laravel's settings were read: the configuration cache (Laravel then ignores
     /// `.env`, and so do we), the app's `config/*.php`, or the stock files with the `.env`.
     pub source: Source,
@@ -238,14 +240,9 @@ impl Settings {
     /// Reads the app whose `.env` is `env_file` the way Laravel boots it and resolves the
     /// settings; `overrides` (command-line flags) win over everything.
     pub fn load(env_file: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let env = Environment::load(env_file)?;
         let root = env_file.parent().unwrap_or(Path::new("."));
-        let ours = Ours {
-            env: &env,
-            overrides,
-            file: env_file,
-        };
-        let version = ours.version(LaravelVersion::detect(root))?;
+        let detected = LaravelVersion::detect(root);
+        let (env, dotenv, version) = Self::load_env(env_file, overrides, root, detected)?;
         let major = version.as_ref().map_or(8, |v| v.major);
         // Laravel's Application::getCachedConfigPath: APP_CONFIG_CACHE (relative to the app
         // root unless absolute), else bootstrap/cache/config.php.
@@ -255,7 +252,52 @@ impl Settings {
             None => root.join("bootstrap/cache/config.php"),
         };
         let config = Repository::load(root, &env, major, &cache_file)?;
-        Self::from_config(env_file, &env, overrides, version, &config)
+        let mut settings = Self::from_config(env_file, &env, overrides, version, &config)?;
+        settings.dotenv = dotenv;
+        Ok(settings)
+    }
+
+    /// Reads the `.env` with the rules of the app's phpdotenv: its composer.lock, else the one
+    /// its Laravel version requires. That version may be set in the `.env` itself, so when the
+    /// rules it implies are not the ones the file was read with (or those failed), the file is
+    /// read with the other rules and kept if they agree with the version it then names; else
+    /// the first reading (or its error) stands.
+    fn load_env(
+        env_file: &Path,
+        overrides: &Overrides,
+        root: &Path,
+        detected: Option<LaravelVersion>,
+    ) -> Result<(Environment, DotenvVersion, Option<LaravelVersion>), ConfigError> {
+        let locked = DotenvVersion::locked(root);
+        let first = locked
+            .clone()
+            .unwrap_or_else(|| DotenvVersion::required_by(detected.as_ref()));
+        let read = |rules| -> Result<_, ConfigError> {
+            let env = Environment::load(env_file, rules)?;
+            let version = Ours {
+                env: &env,
+                overrides,
+                file: env_file,
+            }
+            .version(detected.clone())?;
+            let dotenv = locked
+                .clone()
+                .unwrap_or_else(|| DotenvVersion::required_by(version.as_ref()));
+            Ok((env, dotenv, version))
+        };
+        let first_reading = read(first.rules);
+        let agrees = matches!(&first_reading, Ok((_, dotenv, _)) if dotenv.rules == first.rules);
+        if agrees || locked.is_some() {
+            return first_reading;
+        }
+        let other = match first.rules {
+            DotenvRules::Before5_5 => DotenvRules::From5_5,
+            DotenvRules::From5_5 => DotenvRules::Before5_5,
+        };
+        match read(other) {
+            Ok(second) if second.1.rules == other => Ok(second),
+            _ => first_reading,
+        }
     }
 
     /// Resolves the settings from an already-read environment with Laravel 8's stock config
@@ -326,6 +368,7 @@ impl Settings {
         };
         Ok(Self {
             env_file: env_file.to_path_buf(),
+            dotenv: DotenvVersion::required_by(version.as_ref()),
             laravel: version,
             source: config.source.clone(),
             config_files: config.read_from(),

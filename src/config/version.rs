@@ -4,6 +4,9 @@
 //! verbatim, and the default prefixes and environment variable names changed across skeleton
 //! versions. The framework's own `Application::VERSION` is the truth; `composer.lock` and
 //! `composer.json` are the fallbacks.
+//!
+//! The phpdotenv version decides how the `.env` itself is read ([`DotenvVersion`]): 5.5 changed
+//! which variable names are valid and how a multi-line value ends.
 
 use std::fmt;
 use std::path::Path;
@@ -38,9 +41,7 @@ impl LaravelVersion {
     pub fn detect(root: &Path) -> Option<Self> {
         let application =
             root.join("vendor/laravel/framework/src/Illuminate/Foundation/Application.php");
-        let vendored = std::fs::read_to_string(&application)
-            .ok()
-            .and_then(|text| application_version(&text));
+        let vendored = read_small(&application).and_then(|text| application_version(&text));
         if let Some(version) = vendored {
             return Some(Self {
                 major: leading_number(&version)?,
@@ -75,7 +76,7 @@ fn application_version(source: &str) -> Option<String> {
 }
 
 fn composer_lock_version(root: &Path) -> Option<LaravelVersion> {
-    let text = std::fs::read_to_string(root.join("composer.lock")).ok()?;
+    let text = read_small(&root.join("composer.lock"))?;
     let lock: serde_json::Value = serde_json::from_str(&text).ok()?;
     let package = lock["packages"]
         .as_array()?
@@ -93,7 +94,7 @@ fn composer_lock_version(root: &Path) -> Option<LaravelVersion> {
 }
 
 fn composer_json_constraint(root: &Path) -> Option<LaravelVersion> {
-    let text = std::fs::read_to_string(root.join("composer.json")).ok()?;
+    let text = read_small(&root.join("composer.json"))?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     let constraint = json["require"]["laravel/framework"].as_str()?.to_string();
     // The lowest major the constraint allows: `^8.0`, `^8.75`, `8.*`, `^9.0|^10.0`.
@@ -106,6 +107,102 @@ fn composer_json_constraint(root: &Path) -> Option<LaravelVersion> {
         text: constraint,
         source: "composer.json",
     })
+}
+
+/// Which of phpdotenv's rule sets reads the `.env`. They differ in two places (both changed in
+/// vlucas/phpdotenv v5.5.0, commit 1a7ea2a "Add support for unicode variable names" and the
+/// multi-line fix in `Lines::multilineProcess` released with it):
+///
+/// * variable names: 5.4 accepts `[a-zA-Z0-9_.]+`; 5.5+ accept
+///   `(*UTF8)[\p{Ll}\p{Lu}\p{M}\p{N}_.]+` (`EntryParser::isValidName`);
+/// * a line inside an open multi-line value that itself looks like the start of one
+///   (`X="abc`) needs two quotes to close the value in 5.4 and one from 5.5 on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DotenvRules {
+    /// phpdotenv 5.0 to 5.4 (Laravel 8, 9 and 10 require `^5.4.1`).
+    Before5_5,
+    /// phpdotenv 5.5 and later (Laravel 11 and 12 require `^5.6.1`).
+    From5_5,
+}
+
+/// The phpdotenv version whose rules read the app's `.env`, and where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DotenvVersion {
+    pub rules: DotenvRules,
+    /// As found (`5.4.1`), or the lowest version a Laravel version requires (`^5.6.1`).
+    pub text: String,
+    /// `composer.lock`, or the Laravel version it was inferred from.
+    pub source: String,
+}
+
+impl fmt::Display for DotenvVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.text, self.source)
+    }
+}
+
+impl DotenvVersion {
+    /// The version the app's `composer.lock` pins (package `vlucas/phpdotenv`), if it says.
+    pub fn locked(root: &Path) -> Option<Self> {
+        let text = read_small(&root.join("composer.lock"))?;
+        let lock: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let version = lock["packages"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == "vlucas/phpdotenv")?["version"]
+            .as_str()?
+            .trim_start_matches('v')
+            .to_string();
+        Some(Self {
+            rules: Self::rules_of(&version)?,
+            text: version,
+            source: "composer.lock".into(),
+        })
+    }
+
+    /// The lowest phpdotenv the framework's composer.json requires: `^5.4.1` up to Laravel 10,
+    /// `^5.6.1` from 11 (laravel/framework's composer.json on the 8.x-12.x branches). Laravel 8
+    /// rules apply when the version is unknown, as elsewhere.
+    pub fn required_by(laravel: Option<&LaravelVersion>) -> Self {
+        let (major, source) = match laravel {
+            Some(v) => (v.major, format!("required by Laravel {}", v.major)),
+            None => (8, "required by Laravel 8, the default".to_string()),
+        };
+        let (rules, text) = if major >= 11 {
+            (DotenvRules::From5_5, "^5.6.1")
+        } else {
+            (DotenvRules::Before5_5, "^5.4.1")
+        };
+        Self {
+            rules,
+            text: text.into(),
+            source,
+        }
+    }
+
+    /// `5.4.1` -> before 5.5; `5.6.1`, `6.0.0` -> from 5.5; a dev branch name is not a version.
+    pub fn rules_of(version: &str) -> Option<DotenvRules> {
+        let major = leading_number(version)?;
+        let minor = version
+            .split_once('.')
+            .and_then(|(_, rest)| leading_number(rest))
+            .unwrap_or(0);
+        Some(if (major, minor) >= (5, 5) {
+            DotenvRules::From5_5
+        } else {
+            DotenvRules::Before5_5
+        })
+    }
+}
+
+/// The largest composer.lock or Application.php we read: far above a real one, and a bound on
+/// what a stray file can make us allocate.
+const MAX_METADATA_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The text of a small regular file, or `None` (these files only refine a guess).
+fn read_small(path: &Path) -> Option<String> {
+    let bytes = super::bounded::read(path, MAX_METADATA_BYTES).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 fn leading_number(s: &str) -> Option<u32> {
@@ -150,6 +247,40 @@ mod tests {
         let v = LaravelVersion::detect(dir.path()).expect("from vendor");
         assert_eq!((v.major, v.source), (11, "vendor/laravel/framework"));
         assert!(!v.cache_prefix_colon());
+    }
+
+    #[test]
+    fn dotenv_rules_from_the_lock_else_the_laravel_version() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        assert_eq!(DotenvVersion::locked(dir.path()), None);
+        let laravel = |major: &str| LaravelVersion::given(major);
+        assert_eq!(
+            DotenvVersion::required_by(None).rules,
+            DotenvRules::Before5_5
+        );
+        assert_eq!(
+            DotenvVersion::required_by(laravel("10").as_ref()).rules,
+            DotenvRules::Before5_5
+        );
+        let eleven = DotenvVersion::required_by(laravel("11").as_ref());
+        assert_eq!(eleven.rules, DotenvRules::From5_5);
+        assert_eq!(eleven.to_string(), "^5.6.1 (required by Laravel 11)");
+        for (locked, rules) in [
+            ("v5.4.1", DotenvRules::Before5_5),
+            ("v5.5.0", DotenvRules::From5_5),
+            ("5.6.1", DotenvRules::From5_5),
+        ] {
+            std::fs::write(
+                dir.path().join("composer.lock"),
+                format!(r#"{{"packages":[{{"name":"vlucas/phpdotenv","version":"{locked}"}}]}}"#),
+            )
+            .expect("write");
+            let found = DotenvVersion::locked(dir.path()).expect("from composer.lock");
+            assert_eq!(
+                (found.rules, found.source.as_str()),
+                (rules, "composer.lock")
+            );
+        }
     }
 
     #[test]
