@@ -120,7 +120,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub batch_wait_ms: u64,
 
-    /// Seconds allowed, after SIGTERM or SIGINT, to finish the orders already received.
+    /// Seconds allowed, after SIGTERM, SIGINT, SIGHUP or SIGQUIT, to finish the orders already
+    /// received; then writes in flight are abandoned (MySQL rolls them back) and listed in the
+    /// log. A second signal exits at once with status 130.
     #[arg(long, value_name = "SECONDS", default_value_t = 8)]
     pub stop_timeout: u64,
 }

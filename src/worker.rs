@@ -7,11 +7,14 @@
 //!                                                              semaphore)      retried w/ backoff)
 //! ```
 //!
-//! The reader never waits for the database: it only parses and enqueues. Writers retry a failed
-//! order with capped backoff until it succeeds, so a MySQL outage delays cancellations but loses
-//! none that reached the queue. A reconciliation sweep (at start, after every resubscribe and
-//! periodically) feeds the same queue with orders whose event was missed. On SIGTERM the source stops, the queue is drained and writes in
-//! flight finish, all within the stop deadline.
+//! The reader never waits for the database: it only parses and enqueues. Writers retry an order
+//! that fails for a transient reason with capped backoff until it succeeds, so a MySQL outage
+//! delays cancellations but loses none that reached the queue; an order that fails with a
+//! permanent error (a value out of range, a constraint) is parked, so it cannot block the
+//! others. A reconciliation sweep (at start, after every resubscribe and periodically) feeds the
+//! same queue with orders whose event was missed. On a stop signal the sources stop, the queue is
+//! drained and writes in flight finish until the stop deadline; what is still in flight then is
+//! abandoned (MySQL rolls it back) and listed in the log.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -278,7 +281,7 @@ impl Writing {
         if lock(&self.parked).insert(order) {
             Stats::add(&self.stats.parked);
             tracing::error!(order_id = order, error = %error,
-                "order cannot be cancelled: MySQL refuses the write with a permanent error; it stays unpaid and this worker does not retry it: fix the row, then cancel it by hand or restart the worker");
+                "order cannot be cancelled: MySQL refuses the write with a permanent error; it stays unpaid and this worker does not retry it: fix the row and cancel the order by hand");
         }
     }
 
