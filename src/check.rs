@@ -387,3 +387,43 @@ fn finish(mut probe: Probe, result: Result<(), crate::Error>) -> Probe {
     }
     probe
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Ident;
+
+    fn settings_with(ttl: Option<u64>, paid: Option<&str>) -> Settings {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let env = dir.path().join(".env");
+        std::fs::write(&env, "CACHE_DRIVER=redis\n").expect("write .env");
+        let mut settings = Settings::load(&env, &Default::default()).expect("settings");
+        settings.recovery.order_ttl = ttl.map(std::time::Duration::from_secs);
+        settings.schema.paid_column = paid.map(|p| Ident::new(p).expect("ident"));
+        settings
+    }
+
+    #[test]
+    fn the_contract_names_the_mode_and_the_guard() {
+        let events = Contract::new(&settings_with(None, None));
+        assert_eq!(
+            (events.mode, events.guard.as_str()),
+            ("events-only", "status = 0")
+        );
+        assert!(
+            events
+                .promise()
+                .contains("a key deleted before its deadline keeps the order")
+        );
+        let reconciliation = Contract::new(&settings_with(Some(900), Some("paid_at")));
+        assert_eq!(
+            (reconciliation.mode, reconciliation.guard.as_str()),
+            ("reconciliation", "status = 0 and paid_at is null")
+        );
+        assert!(
+            reconciliation
+                .promise()
+                .contains("deleting the key alone does not protect it")
+        );
+    }
+}

@@ -123,7 +123,7 @@ pub struct RunArgs {
     /// Seconds allowed, after SIGTERM, SIGINT, SIGHUP or SIGQUIT, to finish the orders already
     /// received; then writes in flight are abandoned (MySQL rolls them back) and listed in the
     /// log. A second signal exits at once with status 130.
-    #[arg(long, value_name = "SECONDS", default_value_t = 8)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub stop_timeout: u64,
 }
 
