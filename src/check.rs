@@ -36,7 +36,62 @@ pub struct Report {
     pub db: DbReport,
     pub timezone: String,
     pub order_ttl: Option<u64>,
+    /// Which signals cancel an order, and the guard every cancellation must pass.
+    pub contract: Contract,
     pub connections: Option<Connections>,
+}
+
+/// The contract with the app (README, "Delivery guarantees"): what makes an order count as
+/// expired, and what keeps it alive.
+#[derive(Debug, Clone, Serialize)]
+pub struct Contract {
+    /// `events-only` (no `ORDER_EXPIRE_TTL`): only Redis's own expiry of the key cancels, so a
+    /// key deleted on payment protects the order, as with the PHP worker. `reconciliation`:
+    /// the database is the truth, so an order whose key is gone past its TTL is cancelled
+    /// unless the guard says paid.
+    pub mode: &'static str,
+    /// The condition an order must meet, under its row lock, to be cancelled.
+    pub guard: String,
+}
+
+impl Contract {
+    pub const EVENTS_ONLY: &'static str = "events-only";
+    pub const RECONCILIATION: &'static str = "reconciliation";
+
+    pub fn new(settings: &Settings) -> Self {
+        let schema = &settings.schema;
+        let mut guard = format!(
+            "{} = {}",
+            schema.order_status.as_str(),
+            schema.unpaid_status
+        );
+        if let Some(paid) = &schema.paid_column {
+            let _ = write!(guard, " and {} is null", paid.as_str());
+        }
+        Self {
+            mode: if settings.recovery.order_ttl.is_some() {
+                Self::RECONCILIATION
+            } else {
+                Self::EVENTS_ONLY
+            },
+            guard,
+        }
+    }
+
+    /// The mode and the guard in one line, for `check` and the worker's start.
+    pub fn promise(&self) -> String {
+        if self.mode == Self::RECONCILIATION {
+            format!(
+                "reconciliation: an order whose key is gone past ORDER_EXPIRE_TTL is cancelled if `{}`; deleting the key alone does not protect it, the database must show it paid",
+                self.guard
+            )
+        } else {
+            format!(
+                "events-only: only Redis's own expiry of an order's key cancels it, if `{}`; a key deleted before its deadline keeps the order",
+                self.guard
+            )
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -170,6 +225,7 @@ impl Report {
             },
             timezone: settings.timezone.name.clone(),
             order_ttl: settings.recovery.order_ttl.map(|d| d.as_secs()),
+            contract: Contract::new(settings),
             connections: None,
         }
     }
@@ -244,6 +300,7 @@ impl Report {
                 None => "off: set ORDER_EXPIRE_TTL to the TTL the app passes to put()".into(),
             }
         );
+        let _ = writeln!(out, "  contract    {}", self.contract.promise());
         if let Some(c) = &self.connections {
             for (name, probe) in [("redis", &c.redis), ("mysql", &c.mysql)] {
                 let status = match (&probe.error, &probe.version) {
@@ -334,4 +391,44 @@ fn finish(mut probe: Probe, result: Result<(), crate::Error>) -> Probe {
         }
     }
     probe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Ident;
+
+    fn settings_with(ttl: Option<u64>, paid: Option<&str>) -> Settings {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let env = dir.path().join(".env");
+        std::fs::write(&env, "CACHE_DRIVER=redis\n").expect("write .env");
+        let mut settings = Settings::load(&env, &Default::default()).expect("settings");
+        settings.recovery.order_ttl = ttl.map(std::time::Duration::from_secs);
+        settings.schema.paid_column = paid.map(|p| Ident::new(p).expect("ident"));
+        settings
+    }
+
+    #[test]
+    fn the_contract_names_the_mode_and_the_guard() {
+        let events = Contract::new(&settings_with(None, None));
+        assert_eq!(
+            (events.mode, events.guard.as_str()),
+            ("events-only", "status = 0")
+        );
+        assert!(
+            events
+                .promise()
+                .contains("a key deleted before its deadline keeps the order")
+        );
+        let reconciliation = Contract::new(&settings_with(Some(900), Some("paid_at")));
+        assert_eq!(
+            (reconciliation.mode, reconciliation.guard.as_str()),
+            ("reconciliation", "status = 0 and paid_at is null")
+        );
+        assert!(
+            reconciliation
+                .promise()
+                .contains("deleting the key alone does not protect it")
+        );
+    }
 }

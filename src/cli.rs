@@ -120,8 +120,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub batch_wait_ms: u64,
 
-    /// Seconds allowed, after SIGTERM or SIGINT, to finish the orders already received.
-    #[arg(long, value_name = "SECONDS", default_value_t = 8)]
+    /// Seconds allowed, after SIGTERM, SIGINT, SIGHUP or SIGQUIT, to finish the orders already
+    /// received; then writes in flight are abandoned (MySQL rolls them back) and listed in the
+    /// log. A second signal exits at once with status 130.
+    #[arg(long, value_name = "SECONDS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub stop_timeout: u64,
 }
 
@@ -150,6 +152,10 @@ pub struct MappingArgs {
     /// Status written when cancelling [ORDER_EXPIRE_CANCELLED_STATUS, default 2].
     #[arg(long, value_name = "N", global = true)]
     pub cancelled_status: Option<String>,
+    /// A column of the orders table whose non-null value means paid, e.g. paid_at: such an order
+    /// is never cancelled, whatever its status [ORDER_EXPIRE_PAID_COLUMN, default none].
+    #[arg(long, value_name = "COLUMN", global = true)]
+    pub paid_column: Option<String>,
     /// Products table [ORDER_EXPIRE_PRODUCTS_TABLE, default products].
     #[arg(long, value_name = "TABLE", global = true)]
     pub products_table: Option<String>,
@@ -198,6 +204,7 @@ impl MappingArgs {
             (keys::ORDERS_QUANTITY_COLUMN, &self.orders_quantity_column),
             (keys::UNPAID_STATUS, &self.unpaid_status),
             (keys::CANCELLED_STATUS, &self.cancelled_status),
+            (keys::PAID_COLUMN, &self.paid_column),
             (keys::PRODUCTS_TABLE, &self.products_table),
             (keys::PRODUCTS_STOCK_COLUMN, &self.products_stock_column),
             (keys::ITEMS_TABLE, &self.items_table),

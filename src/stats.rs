@@ -19,6 +19,11 @@ pub struct Stats {
     pub cancelled: AtomicU64,
     /// Orders left alone because they were paid, already cancelled or missing.
     pub skipped: AtomicU64,
+    /// Orders a permanent MySQL error refused (a value out of range, a constraint): logged once
+    /// and not retried by this process.
+    pub parked: AtomicU64,
+    /// Orders left unwritten when the stop deadline passed.
+    pub abandoned: AtomicU64,
     /// Failed write attempts that were retried.
     pub retries: AtomicU64,
     /// Redis subscriptions lost and re-established.
@@ -28,6 +33,10 @@ pub struct Stats {
 impl Stats {
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_n(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

@@ -20,6 +20,8 @@ pub struct SweepReport {
     pub dry_run: bool,
     pub cancelled: usize,
     pub not_unpaid: usize,
+    /// Orders MySQL refused with a permanent error (a value out of range, a constraint).
+    pub refused: usize,
 }
 
 impl fmt::Display for SweepReport {
@@ -35,8 +37,8 @@ impl fmt::Display for SweepReport {
         } else {
             write!(
                 f,
-                ": {} cancelled, {} no longer unpaid",
-                self.cancelled, self.not_unpaid
+                ": {} cancelled, {} no longer unpaid, {} refused by MySQL",
+                self.cancelled, self.not_unpaid, self.refused
             )
         }
     }
@@ -78,6 +80,11 @@ pub async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport,
                 Ok(_) => {
                     report.not_unpaid += 1;
                     println!("order {order} is no longer unpaid: left alone");
+                }
+                // One bad row must not stop the pass: say which and go on.
+                Err(source) if source.is_permanent() => {
+                    report.refused += 1;
+                    println!("order {order} cannot be cancelled, left unpaid: {source}");
                 }
                 Err(source) => {
                     return Err(Error::Cancel {

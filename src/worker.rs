@@ -7,14 +7,17 @@
 //!                                                              semaphore)      retried w/ backoff)
 //! ```
 //!
-//! The reader never waits for the database: it only parses and enqueues. Writers retry a failed
-//! order with capped backoff until it succeeds, so a MySQL outage delays cancellations but loses
-//! none that reached the queue. A reconciliation sweep (at start, after every resubscribe and
-//! periodically) feeds the same queue with orders whose event was missed. On SIGTERM the source stops, the queue is drained and writes in
-//! flight finish, all within the stop deadline.
+//! The reader never waits for the database: it only parses and enqueues. Writers retry an order
+//! that fails for a transient reason with capped backoff until it succeeds, so a MySQL outage
+//! delays cancellations but loses none that reached the queue; an order that fails with a
+//! permanent error (a value out of range, a constraint) is parked, so it cannot block the
+//! others. A reconciliation sweep (at start, after every resubscribe and periodically) feeds the
+//! same queue with orders whose event was missed. On a stop signal the sources stop, the queue is
+//! drained and writes in flight finish until the stop deadline; what is still in flight then is
+//! abandoned (MySQL rolls it back) and listed in the log.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -22,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
+use crate::check::Contract;
 use crate::config::Settings;
 use crate::config::repository::Source;
 use crate::error::Error;
@@ -37,6 +41,11 @@ use crate::stats::Stats;
 /// The longest one batch transaction may take before it is abandoned (rolled back by the
 /// server when the connection drops) and retried.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the stop deadline, how long abandoned writes get to return and the pool to close: the
+/// stop is `--stop-timeout` plus at most about this, twice.
+const ABANDON_GRACE: Duration = Duration::from_millis(400);
+/// Most order ids listed in the line that says what a stop left.
+const LEFT_SHOWN: usize = 50;
 
 /// Tuning knobs of the worker, from the command line.
 #[derive(Debug, Clone)]
@@ -132,16 +141,30 @@ pub async fn run(
              Redis restarted, cache:clear) are not recovered: set it to the TTL the app passes to put()"
         ),
     }
+    let contract = Contract::new(settings);
+    tracing::info!(mode = contract.mode, guard = %contract.guard, "{}", contract.promise());
 
-    dispatch(orders, &writer, options, &shutdown, &stats).await;
+    let recovery_on = settings.recovery.order_ttl.is_some();
+    dispatch(orders, &writer, options, &shutdown, &stats, recovery_on).await;
 
+    // The sources stop on the same signal; none may hold the exit past the deadline.
     for task in tasks {
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "a source task failed");
+        let abort = task.abort_handle();
+        match tokio::time::timeout(ABANDON_GRACE, task).await {
+            Ok(Err(e)) if !e.is_cancelled() => {
+                tracing::error!(error = %e, "a source task failed");
+            }
+            Ok(_) => {}
+            Err(_) => abort.abort(),
         }
     }
-    if let Ok(writer) = Arc::try_unwrap(writer) {
-        writer.into_database().close().await;
+    // Closing waits for connections to come back; an abandoned one may be stuck on a lock.
+    if let Ok(writer) = Arc::try_unwrap(writer)
+        && tokio::time::timeout(ABANDON_GRACE, writer.into_database().close())
+            .await
+            .is_err()
+    {
+        tracing::debug!("MySQL connections still busy at exit; the server rolls them back");
     }
     tracing::info!(
         events = Stats::get(&stats.events),
@@ -151,6 +174,8 @@ pub async fn run(
         malformed = Stats::get(&stats.malformed),
         retries = Stats::get(&stats.retries),
         dropped = Stats::get(&stats.dropped),
+        parked = Stats::get(&stats.parked),
+        abandoned = Stats::get(&stats.abandoned),
         "stopped"
     );
     Ok(stats)
@@ -232,28 +257,69 @@ impl RecentlyDispatched {
     }
 }
 
-/// Hands queued order ids to at most `concurrency` writers; on shutdown drains the queue until
-/// the stop deadline.
+/// What every writer task shares: the writer, the counters, and what the stop and the permanent
+/// errors leave behind.
+struct Writing {
+    writer: Arc<Writer>,
+    stats: Arc<Stats>,
+    health: WriteHealth,
+    /// Fired when the stop deadline passes: writes in flight and retries are abandoned.
+    give_up: CancellationToken,
+    /// Orders a permanent error refused: never written again by this process.
+    parked: Mutex<HashSet<u64>>,
+    /// Orders abandoned at the stop deadline, for the last log line.
+    abandoned: Mutex<Vec<u64>>,
+}
+
+impl Writing {
+    fn is_parked(&self, order: u64) -> bool {
+        lock(&self.parked).contains(&order)
+    }
+
+    /// Logs and counts an order that a permanent error refused, once.
+    fn park(&self, order: u64, error: &CancelError) {
+        if lock(&self.parked).insert(order) {
+            Stats::add(&self.stats.parked);
+            tracing::error!(order_id = order, error = %error,
+                "order cannot be cancelled: MySQL refuses the write with a permanent error; it stays unpaid and this worker does not retry it: fix the row and cancel the order by hand");
+        }
+    }
+
+    fn abandon(&self, batch: &[u64]) {
+        lock(&self.abandoned).extend_from_slice(batch);
+    }
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hands queued order ids to at most `concurrency` writers. On shutdown it writes what was
+/// already received until the stop deadline, then abandons what is still in flight (the server
+/// rolls those transactions back: nothing is half-written) and logs what was left.
 async fn dispatch(
     mut orders: mpsc::Receiver<u64>,
     writer: &Arc<Writer>,
     options: &WorkerOptions,
     shutdown: &CancellationToken,
     stats: &Arc<Stats>,
+    recovery_on: bool,
 ) {
     let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let tracker = TaskTracker::new();
-    // Fired when the stop deadline passes: retries give up, what is left is reported.
-    let give_up = CancellationToken::new();
-
-    let health = Arc::new(WriteHealth::default());
+    let writing = Arc::new(Writing {
+        writer: Arc::clone(writer),
+        stats: Arc::clone(stats),
+        health: WriteHealth::default(),
+        give_up: CancellationToken::new(),
+        parked: Mutex::new(HashSet::new()),
+        abandoned: Mutex::new(Vec::new()),
+    });
     let spawn = |batch: Vec<u64>, permit| {
-        let writer = Arc::clone(writer);
-        let stats = Arc::clone(stats);
-        let health = Arc::clone(&health);
-        let give_up = give_up.clone();
+        let writing = Arc::clone(&writing);
         tracker.spawn(async move {
-            write_batch(&writer, batch, &stats, &health, &give_up).await;
+            write_batch(&writing, batch).await;
             drop(permit);
         });
     };
@@ -273,8 +339,16 @@ async fn dispatch(
         if !recent.first(first) {
             continue;
         }
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            break;
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            // Every writer may be stuck (a row lock): the stop must not wait for one.
+            () = shutdown.cancelled() => {
+                writing.abandon(&[first]);
+                break;
+            }
         };
         let batch = fill_batch(
             first,
@@ -293,42 +367,51 @@ async fn dispatch(
     let deadline = tokio::time::Instant::now() + options.stop_timeout;
     let mut left = Vec::new();
     loop {
-        let next = tokio::time::timeout_at(deadline, async {
-            let order = orders.recv().await?;
-            let permit = Arc::clone(&slots).acquire_owned().await.ok()?;
-            Some((order, permit))
-        })
-        .await;
-        match next {
-            Ok(Some((order, permit))) => {
-                if recent.first(order) {
-                    let batch =
-                        fill_batch(order, &mut orders, &mut recent, batch_size, Duration::ZERO)
-                            .await;
-                    spawn(batch, permit);
-                }
+        let order = match tokio::time::timeout_at(deadline, orders.recv()).await {
+            Ok(Some(order)) => order,
+            Ok(None) | Err(_) => break,
+        };
+        if !recent.first(order) {
+            continue;
+        }
+        match tokio::time::timeout_at(deadline, Arc::clone(&slots).acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                let batch =
+                    fill_batch(order, &mut orders, &mut recent, batch_size, Duration::ZERO).await;
+                spawn(batch, permit);
             }
-            Ok(None) => break,
-            Err(_) => {
-                while let Ok(order) = orders.try_recv() {
-                    left.push(order);
-                }
+            Ok(Err(_)) | Err(_) => {
+                left.push(order);
                 break;
             }
         }
+    }
+    while let Ok(order) = orders.try_recv() {
+        left.push(order);
     }
     tracker.close();
     if tokio::time::timeout_at(deadline, tracker.wait())
         .await
         .is_err()
     {
-        give_up.cancel();
-        // Writes in flight get a moment to commit or roll back; retries stop at once.
-        let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+        // The deadline: writes in flight are dropped (their connection with them, so the
+        // server rolls them back) and retries stop; each task returns at once.
+        writing.give_up.cancel();
+        let _ = tokio::time::timeout(ABANDON_GRACE, tracker.wait()).await;
     }
+    left.extend(lock(&writing.abandoned).drain(..));
+    left.sort_unstable();
+    left.dedup();
     if !left.is_empty() {
-        tracing::warn!(count = left.len(), orders = ?left.iter().take(50).collect::<Vec<_>>(),
-            "stopped before these expired orders were written; they are still unpaid and the next start's sweep cancels them");
+        Stats::add_n(&stats.abandoned, left.len() as u64);
+        let shown: Vec<u64> = left.iter().copied().take(LEFT_SHOWN).collect();
+        if recovery_on {
+            tracing::warn!(count = left.len(), orders = ?shown, recovery = "on",
+                "stopped before these expired orders were written (writes in flight rolled back); they are still unpaid and the next start's sweep cancels them");
+        } else {
+            tracing::warn!(count = left.len(), orders = ?shown, recovery = "off",
+                "stopped before these expired orders were written (writes in flight rolled back); they are still unpaid and, with ORDER_EXPIRE_TTL not set, nothing cancels them later: cancel them by hand, or set ORDER_EXPIRE_TTL and run `order-expire sweep`");
+        }
     }
 }
 
@@ -365,12 +448,12 @@ async fn fill_batch(
 /// starts and once when it ends, not once per order and retry.
 #[derive(Default)]
 struct WriteHealth {
-    failing_since: std::sync::Mutex<Option<Instant>>,
+    failing_since: Mutex<Option<Instant>>,
 }
 
 impl WriteHealth {
     fn failed(&self, order: u64, error: &dyn std::fmt::Display) {
-        let mut since = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
+        let mut since = lock(&self.failing_since);
         if since.is_none() {
             *since = Some(Instant::now());
             tracing::warn!(order, %error, "MySQL writes are failing; every order is kept and retried with backoff");
@@ -380,7 +463,7 @@ impl WriteHealth {
     }
 
     fn succeeded(&self) {
-        let mut since = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
+        let mut since = lock(&self.failing_since);
         if let Some(start) = since.take() {
             tracing::info!(
                 failing_for_ms = start.elapsed().as_millis() as u64,
@@ -390,57 +473,77 @@ impl WriteHealth {
     }
 }
 
-/// Writes one batch, retrying with capped backoff until it succeeds or `give_up` fires. A batch
-/// that keeps failing is split into single orders, so that one bad order cannot hold up the
-/// others.
-async fn write_batch(
-    writer: &Writer,
-    batch: Vec<u64>,
-    stats: &Stats,
-    health: &WriteHealth,
-    give_up: &CancellationToken,
-) {
+/// Writes one batch. A transient failure (connection, deadlock, lock wait, timeout) is retried
+/// with capped backoff, and a batch that keeps failing is split into single orders. A permanent
+/// failure (a value out of range, a constraint) splits the batch in halves at once, down to the
+/// one order that fails, which is parked: so one bad order never holds up the others. When the
+/// stop deadline passes the write in flight is dropped and the batch recorded as abandoned.
+async fn write_batch(writing: &Writing, mut batch: Vec<u64>) {
     const SPLIT_AFTER: u32 = 3;
+    batch.retain(|order| !writing.is_parked(*order));
+    if batch.is_empty() {
+        return;
+    }
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(10));
     loop {
-        // A transaction on a silently dead connection would wait forever; give it a bound.
-        let attempt = tokio::time::timeout(WRITE_TIMEOUT, writer.cancel_batch(&batch))
-            .await
-            .unwrap_or_else(|_| {
-                Err(CancelError::Unexpected(format!(
-                    "no answer from MySQL within {} s",
-                    WRITE_TIMEOUT.as_secs()
-                )))
-            });
+        // A transaction on a silently dead connection would wait forever; give it a bound. The
+        // stop deadline drops it at once: dropping the connection rolls the transaction back.
+        let attempt = tokio::select! {
+            biased;
+            () = writing.give_up.cancelled() => {
+                writing.abandon(&batch);
+                return;
+            }
+            attempt = tokio::time::timeout(WRITE_TIMEOUT, writing.writer.cancel_batch(&batch)) => {
+                attempt.unwrap_or_else(|_| {
+                    Err(CancelError::Unexpected(format!(
+                        "no answer from MySQL within {} s",
+                        WRITE_TIMEOUT.as_secs()
+                    )))
+                })
+            }
+        };
         match attempt {
             Ok(outcomes) => {
-                health.succeeded();
-                record(outcomes, stats);
+                writing.health.succeeded();
+                record(outcomes, &writing.stats);
+                return;
+            }
+            Err(e) if e.is_permanent() => {
+                if let [order] = batch[..] {
+                    writing.park(order, &e);
+                    return;
+                }
+                tracing::debug!(orders = batch.len(), error = %e,
+                    "permanent error in a batch; splitting it to find the order");
+                let second = batch.split_off(batch.len() / 2);
+                Box::pin(write_batch(writing, batch)).await;
+                Box::pin(write_batch(writing, second)).await;
                 return;
             }
             Err(e) if e.is_lock_conflict() => {
                 // Another transaction held the rows; rolled back, so simply try again.
-                Stats::add(&stats.retries);
+                Stats::add(&writing.stats.retries);
                 tracing::debug!(orders = batch.len(), error = %e, "lock conflict; retrying");
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await;
             }
             Err(e) => {
-                Stats::add(&stats.retries);
-                health.failed(batch[0], &e);
+                Stats::add(&writing.stats.retries);
+                writing.health.failed(batch[0], &e);
                 if batch.len() > 1 && backoff.attempts() + 1 >= SPLIT_AFTER {
                     tracing::debug!(
                         orders = batch.len(),
                         "batch keeps failing; writing its orders one by one"
                     );
                     for order in batch {
-                        Box::pin(write_batch(writer, vec![order], stats, health, give_up)).await;
+                        Box::pin(write_batch(writing, vec![order])).await;
                     }
                     return;
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}
-                    () = give_up.cancelled() => {
-                        tracing::warn!(orders = ?batch, error = %e, "stopped while retrying; these orders are still unpaid and the next start's sweep cancels them");
+                    () = writing.give_up.cancelled() => {
+                        writing.abandon(&batch);
                         return;
                     }
                 }
@@ -483,6 +586,14 @@ fn record(outcomes: Vec<(u64, Outcome)>, stats: &Stats) {
             Outcome::NotUnpaid { status } => {
                 Stats::add(&stats.skipped);
                 tracing::info!(order, status, "order is not unpaid (paid?); left alone");
+            }
+            Outcome::Paid => {
+                Stats::add(&stats.skipped);
+                tracing::info!(
+                    order,
+                    outcome = "paid",
+                    "order is paid (its paid column is set); left alone"
+                );
             }
             Outcome::Missing => {
                 Stats::add(&stats.skipped);

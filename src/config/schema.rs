@@ -68,6 +68,9 @@ pub struct Schema {
     pub unpaid_status: i64,
     /// The status we set, as the PHP command's `$order->status = 2`.
     pub cancelled_status: i64,
+    /// A column whose non-null value means paid (`paid_at`), when the app has one: the database
+    /// is the truth about payment, so an order with it set is never cancelled.
+    pub paid_column: Option<Ident>,
 }
 
 impl Schema {

@@ -27,6 +27,7 @@ pub mod keys {
     pub const ORDERS_QUANTITY_COLUMN: &str = "ORDER_EXPIRE_ORDERS_QUANTITY_COLUMN";
     pub const UNPAID_STATUS: &str = "ORDER_EXPIRE_UNPAID_STATUS";
     pub const CANCELLED_STATUS: &str = "ORDER_EXPIRE_CANCELLED_STATUS";
+    pub const PAID_COLUMN: &str = "ORDER_EXPIRE_PAID_COLUMN";
     pub const PRODUCTS_TABLE: &str = "ORDER_EXPIRE_PRODUCTS_TABLE";
     pub const PRODUCTS_STOCK_COLUMN: &str = "ORDER_EXPIRE_PRODUCTS_STOCK_COLUMN";
     pub const ITEMS_TABLE: &str = "ORDER_EXPIRE_ITEMS_TABLE";
@@ -457,6 +458,10 @@ impl Ours<'_> {
             product_stock: self.ident(keys::PRODUCTS_STOCK_COLUMN, "stock")?,
             unpaid_status,
             cancelled_status,
+            paid_column: match self.ours(keys::PAID_COLUMN) {
+                Some(_) => Some(self.ident(keys::PAID_COLUMN, "paid_at")?),
+                None => None,
+            },
         })
     }
 

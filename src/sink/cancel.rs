@@ -56,9 +56,16 @@ pub enum Outcome {
     AlreadyCancelled,
     /// In another status (paid, shipped...): nothing written.
     NotUnpaid { status: i64 },
+    /// Still in the unpaid status, but its paid column (`ORDER_EXPIRE_PAID_COLUMN`) is set: the
+    /// app took the payment, so nothing is written.
+    Paid,
     /// No such order: nothing written.
     Missing,
 }
+
+/// An order row as locked: id, status, product and quantity (on the order, else NULL), and
+/// whether its paid column is set.
+type LockedOrder = (u64, i64, Option<u64>, Option<i64>, bool);
 
 /// `?, ?, ... ?` with `n` placeholders.
 fn placeholders(n: usize) -> String {
@@ -102,6 +109,14 @@ impl Statements {
         } = schema;
         let id = Schema::id_column();
         let updated_at = Schema::updated_at_column();
+        // The payment guard: read under the row lock, and repeated in the UPDATE.
+        let (paid, unpaid_guard) = match &schema.paid_column {
+            Some(paid) => (
+                format!("{paid} IS NOT NULL"),
+                format!(" AND {paid} IS NULL"),
+            ),
+            None => ("0".to_string(), String::new()),
+        };
         let order_touch = if shape.orders_updated_at {
             format!(", {orders}.{updated_at} = ?")
         } else {
@@ -123,7 +138,7 @@ impl Statements {
             let (lock, lines) = match &schema.lines {
                 OrderLines::OnOrder { product, quantity } => (
                     format!(
-                        "SELECT {id}, {status}, {product}, {quantity} FROM {orders} WHERE {id} IN ({list}) ORDER BY {id} FOR UPDATE"
+                        "SELECT {id}, {status}, {product}, {quantity}, {paid} FROM {orders} WHERE {id} IN ({list}) ORDER BY {id} FOR UPDATE"
                     ),
                     None,
                 ),
@@ -134,7 +149,7 @@ impl Statements {
                     quantity,
                 } => (
                     format!(
-                        "SELECT {id}, {status}, NULL, NULL FROM {orders} WHERE {id} IN ({list}) ORDER BY {id} FOR UPDATE"
+                        "SELECT {id}, {status}, NULL, NULL, {paid} FROM {orders} WHERE {id} IN ({list}) ORDER BY {id} FOR UPDATE"
                     ),
                     Some(format!(
                         "SELECT {order}, {product}, CAST(SUM({quantity}) AS SIGNED) FROM {table} \
@@ -148,7 +163,7 @@ impl Statements {
             }
             s.cancel_orders.insert(
                 n,
-                format!("UPDATE {orders} SET {status} = ?{order_touch} WHERE {id} IN ({list}) AND {status} = ?"),
+                format!("UPDATE {orders} SET {status} = ?{order_touch} WHERE {id} IN ({list}) AND {status} = ?{unpaid_guard}"),
             );
             let cases = vec![format!("WHEN ? THEN ?"); n].join(" ");
             s.return_stock.insert(
@@ -241,21 +256,22 @@ impl Writer {
             .await
             .map_err(CancelError::query("BEGIN"))?;
 
-        let rows: Vec<(u64, i64, Option<u64>, Option<i64>)> = tx
+        let rows: Vec<LockedOrder> = tx
             .exec(
                 Statements::get(&self.sql.lock_orders, ids.len())?,
                 padded(&ids),
             )
             .await
             .map_err(CancelError::query("locking the orders"))?;
+        let paid: Vec<u64> = rows.iter().filter(|row| row.4).map(|row| row.0).collect();
         let mut found: BTreeMap<u64, (i64, Option<u64>, Option<i64>)> = rows
             .into_iter()
-            .map(|(id, s, p, q)| (id, (s, p, q)))
+            .map(|(id, s, p, q, _)| (id, (s, p, q)))
             .collect();
 
         let unpaid: Vec<u64> = found
             .iter()
-            .filter(|(_, (status, _, _))| *status == self.unpaid)
+            .filter(|(id, (status, _, _))| *status == self.unpaid && !paid.contains(id))
             .map(|(id, _)| *id)
             .collect();
 
@@ -351,6 +367,7 @@ impl Writer {
                 let outcome = match found.remove(&id) {
                     None => Outcome::Missing,
                     Some((status, _, _)) if status == self.cancelled => Outcome::AlreadyCancelled,
+                    Some(_) if paid.contains(&id) => Outcome::Paid,
                     Some((status, _, _)) if status != self.unpaid => Outcome::NotUnpaid { status },
                     Some(_) => {
                         let lines = per_order.remove(&id).unwrap_or_default();
@@ -397,7 +414,7 @@ impl Writer {
     }
 }
 
-/// A failed attempt; the worker retries it.
+/// A failed attempt. The worker retries it unless [`CancelError::is_permanent`].
 #[derive(Debug)]
 pub enum CancelError {
     Mysql {
@@ -411,6 +428,32 @@ impl CancelError {
     /// A deadlock or lock wait timeout: another transaction won, retry at once. Not an outage.
     pub fn is_lock_conflict(&self) -> bool {
         matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1213 || e.code == 1205)
+    }
+
+    /// An error that the same statement on the same rows gets again however often it is
+    /// retried: a value out of range or truncated, a constraint or foreign key, a NOT NULL
+    /// column, a trigger's `SIGNAL`. Everything else (connection, deadlock, lock wait, timeout,
+    /// and errors not known to be permanent) is retried, so that no order is given up on a
+    /// guess.
+    pub fn is_permanent(&self) -> bool {
+        /// MySQL/MariaDB server error codes of the data, not of the moment.
+        const PERMANENT: [u16; 14] = [
+            1048, // column cannot be null
+            1062, // duplicate entry
+            1264, // out of range value
+            1265, // data truncated
+            1292, // incorrect value (date, number)
+            1366, // incorrect integer/string value
+            1406, // data too long
+            1451, // a foreign key refuses the update (parent row)
+            1452, // a foreign key refuses the update (child row)
+            1644, // a trigger's SIGNAL
+            1690, // value out of range in an expression (BIGINT UNSIGNED)
+            3819, // check constraint violated (MySQL)
+            4025, // check constraint violated (MariaDB)
+            1216, // foreign key constraint fails (old servers)
+        ];
+        matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if PERMANENT.contains(&e.code))
     }
 
     fn connect(source: mysql_async::Error) -> Self {
@@ -446,5 +489,28 @@ mod tests {
         assert_eq!(padded(&[1u64, 2, 3]), vec![1, 2, 3, 3, 3, 3, 3, 3]);
         assert_eq!(padded(&(0..65u64).collect::<Vec<_>>()).len(), MAX_BATCH);
         assert!(padded::<u64>(&[]).is_empty());
+    }
+
+    fn server_error(code: u16) -> CancelError {
+        CancelError::Mysql {
+            action: "returning stock",
+            source: mysql_async::Error::Server(mysql_async::ServerError {
+                code,
+                message: String::new(),
+                state: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn data_errors_are_permanent_and_moments_are_retried() {
+        for code in [1264, 1265, 1366, 1406, 1048, 1451, 1452, 1062, 4025, 3819] {
+            assert!(server_error(code).is_permanent(), "{code}");
+        }
+        for code in [1205, 1213, 2006, 2013, 1040, 1053, 1927, 1146] {
+            assert!(!server_error(code).is_permanent(), "{code}");
+        }
+        assert!(server_error(1213).is_lock_conflict());
+        assert!(!CancelError::Unexpected("no answer".into()).is_permanent());
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
-use crate::config::{MysqlSession, MysqlSettings, OrderLines, Schema, keys};
+use crate::config::{Ident, MysqlSession, MysqlSettings, OrderLines, Schema, keys};
 use crate::error::Error;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,9 +107,9 @@ impl Database {
         if let OrderLines::Items { table, .. } = &schema.lines {
             tables.push(table.as_str());
         }
-        let rows: Vec<(String, String)> = conn
+        let rows: Vec<(String, String, String, String)> = conn
             .exec(
-                "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS \
+                "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (?, ?, ?)",
                 (
                     tables[0],
@@ -120,7 +120,7 @@ impl Database {
             .await
             .map_err(|e| self.error("reading information_schema.COLUMNS", e))?;
         let mut columns: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for (table, column) in &rows {
+        for (table, column, _, _) in &rows {
             columns
                 .entry(table.as_str())
                 .or_default()
@@ -144,6 +144,9 @@ impl Database {
                 "",
             ),
         ];
+        if let Some(paid) = &schema.paid_column {
+            required.push((&schema.orders, paid.clone(), keys::PAID_COLUMN, ""));
+        }
         match &schema.lines {
             OrderLines::OnOrder { product, quantity } => {
                 required.push((
@@ -191,6 +194,22 @@ impl Database {
                     self.schema_error(format!("table {table} has no column {column}: {fix}"))
                 );
             }
+        }
+        let column = |name: &Ident| {
+            rows.iter()
+                .find(|(t, c, _, _)| t == schema.orders.as_str() && c == name.as_str())
+                .map(|(_, _, column_type, nullable)| (column_type.as_str(), nullable == "YES"))
+        };
+        if let Some((column_type, _)) = column(&schema.order_status) {
+            self.check_statuses_fit(schema, column_type)?;
+        }
+        if let Some(paid) = &schema.paid_column
+            && let Some((_, false)) = column(paid)
+        {
+            return Err(self.schema_error(format!(
+                "{}.{paid} is NOT NULL, so every order would count as paid: set {} to a column that stays NULL until the order is paid",
+                schema.orders, keys::PAID_COLUMN
+            )));
         }
         self.warn_without_sweep_index(&mut conn, schema).await;
         let has_updated_at = |table: &str| {
@@ -265,6 +284,29 @@ impl Database {
         }
     }
 
+    /// Refuses to start when a status setting cannot be stored in the status column: every
+    /// cancellation would then fail on the same error (out of range), forever.
+    fn check_statuses_fit(&self, schema: &Schema, column_type: &str) -> Result<(), Error> {
+        let (low, high) = integer_range(column_type).ok_or_else(|| {
+            self.schema_error(format!(
+                "{}.{} is `{column_type}`, and order-expire writes integer statuses: use an integer status column (tinyint, smallint, int...) or set {} to the right column",
+                schema.orders, schema.order_status, keys::ORDERS_STATUS_COLUMN
+            ))
+        })?;
+        for (setting, value) in [
+            (keys::UNPAID_STATUS, schema.unpaid_status),
+            (keys::CANCELLED_STATUS, schema.cancelled_status),
+        ] {
+            if !(low..=high).contains(&i128::from(value)) {
+                return Err(self.schema_error(format!(
+                    "{setting}={value} does not fit {}.{}, which is `{column_type}` ({low} to {high}): set {setting} to the status the app uses",
+                    schema.orders, schema.order_status
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn schema_error(&self, problem: String) -> Error {
         Error::Schema {
             endpoint: self.endpoint.clone(),
@@ -308,9 +350,65 @@ fn connect_error(settings: &MysqlSettings, e: &mysql_async::Error) -> Error {
     }
 }
 
+/// The values an integer column of MySQL type `column_type` (`tinyint(4)`, `int(10) unsigned`,
+/// `bigint`...) can hold; `None` for any other type.
+fn integer_range(column_type: &str) -> Option<(i128, i128)> {
+    let lower = column_type.to_ascii_lowercase();
+    let mut words = lower.split_whitespace();
+    let base = words.next()?;
+    let name = base.split('(').next()?;
+    let unsigned = words.any(|w| w == "unsigned");
+    let bits: u32 = match name {
+        "tinyint" | "bool" | "boolean" => 8,
+        "smallint" => 16,
+        "mediumint" => 24,
+        "int" | "integer" => 32,
+        "bigint" => 64,
+        _ => return None,
+    };
+    Some(if unsigned {
+        (0, (1i128 << bits) - 1)
+    } else {
+        (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+    })
+}
+
 /// The session statements, reversed: mysql_async runs its `init` list from the end.
 fn session_init(session: &MysqlSession) -> Vec<String> {
     let mut statements = session.statements();
     statements.reverse();
     statements
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_column_types_give_their_range() {
+        assert_eq!(integer_range("tinyint(4)"), Some((-128, 127)));
+        assert_eq!(integer_range("tinyint(3) unsigned"), Some((0, 255)));
+        assert_eq!(integer_range("smallint"), Some((-32768, 32767)));
+        assert_eq!(
+            integer_range("mediumint(8) unsigned"),
+            Some((0, 16_777_215))
+        );
+        assert_eq!(
+            integer_range("INT(11)"),
+            Some((-2_147_483_648, 2_147_483_647))
+        );
+        assert_eq!(
+            integer_range("bigint(20) unsigned zerofill"),
+            Some((0, 18_446_744_073_709_551_615))
+        );
+        for other in [
+            "varchar(20)",
+            "enum('new','paid')",
+            "char(1)",
+            "decimal(3,0)",
+            "",
+        ] {
+            assert_eq!(integer_range(other), None, "{other}");
+        }
+    }
 }

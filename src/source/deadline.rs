@@ -13,10 +13,15 @@
 //!   an order whose key is not there yet gets `created_at + ORDER_EXPIRE_TTL`;
 //! * deadlines wait in a min-heap; when one is due, `PTTL` on the key again. For a key past its
 //!   TTL that makes Redis delete it and publish `expired` on the spot, so the event path runs
-//!   within milliseconds; the watcher also queues the order itself (the dispatcher drops the
-//!   duplicate) so a subscription gap does not delay it. A key that was put again with a later
-//!   TTL is rescheduled; a key removed without a TTL (paid, `forget()`) costs one locked read
-//!   that writes nothing.
+//!   within milliseconds. A key that was put again with a later TTL is rescheduled.
+//! * what a key that is gone at its deadline means depends on the mode (README, "Delivery
+//!   guarantees"). In events-only mode (no `ORDER_EXPIRE_TTL`) only Redis's own expiry cancels,
+//!   as with the PHP worker: the app may `forget()` the key on payment, and a `PTTL` answer of
+//!   "no such key" cannot tell a deleted key from one that just expired, so the watcher queues
+//!   nothing itself and the `expired` event its `PTTL` caused does the rest. In reconciliation
+//!   mode the database is the truth: the watcher also queues the order (the dispatcher drops
+//!   the duplicate) so a subscription gap does not delay it, and the writer's guard (status,
+//!   paid column) decides.
 //!
 //! Cost: Redis answers two `PTTL`s per order; MySQL answers one primary-key range query per
 //! tick over the orders inserted since the last one.
@@ -84,17 +89,22 @@ impl DeadlineWatcher {
         let Schema {
             orders,
             order_status: status,
+            paid_column,
             ..
         } = &settings.schema;
         let id = Schema::id_column();
         let created = Schema::created_at_column();
+        let not_paid = paid_column
+            .as_ref()
+            .map(|paid| format!(" AND {paid} IS NULL"))
+            .unwrap_or_default();
         Self {
             oldest_pending: format!(
                 "SELECT MIN({id}) FROM {orders} WHERE {status} = ? AND {created} >= ?"
             ),
             newest_id: format!("SELECT MAX({id}) FROM {orders}"),
             new_orders: format!(
-                "SELECT {id}, {created} FROM {orders} WHERE {id} > ? AND {status} = ? \
+                "SELECT {id}, {created} FROM {orders} WHERE {id} > ? AND {status} = ?{not_paid} \
                  AND {created} IS NOT NULL ORDER BY {id} LIMIT {PAGE}"
             ),
             db,
@@ -257,7 +267,8 @@ impl DeadlineWatcher {
         })
     }
 
-    /// Looks at every key whose deadline has come; queues the orders whose key is gone.
+    /// Looks at every key whose deadline has come. In reconciliation mode, queues the orders
+    /// whose key is gone; in events-only mode only the `expired` event its `PTTL` causes does.
     async fn check_due(
         &self,
         state: &mut State,
@@ -290,9 +301,11 @@ impl DeadlineWatcher {
                     state.heap.push(Reverse(next));
                     continue;
                 }
-                // The key is gone and the deadline has passed: overdue (or paid and forgotten,
-                // which the writer sees and leaves alone).
-                let overdue = pttl == -2
+                // The key is gone and the deadline has passed. With the TTL known (reconciliation)
+                // the order is overdue unless the database says paid; without it a key that is
+                // simply gone may have been forgotten on payment, and is not an expiry.
+                let overdue = self.ttl.is_some()
+                    && pttl == -2
                     && entry
                         .waiting_for_key
                         .is_none_or(|w| w.fallback.is_some_and(|f| f <= now));

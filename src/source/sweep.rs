@@ -57,12 +57,18 @@ impl Reconciler {
         let Schema {
             orders,
             order_status: status,
+            paid_column,
             ..
         } = &settings.schema;
         let id = Schema::id_column();
         let created = Schema::created_at_column();
+        // Orders the app marked paid are not candidates, whatever their status.
+        let not_paid = paid_column
+            .as_ref()
+            .map(|paid| format!(" AND {paid} IS NULL"))
+            .unwrap_or_default();
         let select = format!(
-            "SELECT {id}, {created} FROM {orders} WHERE {status} = ? AND {created} IS NOT NULL AND {created} <= ?"
+            "SELECT {id}, {created} FROM {orders} WHERE {status} = ?{not_paid} AND {created} IS NOT NULL AND {created} <= ?"
         );
         Some(Self {
             first_page: format!("{select} ORDER BY {created}, {id} LIMIT {PAGE}"),
