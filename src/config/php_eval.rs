@@ -76,7 +76,14 @@ pub struct EvaluatedFile {
     /// For entries whose value comes from `env()`, the variable it reads, by dotted path inside
     /// the file (`redis.cache.port` -> `REDIS_PORT`): errors name the variable to change.
     pub from_env: BTreeMap<String, String>,
+    /// The line each value is written on, by dotted path (the first [`MAX_LINES`]): errors
+    /// about a value send the reader to it.
+    pub lines: BTreeMap<String, u32>,
 }
+
+/// How many values' lines a file records; enough for any real config file, and a bound on
+/// the memory a file with a million entries can take for it.
+const MAX_LINES: usize = 10_000;
 
 /// Evaluates the PHP `source` of the config file at `file`. A syntax error fails, as it would
 /// fail Laravel, and so does an expression beyond the evaluator's limits; anything else outside
@@ -141,6 +148,7 @@ fn evaluate_on_this_thread(
         uses: BTreeMap::new(),
         vars: BTreeMap::new(),
         from_env: BTreeMap::new(),
+        lines: BTreeMap::new(),
         depth: 0,
         work: 0,
         limit: None,
@@ -152,6 +160,7 @@ fn evaluate_on_this_thread(
     Ok(EvaluatedFile {
         value,
         from_env: eval.from_env,
+        lines: eval.lines,
     })
 }
 
@@ -178,6 +187,7 @@ struct Evaluator<'a> {
     /// Top-level variables.
     vars: BTreeMap<String, PhpValue>,
     from_env: BTreeMap<String, String>,
+    lines: BTreeMap<String, u32>,
     /// Expressions being evaluated around the current one.
     depth: usize,
     /// Work spent so far (see [`MAX_WORK`]).
@@ -308,9 +318,14 @@ impl Evaluator<'_> {
     fn eval_at(&mut self, expr: &Expr, path: Option<&str>) -> PhpValue {
         if let Some(path) = path
             && !path.is_empty()
-            && let Some(name) = first_env_name(expr, 0)
         {
-            self.from_env.insert(path.to_string(), name);
+            if self.lines.len() < MAX_LINES {
+                self.lines
+                    .insert(path.to_string(), (self.line_of)(expr.span));
+            }
+            if let Some(name) = first_env_name(expr, 0) {
+                self.from_env.insert(path.to_string(), name);
+            }
         }
         match &expr.kind {
             ExprKind::Array(elements) => {

@@ -69,6 +69,8 @@ pub struct Repository {
     from_env: BTreeMap<String, String>,
     /// Top-level key (`database`) -> where it was read.
     origins: BTreeMap<String, Origin>,
+    /// Dotted path -> the line of the app's config file that wrote its value.
+    lines: BTreeMap<String, u32>,
 }
 
 impl Repository {
@@ -110,6 +112,7 @@ impl Repository {
             values,
             from_env: BTreeMap::new(),
             origins,
+            lines: BTreeMap::new(),
         })
     }
 
@@ -140,6 +143,7 @@ impl Repository {
             values: PhpValue::Array(Vec::new()),
             from_env: BTreeMap::new(),
             origins: BTreeMap::new(),
+            lines: BTreeMap::new(),
         };
         for (name, (stock_path, stock_source)) in FILES.into_iter().zip(stock_files(major)) {
             let app = match config_dir {
@@ -153,6 +157,7 @@ impl Repository {
             }
             if let Some((path, source)) = app {
                 let file = evaluate_file(&path, &source, &ctx).map_err(ConfigError::Unsupported)?;
+                repository.set_lines(name, file.lines);
                 repository.merge_file(name, file.value, file.from_env, Origin::File(path), major);
             }
         }
@@ -244,6 +249,21 @@ impl Repository {
     /// `config('a.b.c')` as a string (`None` for unset and null).
     pub fn string(&self, path: &str) -> Result<Option<String>, ConfigError> {
         Ok(self.get(path)?.and_then(PhpValue::to_php_string))
+    }
+
+    /// The line of the app's config file that wrote the value at `path`, when known.
+    pub fn line(&self, path: &str) -> Option<u32> {
+        self.lines.get(path).copied()
+    }
+
+    /// Where the app's file `name` wrote each value (paths relative to the file).
+    fn set_lines(&mut self, name: &str, lines: BTreeMap<String, u32>) {
+        self.lines.retain(|path, _| !under(path, name));
+        self.lines.extend(
+            lines
+                .into_iter()
+                .map(|(path, line)| (format!("{name}.{path}"), line)),
+        );
     }
 
     /// The `env()` variable the value at `path` was read from, if it was.
