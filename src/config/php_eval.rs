@@ -1005,7 +1005,7 @@ fn first_env_name(expr: &Expr, depth: usize) -> Option<String> {
         ExprKind::Binary(b) => first_env_name(&b.left).or_else(|| first_env_name(&b.right)),
         ExprKind::NullCoalesce(c) => first_env_name(&c.left).or_else(|| first_env_name(&c.right)),
         ExprKind::Ternary(t) => first_env_name(&t.condition)
-            .or_else(|| t.then_expr.as_ref().and_then(|e| first_env_name(e)))
+            .or_else(|| t.then_expr.as_ref().and_then(&first_env_name))
             .or_else(|| first_env_name(&t.else_expr)),
         _ => None,
     }
@@ -1421,10 +1421,8 @@ mod tests {
         );
         assert!(refused(&arrays).reason.contains("more work"));
 
-        let copies = format!(
-            "<?php\n$a = str_replace('x', 'xxxxxxxxxxxxxxxx', 'xxxxxxxxxxxxxxxx');\n$a = str_replace('x', $a, $a);\n$a = str_replace('x', $a, $a);\nreturn [];\n"
-        );
-        assert!(refused(&copies).reason.contains("longer than 1 MiB"));
+        let copies = "<?php\n$a = str_replace('x', 'xxxxxxxxxxxxxxxx', 'xxxxxxxxxxxxxxxx');\n$a = str_replace('x', $a, $a);\n$a = str_replace('x', $a, $a);\nreturn [];\n";
+        assert!(refused(copies).reason.contains("longer than 1 MiB"));
 
         let interpolated = format!(
             "<?php\n$a = str_replace('x', '{}', 'x');\nreturn ['n' => \"{}\"];\n",
