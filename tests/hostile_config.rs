@@ -292,6 +292,22 @@ fn errors_never_show_a_secret() {
     let line = check_fails(&app, &[], &[], "DB_PASSWORD as a port");
     assert!(line.contains("DB_PASSWORD=***"), "{line}");
     assert!(!line.contains("S3cretDbPass"), "{line}");
+
+    // A password written into a config file as PHP order-expire does not evaluate: the file
+    // and line are named, the expression (which holds the password) is not shown.
+    let database = STOCK[2].1.replace(
+        "'password' => env('DB_PASSWORD', ''),",
+        "'password' => decrypt('S3cretInConfig'),",
+    );
+    assert!(
+        database.contains("S3cretInConfig"),
+        "the stock file was edited"
+    );
+    let app = app_with_config(GOOD_ENV, &[("database.php", &database)]);
+    let line = check_fails(&app, &[], &[], "password in PHP");
+    assert!(line.contains("config/database.php:"), "{line}");
+    assert!(line.contains("connections.mysql.password"), "{line}");
+    assert!(!line.contains("S3cretInConfig"), "{line}");
 }
 
 /// The limits leave real config files alone: the stock files of a fresh app still resolve.

@@ -291,10 +291,14 @@ impl Repository {
     }
 }
 
-/// The error for a needed value that could not be evaluated.
+/// The error for a needed value that could not be evaluated. The expression of a secret
+/// (`database.redis.cache.password`) is not shown: it may hold the password itself.
 pub fn unsupported(u: &Unevaluated, path: &str) -> ConfigError {
     let mut u = u.clone();
     u.reason = format!("{} (needed for {path})", u.reason);
+    if crate::error::is_secret_name(path) {
+        u.expression = "***".into();
+    }
     ConfigError::Unsupported(u)
 }
 
