@@ -1548,6 +1548,37 @@ mod tests {
         assert!(cases >= 50, "only {cases} cases ran in time");
     }
 
+    /// The stock files with random bytes changed, dropped or repeated, from a fixed seed: a
+    /// value or a located refusal, never a panic.
+    #[test]
+    fn mutated_config_files_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let alphabet = b"()[]{}$'\".,=>?:!+-*/%0123456789 \n\\<<<EOTenv\xff";
+        let stock = include_str!("stock/laravel8/database.php").as_bytes();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut cases = 0;
+        while cases < 300 && std::time::Instant::now() < deadline {
+            let mut bytes = stock.to_vec();
+            for _ in 0..rng.usize(1..6) {
+                let at = rng.usize(..bytes.len());
+                match rng.u8(..3) {
+                    0 => bytes[at] = alphabet[rng.usize(..alphabet.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => {
+                        let end = (at + rng.usize(1..60)).min(bytes.len());
+                        let piece = bytes[at..end].to_vec();
+                        bytes.splice(at..at, piece);
+                    }
+                }
+            }
+            let _ = evaluate(&String::from_utf8_lossy(&bytes));
+            cases += 1;
+        }
+        assert!(cases >= 30, "only {cases} cases ran in time");
+    }
+
     #[test]
     fn loose_comparisons_follow_php_8() {
         use std::cmp::Ordering::*;

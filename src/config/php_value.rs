@@ -557,6 +557,36 @@ mod tests {
         );
     }
 
+    /// Mutated caches (bytes changed, dropped, repeated, cut), from a fixed seed: the reader
+    /// returns a value or an error, and never panics.
+    #[test]
+    fn mutated_caches_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        let alphabet = b"()',.=>\\\"0-9eE aArrayNULL\n\0\xff";
+        for _ in 0..3000 {
+            let mut bytes = SAMPLE.as_bytes().to_vec();
+            for _ in 0..rng.usize(1..8) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = rng.usize(..bytes.len());
+                match rng.u8(..4) {
+                    0 => bytes[at] = alphabet[rng.usize(..alphabet.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    2 => {
+                        let end = (at + rng.usize(1..40)).min(bytes.len());
+                        let piece = bytes[at..end].to_vec();
+                        bytes.splice(at..at, piece);
+                    }
+                    _ => bytes.truncate(at.max(1)),
+                }
+            }
+            let _ = parse_config_cache(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
     #[test]
     fn rejects_what_is_not_var_export() {
         assert!(parse_config_cache("<?php return getenv('X');").is_err());

@@ -817,6 +817,76 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_names_its_real_flag() {
+        use clap::CommandFactory;
+        let cli = crate::cli::Cli::command();
+        let longs: Vec<String> = cli
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        for name in [
+            keys::KEY_TYPE,
+            keys::ORDERS_TABLE,
+            keys::ORDERS_STATUS_COLUMN,
+            keys::ORDERS_PRODUCT_COLUMN,
+            keys::ORDERS_QUANTITY_COLUMN,
+            keys::UNPAID_STATUS,
+            keys::CANCELLED_STATUS,
+            keys::PRODUCTS_TABLE,
+            keys::PRODUCTS_STOCK_COLUMN,
+            keys::ITEMS_TABLE,
+            keys::ITEMS_ORDER_COLUMN,
+            keys::ITEMS_PRODUCT_COLUMN,
+            keys::ITEMS_QUANTITY_COLUMN,
+            keys::TIMEZONE,
+            keys::ORDER_TTL,
+            keys::SWEEP_INTERVAL,
+            keys::LARAVEL_VERSION,
+        ] {
+            assert!(longs.contains(&flag_of(name)), "{name}: {}", flag_of(name));
+        }
+    }
+
+    #[test]
+    fn ranges_and_sources_of_our_settings() {
+        let message = |text: &str, overrides: &Overrides| {
+            resolve_with(&format!("CACHE_DRIVER=redis\n{text}"), overrides)
+                .map(|_| ())
+                .expect_err("must fail")
+                .to_string()
+        };
+        let none = Overrides::new();
+        for bad in ["0", "31536001", "1000000000000000", "1e15", "-1", "900s"] {
+            let m = message(&format!("ORDER_EXPIRE_TTL={bad}"), &none);
+            assert!(
+                m.starts_with(&format!("ORDER_EXPIRE_TTL=\"{bad}\" in /app/.env:"))
+                    && m.contains("1 to 31536000"),
+                "{m}"
+            );
+        }
+        let s = resolve(
+            "CACHE_DRIVER=redis\nORDER_EXPIRE_TTL=31536000\nORDER_EXPIRE_SWEEP_INTERVAL=86400",
+        )
+        .expect("the largest values are allowed");
+        assert_eq!(
+            s.recovery.order_ttl,
+            Some(std::time::Duration::from_secs(31_536_000))
+        );
+        let mut flags = Overrides::new();
+        flags.insert(keys::SWEEP_INTERVAL, "86401".into());
+        let m = message("ORDER_EXPIRE_SWEEP_INTERVAL=60", &flags);
+        assert!(
+            m.starts_with("--sweep-interval=\"86401\" on the command line:"),
+            "{m}"
+        );
+        let m = message("ORDER_EXPIRE_UNPAID_STATUS=9223372036854775808", &none);
+        assert!(
+            m.contains("-9223372036854775808 to 9223372036854775807"),
+            "{m}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_setting_and_the_fix() {
         let message = |text: &str| {
             resolve(text)
