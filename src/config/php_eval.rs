@@ -48,7 +48,7 @@ pub const MAX_DEPTH: usize = 256;
 pub const MAX_STRING: usize = 1 << 20;
 
 /// The work one file may cost, in units of one per expression plus the size of what it
-/// produces (a byte of string, [`ENTRY_COST`] per array entry). Laravel's files cost a few
+/// produces (a byte of string, `ENTRY_COST` per array entry). Laravel's files cost a few
 /// thousand; this allows about 64 MiB of values built in all.
 pub const MAX_WORK: u64 = 64 << 20;
 
@@ -76,7 +76,7 @@ pub struct EvaluatedFile {
     /// For entries whose value comes from `env()`, the variable it reads, by dotted path inside
     /// the file (`redis.cache.port` -> `REDIS_PORT`): errors name the variable to change.
     pub from_env: BTreeMap<String, String>,
-    /// The line each value is written on, by dotted path (the first [`MAX_LINES`]): errors
+    /// The line each value is written on, by dotted path (the first `MAX_LINES`): errors
     /// about a value send the reader to it.
     pub lines: BTreeMap<String, u32>,
 }
