@@ -57,8 +57,10 @@ const ENTRY_COST: u64 = 64;
 
 /// The stack of the thread that parses and evaluates a file. php-rs-parser stops at 512 nested
 /// levels (about 2 KiB of stack each in a release build, several times that in a debug
-/// build) and the evaluator at [`MAX_DEPTH`]; this leaves a wide margin over both.
-const EVAL_STACK: usize = 256 << 20;
+/// build) and the evaluator at [`MAX_DEPTH`]: the deepest inputs need under 16 MiB in a debug
+/// build (4 MiB is too little), so 64 MiB leaves a wide margin. It is address space, not
+/// memory: only the pages used are ever touched.
+const EVAL_STACK: usize = 64 << 20;
 
 /// What a config file's code can see.
 pub struct Context<'a> {
