@@ -11,7 +11,7 @@ use std::path::Path;
 use super::bounded;
 use super::dotenv::{self, DotenvRules};
 use super::env_value::{EnvValue, interpret};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ValueOrigin};
 
 /// Answers "what is variable X in the process environment?"; injectable so tests need not touch
 /// the real one.
@@ -61,6 +61,22 @@ impl Environment {
     /// The raw string of `name`, before `env()`'s mapping, or `None` if it is not set anywhere.
     pub fn raw(&self, name: &str) -> Option<String> {
         (self.process)(name).or_else(|| self.file.get(name).cloned())
+    }
+
+    /// Whether `name` is set in the process environment, which then wins over the `.env`: errors
+    /// send the reader there rather than to the file.
+    pub fn from_process(&self, name: &str) -> bool {
+        (self.process)(name).is_some()
+    }
+
+    /// Where the value of `name` was given (`env_file` being this environment's `.env`), for
+    /// errors about it.
+    pub fn origin(&self, name: &str, env_file: &Path) -> ValueOrigin {
+        if self.from_process(name) {
+            ValueOrigin::ProcessEnv
+        } else {
+            ValueOrigin::EnvFile(env_file.to_path_buf())
+        }
     }
 
     /// What `env(name)` returns, or `None` when the variable is not set at all (and Laravel would

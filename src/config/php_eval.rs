@@ -18,6 +18,12 @@
 //! providers built with `ServiceProvider::defaultProviders()->merge(...)`, closures), so such a
 //! value is an error only when a setting the worker needs depends on it; the error then suggests
 //! `php artisan config:cache`, whose output we read exactly.
+//!
+//! A config file is input, and a hostile or broken one must not take the worker down: the parse
+//! and the evaluation run on a thread with a known stack, expressions nest at most
+//! [`MAX_DEPTH`] levels, no string grows past [`MAX_STRING`] bytes, and a file gets
+//! [`MAX_WORK`] units of work. Beyond a limit the file fails with one line naming the file, the
+//! line and the limit, whatever value the expression was for.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +38,29 @@ use super::environment::Environment;
 use super::php;
 use super::php_value::{ArrayKey, PhpArray, PhpValue, Unevaluated};
 use super::slug::slug;
+
+/// How deeply expressions (and the values they build) may nest. Laravel's own files nest about
+/// six levels; the evaluator recurses once per level.
+pub const MAX_DEPTH: usize = 256;
+
+/// The longest string an expression may build: far above any host, prefix or password, far
+/// below what would exhaust memory (`$a = $a . $a;` doubles a string on every line).
+pub const MAX_STRING: usize = 1 << 20;
+
+/// The work one file may cost, in units of one per expression plus the size of what it
+/// produces (a byte of string, `ENTRY_COST` per array entry). Laravel's files cost a few
+/// thousand; this allows about 64 MiB of values built in all.
+pub const MAX_WORK: u64 = 64 << 20;
+
+/// Work units charged per array entry: about the memory one entry takes.
+const ENTRY_COST: u64 = 64;
+
+/// The stack of the thread that parses and evaluates a file. php-rs-parser stops at 512 nested
+/// levels (about 2 KiB of stack each in a release build, several times that in a debug
+/// build) and the evaluator at [`MAX_DEPTH`]: the deepest inputs need under 16 MiB in a debug
+/// build (4 MiB is too little), so 64 MiB leaves a wide margin. It is address space, not
+/// memory: only the pages used are ever touched.
+const EVAL_STACK: usize = 64 << 20;
 
 /// What a config file's code can see.
 pub struct Context<'a> {
@@ -49,11 +78,49 @@ pub struct EvaluatedFile {
     /// For entries whose value comes from `env()`, the variable it reads, by dotted path inside
     /// the file (`redis.cache.port` -> `REDIS_PORT`): errors name the variable to change.
     pub from_env: BTreeMap<String, String>,
+    /// The line each value is written on, by dotted path (the first `MAX_LINES`): errors
+    /// about a value send the reader to it.
+    pub lines: BTreeMap<String, u32>,
 }
 
+/// How many values' lines a file records; enough for any real config file, and a bound on
+/// the memory a file with a million entries can take for it.
+const MAX_LINES: usize = 10_000;
+
 /// Evaluates the PHP `source` of the config file at `file`. A syntax error fails, as it would
-/// fail Laravel; anything else outside the subset is left [`PhpValue::Unevaluated`].
+/// fail Laravel, and so does an expression beyond the evaluator's limits; anything else outside
+/// the subset is left [`PhpValue::Unevaluated`].
 pub fn evaluate_file(
+    file: &Path,
+    source: &str,
+    ctx: &Context,
+) -> Result<EvaluatedFile, Unevaluated> {
+    // The parser and the evaluator recurse on nesting; on a thread of our own the stack they
+    // may use is known, whichever thread (and stack size) the caller runs on.
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("config-eval".into())
+            .stack_size(EVAL_STACK)
+            .spawn_scoped(scope, || evaluate_on_this_thread(file, source, ctx))
+            .map_err(|e| Unevaluated {
+                file: file.to_path_buf(),
+                line: 1,
+                expression: String::new(),
+                reason: format!("could not be evaluated: no thread to evaluate it on ({e})"),
+            })?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(Unevaluated {
+                    file: file.to_path_buf(),
+                    line: 1,
+                    expression: String::new(),
+                    reason: "could not be evaluated: the evaluator failed on it".into(),
+                })
+            })
+    })
+}
+
+fn evaluate_on_this_thread(
     file: &Path,
     source: &str,
     ctx: &Context,
@@ -62,13 +129,17 @@ pub fn evaluate_file(
     let lines = &parsed.source_map;
     let line_of = |span: Span| lines.offset_to_line_col(span.start).to_one_based().0;
     if let Some(error) = parsed.errors.first() {
+        let reason = match error {
+            php_rs_parser::diagnostics::ParseError::NestingTooDeep { .. } => format!(
+                "nests deeper than the PHP parser's limit ({error}); split that expression or array into variables"
+            ),
+            _ => format!("is a PHP syntax error ({error}); Laravel cannot load this file either"),
+        };
         return Err(Unevaluated {
             file: file.to_path_buf(),
             line: line_of(error.span()),
             expression: snippet(source, error.span()),
-            reason: format!(
-                "is a PHP syntax error ({error}); Laravel cannot load this file either"
-            ),
+            reason,
         });
     }
     let mut eval = Evaluator {
@@ -79,11 +150,19 @@ pub fn evaluate_file(
         uses: BTreeMap::new(),
         vars: BTreeMap::new(),
         from_env: BTreeMap::new(),
+        lines: BTreeMap::new(),
+        depth: 0,
+        work: 0,
+        limit: None,
     };
     let value = eval.program(&parsed.program.stmts);
+    if let Some(limit) = eval.limit {
+        return Err(*limit);
+    }
     Ok(EvaluatedFile {
         value,
         from_env: eval.from_env,
+        lines: eval.lines,
     })
 }
 
@@ -110,6 +189,13 @@ struct Evaluator<'a> {
     /// Top-level variables.
     vars: BTreeMap<String, PhpValue>,
     from_env: BTreeMap<String, String>,
+    lines: BTreeMap<String, u32>,
+    /// Expressions being evaluated around the current one.
+    depth: usize,
+    /// Work spent so far (see [`MAX_WORK`]).
+    work: u64,
+    /// The first limit the file went past; once set, evaluation unwinds without more work.
+    limit: Option<Box<Unevaluated>>,
 }
 
 /// The MySQL PDO attributes Laravel's stock files use, with their values on PHP 8 / mysqlnd.
@@ -124,16 +210,66 @@ const PDO_MYSQL_ATTRIBUTES: &[(&str, i64)] = &[
 
 impl Evaluator<'_> {
     fn unevaluated(&self, span: Span, reason: impl Into<String>) -> PhpValue {
-        PhpValue::Unevaluated(Box::new(Unevaluated {
+        PhpValue::Unevaluated(Box::new(self.located(span, reason.into())))
+    }
+
+    /// `reason`, at the expression of `span` in this file.
+    fn located(&self, span: Span, reason: String) -> Unevaluated {
+        Unevaluated {
             file: self.file.to_path_buf(),
             line: (self.line_of)(span),
             expression: snippet(self.source, span),
-            reason: reason.into(),
-        }))
+            reason,
+        }
+    }
+
+    /// Records that the file went past a limit at `span` and returns a placeholder: the
+    /// file's evaluation fails with this reason.
+    fn over_limit(&mut self, span: Span, reason: String) -> PhpValue {
+        if self.limit.is_none() {
+            self.limit = Some(Box::new(self.located(span, reason)));
+        }
+        PhpValue::Null
+    }
+
+    /// Charges the cost of `value` (an expression just evaluated at `span`) and checks what it
+    /// built against the limits.
+    fn account(&mut self, span: Span, value: PhpValue) -> PhpValue {
+        if let PhpValue::Str(s) = &value
+            && s.len() > MAX_STRING
+        {
+            return self.over_limit(span, string_limit());
+        }
+        let budget = MAX_WORK.saturating_sub(self.work);
+        match measure(&value, budget, MAX_DEPTH) {
+            Measure::Cost(cost) => {
+                self.work += cost + 1;
+                value
+            }
+            Measure::TooDeep => self.over_limit(
+                span,
+                format!(
+                    "builds arrays nested deeper than {MAX_DEPTH} levels, order-expire's limit"
+                ),
+            ),
+            Measure::TooCostly => self.over_limit(span, work_limit()),
+        }
+    }
+
+    /// Whether a string of `len` bytes may be built; records the limit at `span` when not.
+    fn string_fits(&mut self, span: Span, len: usize) -> bool {
+        if len > MAX_STRING {
+            self.over_limit(span, string_limit());
+            return false;
+        }
+        true
     }
 
     fn program(&mut self, stmts: &[php_ast::owned::Stmt]) -> PhpValue {
         for stmt in stmts {
+            if self.limit.is_some() {
+                return PhpValue::Null;
+            }
             match &stmt.kind {
                 StmtKind::Use(decl) => {
                     for item in decl.uses.iter() {
@@ -184,14 +320,49 @@ impl Evaluator<'_> {
     fn eval_at(&mut self, expr: &Expr, path: Option<&str>) -> PhpValue {
         if let Some(path) = path
             && !path.is_empty()
-            && let Some(name) = first_env_name(expr)
         {
-            self.from_env.insert(path.to_string(), name);
+            if self.lines.len() < MAX_LINES {
+                self.lines
+                    .insert(path.to_string(), (self.line_of)(expr.span));
+            }
+            if let Some(name) = first_env_name(expr, 0) {
+                self.from_env.insert(path.to_string(), name);
+            }
         }
         match &expr.kind {
-            ExprKind::Array(elements) => self.array(elements, path),
+            ExprKind::Array(elements) => {
+                self.within_limits(expr, |this| this.array(elements, path))
+            }
             _ => self.eval(expr),
         }
+    }
+
+    /// Runs `evaluate` for `expr` one level deeper, within [`MAX_DEPTH`] and [`MAX_WORK`].
+    fn within_limits(
+        &mut self,
+        expr: &Expr,
+        evaluate: impl FnOnce(&mut Self) -> PhpValue,
+    ) -> PhpValue {
+        if self.limit.is_some() {
+            return PhpValue::Null;
+        }
+        if self.depth >= MAX_DEPTH {
+            return self.over_limit(
+                expr.span,
+                format!("nests expressions deeper than {MAX_DEPTH} levels, order-expire's limit"),
+            );
+        }
+        self.depth += 1;
+        let value = evaluate(self);
+        self.depth -= 1;
+        if self.limit.is_some() {
+            return PhpValue::Null;
+        }
+        self.account(expr.span, value)
+    }
+
+    fn eval(&mut self, expr: &Expr) -> PhpValue {
+        self.within_limits(expr, |this| this.eval_unchecked(expr))
     }
 
     fn array(&mut self, elements: &[ArrayElement], path: Option<&str>) -> PhpValue {
@@ -234,15 +405,15 @@ impl Evaluator<'_> {
         array.into_value()
     }
 
-    fn eval(&mut self, expr: &Expr) -> PhpValue {
+    fn eval_unchecked(&mut self, expr: &Expr) -> PhpValue {
         match &expr.kind {
             ExprKind::Int(i) => PhpValue::Int(*i),
             ExprKind::Float(f) => PhpValue::Float(*f),
             ExprKind::String(s) => PhpValue::Str(s.to_string_lossy().into_owned()),
             ExprKind::Bool(b) => PhpValue::Bool(*b),
             ExprKind::Null => PhpValue::Null,
-            ExprKind::InterpolatedString(parts) => self.interpolate(parts),
-            ExprKind::Heredoc(heredoc) => self.interpolate(&heredoc.parts),
+            ExprKind::InterpolatedString(parts) => self.interpolate(parts, expr.span),
+            ExprKind::Heredoc(heredoc) => self.interpolate(&heredoc.parts, expr.span),
             ExprKind::Nowdoc(nowdoc) => PhpValue::Str(nowdoc.value.to_string()),
             ExprKind::Array(elements) => self.array(elements, None),
             ExprKind::Parenthesized(inner) => self.eval(inner),
@@ -402,17 +573,22 @@ impl Evaluator<'_> {
         }
     }
 
-    fn interpolate(&mut self, parts: &[StringPart]) -> PhpValue {
+    /// A double-quoted string or heredoc at `span`, with its `{$expressions}` filled in.
+    fn interpolate(&mut self, parts: &[StringPart], span: Span) -> PhpValue {
         let mut text = String::new();
         for part in parts {
-            match part {
-                StringPart::Literal(bytes) => text.push_str(&bytes.to_string_lossy()),
+            let piece = match part {
+                StringPart::Literal(bytes) => bytes.to_string_lossy().into_owned(),
                 StringPart::Expr(e) => match self.eval(e) {
                     u @ PhpValue::Unevaluated(_) => return u,
-                    value => text.push_str(&string_of(&value)),
+                    value => string_of(&value),
                 },
-                _ => {}
+                _ => continue,
+            };
+            if !self.string_fits(span, text.len() + piece.len()) {
+                return PhpValue::Null;
             }
+            text.push_str(&piece);
         }
         PhpValue::Str(text)
     }
@@ -687,13 +863,16 @@ impl Evaluator<'_> {
                     )
                 })
             }
-            ("implode", [glue, PhpValue::Array(entries)]) => Some(PhpValue::Str(
-                entries
-                    .iter()
-                    .map(|(_, v)| string_of(v))
-                    .collect::<Vec<_>>()
-                    .join(&string_of(glue)),
-            )),
+            ("implode", [glue, PhpValue::Array(entries)]) => {
+                let glue = string_of(glue);
+                let pieces: Vec<String> = entries.iter().map(|(_, v)| string_of(v)).collect();
+                let len = pieces.iter().map(String::len).sum::<usize>()
+                    + glue.len().saturating_mul(pieces.len());
+                if !self.string_fits(span, len) {
+                    return PhpValue::Null;
+                }
+                Some(PhpValue::Str(pieces.join(&glue)))
+            }
             ("str_replace", [search, replace, subject])
                 if [search, replace, subject]
                     .iter()
@@ -701,11 +880,18 @@ impl Evaluator<'_> {
             {
                 let search = string_of(search);
                 let subject = string_of(subject);
-                Some(PhpValue::Str(if search.is_empty() {
-                    subject
+                let replace = string_of(replace);
+                if search.is_empty() {
+                    Some(PhpValue::Str(subject))
                 } else {
-                    subject.replace(&search, &string_of(replace))
-                }))
+                    let matches = subject.matches(search.as_str()).count();
+                    let len = subject.len() - matches * search.len()
+                        + matches.saturating_mul(replace.len());
+                    if !self.string_fits(span, len) {
+                        return PhpValue::Null;
+                    }
+                    Some(PhpValue::Str(subject.replace(&search, &replace)))
+                }
             }
             ("strtolower", [_]) => text(0).map(|s| PhpValue::Str(s.to_ascii_lowercase())),
             ("strtoupper", [_]) => text(0).map(|s| PhpValue::Str(s.to_ascii_uppercase())),
@@ -782,8 +968,14 @@ impl Evaluator<'_> {
     }
 }
 
-/// The first `env('NAME')` an expression reads, outside of defaults' own `env()` calls.
-fn first_env_name(expr: &Expr) -> Option<String> {
+/// The first `env('NAME')` an expression reads, outside of defaults' own `env()` calls, looking
+/// at most [`MAX_DEPTH`] levels down (`depth` levels are above `expr`): deeper, the evaluator
+/// refuses the expression anyway.
+fn first_env_name(expr: &Expr, depth: usize) -> Option<String> {
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    let first_env_name = |e: &Expr| first_env_name(e, depth + 1);
     match &expr.kind {
         ExprKind::Parenthesized(inner) | ExprKind::Cast(_, inner) => first_env_name(inner),
         ExprKind::FunctionCall(call) => {
@@ -815,7 +1007,7 @@ fn first_env_name(expr: &Expr) -> Option<String> {
         ExprKind::Binary(b) => first_env_name(&b.left).or_else(|| first_env_name(&b.right)),
         ExprKind::NullCoalesce(c) => first_env_name(&c.left).or_else(|| first_env_name(&c.right)),
         ExprKind::Ternary(t) => first_env_name(&t.condition)
-            .or_else(|| t.then_expr.as_ref().and_then(first_env_name))
+            .or_else(|| t.then_expr.as_ref().and_then(&first_env_name))
             .or_else(|| first_env_name(&t.else_expr)),
         _ => None,
     }
@@ -842,6 +1034,58 @@ fn string_of(value: &PhpValue) -> String {
     match value {
         PhpValue::Array(_) => "Array".into(),
         v => v.to_php_string().unwrap_or_default(),
+    }
+}
+
+fn string_limit() -> String {
+    format!(
+        "builds a string longer than {} MiB, order-expire's limit",
+        MAX_STRING >> 20
+    )
+}
+
+fn work_limit() -> String {
+    format!(
+        "takes more work to evaluate than order-expire allows for one config file (about {} MiB of values built)",
+        MAX_WORK >> 20
+    )
+}
+
+/// What a value costs to build or copy, or why it is refused.
+enum Measure {
+    Cost(u64),
+    /// Arrays nested deeper than allowed.
+    TooDeep,
+    /// More than the budget left.
+    TooCostly,
+}
+
+/// The cost of `value` (bytes of strings, [`ENTRY_COST`] per array entry), walking at most
+/// `budget` units and `depth` levels: the walk itself stays bounded.
+fn measure(value: &PhpValue, budget: u64, depth: usize) -> Measure {
+    match value {
+        PhpValue::Str(s) if s.len() as u64 > budget => Measure::TooCostly,
+        PhpValue::Str(s) => Measure::Cost(s.len() as u64),
+        PhpValue::Array(_) if depth == 0 => Measure::TooDeep,
+        PhpValue::Array(entries) => {
+            let mut total: u64 = 0;
+            for (key, entry) in entries {
+                let key_cost = match key {
+                    ArrayKey::Str(k) => k.len() as u64,
+                    ArrayKey::Int(_) => 0,
+                };
+                total += ENTRY_COST + key_cost;
+                if total > budget {
+                    return Measure::TooCostly;
+                }
+                match measure(entry, budget - total, depth - 1) {
+                    Measure::Cost(cost) => total += cost,
+                    refused => return refused,
+                }
+            }
+            Measure::Cost(total)
+        }
+        _ => Measure::Cost(0),
     }
 }
 
@@ -1102,6 +1346,239 @@ mod tests {
         .expect_err("syntax error");
         assert_eq!(err.line, 3, "{err}");
         assert!(err.to_string().contains("syntax error"), "{err}");
+    }
+
+    fn evaluate(source: &str) -> Result<EvaluatedFile, Unevaluated> {
+        let env = Environment::parse("", Box::new(|_| None)).expect("valid .env");
+        let ctx = Context {
+            env: &env,
+            base_path: Path::new("/app"),
+        };
+        evaluate_file(Path::new("/app/config/app.php"), source, &ctx)
+    }
+
+    fn refused(source: &str) -> Unevaluated {
+        match evaluate(source) {
+            Ok(file) => panic!("must be refused, evaluated to {:.200?}", file.value),
+            Err(u) => u,
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let n = 100_000;
+        let chain = |op: &str| vec!["1"; n].join(op);
+        for (what, source, limit) in [
+            ("a + chain", chain(" + "), "256 levels"),
+            ("a . chain", chain(" . "), "256 levels"),
+            ("a ?? chain", chain(" ?? "), "parser's limit"),
+            ("! prefixes", format!("{}1", "!".repeat(n)), "256 levels"),
+            ("casts", format!("{}1", "(int) ".repeat(n)), "limit"),
+            (
+                "parentheses",
+                format!("{}1{}", "(".repeat(n), ")".repeat(n)),
+                "parser's limit",
+            ),
+            (
+                "arrays",
+                format!("{}1{}", "[".repeat(n), "]".repeat(n)),
+                "parser's limit",
+            ),
+        ] {
+            let u = refused(&format!("<?php\nreturn ['name' => {source}];\n"));
+            assert_eq!(u.line, 2, "{what}: {u}");
+            assert!(u.reason.contains(limit), "{what}: {u}");
+            assert!(!u.to_string().contains('\n'), "{what}: one line: {u}");
+        }
+        // Just under the limits, the same shapes evaluate.
+        let file = evaluate(&format!(
+            "<?php\nreturn ['sum' => {}, 'not' => {}1];\n",
+            vec!["1"; 200].join(" + "),
+            "!".repeat(200)
+        ))
+        .expect("within the limits");
+        assert_eq!(file.value.lookup("sum"), Some(&PhpValue::Int(200)));
+        assert_eq!(file.value.lookup("not"), Some(&PhpValue::Bool(true)));
+    }
+
+    #[test]
+    fn values_built_through_variables_are_bounded() {
+        let doubling = format!(
+            "<?php\n$a = 'x';\n{}return ['name' => $a];\n",
+            "$a = $a . $a;\n".repeat(40)
+        );
+        let u = refused(&doubling);
+        assert!(u.reason.contains("longer than 1 MiB"), "{u}");
+        assert_eq!(u.line, 23, "the 21st doubling passes 1 MiB: {u}");
+
+        let nesting = format!(
+            "<?php\n$a = 1;\n{}return ['name' => $a];\n",
+            "$a = [$a];\n".repeat(1000)
+        );
+        assert!(refused(&nesting).reason.contains("nested deeper than 256"));
+
+        let arrays = format!(
+            "<?php\n$a = [1];\n{}return ['name' => $a];\n",
+            "$a = [$a, $a];\n".repeat(40)
+        );
+        assert!(refused(&arrays).reason.contains("more work"));
+
+        let copies = "<?php\n$a = str_replace('x', 'xxxxxxxxxxxxxxxx', 'xxxxxxxxxxxxxxxx');\n$a = str_replace('x', $a, $a);\n$a = str_replace('x', $a, $a);\nreturn [];\n";
+        assert!(refused(copies).reason.contains("longer than 1 MiB"));
+
+        let interpolated = format!(
+            "<?php\n$a = str_replace('x', '{}', 'x');\nreturn ['n' => \"{}\"];\n",
+            "y".repeat(1000),
+            "{$a}".repeat(2000)
+        );
+        assert!(refused(&interpolated).reason.contains("longer than 1 MiB"));
+
+        let imploded = format!(
+            "<?php\n$a = str_replace('x', '{}', 'x');\nreturn ['n' => implode($a, explode(',', '{}'))];\n",
+            "y".repeat(1000),
+            ",".repeat(2000)
+        );
+        assert!(refused(&imploded).reason.contains("longer than 1 MiB"));
+    }
+
+    #[test]
+    fn big_arrays_are_built_in_linear_time() {
+        // array_merge over 200k entries: quadratic insertion would take minutes.
+        let source = format!(
+            "<?php\nreturn ['list' => array_merge(explode(',', '{}'))];\n",
+            ",".repeat(200_000)
+        );
+        let started = std::time::Instant::now();
+        let file = evaluate(&source).expect("within the limits");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(file.value.lookup("list.200000"), Some(PhpValue::Str(s)) if s.is_empty()));
+    }
+
+    /// Random expressions built from a fixed seed: whatever the shape, the evaluator returns a
+    /// value or a located refusal, and never panics or overflows.
+    #[test]
+    fn random_expressions_never_panic() {
+        const ATOMS: &[&str] = &[
+            "1",
+            "0",
+            "-7",
+            "1.5",
+            "'a'",
+            "\"b{$v}\"",
+            "null",
+            "true",
+            "$v",
+            "$w",
+            "env('X')",
+            "env('NOPE', 3)",
+            "PHP_EOL",
+            "[]",
+            "[1, 'k' => 2]",
+            "PHP_INT_MAX",
+            "'9223372036854775807'",
+            "storage_path('x')",
+            "Str::slug('A b')",
+            "explode(',', 'a,b')",
+            "gethostname()",
+        ];
+        const BINARY: &[&str] = &[
+            " + ", " - ", " * ", " / ", " % ", " . ", " && ", " || ", " ?? ", " == ", " === ",
+            " < ", " >= ", " <=> ", " and ", " xor ",
+        ];
+        const UNARY: &[&str] = &["!", "-", "+", "(int) ", "(string) ", "(array) ", "(bool) "];
+        fn expr(rng: &mut fastrand::Rng, depth: u32) -> String {
+            if depth == 0 || rng.u8(..4) == 0 {
+                return ATOMS[rng.usize(..ATOMS.len())].to_string();
+            }
+            match rng.u8(..8) {
+                0 => format!(
+                    "{}{}",
+                    UNARY[rng.usize(..UNARY.len())],
+                    expr(rng, depth - 1)
+                ),
+                1 => format!("({})", expr(rng, depth - 1)),
+                2 => format!(
+                    "{} ? {} : {}",
+                    expr(rng, depth - 1),
+                    expr(rng, depth - 1),
+                    expr(rng, depth - 1)
+                ),
+                3 => format!("[{} => {}]", expr(rng, depth - 1), expr(rng, depth - 1)),
+                4 => format!("{}[{}]", expr(rng, depth - 1), expr(rng, depth - 1)),
+                5 => format!(
+                    "array_merge({}, {})",
+                    expr(rng, depth - 1),
+                    expr(rng, depth - 1)
+                ),
+                6 => {
+                    let n = rng.usize(1..400);
+                    let op = BINARY[rng.usize(..BINARY.len())];
+                    vec![expr(rng, 0); n].join(op)
+                }
+                _ => format!(
+                    "{}{}{}",
+                    expr(rng, depth - 1),
+                    BINARY[rng.usize(..BINARY.len())],
+                    expr(rng, depth - 1)
+                ),
+            }
+        }
+        let mut rng = fastrand::Rng::with_seed(9);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut cases = 0;
+        while cases < 600 && std::time::Instant::now() < deadline {
+            let source = format!(
+                "<?php\n$v = {};\n$w = $v . {};\nreturn ['a' => {}, 'b' => [{}]];\n",
+                expr(&mut rng, 4),
+                expr(&mut rng, 3),
+                expr(&mut rng, 6),
+                expr(&mut rng, 5)
+            );
+            match evaluate(&source) {
+                Ok(file) => assert!(matches!(
+                    file.value,
+                    PhpValue::Array(_) | PhpValue::Unevaluated(_)
+                )),
+                Err(u) => assert!(u.line >= 1 && !u.reason.is_empty(), "{u}"),
+            }
+            cases += 1;
+        }
+        assert!(cases >= 50, "only {cases} cases ran in time");
+    }
+
+    /// The stock files with random bytes changed, dropped or repeated, from a fixed seed: a
+    /// value or a located refusal, never a panic.
+    #[test]
+    fn mutated_config_files_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let alphabet = b"()[]{}$'\".,=>?:!+-*/%0123456789 \n\\<<<EOTenv\xff";
+        let stock = include_str!("stock/laravel8/database.php").as_bytes();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut cases = 0;
+        while cases < 300 && std::time::Instant::now() < deadline {
+            let mut bytes = stock.to_vec();
+            for _ in 0..rng.usize(1..6) {
+                let at = rng.usize(..bytes.len());
+                match rng.u8(..3) {
+                    0 => bytes[at] = alphabet[rng.usize(..alphabet.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => {
+                        let end = (at + rng.usize(1..60)).min(bytes.len());
+                        let piece = bytes[at..end].to_vec();
+                        bytes.splice(at..at, piece);
+                    }
+                }
+            }
+            let _ = evaluate(&String::from_utf8_lossy(&bytes));
+            cases += 1;
+        }
+        assert!(cases >= 30, "only {cases} cases ran in time");
     }
 
     #[test]

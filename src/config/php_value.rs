@@ -9,11 +9,17 @@
 //! only `\\` and `\'` escapes, strings joined with `.` around `"\0"`, and objects
 //! (`(object) array(...)`, `\Foo::__set_state(array(...))`), read as their arrays.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
+/// How deeply arrays in the configuration cache may nest. `var_export` of Laravel's
+/// configuration nests a handful of levels; the reader recurses once per level, so a hostile
+/// file nested a million deep must stop with an error rather than overflow the stack.
+pub const MAX_CACHE_DEPTH: usize = 256;
+
 /// An array key: PHP turns integer-like strings into integers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ArrayKey {
     Int(i64),
     Str(String),
@@ -129,6 +135,9 @@ impl PhpValue {
 #[derive(Debug, Default)]
 pub struct PhpArray {
     entries: Vec<(ArrayKey, PhpValue)>,
+    /// Key -> position in `entries`, so that building an array of n entries costs n steps, not
+    /// n squared (a config file may hold a million-entry array).
+    positions: HashMap<ArrayKey, usize>,
     next: i64,
 }
 
@@ -141,10 +150,23 @@ impl PhpArray {
         {
             self.next = i.saturating_add(1);
         }
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
-            Some(entry) => entry.1 = value,
-            None => self.entries.push((key, value)),
+        match self.positions.get(&key) {
+            Some(&at) => self.entries[at].1 = value,
+            None => {
+                self.positions.insert(key.clone(), self.entries.len());
+                self.entries.push((key, value));
+            }
         }
+    }
+
+    /// How many entries the array holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the array is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Adds `entries` as `array_merge` and `[...$spread]` do: string keys overwrite, integer
@@ -168,6 +190,7 @@ pub fn parse_config_cache(source: &str) -> Result<PhpValue, String> {
     let mut p = Reader {
         s: source.as_bytes(),
         i: 0,
+        depth: 0,
     };
     p.skip_ws();
     p.expect("<?php")?;
@@ -182,6 +205,8 @@ pub fn parse_config_cache(source: &str) -> Result<PhpValue, String> {
 struct Reader<'a> {
     s: &'a [u8],
     i: usize,
+    /// Arrays open around the current position.
+    depth: usize,
 }
 
 impl Reader<'_> {
@@ -369,13 +394,25 @@ impl Reader<'_> {
         String::from_utf8(out).map_err(|_| self.error("a string is not UTF-8"))
     }
 
-    /// After `array`: `( key => value, ... )`.
+    /// After `array`: `( key => value, ... )`, at most [`MAX_CACHE_DEPTH`] arrays deep.
     fn array_body(&mut self) -> Result<PhpValue, String> {
+        if self.depth >= MAX_CACHE_DEPTH {
+            return Err(self.error(&format!(
+                "arrays nest deeper than {MAX_CACHE_DEPTH} levels, which Laravel's configuration never does"
+            )));
+        }
+        self.depth += 1;
+        let body = self.array_entries();
+        self.depth -= 1;
+        body
+    }
+
+    fn array_entries(&mut self) -> Result<PhpValue, String> {
         self.expect("(")?;
-        let mut entries: Vec<(ArrayKey, PhpValue)> = Vec::new();
+        let mut entries = PhpArray::default();
         loop {
             if self.eat(")") {
-                return Ok(PhpValue::Array(entries));
+                return Ok(entries.into_value());
             }
             let key = match self.value()? {
                 PhpValue::Int(i) => ArrayKey::Int(i),
@@ -387,11 +424,10 @@ impl Reader<'_> {
             };
             self.expect("=>")?;
             let value = self.value()?;
-            entries.retain(|(k, _)| *k != key);
-            entries.push((key, value));
+            entries.insert(Some(key), value);
             if !self.eat(",") {
                 self.expect(")")?;
-                return Ok(PhpValue::Array(entries));
+                return Ok(entries.into_value());
             }
         }
     }
@@ -489,6 +525,66 @@ mod tests {
             config.lookup("database.connections.mysql.state.y"),
             Some(&PhpValue::Bool(true))
         );
+    }
+
+    #[test]
+    fn deep_or_huge_caches_fail_cleanly() {
+        let n = 100_000;
+        let deep = format!(
+            "<?php return {}{};",
+            "array ( 0 => ".repeat(n),
+            "1, )".repeat(n)
+        );
+        let err = parse_config_cache(&deep).expect_err("too deep");
+        assert!(err.contains("deeper than 256"), "{err}");
+
+        // 300k entries, duplicates overwritten in place: linear, as PHP's own arrays.
+        let mut big = String::from("<?php return array (\n");
+        for i in 0..300_000 {
+            big.push_str(&format!("  {} => 'v{i}',\n", i % 150_000));
+        }
+        big.push_str(");");
+        let started = std::time::Instant::now();
+        let config = parse_config_cache(&big).expect("parses");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert!(matches!(&config, PhpValue::Array(e) if e.len() == 150_000));
+        assert_eq!(
+            config
+                .lookup("7")
+                .and_then(PhpValue::to_php_string)
+                .as_deref(),
+            Some("v150007")
+        );
+    }
+
+    /// Mutated caches (bytes changed, dropped, repeated, cut), from a fixed seed: the reader
+    /// returns a value or an error, and never panics.
+    #[test]
+    fn mutated_caches_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(9);
+        let alphabet = b"()',.=>\\\"0-9eE aArrayNULL\n\0\xff";
+        for _ in 0..3000 {
+            let mut bytes = SAMPLE.as_bytes().to_vec();
+            for _ in 0..rng.usize(1..8) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = rng.usize(..bytes.len());
+                match rng.u8(..4) {
+                    0 => bytes[at] = alphabet[rng.usize(..alphabet.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    2 => {
+                        let end = (at + rng.usize(1..40)).min(bytes.len());
+                        let piece = bytes[at..end].to_vec();
+                        bytes.splice(at..at, piece);
+                    }
+                    _ => bytes.truncate(at.max(1)),
+                }
+            }
+            let _ = parse_config_cache(&String::from_utf8_lossy(&bytes));
+        }
     }
 
     #[test]

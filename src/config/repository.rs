@@ -70,6 +70,8 @@ pub struct Repository {
     from_env: BTreeMap<String, String>,
     /// Top-level key (`database`) -> where it was read.
     origins: BTreeMap<String, Origin>,
+    /// Dotted path -> the line of the app's config file that wrote its value.
+    lines: BTreeMap<String, u32>,
 }
 
 impl Repository {
@@ -114,6 +116,7 @@ impl Repository {
             values,
             from_env: BTreeMap::new(),
             origins,
+            lines: BTreeMap::new(),
         })
     }
 
@@ -144,6 +147,7 @@ impl Repository {
             values: PhpValue::Array(Vec::new()),
             from_env: BTreeMap::new(),
             origins: BTreeMap::new(),
+            lines: BTreeMap::new(),
         };
         for (name, (stock_path, stock_source)) in FILES.into_iter().zip(stock_files(major)) {
             let app = match config_dir {
@@ -157,6 +161,7 @@ impl Repository {
             }
             if let Some((path, source)) = app {
                 let file = evaluate_file(&path, &source, &ctx).map_err(ConfigError::Unsupported)?;
+                repository.set_lines(name, file.lines);
                 repository.merge_file(name, file.value, file.from_env, Origin::File(path), major);
             }
         }
@@ -250,6 +255,21 @@ impl Repository {
         Ok(self.get(path)?.and_then(PhpValue::to_php_string))
     }
 
+    /// The line of the app's config file that wrote the value at `path`, when known.
+    pub fn line(&self, path: &str) -> Option<u32> {
+        self.lines.get(path).copied()
+    }
+
+    /// Where the app's file `name` wrote each value (paths relative to the file).
+    fn set_lines(&mut self, name: &str, lines: BTreeMap<String, u32>) {
+        self.lines.retain(|path, _| !under(path, name));
+        self.lines.extend(
+            lines
+                .into_iter()
+                .map(|(path, line)| (format!("{name}.{path}"), line)),
+        );
+    }
+
     /// The `env()` variable the value at `path` was read from, if it was.
     pub fn env_name(&self, path: &str) -> Option<&str> {
         self.from_env.get(path).map(String::as_str)
@@ -275,10 +295,14 @@ impl Repository {
     }
 }
 
-/// The error for a needed value that could not be evaluated.
+/// The error for a needed value that could not be evaluated. The expression of a secret
+/// (`database.redis.cache.password`) is not shown: it may hold the password itself.
 pub fn unsupported(u: &Unevaluated, path: &str) -> ConfigError {
     let mut u = u.clone();
     u.reason = format!("{} (needed for {path})", u.reason);
+    if crate::error::is_secret_name(path) {
+        u.expression = "***".into();
+    }
     ConfigError::Unsupported(u)
 }
 

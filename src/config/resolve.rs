@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::environment::Environment;
 use super::php;
 use super::php_value::PhpValue;
 use super::repository::{Origin, Repository, Source, unsupported};
@@ -18,7 +19,7 @@ use super::settings::{
 };
 use super::url;
 use super::version::LaravelVersion;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ValueOrigin};
 
 /// Debian's `pdo_mysql.default_socket`: PDO connects there when the host is `localhost`.
 pub const PDO_DEFAULT_SOCKET: &str = "/var/run/mysqld/mysqld.sock";
@@ -26,6 +27,8 @@ pub const PDO_DEFAULT_SOCKET: &str = "/var/run/mysqld/mysqld.sock";
 /// Resolves settings from `config`, for the app whose `.env` is `env_file`.
 pub struct Laravel<'a> {
     pub config: &'a Repository,
+    /// The variables `env()` read, to tell the process environment from the `.env` in errors.
+    pub env: &'a Environment,
     pub env_file: &'a Path,
     pub version: Option<&'a LaravelVersion>,
 }
@@ -65,30 +68,30 @@ impl Laravel<'_> {
         self.config.string(path)
     }
 
-    /// The file to blame for the value at `path`.
-    fn file_of(&self, path: &str) -> PathBuf {
+    /// Where the value at `path` was written: its config file (and line, when known), or for
+    /// the stock files, which the app did not write, the `.env` that feeds them.
+    fn config_origin(&self, path: &str) -> ValueOrigin {
         match self.config.origin(path) {
-            Some(Origin::File(file)) => file.clone(),
-            _ => self.env_file.to_path_buf(),
+            Some(Origin::File(file)) => ValueOrigin::ConfigFile {
+                path: file.clone(),
+                line: self.config.line(path),
+            },
+            _ => ValueOrigin::EnvFile(self.env_file.to_path_buf()),
         }
     }
 
-    /// An invalid value at `path`: blames the `.env` variable it came from when there is one.
+    /// An invalid value at `path`: blames the variable it came from when there is one (in the
+    /// process environment or the `.env`, wherever it was set), else the config file and line.
     pub fn invalid(&self, path: &str, value: &str, reason: impl Into<String>) -> ConfigError {
-        let reason = reason.into();
-        match self.config.env_name(path) {
-            Some(var) => ConfigError::Invalid {
-                path: self.env_file.to_path_buf(),
-                key: var.to_string(),
-                value: value.to_string(),
-                reason,
-            },
-            None => ConfigError::Invalid {
-                path: self.file_of(path),
-                key: path.to_string(),
-                value: value.to_string(),
-                reason,
-            },
+        let (origin, key) = match self.config.env_name(path) {
+            Some(var) => (self.env.origin(var, self.env_file), var.to_string()),
+            None => (self.config_origin(path), path.to_string()),
+        };
+        ConfigError::Invalid {
+            origin,
+            key,
+            value: value.to_string(),
+            reason: reason.into(),
         }
     }
 
@@ -127,7 +130,7 @@ impl Laravel<'_> {
         }
         Err(match (self.config.env_name("cache.default"), &self.config.source) {
             (Some(var), _) => ConfigError::CacheDriver {
-                path: self.env_file.to_path_buf(),
+                origin: self.env.origin(var, self.env_file),
                 name: var.to_string(),
                 found: default,
             },
@@ -346,12 +349,12 @@ impl Laravel<'_> {
         let default = self.string("database.default")?.unwrap_or_default();
         let not_mysql = |found: String| match self.config.env_name("database.default") {
             Some(var) => ConfigError::DbConnection {
-                path: self.env_file.to_path_buf(),
+                origin: self.env.origin(var, self.env_file),
                 name: var.to_string(),
                 found,
             },
             None => ConfigError::DbConnection {
-                path: self.file_of("database.default"),
+                origin: self.config_origin("database.default"),
                 name: "database.default".into(),
                 found,
             },

@@ -15,7 +15,7 @@ use super::repository::{Repository, Source};
 use super::resolve::Laravel;
 use super::schema::{Ident, OrderLines, Schema};
 use super::version::{DotenvRules, DotenvVersion, LaravelVersion};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ValueOrigin};
 
 /// Names of our own settings. They live in the app's `.env` beside Laravel's, and each has a
 /// command-line flag that wins over it.
@@ -39,6 +39,26 @@ pub mod keys {
     pub const SWEEP_INTERVAL: &str = "ORDER_EXPIRE_SWEEP_INTERVAL";
     pub const LARAVEL_VERSION: &str = "ORDER_EXPIRE_LARAVEL_VERSION";
 }
+
+/// The command-line flag that sets our setting `name`: `ORDER_EXPIRE_ORDERS_TABLE` is
+/// `--orders-table`, and `ORDER_EXPIRE_TTL` is `--order-ttl` (see `cli.rs`).
+pub fn flag_of(name: &str) -> String {
+    let bare = match name.strip_prefix("ORDER_EXPIRE_") {
+        Some("TTL") => "ORDER_TTL",
+        Some(bare) => bare,
+        None => name,
+    };
+    format!("--{}", bare.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// The longest `ORDER_EXPIRE_TTL` (seconds, with its words for messages): a year. An unpaid
+/// order held longer is not a payment window, and the sweep computes `created_at` bounds from
+/// it, which must stay within MySQL's date range.
+pub const MAX_ORDER_TTL: (u64, &str) = (365 * 24 * 3600, "365 days");
+
+/// The longest `ORDER_EXPIRE_SWEEP_INTERVAL`: a day. Rarer sweeps leave missed events
+/// unreconciled for longer than any shop would accept.
+pub const MAX_SWEEP_INTERVAL: (u64, &str) = (24 * 3600, "1 day");
 
 /// Values given on the command line, keyed by the `.env` name they override.
 pub type Overrides = BTreeMap<&'static str, String>;
@@ -346,6 +366,7 @@ impl Settings {
         };
         let laravel = Laravel {
             config,
+            env,
             env_file,
             version: version.as_ref(),
         };
@@ -403,10 +424,17 @@ impl Ours<'_> {
             .filter(|v| !v.is_empty())
     }
 
-    fn invalid(&self, key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    /// A bad value of our setting `name`, named as it was given: the flag, the variable in the
+    /// process environment, or the variable in the `.env`.
+    fn invalid(&self, name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        let (origin, key) = if self.overrides.contains_key(name) {
+            (ValueOrigin::Flag, flag_of(name))
+        } else {
+            (self.env.origin(name, self.file), name.to_string())
+        };
         ConfigError::Invalid {
-            path: self.file.to_path_buf(),
-            key: key.to_string(),
+            origin,
+            key,
             value: value.to_string(),
             reason: reason.into(),
         }
@@ -417,13 +445,22 @@ impl Ours<'_> {
         Ident::new(&value).map_err(|reason| self.invalid(name, &value, reason))
     }
 
+    /// A status value: a whole number that fits a signed 64-bit integer (whether it fits the
+    /// status column is checked against the database).
     fn integer(&self, name: &'static str, default: i64) -> Result<i64, ConfigError> {
         match self.ours(name) {
             None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| self.invalid(name, &v, "expected an integer")),
+            Some(v) => v.trim().parse().map_err(|_| {
+                self.invalid(
+                    name,
+                    &v,
+                    format!(
+                        "expected a whole number from {} to {}, the status value the app stores",
+                        i64::MIN,
+                        i64::MAX
+                    ),
+                )
+            }),
         }
     }
 
@@ -466,24 +503,27 @@ impl Ours<'_> {
     }
 
     fn recovery(&self) -> Result<RecoverySettings, ConfigError> {
-        let seconds =
-            |name: &'static str, default: Option<u64>| -> Result<Option<u64>, ConfigError> {
-                match self.ours(name) {
-                    None => Ok(default),
-                    Some(v) => match v.trim().parse::<u64>() {
-                        Ok(n) if n > 0 => Ok(Some(n)),
-                        _ => Err(self.invalid(
-                            name,
-                            &v,
-                            "expected a whole number of seconds, at least 1",
-                        )),
-                    },
-                }
-            };
+        let seconds = |name: &'static str,
+                       default: Option<u64>,
+                       (max, max_words): (u64, &str)|
+         -> Result<Option<u64>, ConfigError> {
+            match self.ours(name) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+                    _ => Err(self.invalid(
+                        name,
+                        &v,
+                        format!("expected a whole number of seconds from 1 to {max} ({max_words})"),
+                    )),
+                },
+            }
+        };
         Ok(RecoverySettings {
-            order_ttl: seconds(keys::ORDER_TTL, None)?.map(std::time::Duration::from_secs),
+            order_ttl: seconds(keys::ORDER_TTL, None, MAX_ORDER_TTL)?
+                .map(std::time::Duration::from_secs),
             sweep_interval: std::time::Duration::from_secs(
-                seconds(keys::SWEEP_INTERVAL, Some(60))?.unwrap_or(60),
+                seconds(keys::SWEEP_INTERVAL, Some(60), MAX_SWEEP_INTERVAL)?.unwrap_or(60),
             ),
         })
     }
@@ -822,6 +862,76 @@ mod tests {
         .expect("resolves");
         assert_eq!(s.schema.orders.as_str(), "cli_orders");
         assert_eq!(s.timezone.name, "Asia/Shanghai");
+    }
+
+    #[test]
+    fn every_setting_names_its_real_flag() {
+        use clap::CommandFactory;
+        let cli = crate::cli::Cli::command();
+        let longs: Vec<String> = cli
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        for name in [
+            keys::KEY_TYPE,
+            keys::ORDERS_TABLE,
+            keys::ORDERS_STATUS_COLUMN,
+            keys::ORDERS_PRODUCT_COLUMN,
+            keys::ORDERS_QUANTITY_COLUMN,
+            keys::UNPAID_STATUS,
+            keys::CANCELLED_STATUS,
+            keys::PRODUCTS_TABLE,
+            keys::PRODUCTS_STOCK_COLUMN,
+            keys::ITEMS_TABLE,
+            keys::ITEMS_ORDER_COLUMN,
+            keys::ITEMS_PRODUCT_COLUMN,
+            keys::ITEMS_QUANTITY_COLUMN,
+            keys::TIMEZONE,
+            keys::ORDER_TTL,
+            keys::SWEEP_INTERVAL,
+            keys::LARAVEL_VERSION,
+        ] {
+            assert!(longs.contains(&flag_of(name)), "{name}: {}", flag_of(name));
+        }
+    }
+
+    #[test]
+    fn ranges_and_sources_of_our_settings() {
+        let message = |text: &str, overrides: &Overrides| {
+            resolve_with(&format!("CACHE_DRIVER=redis\n{text}"), overrides)
+                .map(|_| ())
+                .expect_err("must fail")
+                .to_string()
+        };
+        let none = Overrides::new();
+        for bad in ["0", "31536001", "1000000000000000", "1e15", "-1", "900s"] {
+            let m = message(&format!("ORDER_EXPIRE_TTL={bad}"), &none);
+            assert!(
+                m.starts_with(&format!("ORDER_EXPIRE_TTL=\"{bad}\" in /app/.env:"))
+                    && m.contains("1 to 31536000"),
+                "{m}"
+            );
+        }
+        let s = resolve(
+            "CACHE_DRIVER=redis\nORDER_EXPIRE_TTL=31536000\nORDER_EXPIRE_SWEEP_INTERVAL=86400",
+        )
+        .expect("the largest values are allowed");
+        assert_eq!(
+            s.recovery.order_ttl,
+            Some(std::time::Duration::from_secs(31_536_000))
+        );
+        let mut flags = Overrides::new();
+        flags.insert(keys::SWEEP_INTERVAL, "86401".into());
+        let m = message("ORDER_EXPIRE_SWEEP_INTERVAL=60", &flags);
+        assert!(
+            m.starts_with("--sweep-interval=\"86401\" on the command line:"),
+            "{m}"
+        );
+        let m = message("ORDER_EXPIRE_UNPAID_STATUS=9223372036854775808", &none);
+        assert!(
+            m.contains("-9223372036854775808 to 9223372036854775807"),
+            "{m}"
+        );
     }
 
     #[test]

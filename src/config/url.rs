@@ -50,7 +50,9 @@ impl UrlParts {
 
 /// Parses `url` as Laravel does; `Err` for what PHP's `parse_url` rejects.
 pub fn parse(url: &str) -> Result<UrlParts, String> {
-    let malformed = || format!("the URL {url:?} is malformed");
+    // The value is already in the message, with its password masked; never repeat it here.
+    let malformed =
+        || "the URL is malformed (expected scheme://user:password@host:port/database)".to_string();
     // parse_url needs a scheme here; Laravel rewrites sqlite:/// only.
     let (scheme, rest) = url.split_once("://").ok_or_else(malformed)?;
     if scheme.is_empty()
