@@ -40,6 +40,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod job;
 pub mod key;
 pub mod logging;
 pub mod schedule;
