@@ -196,7 +196,10 @@ async fn four_workers_through_bursts_return_stock_exactly_once_and_spare_paid_or
     let redis = RedisServer::start();
     let db = TestDb::create().await;
     let products = products(&db).await;
-    let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=1");
+    // The TTL the workers know is longer than the test: the paid orders below are marked paid
+    // one by one before their keys are put, and with a shorter one the reconciliation could
+    // rightly cancel an order still unpaid past its deadline without a key while the loop runs.
+    let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=120");
     let workers: Vec<_> = (0..4).map(|_| app.start_worker(&[])).collect();
     let mut all = Vec::new();
     let mut paid = Vec::new();
