@@ -52,6 +52,7 @@ impl EnvValue {
     }
 
     /// PHP's `empty()`: null, false, `""` and `"0"`.
+    #[cfg(test)]
     pub fn is_php_empty(&self) -> bool {
         match self {
             Self::Null | Self::Bool(false) => true,

@@ -11,7 +11,7 @@ use std::path::Path;
 use super::bounded;
 use super::dotenv::{self, DotenvRules};
 use super::env_value::{EnvValue, interpret};
-use crate::error::{ConfigError, ValueOrigin};
+use super::error::{ConfigError, ValueOrigin};
 
 /// Answers "what is variable X in the process environment?"; injectable so tests need not touch
 /// the real one.
@@ -44,6 +44,7 @@ impl Environment {
 
     /// Builds the environment from `.env` text and a process-environment lookup, with
     /// phpdotenv 5.4's rules (Laravel 8's).
+    #[cfg(test)]
     pub fn parse(text: &str, process: ProcessEnv) -> Result<Self, dotenv::DotenvError> {
         Self::parse_with(text, DotenvRules::Before5_5, process)
     }

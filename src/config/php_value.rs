@@ -159,16 +159,6 @@ impl PhpArray {
         }
     }
 
-    /// How many entries the array holds.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the array is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Adds `entries` as `array_merge` and `[...$spread]` do: string keys overwrite, integer
     /// keys are renumbered.
     pub fn append(&mut self, entries: &[(ArrayKey, PhpValue)]) {

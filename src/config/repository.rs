@@ -17,16 +17,16 @@ use std::path::{Path, PathBuf};
 
 use super::bounded;
 use super::environment::Environment;
+use super::error::{ConfigError, is_secret_name};
 use super::php_eval::{Context, evaluate_file};
 use super::php_value::{ArrayKey, PhpArray, PhpValue, Unevaluated, parse_config_cache};
-use crate::error::ConfigError;
 
 /// The config files the worker reads.
 const FILES: [&str; 3] = ["app", "cache", "database"];
 
 /// Where the configuration came from, as `check` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum ConfigSource {
     /// No `config/` folder: the stock files of the app's Laravel version, with its `.env`.
     Env,
     /// The app's own `config/*.php`, evaluated with its `.env`.
@@ -35,7 +35,7 @@ pub enum Source {
     ConfigCache(PathBuf),
 }
 
-impl Source {
+impl ConfigSource {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Env => ".env",
@@ -64,7 +64,7 @@ impl std::fmt::Display for Origin {
 /// The configuration, like Laravel's `config()` repository.
 #[derive(Debug, Clone)]
 pub struct Repository {
-    pub source: Source,
+    pub source: ConfigSource,
     values: PhpValue,
     /// Dotted path -> the `env()` variable its value was read from.
     from_env: BTreeMap<String, String>,
@@ -112,7 +112,7 @@ impl Repository {
             _ => BTreeMap::new(),
         };
         Ok(Self {
-            source: Source::ConfigCache(cache_file.to_path_buf()),
+            source: ConfigSource::ConfigCache(cache_file.to_path_buf()),
             values,
             from_env: BTreeMap::new(),
             origins,
@@ -140,9 +140,9 @@ impl Repository {
         };
         let mut repository = Self {
             source: if config_dir.is_some() {
-                Source::Config
+                ConfigSource::Config
             } else {
-                Source::Env
+                ConfigSource::Env
             },
             values: PhpValue::Array(Vec::new()),
             from_env: BTreeMap::new(),
@@ -300,7 +300,7 @@ impl Repository {
 pub fn unsupported(u: &Unevaluated, path: &str) -> ConfigError {
     let mut u = u.clone();
     u.reason = format!("{} (needed for {path})", u.reason);
-    if crate::error::is_secret_name(path) {
+    if is_secret_name(path) {
         u.expression = "***".into();
     }
     ConfigError::Unsupported(u)
@@ -415,7 +415,7 @@ mod tests {
             &dir.path().join("bootstrap/cache/config.php"),
         )
         .expect("loads");
-        assert_eq!(r.source, Source::Config);
+        assert_eq!(r.source, ConfigSource::Config);
         assert_eq!(
             r.string("database.default").expect("ok").as_deref(),
             Some("mysql")

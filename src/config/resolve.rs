@@ -11,15 +11,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::environment::Environment;
+use super::error::{ConfigError, ValueOrigin};
 use super::php;
 use super::php_value::PhpValue;
-use super::repository::{Origin, Repository, Source, unsupported};
-use super::settings::{
+use super::repository::{ConfigSource, Origin, Repository, unsupported};
+use super::resolved::{
     KeySettings, MysqlSession, MysqlSettings, RedisEndpoint, RedisSettings, SqlMode,
 };
 use super::url;
 use super::version::LaravelVersion;
-use crate::error::{ConfigError, ValueOrigin};
 
 /// Debian's `pdo_mysql.default_socket`: PDO connects there when the host is `localhost`.
 pub const PDO_DEFAULT_SOCKET: &str = "/var/run/mysqld/mysqld.sock";
@@ -134,7 +134,7 @@ impl Laravel<'_> {
                 name: var.to_string(),
                 found: default,
             },
-            (None, Source::ConfigCache(_)) => self.invalid(
+            (None, ConfigSource::ConfigCache(_)) => self.invalid(
                 "cache.default",
                 &default,
                 "the default cache store must be a redis store (CACHE_DRIVER=redis, then php artisan config:cache)",

@@ -15,20 +15,6 @@ pub enum UrlValue {
     Str(String),
 }
 
-impl UrlValue {
-    /// PHP's `(string)` of the value (`None` for null).
-    pub fn to_php_string(&self) -> Option<String> {
-        match self {
-            Self::Null => None,
-            Self::Bool(true) => Some("1".into()),
-            Self::Bool(false) => Some(String::new()),
-            Self::Int(i) => Some(i.to_string()),
-            Self::Float(f) => Some(f.to_string()),
-            Self::Str(s) => Some(s.clone()),
-        }
-    }
-}
-
 /// The parts of a connection URL Laravel merges over the connection's keys.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct UrlParts {
@@ -43,6 +29,7 @@ pub struct UrlParts {
 
 impl UrlParts {
     /// The merged value of `key`: the query string first, then the URL's own parts.
+    #[cfg(test)]
     pub fn get(&self, key: &str) -> Option<&UrlValue> {
         self.query.get(key).or_else(|| self.primary.get(key))
     }
