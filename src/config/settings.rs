@@ -416,7 +416,7 @@ impl Ours<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RedisEndpoint;
+    use crate::config::resolved::RedisEndpoint;
 
     fn resolve(text: &str) -> Result<Settings, ConfigError> {
         resolve_with(text, &Overrides::new())
