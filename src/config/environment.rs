@@ -66,14 +66,14 @@ impl Environment {
 
     /// Whether `name` is set in the process environment, which then wins over the `.env`: errors
     /// send the reader there rather than to the file.
-    pub fn from_process(&self, name: &str) -> bool {
+    pub fn set_in_process(&self, name: &str) -> bool {
         (self.process)(name).is_some()
     }
 
     /// Where the value of `name` was given (`env_file` being this environment's `.env`), for
     /// errors about it.
     pub fn origin(&self, name: &str, env_file: &Path) -> ValueOrigin {
-        if self.from_process(name) {
+        if self.set_in_process(name) {
             ValueOrigin::ProcessEnv
         } else {
             ValueOrigin::EnvFile(env_file.to_path_buf())
