@@ -99,7 +99,7 @@ impl std::fmt::Display for ValueOrigin {
 /// Whether the setting `name` (a variable, a flag or a config path) holds a secret whose value
 /// must never be printed: its name says password (or pass), secret, key or token. order-expire's own
 /// `ORDER_EXPIRE_*` settings (table names, statuses, `ORDER_EXPIRE_KEY_TYPE`) are not secrets.
-pub fn is_secret_name(name: &str) -> bool {
+pub(super) fn is_secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     let ours = upper.starts_with("ORDER_EXPIRE_") || upper.starts_with("--");
     !ours
@@ -110,7 +110,7 @@ pub fn is_secret_name(name: &str) -> bool {
 
 /// `value` as an error may show it for the setting `name`: `***` for a secret, a URL with its
 /// password replaced by `***`, anything else quoted.
-pub fn shown_value(name: &str, value: &str) -> String {
+pub(super) fn shown_value(name: &str, value: &str) -> String {
     if is_secret_name(name) {
         return "***".into();
     }
@@ -120,7 +120,7 @@ pub fn shown_value(name: &str, value: &str) -> String {
 /// `scheme://user:password@host...` with the password (or a user-info without `:`, which some
 /// clients read as the password) replaced by `***`, and `user:password@host` without a scheme
 /// likewise; other text (an e-mail address) unchanged.
-pub fn without_url_password(value: &str) -> String {
+pub(super) fn without_url_password(value: &str) -> String {
     let (scheme, rest) = match value.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, value),

@@ -48,6 +48,10 @@
 //! * [`settings`] puts it together with order-expire's own settings (schema mapping, TTL, time
 //!   zone override); [`schema`] validates the table and column names.
 
+// The public surface is deliberate: what is `pub` here is re-exported below or is one of the
+// public modules; everything else is for the files of this module only.
+#![warn(unreachable_pub)]
+
 mod ascii_table;
 mod bounded;
 pub mod dotenv;

@@ -46,16 +46,16 @@ const NO_SLOT: &str = "passes arguments the function does not take";
 
 /// How deeply expressions (and the values they build) may nest. Laravel's own files nest about
 /// six levels; the evaluator recurses once per level.
-pub const MAX_DEPTH: usize = 256;
+pub(super) const MAX_DEPTH: usize = 256;
 
 /// The longest string an expression may build: far above any host, prefix or password, far
 /// below what would exhaust memory (`$a = $a . $a;` doubles a string on every line).
-pub const MAX_STRING: usize = 1 << 20;
+pub(super) const MAX_STRING: usize = 1 << 20;
 
 /// The work one file may cost, in units of one per expression plus the size of what it
 /// produces (a byte of string, `ENTRY_COST` per array entry). Laravel's files cost a few
 /// thousand; this allows about 64 MiB of values built in all.
-pub const MAX_WORK: u64 = 64 << 20;
+pub(super) const MAX_WORK: u64 = 64 << 20;
 
 /// Work units charged per array entry: about the memory one entry takes.
 const ENTRY_COST: u64 = 64;
@@ -68,7 +68,7 @@ const ENTRY_COST: u64 = 64;
 const EVAL_STACK: usize = 64 << 20;
 
 /// What a config file's code can see.
-pub struct Context<'a> {
+pub(super) struct Context<'a> {
     /// The variables `env()` reads.
     pub env: &'a Environment,
     /// The app's root (`base_path()`).
@@ -77,7 +77,7 @@ pub struct Context<'a> {
 
 /// A config file, evaluated.
 #[derive(Debug, Clone)]
-pub struct EvaluatedFile {
+pub(super) struct EvaluatedFile {
     /// What the file returns.
     pub value: PhpValue,
     /// For entries whose value comes from `env()`, the variable it reads, by dotted path inside
@@ -95,7 +95,7 @@ const MAX_LINES: usize = 10_000;
 /// Evaluates the PHP `source` of the config file at `file`. A syntax error fails, as it would
 /// fail Laravel, and so does an expression beyond the evaluator's limits; anything else outside
 /// the subset is left [`PhpValue::Unevaluated`].
-pub fn evaluate_file(
+pub(super) fn evaluate_file(
     file: &Path,
     source: &str,
     ctx: &Context,

@@ -56,11 +56,11 @@ pub fn flag_of(name: &str) -> String {
 /// The longest `ORDER_EXPIRE_TTL` (seconds, with its words for messages): a year. An unpaid
 /// order held longer is not a payment window, and the sweep computes `created_at` bounds from
 /// it, which must stay within MySQL's date range.
-pub const MAX_ORDER_TTL: (u64, &str) = (365 * 24 * 3600, "365 days");
+pub(super) const MAX_ORDER_TTL: (u64, &str) = (365 * 24 * 3600, "365 days");
 
 /// The longest `ORDER_EXPIRE_SWEEP_INTERVAL`: a day. Rarer sweeps leave missed events
 /// unreconciled for longer than any shop would accept.
-pub const MAX_SWEEP_INTERVAL: (u64, &str) = (24 * 3600, "1 day");
+pub(super) const MAX_SWEEP_INTERVAL: (u64, &str) = (24 * 3600, "1 day");
 
 /// Values given on the command line, keyed by the `.env` name they override.
 pub type Overrides = BTreeMap<&'static str, String>;
