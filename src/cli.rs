@@ -225,6 +225,7 @@ impl MappingArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config;
     use clap::CommandFactory;
 
     #[test]
@@ -252,5 +253,39 @@ mod tests {
         assert_eq!(overrides.len(), 1);
         assert_eq!(cli.run.concurrency, 2);
         assert!(matches!(cli.command, Some(Command::Run)));
+    }
+
+    #[test]
+    fn every_setting_names_its_real_flag() {
+        let cli = Cli::command();
+        let longs: Vec<String> = cli
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        for name in [
+            keys::KEY_TYPE,
+            keys::ORDERS_TABLE,
+            keys::ORDERS_STATUS_COLUMN,
+            keys::ORDERS_PRODUCT_COLUMN,
+            keys::ORDERS_QUANTITY_COLUMN,
+            keys::UNPAID_STATUS,
+            keys::CANCELLED_STATUS,
+            keys::PRODUCTS_TABLE,
+            keys::PRODUCTS_STOCK_COLUMN,
+            keys::ITEMS_TABLE,
+            keys::ITEMS_ORDER_COLUMN,
+            keys::ITEMS_PRODUCT_COLUMN,
+            keys::ITEMS_QUANTITY_COLUMN,
+            keys::TIMEZONE,
+            keys::ORDER_TTL,
+            keys::SWEEP_INTERVAL,
+            keys::LARAVEL_VERSION,
+        ] {
+            assert!(
+                longs.contains(&config::flag_of(name)),
+                "{name}: {}",
+                config::flag_of(name)
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! treat the same way.
 
 use crate::config::Settings;
-use crate::config::php::is_numeric;
+use crate::config::is_numeric;
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::source::redis::RedisTarget;

@@ -26,8 +26,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
 use crate::check::Contract;
+use crate::config::ConfigSource;
 use crate::config::Settings;
-use crate::config::repository::Source;
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::sink::cancel::{CancelError, MAX_BATCH};
@@ -100,13 +100,13 @@ pub async fn run(
         orders = %settings.schema.orders, products = %settings.schema.products,
         timezone = %settings.timezone.name, "writing to MySQL");
     match &settings.source {
-        Source::ConfigCache(cache) => {
+        ConfigSource::ConfigCache(cache) => {
             tracing::info!(file = %cache.display(), "read the app's configuration cache (Laravel ignores .env while it exists)");
         }
-        Source::Config => tracing::info!(
+        ConfigSource::Config => tracing::info!(
             "read the app's config/app.php, config/cache.php and config/database.php with its .env"
         ),
-        Source::Env => tracing::info!(
+        ConfigSource::Env => tracing::info!(
             "no config/ folder beside the .env: using the stock config files of the app's Laravel version"
         ),
     }

@@ -10,10 +10,10 @@ use std::io::Read;
 use std::path::Path;
 
 /// The largest `.env` read: real ones are a few kilobytes.
-pub const MAX_ENV_BYTES: u64 = 1024 * 1024;
+pub(super) const MAX_ENV_BYTES: u64 = 1024 * 1024;
 
 /// The largest config file or configuration cache read: real ones are tens of kilobytes.
-pub const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
+pub(super) const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Why a file was not read; rendered as the end of a one-line error.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ impl ReadError {
 }
 
 /// The bytes of the regular file at `path`, at most `cap` of them.
-pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+pub(super) fn read(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
     // Metadata first: opening a FIFO would block until a writer appears.
     let metadata = std::fs::metadata(path)?;
     if !metadata.is_file() {
@@ -56,7 +56,7 @@ pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
 }
 
 /// The same, as UTF-8 text (PHP source and `composer` JSON are UTF-8).
-pub fn read_text(path: &Path, cap: u64) -> Result<String, ReadError> {
+pub(super) fn read_text(path: &Path, cap: u64) -> Result<String, ReadError> {
     let bytes = read(path, cap)?;
     String::from_utf8(bytes).map_err(|e| {
         ReadError::Io(std::io::Error::new(

@@ -7,7 +7,7 @@
 
 /// What `env()` returns for a variable that is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnvValue {
+pub(super) enum EnvValue {
     Null,
     Bool(bool),
     Str(String),
@@ -17,7 +17,7 @@ pub enum EnvValue {
 /// `false`/`(false)`, `empty`/`(empty)` and `null`/`(null)` (any case) are keywords; a value
 /// wrapped in one pair of matching quotes loses them (`\A(['"])(.*)\1\z`, where `.` does not
 /// match a newline); anything else is the string unchanged.
-pub fn interpret(raw: &str) -> EnvValue {
+pub(super) fn interpret(raw: &str) -> EnvValue {
     match raw.to_ascii_lowercase().as_str() {
         "true" | "(true)" => return EnvValue::Bool(true),
         "false" | "(false)" => return EnvValue::Bool(false),
@@ -42,7 +42,7 @@ pub fn interpret(raw: &str) -> EnvValue {
 impl EnvValue {
     /// PHP's `(string)` cast: `None` for null (callers decide what null means), `"1"` for
     /// true, `""` for false.
-    pub fn to_php_string(&self) -> Option<String> {
+    pub(super) fn to_php_string(&self) -> Option<String> {
         match self {
             Self::Null => None,
             Self::Bool(true) => Some("1".into()),
@@ -52,7 +52,8 @@ impl EnvValue {
     }
 
     /// PHP's `empty()`: null, false, `""` and `"0"`.
-    pub fn is_php_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(super) fn is_php_empty(&self) -> bool {
         match self {
             Self::Null | Self::Bool(false) => true,
             Self::Bool(true) => false,

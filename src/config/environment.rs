@@ -11,14 +11,14 @@ use std::path::Path;
 use super::bounded;
 use super::dotenv::{self, DotenvRules};
 use super::env_value::{EnvValue, interpret};
-use crate::error::{ConfigError, ValueOrigin};
+use super::error::{ConfigError, ValueOrigin};
 
 /// Answers "what is variable X in the process environment?"; injectable so tests need not touch
 /// the real one.
-pub type ProcessEnv = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+pub(super) type ProcessEnv = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// The variables of one Laravel app, as `env()` would read them.
-pub struct Environment {
+pub(super) struct Environment {
     file: HashMap<String, String>,
     process: ProcessEnv,
 }
@@ -27,7 +27,7 @@ impl Environment {
     /// Reads and parses the app's `.env` with the rules of phpdotenv `rules`; the process
     /// environment wins. The file must be a regular file of at most
     /// [`bounded::MAX_ENV_BYTES`].
-    pub fn load(path: &Path, rules: DotenvRules) -> Result<Self, ConfigError> {
+    pub(super) fn load(path: &Path, rules: DotenvRules) -> Result<Self, ConfigError> {
         let bytes =
             bounded::read(path, bounded::MAX_ENV_BYTES).map_err(|source| ConfigError::ReadEnv {
                 path: path.to_path_buf(),
@@ -44,12 +44,13 @@ impl Environment {
 
     /// Builds the environment from `.env` text and a process-environment lookup, with
     /// phpdotenv 5.4's rules (Laravel 8's).
-    pub fn parse(text: &str, process: ProcessEnv) -> Result<Self, dotenv::DotenvError> {
+    #[cfg(test)]
+    pub(super) fn parse(text: &str, process: ProcessEnv) -> Result<Self, dotenv::DotenvError> {
         Self::parse_with(text, DotenvRules::Before5_5, process)
     }
 
     /// The same with the rules of another phpdotenv.
-    pub fn parse_with(
+    pub(super) fn parse_with(
         text: &str,
         rules: DotenvRules,
         process: ProcessEnv,
@@ -59,20 +60,20 @@ impl Environment {
     }
 
     /// The raw string of `name`, before `env()`'s mapping, or `None` if it is not set anywhere.
-    pub fn raw(&self, name: &str) -> Option<String> {
+    pub(super) fn raw(&self, name: &str) -> Option<String> {
         (self.process)(name).or_else(|| self.file.get(name).cloned())
     }
 
     /// Whether `name` is set in the process environment, which then wins over the `.env`: errors
     /// send the reader there rather than to the file.
-    pub fn from_process(&self, name: &str) -> bool {
+    pub(super) fn set_in_process(&self, name: &str) -> bool {
         (self.process)(name).is_some()
     }
 
     /// Where the value of `name` was given (`env_file` being this environment's `.env`), for
     /// errors about it.
-    pub fn origin(&self, name: &str, env_file: &Path) -> ValueOrigin {
-        if self.from_process(name) {
+    pub(super) fn origin(&self, name: &str, env_file: &Path) -> ValueOrigin {
+        if self.set_in_process(name) {
             ValueOrigin::ProcessEnv
         } else {
             ValueOrigin::EnvFile(env_file.to_path_buf())
@@ -81,7 +82,7 @@ impl Environment {
 
     /// What `env(name)` returns, or `None` when the variable is not set at all (and Laravel would
     /// use the default).
-    pub fn get(&self, name: &str) -> Option<EnvValue> {
+    pub(super) fn get(&self, name: &str) -> Option<EnvValue> {
         self.raw(name).map(|raw| interpret(&raw))
     }
 }

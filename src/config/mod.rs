@@ -1,5 +1,33 @@
-//! Laravel configuration: from the app's files to resolved [`Settings`].
+//! Finds a Laravel app's Redis and MySQL the way Laravel itself would: from the app's `.env` to
+//! resolved [`Settings`].
 //!
+//! This module is a leaf: it uses nothing of the rest of the crate (`tests/layering.rs` keeps
+//! it so) and has its own error type, [`ConfigError`], so it reads as a small library any Rust
+//! service could use to reach the same servers as a Laravel app, with the same key prefixes.
+//!
+//! ```no_run
+//! use std::path::Path;
+//!
+//! use order_expire::config::{ConfigError, Overrides, Settings};
+//!
+//! let settings = Settings::load(Path::new("/var/www/app/.env"), &Overrides::new())?;
+//! let keys = &settings.keys;
+//! println!(
+//!     "redis {} database {}, keys {}{}{}:<id>",
+//!     settings.redis.endpoint,
+//!     settings.redis.database,
+//!     keys.connection_prefix,
+//!     keys.store_prefix,
+//!     keys.key_type
+//! );
+//! println!("mysql {} database {}", settings.mysql.endpoint(), settings.mysql.database);
+//! # Ok::<(), ConfigError>(())
+//! ```
+//!
+//! The files, from the `.env` up (no file uses one listed after it):
+//!
+//! * [`error`] holds [`ConfigError`] and [`ValueOrigin`] (where a value was given), and masks
+//!   secrets in what an error shows; [`bounded`] reads files with a size cap.
 //! * [`dotenv`] parses `.env` exactly as phpdotenv 5 does (the dotenvy crate does not: see its
 //!   module docs), [`env_value`] maps raw strings as Laravel's `env()` does, and [`environment`]
 //!   puts the process environment in front of the file.
@@ -12,31 +40,44 @@
 //!   files are written in.
 //! * [`repository`] assembles Laravel's configuration as its `LoadConfiguration` does: the
 //!   configuration cache, else `config/*.php` (merged over the framework's own in Laravel 11+),
-//!   else the stock files of the app's version (`stock/`).
+//!   else the stock files of the app's version (`stock/`); [`ConfigSource`] says which.
 //! * [`php`] holds the PHP conversions (`(int)`, `is_numeric`) that Laravel relies on implicitly.
-//! * [`resolve`] computes the Redis connection, key prefixes and MySQL connection from that
-//!   configuration as Laravel's managers and connectors do.
+//! * [`resolved`] holds the resolved value types ([`RedisSettings`], [`MysqlSettings`],
+//!   [`KeySettings`]...), which [`resolve`] computes from that configuration as Laravel's
+//!   managers and connectors do.
 //! * [`settings`] puts it together with order-expire's own settings (schema mapping, TTL, time
 //!   zone override); [`schema`] validates the table and column names.
 
+// The public surface is deliberate: what is `pub` here is re-exported below or is one of the
+// public modules; everything else is for the files of this module only.
+#![warn(unreachable_pub)]
+
 mod ascii_table;
-pub mod bounded;
+mod bounded;
 pub mod dotenv;
-pub mod env_value;
-pub mod environment;
-pub mod php;
-pub mod php_eval;
-pub mod php_value;
-pub mod repository;
-pub mod resolve;
-pub mod schema;
-pub mod settings;
+mod env_value;
+mod environment;
+mod error;
+mod php;
+mod php_eval;
+mod php_value;
+mod repository;
+mod resolve;
+mod resolved;
+mod schema;
+mod settings;
 pub mod slug;
-pub mod url;
+mod url;
 pub mod version;
 
-pub use schema::{Ident, OrderLines, Schema};
-pub use settings::{
-    KeySettings, MysqlSession, MysqlSettings, Overrides, RecoverySettings, RedisEndpoint,
-    RedisSettings, Settings, SqlMode, TimeZoneSetting, keys,
+pub use bounded::ReadError;
+pub use error::{ConfigError, ValueOrigin};
+pub use php::is_numeric;
+pub use php_value::Unevaluated;
+pub use repository::ConfigSource;
+pub use resolved::{
+    KeySettings, MysqlSession, MysqlSettings, RecoverySettings, RedisEndpoint, RedisSettings,
+    SqlMode, TimeZoneSetting,
 };
+pub use schema::{Ident, OrderLines, Schema};
+pub use settings::{Overrides, Settings, flag_of, keys};

@@ -8,7 +8,7 @@
 /// PHP's `(int)` cast of a string (PHP 8): the longest numeric prefix after leading whitespace,
 /// truncated toward zero; `"01"` is 1, `"1e2"` is 100, `"1.9"` is 1, `"abc"` is 0. Out-of-range
 /// values saturate as PHP's float-to-int conversion does on 64-bit builds.
-pub fn int_cast(s: &str) -> i64 {
+pub(super) fn int_cast(s: &str) -> i64 {
     let s = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
     let len = numeric_prefix_len(s);
     let number = &s[..len];
@@ -30,7 +30,7 @@ pub fn int_cast(s: &str) -> i64 {
 }
 
 /// PHP's `(float)` cast of a string: the longest numeric prefix after leading whitespace, else 0.
-pub fn float_cast(s: &str) -> f64 {
+pub(super) fn float_cast(s: &str) -> f64 {
     let s = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
     s[..numeric_prefix_len(s)].parse().unwrap_or(0.0)
 }

@@ -29,7 +29,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use php_ast::owned::{
-    Arg, ArgKind, ArrayElement, ArrayElementKind, Expr, ExprKind, Name, StmtKind, StringPart,
+    Arg, ArgKind, ArrayAccessExpr, ArrayElement, ArrayElementKind, BinaryExpr, Expr, ExprKind,
+    Name, StaticAccessExpr, StaticMethodCallExpr, StmtKind, StringPart, TernaryExpr,
+    UnaryPrefixExpr,
 };
 use php_ast::{AssignOp, BinaryOp, CastKind, MagicConstKind, NameKind, Span, UnaryPrefixOp};
 
@@ -39,18 +41,21 @@ use super::php;
 use super::php_value::{ArrayKey, PhpArray, PhpValue, Unevaluated};
 use super::slug::slug;
 
+/// Why a call whose named argument has no parameter of that name is not evaluated.
+const NO_SLOT: &str = "passes arguments the function does not take";
+
 /// How deeply expressions (and the values they build) may nest. Laravel's own files nest about
 /// six levels; the evaluator recurses once per level.
-pub const MAX_DEPTH: usize = 256;
+pub(super) const MAX_DEPTH: usize = 256;
 
 /// The longest string an expression may build: far above any host, prefix or password, far
 /// below what would exhaust memory (`$a = $a . $a;` doubles a string on every line).
-pub const MAX_STRING: usize = 1 << 20;
+pub(super) const MAX_STRING: usize = 1 << 20;
 
 /// The work one file may cost, in units of one per expression plus the size of what it
 /// produces (a byte of string, `ENTRY_COST` per array entry). Laravel's files cost a few
 /// thousand; this allows about 64 MiB of values built in all.
-pub const MAX_WORK: u64 = 64 << 20;
+pub(super) const MAX_WORK: u64 = 64 << 20;
 
 /// Work units charged per array entry: about the memory one entry takes.
 const ENTRY_COST: u64 = 64;
@@ -63,7 +68,7 @@ const ENTRY_COST: u64 = 64;
 const EVAL_STACK: usize = 64 << 20;
 
 /// What a config file's code can see.
-pub struct Context<'a> {
+pub(super) struct Context<'a> {
     /// The variables `env()` reads.
     pub env: &'a Environment,
     /// The app's root (`base_path()`).
@@ -72,7 +77,7 @@ pub struct Context<'a> {
 
 /// A config file, evaluated.
 #[derive(Debug, Clone)]
-pub struct EvaluatedFile {
+pub(super) struct EvaluatedFile {
     /// What the file returns.
     pub value: PhpValue,
     /// For entries whose value comes from `env()`, the variable it reads, by dotted path inside
@@ -90,7 +95,7 @@ const MAX_LINES: usize = 10_000;
 /// Evaluates the PHP `source` of the config file at `file`. A syntax error fails, as it would
 /// fail Laravel, and so does an expression beyond the evaluator's limits; anything else outside
 /// the subset is left [`PhpValue::Unevaluated`].
-pub fn evaluate_file(
+pub(super) fn evaluate_file(
     file: &Path,
     source: &str,
     ctx: &Context,
@@ -405,15 +410,18 @@ impl Evaluator<'_> {
         array.into_value()
     }
 
+    /// One expression, dispatched on its kind; each kind with more to it than a line has its
+    /// own step below.
     fn eval_unchecked(&mut self, expr: &Expr) -> PhpValue {
+        let span = expr.span;
         match &expr.kind {
             ExprKind::Int(i) => PhpValue::Int(*i),
             ExprKind::Float(f) => PhpValue::Float(*f),
             ExprKind::String(s) => PhpValue::Str(s.to_string_lossy().into_owned()),
             ExprKind::Bool(b) => PhpValue::Bool(*b),
             ExprKind::Null => PhpValue::Null,
-            ExprKind::InterpolatedString(parts) => self.interpolate(parts, expr.span),
-            ExprKind::Heredoc(heredoc) => self.interpolate(&heredoc.parts, expr.span),
+            ExprKind::InterpolatedString(parts) => self.interpolate(parts, span),
+            ExprKind::Heredoc(heredoc) => self.interpolate(&heredoc.parts, span),
             ExprKind::Nowdoc(nowdoc) => PhpValue::Str(nowdoc.value.to_string()),
             ExprKind::Array(elements) => self.array(elements, None),
             ExprKind::Parenthesized(inner) => self.eval(inner),
@@ -422,155 +430,170 @@ impl Evaluator<'_> {
                 .get(name.as_str())
                 .cloned()
                 .unwrap_or(PhpValue::Null),
-            ExprKind::Name(name) => self.constant(name, expr.span),
-            ExprKind::MagicConst(kind) => match kind {
-                MagicConstKind::Dir => PhpValue::Str(
-                    self.file
-                        .parent()
-                        .unwrap_or(Path::new("."))
-                        .display()
-                        .to_string(),
-                ),
-                MagicConstKind::File => PhpValue::Str(self.file.display().to_string()),
-                MagicConstKind::Line => PhpValue::Int(i64::from((self.line_of)(expr.span))),
-                _ => PhpValue::Str(String::new()),
-            },
+            ExprKind::Name(name) => self.constant(name, span),
+            ExprKind::MagicConst(kind) => self.magic_constant(kind, span),
             ExprKind::Cast(kind, inner) => {
                 let value = self.eval(inner);
-                self.cast(*kind, value, expr.span)
+                self.cast(*kind, value, span)
             }
-            ExprKind::UnaryPrefix(unary) => {
-                let value = self.eval(&unary.operand);
-                if let PhpValue::Unevaluated(_) = value {
-                    return value;
-                }
-                match unary.op {
-                    UnaryPrefixOp::BooleanNot => PhpValue::Bool(!value.truthy()),
-                    UnaryPrefixOp::Negate => match to_number(&value) {
-                        Some(PhpValue::Int(i)) => PhpValue::Int(i.wrapping_neg()),
-                        Some(PhpValue::Float(f)) => PhpValue::Float(-f),
-                        _ => self.unevaluated(expr.span, "negates something that is not a number"),
-                    },
-                    UnaryPrefixOp::Plus => to_number(&value)
-                        .unwrap_or_else(|| self.unevaluated(expr.span, "is not a number")),
-                    _ => self
-                        .unevaluated(expr.span, "uses an operator order-expire does not evaluate"),
-                }
-            }
-            ExprKind::Binary(binary) => {
-                let left = self.eval(&binary.left);
-                if let PhpValue::Unevaluated(_) = left {
-                    return left;
-                }
-                // `&&`, `||`, `and`, `or` and `??` do not evaluate their right side when the
-                // left decides.
-                match binary.op {
-                    BinaryOp::BooleanAnd | BinaryOp::LogicalAnd if !left.truthy() => {
-                        return PhpValue::Bool(false);
-                    }
-                    BinaryOp::BooleanOr | BinaryOp::LogicalOr if left.truthy() => {
-                        return PhpValue::Bool(true);
-                    }
-                    _ => {}
-                }
-                let right = self.eval(&binary.right);
-                if let PhpValue::Unevaluated(_) = right {
-                    return right;
-                }
-                self.binary(binary.op, left, right, expr.span)
-            }
-            ExprKind::Ternary(ternary) => {
-                let condition = self.eval(&ternary.condition);
-                if let PhpValue::Unevaluated(_) = condition {
-                    return condition;
-                }
-                match (&ternary.then_expr, condition.truthy()) {
-                    (None, true) => condition,
-                    (Some(then), true) => self.eval(then),
-                    (_, false) => self.eval(&ternary.else_expr),
-                }
-            }
+            ExprKind::UnaryPrefix(unary) => self.unary_prefix(unary, span),
+            ExprKind::Binary(binary) => self.binary_expr(binary, span),
+            ExprKind::Ternary(ternary) => self.ternary(ternary),
             ExprKind::NullCoalesce(coalesce) => match self.eval(&coalesce.left) {
                 PhpValue::Null => self.eval(&coalesce.right),
                 left => left,
             },
-            ExprKind::ArrayAccess(access) => {
-                let array = self.eval(&access.array);
-                let Some(index) = &access.index else {
-                    return self.unevaluated(expr.span, "appends to an array");
-                };
-                let index = self.eval(index);
-                match (&array, array_key(&index)) {
-                    (PhpValue::Unevaluated(_), _) => array,
-                    (_, None) if matches!(index, PhpValue::Unevaluated(_)) => index,
-                    (PhpValue::Array(entries), Some(key)) => entries
-                        .iter()
-                        .find(|(k, _)| *k == key)
-                        .map_or(PhpValue::Null, |(_, v)| v.clone()),
-                    // PHP: reading an offset of null is null (with a warning).
-                    (PhpValue::Null, _) => PhpValue::Null,
-                    _ => self.unevaluated(
-                        expr.span,
-                        "reads an offset of something that is not an array",
-                    ),
-                }
-            }
+            ExprKind::ArrayAccess(access) => self.array_access(access, span),
             ExprKind::FunctionCall(call) => {
                 let ExprKind::Name(name) = &call.name.kind else {
-                    return self.unevaluated(expr.span, "calls a function by a computed name");
+                    return self.unevaluated(span, "calls a function by a computed name");
                 };
                 let function = name.as_str().trim_start_matches('\\').to_ascii_lowercase();
-                self.call(&function, &call.args, expr.span)
+                self.call(&function, &call.args, span)
             }
-            ExprKind::StaticMethodCall(call) => {
-                let (ExprKind::Name(class), ExprKind::Identifier(method)) =
-                    (&call.class.kind, &call.method.kind)
-                else {
-                    return self
-                        .unevaluated(expr.span, "calls a method order-expire does not evaluate");
-                };
-                let class = self.class_name(class).to_ascii_lowercase();
-                let method = method.to_ascii_lowercase();
-                match (class.as_str(), method.as_str()) {
-                    ("illuminate\\support\\str" | "str", "slug" | "lower" | "upper") => {
-                        self.str_method(&method, &call.args, expr.span)
-                    }
-                    ("illuminate\\support\\env" | "env", "get") => {
-                        self.call("env", &call.args, expr.span)
-                    }
-                    _ => {
-                        self.unevaluated(expr.span, "calls a method order-expire does not evaluate")
-                    }
-                }
-            }
-            ExprKind::ClassConstAccess(access) => {
-                let (ExprKind::Name(class), ExprKind::Identifier(member)) =
-                    (&access.class.kind, &access.member.kind)
-                else {
-                    return self.unevaluated(expr.span, "is a constant order-expire does not know");
-                };
-                let class = self.class_name(class);
-                if member.eq_ignore_ascii_case("class") {
-                    return PhpValue::Str(class);
-                }
-                let attribute = match class.to_ascii_lowercase().as_str() {
-                    "pdo" => member.strip_prefix("MYSQL_ATTR_"),
-                    "pdo\\mysql" => member.strip_prefix("ATTR_"),
-                    _ => None,
-                };
-                PDO_MYSQL_ATTRIBUTES
-                    .iter()
-                    .find(|(name, _)| Some(*name) == attribute)
-                    .map_or_else(
-                        || self.unevaluated(expr.span, "is a constant order-expire does not know"),
-                        |(_, value)| PhpValue::Int(*value),
-                    )
-            }
+            ExprKind::StaticMethodCall(call) => self.static_method_call(call, span),
+            ExprKind::ClassConstAccess(access) => self.class_constant(access, span),
             ExprKind::ArrowFunction(_) | ExprKind::Closure(_) => {
-                self.unevaluated(expr.span, "is a closure, which order-expire does not run")
+                self.unevaluated(span, "is a closure, which order-expire does not run")
             }
-            _ => self.unevaluated(expr.span, "is PHP order-expire does not evaluate"),
+            _ => self.unevaluated(span, "is PHP order-expire does not evaluate"),
         }
+    }
+
+    /// `__DIR__`, `__FILE__`, `__LINE__` of the file being evaluated.
+    fn magic_constant(&self, kind: &MagicConstKind, span: Span) -> PhpValue {
+        match kind {
+            MagicConstKind::Dir => PhpValue::Str(
+                self.file
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .display()
+                    .to_string(),
+            ),
+            MagicConstKind::File => PhpValue::Str(self.file.display().to_string()),
+            MagicConstKind::Line => PhpValue::Int(i64::from((self.line_of)(span))),
+            _ => PhpValue::Str(String::new()),
+        }
+    }
+
+    /// `!x`, `-x`, `+x`.
+    fn unary_prefix(&mut self, unary: &UnaryPrefixExpr, span: Span) -> PhpValue {
+        let value = self.eval(&unary.operand);
+        if let PhpValue::Unevaluated(_) = value {
+            return value;
+        }
+        match unary.op {
+            UnaryPrefixOp::BooleanNot => PhpValue::Bool(!value.truthy()),
+            UnaryPrefixOp::Negate => match to_number(&value) {
+                Some(PhpValue::Int(i)) => PhpValue::Int(i.wrapping_neg()),
+                Some(PhpValue::Float(f)) => PhpValue::Float(-f),
+                _ => self.unevaluated(span, "negates something that is not a number"),
+            },
+            UnaryPrefixOp::Plus => {
+                to_number(&value).unwrap_or_else(|| self.unevaluated(span, "is not a number"))
+            }
+            _ => self.unevaluated(span, "uses an operator order-expire does not evaluate"),
+        }
+    }
+
+    /// A binary operator, its right side evaluated only when the left does not decide.
+    fn binary_expr(&mut self, binary: &BinaryExpr, span: Span) -> PhpValue {
+        let left = self.eval(&binary.left);
+        if let PhpValue::Unevaluated(_) = left {
+            return left;
+        }
+        // `&&`, `||`, `and`, `or` and `??` do not evaluate their right side when the
+        // left decides.
+        match binary.op {
+            BinaryOp::BooleanAnd | BinaryOp::LogicalAnd if !left.truthy() => {
+                return PhpValue::Bool(false);
+            }
+            BinaryOp::BooleanOr | BinaryOp::LogicalOr if left.truthy() => {
+                return PhpValue::Bool(true);
+            }
+            _ => {}
+        }
+        let right = self.eval(&binary.right);
+        if let PhpValue::Unevaluated(_) = right {
+            return right;
+        }
+        self.binary(binary.op, left, right, span)
+    }
+
+    /// `c ? a : b` and `c ?: b`.
+    fn ternary(&mut self, ternary: &TernaryExpr) -> PhpValue {
+        let condition = self.eval(&ternary.condition);
+        if let PhpValue::Unevaluated(_) = condition {
+            return condition;
+        }
+        match (&ternary.then_expr, condition.truthy()) {
+            (None, true) => condition,
+            (Some(then), true) => self.eval(then),
+            (_, false) => self.eval(&ternary.else_expr),
+        }
+    }
+
+    /// `$array[$key]`.
+    fn array_access(&mut self, access: &ArrayAccessExpr, span: Span) -> PhpValue {
+        let array = self.eval(&access.array);
+        let Some(index) = &access.index else {
+            return self.unevaluated(span, "appends to an array");
+        };
+        let index = self.eval(index);
+        match (&array, array_key(&index)) {
+            (PhpValue::Unevaluated(_), _) => array,
+            (_, None) if matches!(index, PhpValue::Unevaluated(_)) => index,
+            (PhpValue::Array(entries), Some(key)) => entries
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(PhpValue::Null, |(_, v)| v.clone()),
+            // PHP: reading an offset of null is null (with a warning).
+            (PhpValue::Null, _) => PhpValue::Null,
+            _ => self.unevaluated(span, "reads an offset of something that is not an array"),
+        }
+    }
+
+    /// `Str::slug(...)` and the few other static methods config files call.
+    fn static_method_call(&mut self, call: &StaticMethodCallExpr, span: Span) -> PhpValue {
+        let (ExprKind::Name(class), ExprKind::Identifier(method)) =
+            (&call.class.kind, &call.method.kind)
+        else {
+            return self.unevaluated(span, "calls a method order-expire does not evaluate");
+        };
+        let class = self.class_name(class).to_ascii_lowercase();
+        let method = method.to_ascii_lowercase();
+        match (class.as_str(), method.as_str()) {
+            ("illuminate\\support\\str" | "str", "slug" | "lower" | "upper") => {
+                self.str_method(&method, &call.args, span)
+            }
+            ("illuminate\\support\\env" | "env", "get") => self.call("env", &call.args, span),
+            _ => self.unevaluated(span, "calls a method order-expire does not evaluate"),
+        }
+    }
+
+    /// `Foo::class` and the `PDO::MYSQL_ATTR_*` constants.
+    fn class_constant(&self, access: &StaticAccessExpr, span: Span) -> PhpValue {
+        let (ExprKind::Name(class), ExprKind::Identifier(member)) =
+            (&access.class.kind, &access.member.kind)
+        else {
+            return self.unevaluated(span, "is a constant order-expire does not know");
+        };
+        let class = self.class_name(class);
+        if member.eq_ignore_ascii_case("class") {
+            return PhpValue::Str(class);
+        }
+        let attribute = match class.to_ascii_lowercase().as_str() {
+            "pdo" => member.strip_prefix("MYSQL_ATTR_"),
+            "pdo\\mysql" => member.strip_prefix("ATTR_"),
+            _ => None,
+        };
+        PDO_MYSQL_ATTRIBUTES
+            .iter()
+            .find(|(name, _)| Some(*name) == attribute)
+            .map_or_else(
+                || self.unevaluated(span, "is a constant order-expire does not know"),
+                |(_, value)| PhpValue::Int(*value),
+            )
     }
 
     /// A double-quoted string or heredoc at `span`, with its `{$expressions}` filled in.
@@ -734,72 +757,19 @@ impl Evaluator<'_> {
         Some(slots)
     }
 
+    /// A call of `function`: a path helper, `env()`, or one of the PHP functions config files
+    /// use, its arguments evaluated in order as PHP does.
     fn call(&mut self, function: &str, args: &[Arg], span: Span) -> PhpValue {
         let Some(args) = Self::arguments(args) else {
             return self.unevaluated(span, "passes arguments order-expire does not evaluate");
         };
-        let no_slot = "passes arguments the function does not take";
-        let base = self.ctx.base_path;
-        let path_helper = |dir: &str| -> Option<PathBuf> {
-            Some(match dir {
-                "base_path" => base.to_path_buf(),
-                "storage_path" => base.join("storage"),
-                "database_path" => base.join("database"),
-                "config_path" => base.join("config"),
-                "app_path" => base.join("app"),
-                "resource_path" => base.join("resources"),
-                "public_path" => base.join("public"),
-                _ => return None,
-            })
-        };
-        if let Some(dir) = path_helper(function) {
-            let Some([path]) = Self::bind(&args, ["path"]) else {
-                return self.unevaluated(span, no_slot);
-            };
-            let sub = match path {
-                Some(e) => match self.eval(e) {
-                    u @ PhpValue::Unevaluated(_) => return u,
-                    v => string_of(&v),
-                },
-                None => String::new(),
-            };
-            let mut text = dir.display().to_string();
-            if !sub.is_empty() {
-                text.push('/');
-                text.push_str(&sub);
-            }
-            return PhpValue::Str(text);
+        if let Some(dir) = self.path_helper(function) {
+            return self.call_path_helper(dir, &args, span);
         }
         // Every other function: evaluate the arguments in order, as PHP does (env()'s default
         // only when it is needed).
         if function == "env" {
-            let Some([key, default]) = Self::bind(&args, ["key", "default"]) else {
-                return self.unevaluated(span, no_slot);
-            };
-            let Some(key_expr) = key else {
-                return self.unevaluated(span, "calls env() without a variable name");
-            };
-            let key = match self.eval(key_expr) {
-                PhpValue::Str(k) => k,
-                u @ PhpValue::Unevaluated(_) => return u,
-                _ => return self.unevaluated(span, "calls env() with a name that is not a string"),
-            };
-            let env = self.ctx.env;
-            return match env.get(&key) {
-                Some(EnvValue::Null) => PhpValue::Null,
-                Some(EnvValue::Bool(b)) => PhpValue::Bool(b),
-                Some(EnvValue::Str(s)) => PhpValue::Str(s),
-                None => match default {
-                    None => PhpValue::Null,
-                    Some(default) => match &default.kind {
-                        // value($default): a closure default is called.
-                        ExprKind::ArrowFunction(arrow) if arrow.params.is_empty() => {
-                            self.eval(&arrow.body)
-                        }
-                        _ => self.eval(default),
-                    },
-                },
-            };
+            return self.call_env(&args, span);
         }
         let mut values = Vec::with_capacity(args.len());
         for (_, e) in &args {
@@ -815,8 +785,155 @@ impl Evaluator<'_> {
                 "passes named arguments to a function order-expire does not know them for",
             );
         }
+        let result = match self.string_function(function, &values, span) {
+            Some(value) => Some(value),
+            None => self.other_function(function, &values, span),
+        };
+        result.unwrap_or_else(|| {
+            self.unevaluated(
+                span,
+                format!("calls {function}(), which order-expire does not evaluate"),
+            )
+        })
+    }
+
+    /// The folder of Laravel's path helper `function` (`storage_path`), if it is one.
+    fn path_helper(&self, function: &str) -> Option<PathBuf> {
+        let base = self.ctx.base_path;
+        Some(match function {
+            "base_path" => base.to_path_buf(),
+            "storage_path" => base.join("storage"),
+            "database_path" => base.join("database"),
+            "config_path" => base.join("config"),
+            "app_path" => base.join("app"),
+            "resource_path" => base.join("resources"),
+            "public_path" => base.join("public"),
+            _ => return None,
+        })
+    }
+
+    /// `storage_path($path)` and its siblings: the folder, then `/$path` when not empty.
+    fn call_path_helper(
+        &mut self,
+        dir: PathBuf,
+        args: &[(Option<String>, &Expr)],
+        span: Span,
+    ) -> PhpValue {
+        let Some([path]) = Self::bind(args, ["path"]) else {
+            return self.unevaluated(span, NO_SLOT);
+        };
+        let sub = match path {
+            Some(e) => match self.eval(e) {
+                u @ PhpValue::Unevaluated(_) => return u,
+                v => string_of(&v),
+            },
+            None => String::new(),
+        };
+        let mut text = dir.display().to_string();
+        if !sub.is_empty() {
+            text.push('/');
+            text.push_str(&sub);
+        }
+        PhpValue::Str(text)
+    }
+
+    /// `env($key, $default)`: the variable as Laravel's `env()` maps it, else the default
+    /// (called when it is a closure), evaluated only when it is needed.
+    fn call_env(&mut self, args: &[(Option<String>, &Expr)], span: Span) -> PhpValue {
+        let Some([key, default]) = Self::bind(args, ["key", "default"]) else {
+            return self.unevaluated(span, NO_SLOT);
+        };
+        let Some(key_expr) = key else {
+            return self.unevaluated(span, "calls env() without a variable name");
+        };
+        let key = match self.eval(key_expr) {
+            PhpValue::Str(k) => k,
+            u @ PhpValue::Unevaluated(_) => return u,
+            _ => return self.unevaluated(span, "calls env() with a name that is not a string"),
+        };
+        let env = self.ctx.env;
+        match env.get(&key) {
+            Some(EnvValue::Null) => PhpValue::Null,
+            Some(EnvValue::Bool(b)) => PhpValue::Bool(b),
+            Some(EnvValue::Str(s)) => PhpValue::Str(s),
+            None => match default {
+                None => PhpValue::Null,
+                Some(default) => match &default.kind {
+                    // value($default): a closure default is called.
+                    ExprKind::ArrowFunction(arrow) if arrow.params.is_empty() => {
+                        self.eval(&arrow.body)
+                    }
+                    _ => self.eval(default),
+                },
+            },
+        }
+    }
+
+    /// The string functions config files use, on evaluated arguments; `None` for another
+    /// function or other arguments.
+    fn string_function(
+        &mut self,
+        function: &str,
+        values: &[PhpValue],
+        span: Span,
+    ) -> Option<PhpValue> {
         let text = |i: usize| values.get(i).map(string_of);
-        let result = match (function, values.as_slice()) {
+        match (function, values) {
+            ("str_replace", [search, replace, subject])
+                if [search, replace, subject]
+                    .iter()
+                    .all(|v| !matches!(v, PhpValue::Array(_))) =>
+            {
+                let search = string_of(search);
+                let subject = string_of(subject);
+                let replace = string_of(replace);
+                if search.is_empty() {
+                    Some(PhpValue::Str(subject))
+                } else {
+                    let matches = subject.matches(search.as_str()).count();
+                    let len = subject.len() - matches * search.len()
+                        + matches.saturating_mul(replace.len());
+                    if !self.string_fits(span, len) {
+                        return Some(PhpValue::Null);
+                    }
+                    Some(PhpValue::Str(subject.replace(&search, &replace)))
+                }
+            }
+            ("strtolower", [_]) => text(0).map(|s| PhpValue::Str(s.to_ascii_lowercase())),
+            ("strtoupper", [_]) => text(0).map(|s| PhpValue::Str(s.to_ascii_uppercase())),
+            ("ucfirst", [_]) => text(0).map(|s| {
+                let mut chars = s.chars();
+                PhpValue::Str(match chars.next() {
+                    Some(c) => c.to_ascii_uppercase().to_string() + chars.as_str(),
+                    None => s,
+                })
+            }),
+            ("trim" | "ltrim" | "rtrim", [_] | [_, _]) => {
+                let subject = text(0).unwrap_or_default();
+                let chars: Vec<char> = text(1)
+                    .map(|c| c.chars().collect())
+                    .unwrap_or_else(|| vec![' ', '\t', '\n', '\r', '\0', '\x0b']);
+                let is_trimmed = |c: char| chars.contains(&c);
+                Some(PhpValue::Str(match function {
+                    "trim" => subject.trim_matches(is_trimmed).to_string(),
+                    "ltrim" => subject.trim_start_matches(is_trimmed).to_string(),
+                    _ => subject.trim_end_matches(is_trimmed).to_string(),
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// The array, conversion and environment functions config files use, on evaluated
+    /// arguments; `None` for another function or other arguments.
+    fn other_function(
+        &mut self,
+        function: &str,
+        values: &[PhpValue],
+        span: Span,
+    ) -> Option<PhpValue> {
+        let text = |i: usize| values.get(i).map(string_of);
+        match (function, values) {
             ("extension_loaded", [_]) => {
                 // The extensions a Laravel app talking to MySQL and Redis has loaded.
                 let name = text(0).unwrap_or_default().to_ascii_lowercase();
@@ -869,50 +986,9 @@ impl Evaluator<'_> {
                 let len = pieces.iter().map(String::len).sum::<usize>()
                     + glue.len().saturating_mul(pieces.len());
                 if !self.string_fits(span, len) {
-                    return PhpValue::Null;
+                    return Some(PhpValue::Null);
                 }
                 Some(PhpValue::Str(pieces.join(&glue)))
-            }
-            ("str_replace", [search, replace, subject])
-                if [search, replace, subject]
-                    .iter()
-                    .all(|v| !matches!(v, PhpValue::Array(_))) =>
-            {
-                let search = string_of(search);
-                let subject = string_of(subject);
-                let replace = string_of(replace);
-                if search.is_empty() {
-                    Some(PhpValue::Str(subject))
-                } else {
-                    let matches = subject.matches(search.as_str()).count();
-                    let len = subject.len() - matches * search.len()
-                        + matches.saturating_mul(replace.len());
-                    if !self.string_fits(span, len) {
-                        return PhpValue::Null;
-                    }
-                    Some(PhpValue::Str(subject.replace(&search, &replace)))
-                }
-            }
-            ("strtolower", [_]) => text(0).map(|s| PhpValue::Str(s.to_ascii_lowercase())),
-            ("strtoupper", [_]) => text(0).map(|s| PhpValue::Str(s.to_ascii_uppercase())),
-            ("ucfirst", [_]) => text(0).map(|s| {
-                let mut chars = s.chars();
-                PhpValue::Str(match chars.next() {
-                    Some(c) => c.to_ascii_uppercase().to_string() + chars.as_str(),
-                    None => s,
-                })
-            }),
-            ("trim" | "ltrim" | "rtrim", [_] | [_, _]) => {
-                let subject = text(0).unwrap_or_default();
-                let chars: Vec<char> = text(1)
-                    .map(|c| c.chars().collect())
-                    .unwrap_or_else(|| vec![' ', '\t', '\n', '\r', '\0', '\x0b']);
-                let is_trimmed = |c: char| chars.contains(&c);
-                Some(PhpValue::Str(match function {
-                    "trim" => subject.trim_matches(is_trimmed).to_string(),
-                    "ltrim" => subject.trim_start_matches(is_trimmed).to_string(),
-                    _ => subject.trim_end_matches(is_trimmed).to_string(),
-                }))
             }
             ("intval", [v]) => Some(self.cast(CastKind::Int, v.clone(), span)),
             ("floatval", [v]) => Some(self.cast(CastKind::Float, v.clone(), span)),
@@ -920,13 +996,7 @@ impl Evaluator<'_> {
             ("boolval", [v]) => Some(PhpValue::Bool(v.truthy())),
             ("is_null", [v]) => Some(PhpValue::Bool(*v == PhpValue::Null)),
             _ => None,
-        };
-        result.unwrap_or_else(|| {
-            self.unevaluated(
-                span,
-                format!("calls {function}(), which order-expire does not evaluate"),
-            )
-        })
+        }
     }
 
     /// `Str::slug($title, $separator = '-', $language = 'en')`, `Str::lower`, `Str::upper`.

@@ -16,11 +16,11 @@ use std::path::PathBuf;
 /// How deeply arrays in the configuration cache may nest. `var_export` of Laravel's
 /// configuration nests a handful of levels; the reader recurses once per level, so a hostile
 /// file nested a million deep must stop with an error rather than overflow the stack.
-pub const MAX_CACHE_DEPTH: usize = 256;
+pub(super) const MAX_CACHE_DEPTH: usize = 256;
 
 /// An array key: PHP turns integer-like strings into integers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ArrayKey {
+pub(super) enum ArrayKey {
     Int(i64),
     Str(String),
 }
@@ -36,7 +36,7 @@ impl fmt::Display for ArrayKey {
 
 /// A PHP value as configuration holds it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PhpValue {
+pub(super) enum PhpValue {
     Null,
     Bool(bool),
     Int(i64),
@@ -75,7 +75,7 @@ impl fmt::Display for Unevaluated {
 
 impl PhpValue {
     /// `$array[$key]`, looking integer keys up by their decimal text as PHP does.
-    pub fn get(&self, key: &str) -> Option<&PhpValue> {
+    pub(super) fn get(&self, key: &str) -> Option<&PhpValue> {
         match self {
             Self::Array(entries) => entries
                 .iter()
@@ -88,7 +88,7 @@ impl PhpValue {
 
     /// Laravel's `config('a.b.c')`. An [`PhpValue::Unevaluated`] value on the way is returned
     /// itself: what lies below it is unknown, and the caller must say so.
-    pub fn lookup(&self, dotted: &str) -> Option<&PhpValue> {
+    pub(super) fn lookup(&self, dotted: &str) -> Option<&PhpValue> {
         let mut value = self;
         for key in dotted.split('.') {
             if matches!(value, Self::Unevaluated(_)) {
@@ -100,12 +100,12 @@ impl PhpValue {
     }
 
     /// PHP's `(bool)` cast.
-    pub fn truthy(&self) -> bool {
+    pub(super) fn truthy(&self) -> bool {
         !self.is_php_empty()
     }
 
     /// PHP's `(string)` cast; `None` for null, arrays and unevaluated values.
-    pub fn to_php_string(&self) -> Option<String> {
+    pub(super) fn to_php_string(&self) -> Option<String> {
         match self {
             Self::Null | Self::Array(_) | Self::Unevaluated(_) => None,
             Self::Bool(true) => Some("1".into()),
@@ -118,7 +118,7 @@ impl PhpValue {
     }
 
     /// PHP's `empty()`.
-    pub fn is_php_empty(&self) -> bool {
+    pub(super) fn is_php_empty(&self) -> bool {
         match self {
             Self::Null | Self::Bool(false) => true,
             Self::Int(i) => *i == 0,
@@ -133,7 +133,7 @@ impl PhpValue {
 /// A PHP array being built: insertion order kept, an existing key overwritten in place, and
 /// the next integer key one past the largest so far.
 #[derive(Debug, Default)]
-pub struct PhpArray {
+pub(super) struct PhpArray {
     entries: Vec<(ArrayKey, PhpValue)>,
     /// Key -> position in `entries`, so that building an array of n entries costs n steps, not
     /// n squared (a config file may hold a million-entry array).
@@ -143,7 +143,7 @@ pub struct PhpArray {
 
 impl PhpArray {
     /// `$array[$key] = $value`, or `$array[] = $value` for `None`.
-    pub fn insert(&mut self, key: Option<ArrayKey>, value: PhpValue) {
+    pub(super) fn insert(&mut self, key: Option<ArrayKey>, value: PhpValue) {
         let key = key.unwrap_or(ArrayKey::Int(self.next));
         if let ArrayKey::Int(i) = key
             && i >= self.next
@@ -159,19 +159,9 @@ impl PhpArray {
         }
     }
 
-    /// How many entries the array holds.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the array is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Adds `entries` as `array_merge` and `[...$spread]` do: string keys overwrite, integer
     /// keys are renumbered.
-    pub fn append(&mut self, entries: &[(ArrayKey, PhpValue)]) {
+    pub(super) fn append(&mut self, entries: &[(ArrayKey, PhpValue)]) {
         for (k, v) in entries {
             match k {
                 ArrayKey::Int(_) => self.insert(None, v.clone()),
@@ -180,13 +170,13 @@ impl PhpArray {
         }
     }
 
-    pub fn into_value(self) -> PhpValue {
+    pub(super) fn into_value(self) -> PhpValue {
         PhpValue::Array(self.entries)
     }
 }
 
 /// Reads the text of `bootstrap/cache/config.php`.
-pub fn parse_config_cache(source: &str) -> Result<PhpValue, String> {
+pub(super) fn parse_config_cache(source: &str) -> Result<PhpValue, String> {
     let mut p = Reader {
         s: source.as_bytes(),
         i: 0,

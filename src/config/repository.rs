@@ -17,16 +17,16 @@ use std::path::{Path, PathBuf};
 
 use super::bounded;
 use super::environment::Environment;
+use super::error::{ConfigError, is_secret_name};
 use super::php_eval::{Context, evaluate_file};
 use super::php_value::{ArrayKey, PhpArray, PhpValue, Unevaluated, parse_config_cache};
-use crate::error::ConfigError;
 
 /// The config files the worker reads.
 const FILES: [&str; 3] = ["app", "cache", "database"];
 
 /// Where the configuration came from, as `check` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum ConfigSource {
     /// No `config/` folder: the stock files of the app's Laravel version, with its `.env`.
     Env,
     /// The app's own `config/*.php`, evaluated with its `.env`.
@@ -35,7 +35,7 @@ pub enum Source {
     ConfigCache(PathBuf),
 }
 
-impl Source {
+impl ConfigSource {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Env => ".env",
@@ -47,7 +47,7 @@ impl Source {
 
 /// Where one top-level config file (`database`) came from: a file, or a stock copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(super) enum Origin {
     File(PathBuf),
     Stock { major: u32 },
 }
@@ -63,8 +63,8 @@ impl std::fmt::Display for Origin {
 
 /// The configuration, like Laravel's `config()` repository.
 #[derive(Debug, Clone)]
-pub struct Repository {
-    pub source: Source,
+pub(super) struct Repository {
+    pub source: ConfigSource,
     values: PhpValue,
     /// Dotted path -> the `env()` variable its value was read from.
     from_env: BTreeMap<String, String>,
@@ -77,7 +77,7 @@ pub struct Repository {
 impl Repository {
     /// Loads the configuration of the app at `root` as Laravel `major` would: its configuration
     /// cache (`cache_file`) if that exists, else its `config/` files, else the stock files.
-    pub fn load(
+    pub(super) fn load(
         root: &Path,
         env: &Environment,
         major: u32,
@@ -96,7 +96,7 @@ impl Repository {
     }
 
     /// Reads `php artisan config:cache` output.
-    pub fn from_cache(cache_file: &Path) -> Result<Self, ConfigError> {
+    pub(super) fn from_cache(cache_file: &Path) -> Result<Self, ConfigError> {
         let bad = |reason: String| ConfigError::ConfigCache {
             path: cache_file.to_path_buf(),
             reason,
@@ -112,7 +112,7 @@ impl Repository {
             _ => BTreeMap::new(),
         };
         Ok(Self {
-            source: Source::ConfigCache(cache_file.to_path_buf()),
+            source: ConfigSource::ConfigCache(cache_file.to_path_buf()),
             values,
             from_env: BTreeMap::new(),
             origins,
@@ -121,7 +121,7 @@ impl Repository {
     }
 
     /// The stock `app`, `cache` and `database` files of Laravel `major`, evaluated with `env`.
-    pub fn stock(root: &Path, env: &Environment, major: u32) -> Result<Self, ConfigError> {
+    pub(super) fn stock(root: &Path, env: &Environment, major: u32) -> Result<Self, ConfigError> {
         Self::assemble(root, env, major, None)
     }
 
@@ -140,9 +140,9 @@ impl Repository {
         };
         let mut repository = Self {
             source: if config_dir.is_some() {
-                Source::Config
+                ConfigSource::Config
             } else {
-                Source::Env
+                ConfigSource::Env
             },
             values: PhpValue::Array(Vec::new()),
             from_env: BTreeMap::new(),
@@ -243,7 +243,7 @@ impl Repository {
 
     /// `config('a.b.c')`: `Ok(None)` when it is not set, an error when it (or something it is
     /// inside) could not be evaluated.
-    pub fn get(&self, path: &str) -> Result<Option<&PhpValue>, ConfigError> {
+    pub(super) fn get(&self, path: &str) -> Result<Option<&PhpValue>, ConfigError> {
         match self.values.lookup(path) {
             Some(PhpValue::Unevaluated(u)) => Err(unsupported(u, path)),
             other => Ok(other),
@@ -251,12 +251,12 @@ impl Repository {
     }
 
     /// `config('a.b.c')` as a string (`None` for unset and null).
-    pub fn string(&self, path: &str) -> Result<Option<String>, ConfigError> {
+    pub(super) fn string(&self, path: &str) -> Result<Option<String>, ConfigError> {
         Ok(self.get(path)?.and_then(PhpValue::to_php_string))
     }
 
     /// The line of the app's config file that wrote the value at `path`, when known.
-    pub fn line(&self, path: &str) -> Option<u32> {
+    pub(super) fn line(&self, path: &str) -> Option<u32> {
         self.lines.get(path).copied()
     }
 
@@ -271,12 +271,12 @@ impl Repository {
     }
 
     /// The `env()` variable the value at `path` was read from, if it was.
-    pub fn env_name(&self, path: &str) -> Option<&str> {
+    pub(super) fn env_name(&self, path: &str) -> Option<&str> {
         self.from_env.get(path).map(String::as_str)
     }
 
     /// Where Laravel's settings were read, in order: files, or the stock copies.
-    pub fn read_from(&self) -> Vec<String> {
+    pub(super) fn read_from(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for name in FILES {
             if let Some(origin) = self.origins.get(name) {
@@ -290,17 +290,17 @@ impl Repository {
     }
 
     /// The file that holds `path`.
-    pub fn origin(&self, path: &str) -> Option<&Origin> {
+    pub(super) fn origin(&self, path: &str) -> Option<&Origin> {
         self.origins.get(path.split('.').next().unwrap_or(path))
     }
 }
 
 /// The error for a needed value that could not be evaluated. The expression of a secret
 /// (`database.redis.cache.password`) is not shown: it may hold the password itself.
-pub fn unsupported(u: &Unevaluated, path: &str) -> ConfigError {
+pub(super) fn unsupported(u: &Unevaluated, path: &str) -> ConfigError {
     let mut u = u.clone();
     u.reason = format!("{} (needed for {path})", u.reason);
-    if crate::error::is_secret_name(path) {
+    if is_secret_name(path) {
         u.expression = "***".into();
     }
     ConfigError::Unsupported(u)
@@ -415,7 +415,7 @@ mod tests {
             &dir.path().join("bootstrap/cache/config.php"),
         )
         .expect("loads");
-        assert_eq!(r.source, Source::Config);
+        assert_eq!(r.source, ConfigSource::Config);
         assert_eq!(
             r.string("database.default").expect("ok").as_deref(),
             Some("mysql")

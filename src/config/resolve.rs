@@ -11,21 +11,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::environment::Environment;
+use super::error::{ConfigError, ValueOrigin};
 use super::php;
 use super::php_value::PhpValue;
-use super::repository::{Origin, Repository, Source, unsupported};
-use super::settings::{
+use super::repository::{ConfigSource, Origin, Repository, unsupported};
+use super::resolved::{
     KeySettings, MysqlSession, MysqlSettings, RedisEndpoint, RedisSettings, SqlMode,
 };
 use super::url;
 use super::version::LaravelVersion;
-use crate::error::{ConfigError, ValueOrigin};
 
 /// Debian's `pdo_mysql.default_socket`: PDO connects there when the host is `localhost`.
-pub const PDO_DEFAULT_SOCKET: &str = "/var/run/mysqld/mysqld.sock";
+pub(super) const PDO_DEFAULT_SOCKET: &str = "/var/run/mysqld/mysqld.sock";
 
 /// Resolves settings from `config`, for the app whose `.env` is `env_file`.
-pub struct Laravel<'a> {
+pub(super) struct Laravel<'a> {
     pub config: &'a Repository,
     /// The variables `env()` read, to tell the process environment from the `.env` in errors.
     pub env: &'a Environment,
@@ -82,7 +82,12 @@ impl Laravel<'_> {
 
     /// An invalid value at `path`: blames the variable it came from when there is one (in the
     /// process environment or the `.env`, wherever it was set), else the config file and line.
-    pub fn invalid(&self, path: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(
+        &self,
+        path: &str,
+        value: &str,
+        reason: impl Into<String>,
+    ) -> ConfigError {
         let (origin, key) = match self.config.env_name(path) {
             Some(var) => (self.env.origin(var, self.env_file), var.to_string()),
             None => (self.config_origin(path), path.to_string()),
@@ -134,7 +139,7 @@ impl Laravel<'_> {
                 name: var.to_string(),
                 found: default,
             },
-            (None, Source::ConfigCache(_)) => self.invalid(
+            (None, ConfigSource::ConfigCache(_)) => self.invalid(
                 "cache.default",
                 &default,
                 "the default cache store must be a redis store (CACHE_DRIVER=redis, then php artisan config:cache)",
@@ -148,7 +153,10 @@ impl Laravel<'_> {
     }
 
     /// The Redis connection and the key prefixes of the default cache store.
-    pub fn redis(&self, key_type: String) -> Result<(RedisSettings, KeySettings), ConfigError> {
+    pub(super) fn redis(
+        &self,
+        key_type: String,
+    ) -> Result<(RedisSettings, KeySettings), ConfigError> {
         let store = self.store()?;
         let conn = self.redis_connection(&store)?;
         let redis = self.redis_settings(&conn)?;
@@ -345,7 +353,7 @@ impl Laravel<'_> {
 
     /// The default database connection, its URL and `write` host merged in, as
     /// DatabaseManager and ConnectionFactory build it; its table prefix applies to our tables.
-    pub fn mysql(&self) -> Result<MysqlSettings, ConfigError> {
+    pub(super) fn mysql(&self) -> Result<MysqlSettings, ConfigError> {
         let default = self.string("database.default")?.unwrap_or_default();
         let not_mysql = |found: String| match self.config.env_name("database.default") {
             Some(var) => ConfigError::DbConnection {
@@ -466,7 +474,7 @@ impl Laravel<'_> {
     }
 
     /// `config('app.timezone')`, UTC when unset.
-    pub fn timezone(&self) -> Result<String, ConfigError> {
+    pub(super) fn timezone(&self) -> Result<String, ConfigError> {
         Ok(self.string("app.timezone")?.unwrap_or_else(|| "UTC".into()))
     }
 }

@@ -7,15 +7,17 @@
 //! mapping, TTL, time zone override) always come from the `.env` and the command line.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::environment::Environment;
-use super::repository::{Repository, Source};
+use super::error::{ConfigError, ValueOrigin};
+use super::repository::{ConfigSource, Repository};
 use super::resolve::Laravel;
+use super::resolved::{
+    KeySettings, MysqlSettings, RecoverySettings, RedisSettings, TimeZoneSetting,
+};
 use super::schema::{Ident, OrderLines, Schema};
 use super::version::{DotenvRules, DotenvVersion, LaravelVersion};
-use crate::error::{ConfigError, ValueOrigin};
 
 /// Names of our own settings. They live in the app's `.env` beside Laravel's, and each has a
 /// command-line flag that wins over it.
@@ -54,11 +56,11 @@ pub fn flag_of(name: &str) -> String {
 /// The longest `ORDER_EXPIRE_TTL` (seconds, with its words for messages): a year. An unpaid
 /// order held longer is not a payment window, and the sweep computes `created_at` bounds from
 /// it, which must stay within MySQL's date range.
-pub const MAX_ORDER_TTL: (u64, &str) = (365 * 24 * 3600, "365 days");
+pub(super) const MAX_ORDER_TTL: (u64, &str) = (365 * 24 * 3600, "365 days");
 
 /// The longest `ORDER_EXPIRE_SWEEP_INTERVAL`: a day. Rarer sweeps leave missed events
 /// unreconciled for longer than any shop would accept.
-pub const MAX_SWEEP_INTERVAL: (u64, &str) = (24 * 3600, "1 day");
+pub(super) const MAX_SWEEP_INTERVAL: (u64, &str) = (24 * 3600, "1 day");
 
 /// Values given on the command line, keyed by the `.env` name they override.
 pub type Overrides = BTreeMap<&'static str, String>;
@@ -74,7 +76,7 @@ pub struct Settings {
     pub dotenv: DotenvVersion,
     /// Where Laravel's settings were read: the configuration cache (Laravel then ignores
     /// `.env`, and so do we), the app's `config/*.php`, or the stock files with the `.env`.
-    pub source: Source,
+    pub source: ConfigSource,
     /// The files Laravel's settings were read from (or the stock files used instead).
     pub config_files: Vec<String>,
     pub redis: RedisSettings,
@@ -83,173 +85,6 @@ pub struct Settings {
     pub schema: Schema,
     pub timezone: TimeZoneSetting,
     pub recovery: RecoverySettings,
-}
-
-/// How orders whose event never arrived are found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoverySettings {
-    /// The TTL the app passes to `put()`: an unpaid order is overdue `order_ttl` after its
-    /// `created_at` once its key is gone. `None` turns reconciliation off, because guessing it
-    /// could cancel orders early.
-    pub order_ttl: Option<std::time::Duration>,
-    /// Time between two reconciliation sweeps.
-    pub sweep_interval: std::time::Duration,
-}
-
-/// How to reach the cache store's Redis connection (`database.redis.cache` by default).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisSettings {
-    pub endpoint: RedisEndpoint,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// The cache database index (`REDIS_CACHE_DB`), as phpredis `SELECT`s it.
-    pub database: i64,
-    /// `phpredis` or `predis` (`database.redis.client`): they apply prefixes differently.
-    pub client: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisEndpoint {
-    Tcp { host: String, port: u16 },
-    Tls { host: String, port: u16 },
-    Unix { path: PathBuf },
-}
-
-impl fmt::Display for RedisEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Tcp { host, port } => write!(f, "{host}:{port}"),
-            Self::Tls { host, port } => write!(f, "tls://{host}:{port}"),
-            Self::Unix { path } => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
-/// What Laravel puts in front of `ORDER_CONFIRM:<id>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySettings {
-    /// The Redis connection's prefix (`REDIS_PREFIX`), applied by phpredis to every key.
-    pub connection_prefix: String,
-    /// The cache prefix as configured (`config('cache.prefix')`), for display.
-    pub cache_prefix: String,
-    /// The cache store's prefix as `RedisStore` uses it: the cache prefix plus the `:` that
-    /// Laravel 8-10 append, or empty when the cache prefix is PHP-empty (`''`, `'0'`, null).
-    pub store_prefix: String,
-    /// The key type the app uses (`ORDER_CONFIRM`).
-    pub key_type: String,
-}
-
-/// The app's default database connection (`database.connections.mysql` by default).
-#[derive(Clone, PartialEq, Eq)]
-pub struct MysqlSettings {
-    pub host: String,
-    pub port: u16,
-    /// A Unix socket, from `unix_socket` (`DB_SOCKET`) or implied by the host `localhost` as
-    /// PDO does.
-    pub socket: Option<PathBuf>,
-    pub database: String,
-    pub username: String,
-    pub password: String,
-    /// The connection's table prefix (`'prefix'` in config/database.php), already applied to
-    /// the schema's table names.
-    pub table_prefix: String,
-    /// What Laravel's MySqlConnector sets on every connection, so that our writes mean what
-    /// Eloquent's mean (a `timezone` key changes how a TIMESTAMP literal is stored).
-    pub session: MysqlSession,
-}
-
-/// The session settings of a Laravel MySQL connection (`charset`, `collation`, `timezone`,
-/// `strict`, `modes`), already checked to be safe to put in SQL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MysqlSession {
-    /// `SET NAMES '<charset>'` (with `COLLATE '<collation>'`); nothing when the charset is unset.
-    pub charset: Option<String>,
-    pub collation: Option<String>,
-    /// `SET time_zone = '<timezone>'`, only when the connection has a `timezone` key.
-    pub timezone: Option<String>,
-    pub sql_mode: SqlMode,
-}
-
-impl MysqlSession {
-    /// The statements MySqlConnector sends after connecting, in its order.
-    pub fn statements(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(charset) = &self.charset {
-            let collation = self
-                .collation
-                .as_ref()
-                .map(|c| format!(" COLLATE '{c}'"))
-                .unwrap_or_default();
-            out.push(format!("SET NAMES '{charset}'{collation}"));
-        }
-        if let Some(tz) = &self.timezone {
-            out.push(format!("SET time_zone = '{tz}'"));
-        }
-        match &self.sql_mode {
-            SqlMode::Unset => {}
-            SqlMode::Strict => out.push(
-                "SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'".into(),
-            ),
-            SqlMode::NotStrict => {
-                out.push("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'".into());
-            }
-            SqlMode::Modes(modes) => {
-                out.push(format!("SET SESSION sql_mode = '{}'", modes.join(",")));
-            }
-        }
-        out
-    }
-}
-
-/// `sql_mode` as MySqlConnector::setModes picks it: `modes`, else `strict`, else untouched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SqlMode {
-    Unset,
-    Strict,
-    NotStrict,
-    Modes(Vec<String>),
-}
-
-impl MysqlSettings {
-    /// Where we connect, for messages.
-    pub fn endpoint(&self) -> String {
-        match &self.socket {
-            Some(path) => format!("unix:{}", path.display()),
-            None => format!("{}:{}", self.host, self.port),
-        }
-    }
-}
-
-/// Never print the password, even in debug logs.
-impl fmt::Debug for MysqlSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MysqlSettings")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("socket", &self.socket)
-            .field("database", &self.database)
-            .field("username", &self.username)
-            .field("password", &"***")
-            .field("table_prefix", &self.table_prefix)
-            .field("session", &self.session)
-            .finish()
-    }
-}
-
-/// The app's time zone (`config('app.timezone')`), in which Eloquent writes `updated_at`.
-#[derive(Debug, Clone)]
-pub struct TimeZoneSetting {
-    pub name: String,
-    pub tz: jiff::tz::TimeZone,
-}
-
-impl TimeZoneSetting {
-    /// `ts` as Eloquent writes a timestamp: `Y-m-d H:i:s` in the app's time zone.
-    pub fn eloquent(&self, ts: jiff::Timestamp) -> String {
-        ts.to_zoned(self.tz.clone())
-            .strftime("%Y-%m-%d %H:%M:%S")
-            .to_string()
-    }
 }
 
 impl Settings {
@@ -323,7 +158,8 @@ impl Settings {
 
     /// Resolves the settings from an already-read environment with Laravel 8's stock config
     /// files, as for an app without a `config/` folder.
-    pub fn resolve(
+    #[cfg(test)]
+    fn resolve(
         env_file: &Path,
         env: &Environment,
         overrides: &Overrides,
@@ -333,7 +169,8 @@ impl Settings {
 
     /// Like [`Settings::resolve`], with the stock files of the given Laravel version
     /// (`--laravel-version` wins).
-    pub fn resolve_for(
+    #[cfg(test)]
+    fn resolve_for(
         env_file: &Path,
         env: &Environment,
         overrides: &Overrides,
@@ -352,7 +189,7 @@ impl Settings {
 
     /// Resolves the settings from Laravel's configuration `config`; `env` supplies
     /// order-expire's own settings.
-    pub fn from_config(
+    fn from_config(
         env_file: &Path,
         env: &Environment,
         overrides: &Overrides,
@@ -579,6 +416,7 @@ impl Ours<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::resolved::RedisEndpoint;
 
     fn resolve(text: &str) -> Result<Settings, ConfigError> {
         resolve_with(text, &Overrides::new())
@@ -862,37 +700,6 @@ mod tests {
         .expect("resolves");
         assert_eq!(s.schema.orders.as_str(), "cli_orders");
         assert_eq!(s.timezone.name, "Asia/Shanghai");
-    }
-
-    #[test]
-    fn every_setting_names_its_real_flag() {
-        use clap::CommandFactory;
-        let cli = crate::cli::Cli::command();
-        let longs: Vec<String> = cli
-            .get_arguments()
-            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
-            .collect();
-        for name in [
-            keys::KEY_TYPE,
-            keys::ORDERS_TABLE,
-            keys::ORDERS_STATUS_COLUMN,
-            keys::ORDERS_PRODUCT_COLUMN,
-            keys::ORDERS_QUANTITY_COLUMN,
-            keys::UNPAID_STATUS,
-            keys::CANCELLED_STATUS,
-            keys::PRODUCTS_TABLE,
-            keys::PRODUCTS_STOCK_COLUMN,
-            keys::ITEMS_TABLE,
-            keys::ITEMS_ORDER_COLUMN,
-            keys::ITEMS_PRODUCT_COLUMN,
-            keys::ITEMS_QUANTITY_COLUMN,
-            keys::TIMEZONE,
-            keys::ORDER_TTL,
-            keys::SWEEP_INTERVAL,
-            keys::LARAVEL_VERSION,
-        ] {
-            assert!(longs.contains(&flag_of(name)), "{name}: {}", flag_of(name));
-        }
     }
 
     #[test]

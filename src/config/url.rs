@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 /// A URL component after Laravel's decoding.
 #[derive(Debug, Clone, PartialEq)]
-pub enum UrlValue {
+pub(super) enum UrlValue {
     Null,
     Bool(bool),
     Int(i64),
@@ -15,23 +15,9 @@ pub enum UrlValue {
     Str(String),
 }
 
-impl UrlValue {
-    /// PHP's `(string)` of the value (`None` for null).
-    pub fn to_php_string(&self) -> Option<String> {
-        match self {
-            Self::Null => None,
-            Self::Bool(true) => Some("1".into()),
-            Self::Bool(false) => Some(String::new()),
-            Self::Int(i) => Some(i.to_string()),
-            Self::Float(f) => Some(f.to_string()),
-            Self::Str(s) => Some(s.clone()),
-        }
-    }
-}
-
 /// The parts of a connection URL Laravel merges over the connection's keys.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct UrlParts {
+pub(super) struct UrlParts {
     /// `driver`, from the scheme with Laravel's aliases (`redis` -> `tcp`, `rediss` -> `tls`,
     /// `mysql2` -> `mysql`...).
     pub driver: Option<String>,
@@ -43,13 +29,14 @@ pub struct UrlParts {
 
 impl UrlParts {
     /// The merged value of `key`: the query string first, then the URL's own parts.
-    pub fn get(&self, key: &str) -> Option<&UrlValue> {
+    #[cfg(test)]
+    pub(super) fn get(&self, key: &str) -> Option<&UrlValue> {
         self.query.get(key).or_else(|| self.primary.get(key))
     }
 }
 
 /// Parses `url` as Laravel does; `Err` for what PHP's `parse_url` rejects.
-pub fn parse(url: &str) -> Result<UrlParts, String> {
+pub(super) fn parse(url: &str) -> Result<UrlParts, String> {
     // The value is already in the message, with its password masked; never repeat it here.
     let malformed =
         || "the URL is malformed (expected scheme://user:password@host:port/database)".to_string();

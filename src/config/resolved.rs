@@ -1,0 +1,175 @@
+//! The resolved settings, one type per server or concern: what [`super::resolve`] computes from
+//! Laravel's configuration and [`super::Settings`] holds.
+//!
+//! They live apart from both so that the resolver and the assembly depend on them and not on
+//! each other.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// How orders whose event never arrived are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverySettings {
+    /// The TTL the app passes to `put()`: an unpaid order is overdue `order_ttl` after its
+    /// `created_at` once its key is gone. `None` turns reconciliation off, because guessing it
+    /// could cancel orders early.
+    pub order_ttl: Option<std::time::Duration>,
+    /// Time between two reconciliation sweeps.
+    pub sweep_interval: std::time::Duration,
+}
+
+/// How to reach the cache store's Redis connection (`database.redis.cache` by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub endpoint: RedisEndpoint,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The cache database index (`REDIS_CACHE_DB`), as phpredis `SELECT`s it.
+    pub database: i64,
+    /// `phpredis` or `predis` (`database.redis.client`): they apply prefixes differently.
+    pub client: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    Tcp { host: String, port: u16 },
+    Tls { host: String, port: u16 },
+    Unix { path: PathBuf },
+}
+
+impl fmt::Display for RedisEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Self::Tls { host, port } => write!(f, "tls://{host}:{port}"),
+            Self::Unix { path } => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// What Laravel puts in front of `ORDER_CONFIRM:<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySettings {
+    /// The Redis connection's prefix (`REDIS_PREFIX`), applied by phpredis to every key.
+    pub connection_prefix: String,
+    /// The cache prefix as configured (`config('cache.prefix')`), for display.
+    pub cache_prefix: String,
+    /// The cache store's prefix as `RedisStore` uses it: the cache prefix plus the `:` that
+    /// Laravel 8-10 append, or empty when the cache prefix is PHP-empty (`''`, `'0'`, null).
+    pub store_prefix: String,
+    /// The key type the app uses (`ORDER_CONFIRM`).
+    pub key_type: String,
+}
+
+/// The app's default database connection (`database.connections.mysql` by default).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MysqlSettings {
+    pub host: String,
+    pub port: u16,
+    /// A Unix socket, from `unix_socket` (`DB_SOCKET`) or implied by the host `localhost` as
+    /// PDO does.
+    pub socket: Option<PathBuf>,
+    pub database: String,
+    pub username: String,
+    pub password: String,
+    /// The connection's table prefix (`'prefix'` in config/database.php), already applied to
+    /// the schema's table names.
+    pub table_prefix: String,
+    /// What Laravel's MySqlConnector sets on every connection, so that our writes mean what
+    /// Eloquent's mean (a `timezone` key changes how a TIMESTAMP literal is stored).
+    pub session: MysqlSession,
+}
+
+/// The session settings of a Laravel MySQL connection (`charset`, `collation`, `timezone`,
+/// `strict`, `modes`), already checked to be safe to put in SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlSession {
+    /// `SET NAMES '<charset>'` (with `COLLATE '<collation>'`); nothing when the charset is unset.
+    pub charset: Option<String>,
+    pub collation: Option<String>,
+    /// `SET time_zone = '<timezone>'`, only when the connection has a `timezone` key.
+    pub timezone: Option<String>,
+    pub sql_mode: SqlMode,
+}
+
+impl MysqlSession {
+    /// The statements MySqlConnector sends after connecting, in its order.
+    pub fn statements(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(charset) = &self.charset {
+            let collation = self
+                .collation
+                .as_ref()
+                .map(|c| format!(" COLLATE '{c}'"))
+                .unwrap_or_default();
+            out.push(format!("SET NAMES '{charset}'{collation}"));
+        }
+        if let Some(tz) = &self.timezone {
+            out.push(format!("SET time_zone = '{tz}'"));
+        }
+        match &self.sql_mode {
+            SqlMode::Unset => {}
+            SqlMode::Strict => out.push(
+                "SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'".into(),
+            ),
+            SqlMode::NotStrict => {
+                out.push("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'".into());
+            }
+            SqlMode::Modes(modes) => {
+                out.push(format!("SET SESSION sql_mode = '{}'", modes.join(",")));
+            }
+        }
+        out
+    }
+}
+
+/// `sql_mode` as MySqlConnector::setModes picks it: `modes`, else `strict`, else untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlMode {
+    Unset,
+    Strict,
+    NotStrict,
+    Modes(Vec<String>),
+}
+
+impl MysqlSettings {
+    /// Where we connect, for messages.
+    pub fn endpoint(&self) -> String {
+        match &self.socket {
+            Some(path) => format!("unix:{}", path.display()),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// Never print the password, even in debug logs.
+impl fmt::Debug for MysqlSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MysqlSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("socket", &self.socket)
+            .field("database", &self.database)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("table_prefix", &self.table_prefix)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+/// The app's time zone (`config('app.timezone')`), in which Eloquent writes `updated_at`.
+#[derive(Debug, Clone)]
+pub struct TimeZoneSetting {
+    pub name: String,
+    pub tz: jiff::tz::TimeZone,
+}
+
+impl TimeZoneSetting {
+    /// `ts` as Eloquent writes a timestamp: `Y-m-d H:i:s` in the app's time zone.
+    pub fn eloquent(&self, ts: jiff::Timestamp) -> String {
+        ts.to_zoned(self.tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    }
+}
