@@ -58,7 +58,7 @@ pub enum Error {
         endpoint: String,
         order: u64,
         #[source]
-        source: crate::sink::cancel::CancelError,
+        source: crate::sink::writer::CancelError,
     },
 
     #[error("MySQL database `{database}` at {endpoint}: {problem}")]

@@ -1,6 +1,6 @@
 //! `order-expire sweep`: one reconciliation pass from the command line.
 //!
-//! The same pass the worker runs in the background ([`crate::source::sweep`]), with its result
+//! The same pass the worker runs in the background ([`crate::source::reconcile`]), with its result
 //! printed: what an operator runs after an outage, or with `--dry-run` to see what is pending.
 
 use std::fmt;
@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::sink::{Database, Outcome, Writer};
 use crate::source::redis::RedisTarget;
-use crate::source::sweep::{Reconciler, SweepSummary};
+use crate::source::reconcile::{Reconciler, SweepSummary};
 
 /// The result of `order-expire sweep`.
 #[derive(Debug, Default)]

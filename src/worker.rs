@@ -30,12 +30,12 @@ use crate::config::Settings;
 use crate::config::repository::Source;
 use crate::error::Error;
 use crate::key::KeyPattern;
-use crate::sink::cancel::{CancelError, MAX_BATCH};
+use crate::sink::writer::{CancelError, MAX_BATCH};
 use crate::sink::{Database, Outcome, Writer};
 use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
 use crate::source::redis::RedisTarget;
-use crate::source::sweep::Reconciler;
+use crate::source::reconcile::Reconciler;
 use crate::stats::Stats;
 
 /// The longest one batch transaction may take before it is abandoned (rolled back by the

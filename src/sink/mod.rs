@@ -2,10 +2,10 @@
 //!
 //! * [`database`] opens the pool with the app's credentials and checks, once at start, that the
 //!   configured tables and columns exist (a one-line error otherwise).
-//! * [`cancel`] is the exactly-once transaction for one order.
+//! * [`writer`] is the exactly-once transaction for one order.
 
-pub mod cancel;
+pub mod writer;
 pub mod database;
 
-pub use cancel::{Outcome, Writer};
+pub use writer::{Outcome, Writer};
 pub use database::Database;
