@@ -42,6 +42,8 @@ pub mod config;
 pub mod error;
 pub mod key;
 pub mod logging;
+pub mod mysql;
+pub mod redis;
 pub mod schedule;
 pub mod shutdown;
 pub mod sink;

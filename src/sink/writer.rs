@@ -23,24 +23,18 @@
 //! `updated_at` is the literal `Y-m-d H:i:s` in the app time zone that Eloquent sends, not
 //! `NOW()`, which would follow the server's time zone instead.
 //!
-//! Statements are prepared for a few fixed list lengths (the id list is padded by repeating its
-//! last id), so the per-connection statement cache holds a handful of statements, not one per
-//! batch size.
+//! The statements themselves live in [`crate::mysql::orders`]; this module decides what to run
+//! and what each order's outcome is.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use mysql_async::prelude::Queryable;
-use mysql_async::{IsolationLevel, Params, TxOpts, Value};
+use mysql_async::{IsolationLevel, Transaction, TxOpts};
 
-use super::database::{Database, TableShape};
-use crate::config::{Ident, OrderLines, Schema, TimeZoneSetting};
-use crate::error::Error;
-
-/// The largest batch; also the largest `IN (...)` list.
-pub const MAX_BATCH: usize = 512;
-/// List lengths statements are prepared for.
-const BUCKETS: [usize; 4] = [1, 8, 64, MAX_BATCH];
+use crate::config::{Schema, TimeZoneSetting};
+pub use crate::mysql::orders::MAX_BATCH;
+use crate::mysql::orders::{LockedOrder, OrderLine, WriteStatements};
+use crate::mysql::{Database, MysqlError};
 
 /// What happened to an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,132 +57,42 @@ pub enum Outcome {
     Missing,
 }
 
-/// An order row as locked: id, status, product and quantity (on the order, else NULL), and
-/// whether its paid column is set.
-type LockedOrder = (u64, i64, Option<u64>, Option<i64>, bool);
+/// The locked orders by id: status, and product and quantity when they are on the order row.
+type Found = BTreeMap<u64, (i64, Option<u64>, Option<i64>)>;
 
-/// `?, ?, ... ?` with `n` placeholders.
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
+/// The lines of the unpaid orders: units per product (what goes back to stock), and each
+/// order's `(product, units)` (for its outcome).
+#[derive(Default)]
+struct Lines {
+    per_product: BTreeMap<u64, u64>,
+    per_order: BTreeMap<u64, Vec<(u64, u64)>>,
 }
 
-/// The bucket length for a list of `n` values.
-fn bucket(n: usize) -> usize {
-    BUCKETS
-        .iter()
-        .copied()
-        .find(|b| *b >= n)
-        .unwrap_or(MAX_BATCH)
-}
-
-/// Pads `values` to its bucket length by repeating the last one (harmless in `IN (...)`).
-fn padded<T: Clone>(values: &[T]) -> Vec<T> {
-    let mut out = values.to_vec();
-    if let Some(last) = values.last() {
-        out.resize(bucket(values.len()), last.clone());
-    }
-    out
-}
-
-/// The SQL for one schema mapping, per bucket length.
-struct Statements {
-    lock_orders: BTreeMap<usize, String>,
-    order_lines: BTreeMap<usize, String>,
-    cancel_orders: BTreeMap<usize, String>,
-    return_stock: BTreeMap<usize, String>,
-}
-
-impl Statements {
-    fn new(schema: &Schema, shape: TableShape) -> Self {
-        let Schema {
-            orders,
-            order_status: status,
-            products,
-            product_stock: stock,
-            ..
-        } = schema;
-        let id = Schema::id_column();
-        let updated_at = Schema::updated_at_column();
-        // The payment guard: read under the row lock, and repeated in the UPDATE.
-        let (paid, unpaid_guard) = match &schema.paid_column {
-            Some(paid) => (
-                format!("{paid} IS NOT NULL"),
-                format!(" AND {paid} IS NULL"),
-            ),
-            None => ("0".to_string(), String::new()),
-        };
-        let order_touch = if shape.orders_updated_at {
-            format!(", {orders}.{updated_at} = ?")
-        } else {
-            String::new()
-        };
-        let product_touch = if shape.products_updated_at {
-            format!(", {products}.{updated_at} = ?")
-        } else {
-            String::new()
-        };
-        let mut s = Self {
-            lock_orders: BTreeMap::new(),
-            order_lines: BTreeMap::new(),
-            cancel_orders: BTreeMap::new(),
-            return_stock: BTreeMap::new(),
-        };
-        for n in BUCKETS {
-            let list = placeholders(n);
-            let (lock, lines) = match &schema.lines {
-                OrderLines::OnOrder { product, quantity } => (
-                    format!(
-                        "SELECT {id}, {status}, {product}, {quantity}, {paid} FROM {orders} WHERE {id} IN ({list}) ORDER BY {id} FOR UPDATE"
-                    ),
-                    None,
-                ),
-                OrderLines::Items {
-                    table,
-                    order,
-                    product,
-                    quantity,
-                } => (
-                    format!(
-                        "SELECT {id}, {status}, NULL, NULL, {paid} FROM {orders} WHERE {id} IN ({list}) ORDER BY {id} FOR UPDATE"
-                    ),
-                    Some(format!(
-                        "SELECT {order}, {product}, CAST(SUM({quantity}) AS SIGNED) FROM {table} \
-                         WHERE {order} IN ({list}) GROUP BY {order}, {product}"
-                    )),
-                ),
+impl Lines {
+    /// Sums `lines`, skipping zero and negative quantities (nothing to return).
+    fn sum(lines: impl IntoIterator<Item = OrderLine>) -> Self {
+        let mut sums = Self::default();
+        for (order, product, quantity) in lines {
+            let Ok(quantity) = u64::try_from(quantity) else {
+                continue;
             };
-            s.lock_orders.insert(n, lock);
-            if let Some(lines) = lines {
-                s.order_lines.insert(n, lines);
+            if quantity == 0 {
+                continue;
             }
-            s.cancel_orders.insert(
-                n,
-                format!("UPDATE {orders} SET {status} = ?{order_touch} WHERE {id} IN ({list}) AND {status} = ?{unpaid_guard}"),
-            );
-            let cases = vec![format!("WHEN ? THEN ?"); n].join(" ");
-            s.return_stock.insert(
-                n,
-                format!(
-                    "UPDATE {products} SET {stock} = {stock} + CASE {id} {cases} ELSE 0 END{product_touch} WHERE {id} IN ({list})"
-                ),
-            );
+            *sums.per_product.entry(product).or_default() += quantity;
+            sums.per_order
+                .entry(order)
+                .or_default()
+                .push((product, quantity));
         }
-        s
-    }
-
-    fn get(map: &BTreeMap<usize, String>, n: usize) -> Result<&str, CancelError> {
-        map.get(&bucket(n))
-            .map(String::as_str)
-            .ok_or_else(|| CancelError::Unexpected(format!("no statement for {n} values")))
+        sums
     }
 }
 
 /// Cancels orders in the app's database.
 pub struct Writer {
     db: Database,
-    products: Ident,
-    sql: Statements,
-    shape: TableShape,
+    sql: WriteStatements,
     unpaid: i64,
     cancelled: i64,
     timezone: TimeZoneSetting,
@@ -200,13 +104,11 @@ impl Writer {
         db: Database,
         schema: &Schema,
         timezone: TimeZoneSetting,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, MysqlError> {
         let shape = db.inspect(schema).await?;
         Ok(Self {
-            sql: Statements::new(schema, shape),
-            products: schema.products.clone(),
+            sql: WriteStatements::new(schema, shape),
             db,
-            shape,
             unpaid: schema.unpaid_status,
             cancelled: schema.cancelled_status,
             timezone,
@@ -231,7 +133,8 @@ impl Writer {
     }
 
     /// Cancels the unpaid orders among `orders` (at most [`MAX_BATCH`], no duplicates) and
-    /// returns their stock, all in one transaction. Returns an outcome per order, in id order.
+    /// returns their stock, all in one transaction: the steps of this module's doc, each a
+    /// function below. Returns an outcome per order, in id order.
     pub async fn cancel_batch(&self, orders: &[u64]) -> Result<Vec<(u64, Outcome)>, CancelError> {
         if orders.is_empty() {
             return Ok(Vec::new());
@@ -256,71 +159,17 @@ impl Writer {
             .await
             .map_err(CancelError::query("BEGIN"))?;
 
-        let rows: Vec<LockedOrder> = tx
-            .exec(
-                Statements::get(&self.sql.lock_orders, ids.len())?,
-                padded(&ids),
-            )
-            .await
-            .map_err(CancelError::query("locking the orders"))?;
-        let paid: Vec<u64> = rows.iter().filter(|row| row.4).map(|row| row.0).collect();
-        let mut found: BTreeMap<u64, (i64, Option<u64>, Option<i64>)> = rows
-            .into_iter()
-            .map(|(id, s, p, q, _)| (id, (s, p, q)))
-            .collect();
-
+        let (found, paid) = self.lock_orders(&mut tx, &ids).await?;
         let unpaid: Vec<u64> = found
             .iter()
             .filter(|(id, (status, _, _))| *status == self.unpaid && !paid.contains(id))
             .map(|(id, _)| *id)
             .collect();
-
-        // Quantities per product for the unpaid orders, and per order for the outcome.
-        let mut per_product: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut per_order: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+        let mut lines = Lines::default();
         if !unpaid.is_empty() {
-            let lines: Vec<(u64, u64, i64)> = match self.sql.order_lines.get(&bucket(unpaid.len()))
-            {
-                Some(sql) => tx
-                    .exec(sql.as_str(), padded(&unpaid))
-                    .await
-                    .map_err(CancelError::query("reading the orders' items"))?,
-                None => unpaid
-                    .iter()
-                    .filter_map(|id| {
-                        let (_, product, quantity) = found.get(id)?;
-                        Some((*id, (*product)?, (*quantity)?))
-                    })
-                    .collect(),
-            };
-            for (order, product, quantity) in lines {
-                let Ok(quantity) = u64::try_from(quantity) else {
-                    continue;
-                };
-                if quantity == 0 {
-                    continue;
-                }
-                *per_product.entry(product).or_default() += quantity;
-                per_order
-                    .entry(order)
-                    .or_default()
-                    .push((product, quantity));
-            }
-
+            lines = self.read_lines(&mut tx, &unpaid, &found).await?;
             let now = self.timezone.eloquent(jiff::Timestamp::now());
-            let mut params: Vec<Value> = vec![self.cancelled.into()];
-            if self.shape.orders_updated_at {
-                params.push(now.clone().into());
-            }
-            params.extend(padded(&unpaid).into_iter().map(Value::from));
-            params.push(self.unpaid.into());
-            tx.exec_drop(
-                Statements::get(&self.sql.cancel_orders, unpaid.len())?,
-                Params::Positional(params),
-            )
-            .await
-            .map_err(CancelError::query("cancelling the orders"))?;
-            if tx.affected_rows() != unpaid.len() as u64 {
+            if !self.cancel_unpaid(&mut tx, &unpaid, &now).await? {
                 // Cannot happen while we hold the row locks; refuse to return stock if it does.
                 tx.rollback()
                     .await
@@ -329,40 +178,109 @@ impl Writer {
                     "orders changed under their row locks".into(),
                 ));
             }
-
-            if !per_product.is_empty() {
-                let pairs: Vec<(u64, u64)> = per_product.iter().map(|(p, q)| (*p, *q)).collect();
-                let padded_pairs = padded(&pairs);
-                let mut params: Vec<Value> = Vec::with_capacity(padded_pairs.len() * 3 + 1);
-                for (product, quantity) in &padded_pairs {
-                    params.push((*product).into());
-                    params.push((*quantity).into());
-                }
-                if self.shape.products_updated_at {
-                    params.push(now.into());
-                }
-                params.extend(
-                    padded_pairs
-                        .iter()
-                        .map(|(product, _)| Value::from(*product)),
-                );
-                tx.exec_drop(
-                    Statements::get(&self.sql.return_stock, pairs.len())?,
-                    Params::Positional(params),
-                )
-                .await
-                .map_err(CancelError::query("returning stock"))?;
-                if tx.affected_rows() != pairs.len() as u64 {
-                    // Some products were deleted: find which, so the outcome can say so.
-                    let existing = self.existing_products(&mut tx, &pairs).await?;
-                    per_product.retain(|p, _| existing.contains(p));
-                }
+            if !lines.per_product.is_empty() {
+                self.return_stock(&mut tx, &mut lines, &now).await?;
             }
         }
         tx.commit().await.map_err(CancelError::query("COMMIT"))?;
+        Ok(self.outcomes(ids, found, &paid, lines))
+    }
 
-        Ok(ids
+    /// Step 1: locks the order rows in id order; returns them and the ids whose paid column is
+    /// set.
+    async fn lock_orders(
+        &self,
+        tx: &mut Transaction<'_>,
+        ids: &[u64],
+    ) -> Result<(Found, Vec<u64>), CancelError> {
+        let rows: Vec<LockedOrder> = self
+            .sql
+            .lock(tx, ids)
+            .await
+            .map_err(CancelError::query("locking the orders"))?;
+        let paid: Vec<u64> = rows.iter().filter(|row| row.4).map(|row| row.0).collect();
+        let found = rows
             .into_iter()
+            .map(|(id, s, p, q, _)| (id, (s, p, q)))
+            .collect();
+        Ok((found, paid))
+    }
+
+    /// Step 2: the unpaid orders' lines, from the items table or from the locked rows.
+    async fn read_lines(
+        &self,
+        tx: &mut Transaction<'_>,
+        unpaid: &[u64],
+        found: &Found,
+    ) -> Result<Lines, CancelError> {
+        let from_items = self
+            .sql
+            .lines(tx, unpaid)
+            .await
+            .map_err(CancelError::query("reading the orders' items"))?;
+        Ok(Lines::sum(from_items.unwrap_or_else(|| {
+            unpaid
+                .iter()
+                .filter_map(|id| {
+                    let (_, product, quantity) = found.get(id)?;
+                    Some((*id, (*product)?, (*quantity)?))
+                })
+                .collect()
+        })))
+    }
+
+    /// Step 3: cancels the unpaid orders. False when the row count is not their number: the
+    /// caller then rolls the batch back.
+    async fn cancel_unpaid(
+        &self,
+        tx: &mut Transaction<'_>,
+        unpaid: &[u64],
+        now: &str,
+    ) -> Result<bool, CancelError> {
+        let changed = self
+            .sql
+            .cancel(tx, unpaid, (self.unpaid, self.cancelled), now)
+            .await
+            .map_err(CancelError::query("cancelling the orders"))?;
+        Ok(changed == unpaid.len() as u64)
+    }
+
+    /// Step 4: returns the units per product to stock; products whose row is gone are dropped
+    /// from `lines`, so the outcome can name them.
+    async fn return_stock(
+        &self,
+        tx: &mut Transaction<'_>,
+        lines: &mut Lines,
+        now: &str,
+    ) -> Result<(), CancelError> {
+        let pairs: Vec<(u64, u64)> = lines.per_product.iter().map(|(p, q)| (*p, *q)).collect();
+        let changed = self
+            .sql
+            .return_stock(tx, &pairs, now)
+            .await
+            .map_err(CancelError::query("returning stock"))?;
+        if changed != pairs.len() as u64 {
+            // Some products were deleted: find which, so the outcome can say so.
+            let products: Vec<u64> = pairs.iter().map(|(p, _)| *p).collect();
+            let existing = self
+                .sql
+                .existing_products(tx, &products)
+                .await
+                .map_err(CancelError::query("finding deleted products"))?;
+            lines.per_product.retain(|p, _| existing.contains(p));
+        }
+        Ok(())
+    }
+
+    /// Step 5, after the commit: what happened to each order, in id order.
+    fn outcomes(
+        &self,
+        ids: Vec<u64>,
+        mut found: Found,
+        paid: &[u64],
+        mut lines: Lines,
+    ) -> Vec<(u64, Outcome)> {
+        ids.into_iter()
             .map(|id| {
                 let outcome = match found.remove(&id) {
                     None => Outcome::Missing,
@@ -370,47 +288,30 @@ impl Writer {
                     Some(_) if paid.contains(&id) => Outcome::Paid,
                     Some((status, _, _)) if status != self.unpaid => Outcome::NotUnpaid { status },
                     Some(_) => {
-                        let lines = per_order.remove(&id).unwrap_or_default();
-                        Outcome::Cancelled {
-                            units: lines
-                                .iter()
-                                .filter(|(p, _)| per_product.contains_key(p))
-                                .map(|(_, q)| q)
-                                .sum(),
-                            missing_products: lines
-                                .iter()
-                                .filter(|(p, _)| !per_product.contains_key(p))
-                                .map(|(p, _)| *p)
-                                .collect(),
-                        }
+                        let order_lines = lines.per_order.remove(&id).unwrap_or_default();
+                        cancelled(&order_lines, &lines.per_product)
                     }
                 };
                 (id, outcome)
             })
-            .collect())
+            .collect()
     }
+}
 
-    async fn existing_products(
-        &self,
-        tx: &mut mysql_async::Transaction<'_>,
-        pairs: &[(u64, u64)],
-    ) -> Result<Vec<u64>, CancelError> {
-        let ids: Vec<u64> = pairs.iter().map(|(p, _)| *p).collect();
-        let mut existing = Vec::new();
-        for chunk in ids.chunks(MAX_BATCH) {
-            let sql = format!(
-                "SELECT {id} FROM {products} WHERE {id} IN ({list})",
-                id = Schema::id_column(),
-                products = self.products,
-                list = placeholders(chunk.len())
-            );
-            let found: Vec<u64> = tx
-                .exec(sql, chunk.to_vec())
-                .await
-                .map_err(CancelError::query("finding deleted products"))?;
-            existing.extend(found);
-        }
-        Ok(existing)
+/// The outcome of a cancelled order with `lines`: the units whose product took them back, and
+/// the products that are gone.
+fn cancelled(lines: &[(u64, u64)], returned: &BTreeMap<u64, u64>) -> Outcome {
+    Outcome::Cancelled {
+        units: lines
+            .iter()
+            .filter(|(p, _)| returned.contains_key(p))
+            .map(|(_, q)| q)
+            .sum(),
+        missing_products: lines
+            .iter()
+            .filter(|(p, _)| !returned.contains_key(p))
+            .map(|(p, _)| *p)
+            .collect(),
     }
 }
 
@@ -482,14 +383,6 @@ impl std::error::Error for CancelError {}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lists_are_padded_to_a_few_lengths() {
-        assert_eq!(padded(&[7u64]), vec![7]);
-        assert_eq!(padded(&[1u64, 2, 3]), vec![1, 2, 3, 3, 3, 3, 3, 3]);
-        assert_eq!(padded(&(0..65u64).collect::<Vec<_>>()).len(), MAX_BATCH);
-        assert!(padded::<u64>(&[]).is_empty());
-    }
 
     fn server_error(code: u16) -> CancelError {
         CancelError::Mysql {
