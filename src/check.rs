@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use crate::config::{OrderLines, RedisEndpoint, Settings};
 use crate::key::KeyPattern;
-use crate::sink::{Database, Writer};
-use crate::source::redis::{RedisTarget, publishes_expired};
+use crate::mysql::Database;
+use crate::redis::{RedisError, RedisTarget, expired_channel, publishes_expired};
+use crate::sink::Writer;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -202,7 +203,7 @@ impl Report {
                 prefix: settings.keys.cache_prefix.clone(),
                 key_type: settings.keys.key_type.clone(),
             },
-            channel: format!("__keyevent@{}__:expired", r.database),
+            channel: expired_channel(r.database),
             key_pattern: KeyPattern::new(&settings.keys).to_string(),
             db: DbReport {
                 host: m.host.clone(),
@@ -339,10 +340,10 @@ async fn probe_redis(settings: &Settings) -> Probe {
         match target.notification_flags(&mut conn).await? {
             Some(flags) if publishes_expired(&flags) => {}
             Some(flags) => {
-                return Err(crate::Error::NotificationsOff {
+                return Err(crate::Error::from(RedisError::NotificationsOff {
                     endpoint: target.endpoint().to_string(),
                     current: flags,
-                });
+                }));
             }
             None => probe.warnings.push(
                 "CONFIG is not allowed: cannot verify that notify-keyspace-events contains Ex"

@@ -5,6 +5,9 @@
 //! which table) and most end with the fix.
 
 use crate::config::ConfigError;
+use crate::mysql::MysqlError;
+use crate::redis::RedisError;
+use crate::sink::writer::CancelError;
 
 /// Everything that can stop the worker or a command.
 #[derive(Debug, thiserror::Error)]
@@ -12,58 +15,21 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
 
-    #[error("cannot connect to Redis at {endpoint}: {cause}{hint}")]
-    RedisConnect {
-        endpoint: String,
-        cause: String,
-        hint: &'static str,
-    },
+    /// The Redis adapter: connecting, a command, notifications off.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
 
-    #[error("Redis at {endpoint}: {action} failed: {source}")]
-    Redis {
-        endpoint: String,
-        action: String,
-        #[source]
-        source: redis::RedisError,
-    },
+    /// The MySQL adapter: connecting, a query, the schema.
+    #[error(transparent)]
+    Mysql(#[from] MysqlError),
 
-    #[error(
-        "keyspace notifications are off on Redis at {endpoint} (notify-keyspace-events is {current:?}), so no `expired` event would ever arrive: run `redis-cli -h <host> CONFIG SET notify-keyspace-events Ex` and add `notify-keyspace-events Ex` to redis.conf, set it in the parameter group (AWS ElastiCache), the Advanced settings (Azure) or --redis-config (Google Memorystore), or start order-expire with --configure-redis"
-    )]
-    NotificationsOff { endpoint: String, current: String },
-
-    #[error(
-        "cannot connect to MySQL at {endpoint} (database `{database}`, user `{username}`): {cause}{hint}"
-    )]
-    MysqlConnect {
-        endpoint: String,
-        database: String,
-        username: String,
-        cause: String,
-        hint: &'static str,
-    },
-
-    #[error("MySQL at {endpoint}: {action} failed: {source}")]
-    Mysql {
-        endpoint: String,
-        action: String,
-        #[source]
-        source: mysql_async::Error,
-    },
-
+    /// The writer could not cancel `order`; retried by the worker unless permanent.
     #[error("MySQL at {endpoint}: cancelling order {order} failed: {source}")]
-    Cancel {
+    Write {
         endpoint: String,
         order: u64,
         #[source]
-        source: crate::sink::cancel::CancelError,
-    },
-
-    #[error("MySQL database `{database}` at {endpoint}: {problem}")]
-    Schema {
-        endpoint: String,
-        database: String,
-        problem: String,
+        source: CancelError,
     },
 
     #[error("{0}")]

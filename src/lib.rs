@@ -15,7 +15,7 @@
 //!   resolves every [`config::Settings`] the worker needs as Laravel's managers would.
 //! * [`source`]: where expired orders come from. [`source::keyspace`] keeps a subscription to
 //!   `__keyevent@<db>__:expired` alive across disconnects; [`source::deadline`] makes Redis expire
-//!   each order key at its deadline; [`source::sweep`] reconciles the database with the cache for
+//!   each order key at its deadline; [`source::reconcile`] reconciles the database with the cache for
 //!   events that were never delivered; [`source::redis`] opens connections to the app's Redis.
 //! * [`key`]: the transform: turns the full Redis key Laravel wrote
 //!   (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`) back into an order id, and builds it for
@@ -43,6 +43,8 @@ pub mod error;
 pub mod job;
 pub mod key;
 pub mod logging;
+pub mod mysql;
+pub mod redis;
 pub mod schedule;
 pub mod shutdown;
 pub mod sink;

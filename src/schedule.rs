@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::config::is_numeric;
 use crate::error::Error;
 use crate::key::KeyPattern;
-use crate::source::redis::RedisTarget;
+use crate::redis::RedisTarget;
 
 /// The bytes RedisStore stores for `value` (`RedisStore::serialize`): numbers raw, anything else
 /// PHP-serialized, so that Laravel's `Cache::get()` reads back the same value.
@@ -51,13 +51,7 @@ pub async fn schedule(
     let bytes = laravel_cache_value(value.unwrap_or(&id));
     let target = RedisTarget::new(&settings.redis)?;
     let mut conn = target.connect().await?;
-    redis::cmd("SETEX")
-        .arg(&key)
-        .arg(ttl_seconds)
-        .arg(bytes)
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(|e| target.command_error("SETEX", e))?;
+    target.setex(&mut conn, &key, ttl_seconds, &bytes).await?;
     Ok(key)
 }
 

@@ -1,6 +1,6 @@
 //! `order-expire sweep`: one reconciliation pass from the command line.
 //!
-//! The same pass the worker runs in the background ([`crate::source::sweep`]), with its result
+//! The same pass the worker runs in the background ([`crate::source::reconcile`]), with its result
 //! printed: what an operator runs after an outage, or with `--dry-run` to see what is pending.
 
 use std::fmt;
@@ -9,9 +9,11 @@ use tokio::sync::mpsc;
 
 use crate::config::Settings;
 use crate::error::Error;
-use crate::sink::{Database, Outcome, Writer};
-use crate::source::redis::RedisTarget;
-use crate::source::sweep::{Reconciler, SweepSummary};
+use crate::key::KeyPattern;
+use crate::mysql::Database;
+use crate::redis::RedisTarget;
+use crate::sink::{Outcome, Writer};
+use crate::source::reconcile::{Reconciler, SweepSummary};
 
 /// The result of `order-expire sweep`.
 #[derive(Debug, Default)]
@@ -49,7 +51,8 @@ pub async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport,
     let redis = RedisTarget::new(&settings.redis)?;
     let db = Database::connect(&settings.mysql, 2).await?;
     let writer = Writer::new(db.clone(), &settings.schema, settings.timezone.clone()).await?;
-    let reconciler = Reconciler::new(settings, db, redis).ok_or_else(|| {
+    let pattern = KeyPattern::new(&settings.keys);
+    let reconciler = Reconciler::new(settings, db, redis, pattern).ok_or_else(|| {
         Error::Usage(format!(
             "ORDER_EXPIRE_TTL is not set in {}: set it (or --order-ttl) to the TTL in seconds the app passes to Cache::put(), so that a missing key can be told from an early one",
             settings.env_file.display()
@@ -87,7 +90,7 @@ pub async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport,
                     println!("order {order} cannot be cancelled, left unpaid: {source}");
                 }
                 Err(source) => {
-                    return Err(Error::Cancel {
+                    return Err(Error::Write {
                         endpoint: writer.database().endpoint().to_string(),
                         order,
                         source,

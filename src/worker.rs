@@ -30,12 +30,13 @@ use crate::config::ConfigSource;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::key::KeyPattern;
-use crate::sink::cancel::{CancelError, MAX_BATCH};
-use crate::sink::{Database, Outcome, Writer};
+use crate::mysql::Database;
+use crate::redis::RedisTarget;
+use crate::sink::writer::{CancelError, MAX_BATCH};
+use crate::sink::{Outcome, Writer};
 use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
-use crate::source::redis::RedisTarget;
-use crate::source::sweep::Reconciler;
+use crate::source::reconcile::Reconciler;
 use crate::stats::Stats;
 
 /// The longest one batch transaction may take before it is abandoned (rolled back by the
@@ -113,17 +114,19 @@ pub async fn run(
 
     // Reconnects of the subscription trigger a sweep: whatever expired meanwhile was missed.
     let resubscribed = Arc::new(Notify::new());
-    let reconciler = Reconciler::new(settings, writer.database().clone(), redis.clone());
-    let source = KeyspaceSource::new(
+    let pattern = KeyPattern::new(&settings.keys);
+    let reconciler = Reconciler::new(
+        settings,
+        writer.database().clone(),
         redis.clone(),
-        KeyPattern::new(&settings.keys),
-        Arc::clone(&stats),
-    )
-    .on_resubscribe(Arc::clone(&resubscribed));
+        pattern.clone(),
+    );
+    let source = KeyspaceSource::new(redis.clone(), pattern.clone(), Arc::clone(&stats))
+        .on_resubscribe(Arc::clone(&resubscribed));
     // Subscribe before the first sweep, so that nothing expires unseen between the two.
     let subscription = source.subscribe().await?;
     let (queue, orders) = mpsc::channel(options.queue_size.max(1));
-    let watcher = DeadlineWatcher::new(settings, writer.database().clone(), redis.clone());
+    let watcher = DeadlineWatcher::new(settings, writer.database().clone(), redis.clone(), pattern);
     let mut tasks = vec![
         tokio::spawn(source.run(subscription, queue.clone(), shutdown.clone())),
         tokio::spawn(watcher.run(queue.clone(), shutdown.clone())),

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
         "config", "backoff", "throttle", "logging", "stats", "shutdown",
     ],
     &["redis", "mysql"],
-    &["key", "queue"],
+    &["key", "queue", "job"],
     &["source", "sink"],
     &["error"],
     &["worker"],

@@ -1,11 +1,8 @@
-//! The sink: the MySQL writer that cancels orders and returns their stock.
+//! The sink: the writer that cancels orders and returns their stock.
 //!
-//! * [`database`] opens the pool with the app's credentials and checks, once at start, that the
-//!   configured tables and columns exist (a one-line error otherwise).
-//! * [`cancel`] is the exactly-once transaction for one order.
+//! * [`writer`] is the exactly-once transaction for a batch of orders; the pool, the schema
+//!   check and the statements it runs are the MySQL adapter's ([`crate::mysql`]).
 
-pub mod cancel;
-pub mod database;
+pub mod writer;
 
-pub use cancel::{Outcome, Writer};
-pub use database::Database;
+pub use writer::{Outcome, Writer};

@@ -30,16 +30,16 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::time::{Duration, Instant};
 
-use mysql_async::prelude::Queryable;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Schema, Settings, TimeZoneSetting};
+use crate::config::{Settings, TimeZoneSetting};
 use crate::error::Error;
 use crate::key::KeyPattern;
-use crate::sink::Database;
-use crate::source::redis::RedisTarget;
+use crate::mysql::Database;
+use crate::mysql::orders::DeadlineQueries;
+use crate::redis::RedisTarget;
 
 /// How often new orders are looked up and due deadlines checked.
 const TICK: Duration = Duration::from_millis(200);
@@ -57,10 +57,7 @@ pub struct DeadlineWatcher {
     pattern: KeyPattern,
     timezone: TimeZoneSetting,
     ttl: Option<Duration>,
-    unpaid: i64,
-    oldest_pending: String,
-    newest_id: String,
-    new_orders: String,
+    sql: DeadlineQueries,
 }
 
 /// An order waiting for its deadline.
@@ -85,34 +82,15 @@ struct KeyWait {
 const LOOK_AGAIN: Duration = Duration::from_millis(500);
 
 impl DeadlineWatcher {
-    pub fn new(settings: &Settings, db: Database, redis: RedisTarget) -> Self {
-        let Schema {
-            orders,
-            order_status: status,
-            paid_column,
-            ..
-        } = &settings.schema;
-        let id = Schema::id_column();
-        let created = Schema::created_at_column();
-        let not_paid = paid_column
-            .as_ref()
-            .map(|paid| format!(" AND {paid} IS NULL"))
-            .unwrap_or_default();
+    /// `pattern` is the worker's one [`KeyPattern`], built at start.
+    pub fn new(settings: &Settings, db: Database, redis: RedisTarget, pattern: KeyPattern) -> Self {
         Self {
-            oldest_pending: format!(
-                "SELECT MIN({id}) FROM {orders} WHERE {status} = ? AND {created} >= ?"
-            ),
-            newest_id: format!("SELECT MAX({id}) FROM {orders}"),
-            new_orders: format!(
-                "SELECT {id}, {created} FROM {orders} WHERE {id} > ? AND {status} = ?{not_paid} \
-                 AND {created} IS NOT NULL ORDER BY {id} LIMIT {PAGE}"
-            ),
+            sql: DeadlineQueries::new(&settings.schema, PAGE),
             db,
             redis,
-            pattern: KeyPattern::new(&settings.keys),
+            pattern,
             timezone: settings.timezone.clone(),
             ttl: settings.recovery.order_ttl,
-            unpaid: settings.schema.unpaid_status,
         }
     }
 
@@ -190,19 +168,19 @@ impl DeadlineWatcher {
             Some(cursor) => cursor,
             None => {
                 let since = state.since.strftime("%Y-%m-%d %H:%M:%S").to_string();
-                let first: Option<Option<u64>> = db
-                    .exec_first(&self.oldest_pending, (self.unpaid, &since))
+                let first = self
+                    .sql
+                    .oldest_pending(&mut db, &since)
                     .await
                     .map_err(|e| self.db.error("finding pending unpaid orders", e))?;
-                match first.flatten() {
+                match first {
                     Some(id) => id.saturating_sub(1),
-                    None => {
-                        let max: Option<Option<u64>> = db
-                            .query_first(&self.newest_id)
-                            .await
-                            .map_err(|e| self.db.error("reading the newest order id", e))?;
-                        max.flatten().unwrap_or(0)
-                    }
+                    None => self
+                        .sql
+                        .newest_id(&mut db)
+                        .await
+                        .map_err(|e| self.db.error("reading the newest order id", e))?
+                        .unwrap_or(0),
                 }
             }
         };
@@ -210,14 +188,15 @@ impl DeadlineWatcher {
         let mut after = floor;
         let mut newest = cursor;
         loop {
-            let page: Vec<(u64, mysql_async::Value)> = db
-                .exec(&self.new_orders, (after, self.unpaid))
+            let page = self
+                .sql
+                .new_orders(&mut db, after)
                 .await
                 .map_err(|e| self.db.error("reading new unpaid orders", e))?;
             let fresh: Vec<(u64, jiff::civil::DateTime)> = page
                 .iter()
                 .filter(|(id, _)| !state.known.contains(id))
-                .filter_map(|(id, created)| civil(created).map(|c| (*id, c)))
+                .filter_map(|(id, created)| created.map(|c| (*id, c)))
                 .collect();
             if !fresh.is_empty() {
                 let ttls = self.pttl(redis, fresh.iter().map(|(id, _)| *id)).await?;
@@ -353,13 +332,8 @@ impl DeadlineWatcher {
         redis: &mut MultiplexedConnection,
         orders: impl Iterator<Item = u64>,
     ) -> Result<Vec<i64>, Error> {
-        let mut pipe = redis::pipe();
-        for order in orders {
-            pipe.cmd("PTTL").arg(self.pattern.key_for(order));
-        }
-        pipe.query_async(redis)
-            .await
-            .map_err(|e| self.redis.command_error("PTTL (deadline watcher)", e))
+        let keys = orders.map(|order| self.pattern.key_for(order));
+        Ok(self.redis.pttl(redis, keys, "deadline watcher").await?)
     }
 }
 
@@ -372,24 +346,6 @@ struct State {
     /// Orders discovered in the overlap window, so a re-read does not schedule them twice.
     known: HashSet<u64>,
     heap: BinaryHeap<Reverse<Due>>,
-}
-
-/// A MySQL DATETIME/TIMESTAMP value as a civil date-time (the app's wall clock).
-fn civil(value: &mysql_async::Value) -> Option<jiff::civil::DateTime> {
-    match value {
-        mysql_async::Value::Date(y, mo, d, h, mi, s, us) => jiff::civil::DateTime::new(
-            i16::try_from(*y).ok()?,
-            i8::try_from(*mo).ok()?,
-            i8::try_from(*d).ok()?,
-            i8::try_from(*h).ok()?,
-            i8::try_from(*mi).ok()?,
-            i8::try_from(*s).ok()?,
-            i32::try_from(*us).ok()?.checked_mul(1000)?,
-        )
-        .ok(),
-        mysql_async::Value::Bytes(text) => std::str::from_utf8(text).ok()?.parse().ok(),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

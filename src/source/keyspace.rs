@@ -17,9 +17,9 @@ use redis::aio::PubSub;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::redis::RedisTarget;
 use crate::backoff::Backoff;
 use crate::key::{self, KeyPattern, ParsedKey};
+use crate::redis::RedisTarget;
 use crate::stats::Stats;
 use crate::throttle::{Admission, Throttle};
 
@@ -66,11 +66,7 @@ impl KeyspaceSource {
     /// subscription is then handed to [`Self::run`].
     pub async fn subscribe(&self) -> Result<PubSub, crate::Error> {
         let mut pubsub = self.target.pubsub().await?;
-        let channel = self.target.expired_channel();
-        pubsub.subscribe(&channel).await.map_err(|e| {
-            self.target
-                .command_error(&format!("SUBSCRIBE {channel}"), e)
-        })?;
+        self.target.subscribe_expired(&mut pubsub).await?;
         Ok(pubsub)
     }
 

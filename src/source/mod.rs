@@ -1,15 +1,12 @@
 //! Event sources: where the worker learns that an order's key has expired.
 //!
-//! * [`redis`] opens connections to the app's cache Redis with the app's own settings, and checks
-//!   that Redis publishes `expired` events at all.
 //! * [`keyspace`] is the fast path: a subscription to `__keyevent@<db>__:expired` that survives
 //!   disconnects, idles for hours, and hands order ids to the writer queue.
 //! * [`deadline`] makes the fast path punctual: it knows each pending order's deadline and makes
 //!   Redis expire the key at that moment instead of minutes later.
-//! * [`sweep`] is the safety net: reconciliation of the database against the cache, for events
+//! * [`reconcile`] is the safety net: reconciliation of the database against the cache, for events
 //!   that were never delivered.
 
 pub mod deadline;
 pub mod keyspace;
-pub mod redis;
-pub mod sweep;
+pub mod reconcile;

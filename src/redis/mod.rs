@@ -1,19 +1,27 @@
-//! Connections to the app's cache Redis, built from the Laravel settings.
+//! The Redis adapter: connections to the app's cache Redis, built from the Laravel settings, the
+//! commands the pipeline sends ([`commands`]) and their errors ([`RedisError`]).
 //!
 //! Laravel's phpredis connection applies the key prefix itself; we do not, because keyspace
 //! events carry the full key and `schedule` must write the full key. So connections here are
 //! plain: the right server, password and database, nothing else.
+//!
+//! Stages (sources, the writer, the subcommands) call the named functions here rather than
+//! building commands themselves, so every byte sent to Redis is in this folder.
+
+pub mod commands;
+mod error;
+
+pub use error::RedisError;
 
 use std::time::Duration;
 
-use redis::aio::{MultiplexedConnection, PubSub};
-use redis::{
+use ::redis::aio::{MultiplexedConnection, PubSub};
+use ::redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo,
     RedisConnectionInfo,
 };
 
 use crate::config::{RedisEndpoint, RedisSettings};
-use crate::error::Error;
 
 /// How long a connection attempt may take before we call the server unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,11 +33,12 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisTarget {
     client: Client,
     endpoint: String,
-    database: i64,
+    /// This database's `expired` channel, computed once.
+    channel: String,
 }
 
 impl RedisTarget {
-    pub fn new(settings: &RedisSettings) -> Result<Self, Error> {
+    pub fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
         let endpoint = settings.endpoint.to_string();
         let addr = match &settings.endpoint {
             RedisEndpoint::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),
@@ -56,7 +65,7 @@ impl RedisTarget {
         Ok(Self {
             client,
             endpoint,
-            database: settings.database,
+            channel: expired_channel(settings.database),
         })
     }
 
@@ -65,17 +74,15 @@ impl RedisTarget {
         &self.endpoint
     }
 
-    /// The channel Redis publishes this database's expirations on. Not prefixed: keyspace events
-    /// are published by the server, not by the app (the PHP command subscribes to a prefixed
-    /// channel through phpredis and so never hears anything on Laravel's defaults).
+    /// The channel Redis publishes this database's expirations on (see [`expired_channel`]).
     pub fn expired_channel(&self) -> String {
-        format!("__keyevent@{}__:expired", self.database)
+        self.channel.clone()
     }
 
     /// A connection for commands (SETEX, CONFIG, PTTL...), on the cache database. Every reply
     /// must come within `RESPONSE_TIMEOUT` (10 s): a silently dead connection fails instead of
     /// hanging its user forever.
-    pub async fn connect(&self) -> Result<MultiplexedConnection, Error> {
+    pub async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -93,34 +100,11 @@ impl RedisTarget {
     }
 
     /// A dedicated pub/sub connection.
-    pub async fn pubsub(&self) -> Result<PubSub, Error> {
+    pub async fn pubsub(&self) -> Result<PubSub, RedisError> {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub()).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(connect_error(&self.endpoint, &e)),
             Err(_) => Err(timeout_error(&self.endpoint)),
-        }
-    }
-
-    /// The server's `notify-keyspace-events`, or `None` where `CONFIG` is not allowed (managed
-    /// services rename or forbid it), so that we cannot tell.
-    pub async fn notification_flags(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<Option<String>, Error> {
-        let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("notify-keyspace-events")
-            .query_async(conn)
-            .await;
-        match reply {
-            Ok(pair) => Ok(Some(pair.into_iter().nth(1).unwrap_or_default())),
-            Err(e) if e.kind() == ErrorKind::Io => {
-                Err(self.command_error("CONFIG GET notify-keyspace-events", e))
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "CONFIG GET is not allowed");
-                Ok(None)
-            }
         }
     }
 
@@ -133,7 +117,7 @@ impl RedisTarget {
         &self,
         conn: &mut MultiplexedConnection,
         configure: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<(), RedisError> {
         let Some(current) = self.notification_flags(conn).await? else {
             tracing::warn!(redis = %self.endpoint,
                 "cannot read notify-keyspace-events (CONFIG is not allowed here); make sure it contains `Ex`: until then only the deadline watcher and sweeps cancel orders");
@@ -143,7 +127,7 @@ impl RedisTarget {
             return Ok(());
         }
         if !configure {
-            return Err(Error::NotificationsOff {
+            return Err(RedisError::NotificationsOff {
                 endpoint: self.endpoint.clone(),
                 current,
             });
@@ -154,40 +138,28 @@ impl RedisTarget {
                 wanted.push(flag);
             }
         }
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("notify-keyspace-events")
-            .arg(&wanted)
-            .query_async::<()>(conn)
-            .await
-            .map_err(|e| self.command_error("CONFIG SET notify-keyspace-events", e))?;
+        self.set_notification_flags(conn, &wanted).await?;
         tracing::info!(redis = %self.endpoint, from = %current, to = %wanted,
             "turned on keyspace notifications (--configure-redis); add `notify-keyspace-events {wanted}` to redis.conf so a restart keeps it");
         Ok(())
     }
 
-    /// The server's version, from `INFO server`.
-    pub async fn version(&self, conn: &mut MultiplexedConnection) -> Result<String, Error> {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(conn)
-            .await
-            .map_err(|e| self.command_error("INFO server", e))?;
-        Ok(info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_string())
-    }
-
-    pub fn command_error(&self, action: &str, source: redis::RedisError) -> Error {
-        Error::Redis {
+    /// Wraps a command's failure with where it happened; `action` names the command.
+    pub fn command_error(&self, action: &str, source: ::redis::RedisError) -> RedisError {
+        RedisError::Command {
             endpoint: self.endpoint.clone(),
             action: action.to_string(),
             source,
         }
     }
+}
+
+/// The channel Redis publishes database `database`'s expirations on. Not prefixed: keyspace
+/// events are published by the server, not by the app (the PHP command subscribes to a prefixed
+/// channel through phpredis and so never hears anything on Laravel's defaults). The one place
+/// the name is spelled; `check` shows it and the keyspace source subscribes to it.
+pub fn expired_channel(database: i64) -> String {
+    format!("__keyevent@{database}__:expired")
 }
 
 /// Whether `notify-keyspace-events` flags make Redis publish `__keyevent@<db>__:expired`:
@@ -196,15 +168,15 @@ pub fn publishes_expired(flags: &str) -> bool {
     flags.contains('E') && (flags.contains('x') || flags.contains('A'))
 }
 
-fn timeout_error(endpoint: &str) -> Error {
-    Error::RedisConnect {
+fn timeout_error(endpoint: &str) -> RedisError {
+    RedisError::Connect {
         endpoint: endpoint.to_string(),
         cause: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
         hint: "; check REDIS_HOST and REDIS_PORT and that a firewall lets the connection through",
     }
 }
 
-fn connect_error(endpoint: &str, e: &redis::RedisError) -> Error {
+fn connect_error(endpoint: &str, e: &::redis::RedisError) -> RedisError {
     let text = e.to_string();
     let hint = if matches!(e.kind(), ErrorKind::AuthenticationFailed)
         || text.contains("WRONGPASS")
@@ -219,7 +191,7 @@ fn connect_error(endpoint: &str, e: &redis::RedisError) -> Error {
     } else {
         ""
     };
-    Error::RedisConnect {
+    RedisError::Connect {
         endpoint: endpoint.to_string(),
         cause: text,
         hint,
@@ -228,7 +200,13 @@ fn connect_error(endpoint: &str, e: &redis::RedisError) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::publishes_expired;
+    use super::{expired_channel, publishes_expired};
+
+    #[test]
+    fn the_channel_names_the_database() {
+        assert_eq!(expired_channel(0), "__keyevent@0__:expired");
+        assert_eq!(expired_channel(15), "__keyevent@15__:expired");
+    }
 
     #[test]
     fn expired_events_need_e_and_x_or_a() {

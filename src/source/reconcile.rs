@@ -14,15 +14,15 @@
 //! * an order whose key is gone is overdue: it goes into the writer queue and through the same
 //!   exactly-once transaction as an event, so a sweep racing an event is harmless.
 
-use mysql_async::prelude::Queryable;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
-use crate::config::{Schema, Settings, TimeZoneSetting};
+use crate::config::{Settings, TimeZoneSetting};
 use crate::error::Error;
 use crate::key::KeyPattern;
-use crate::sink::Database;
-use crate::source::redis::RedisTarget;
+use crate::mysql::Database;
+use crate::mysql::orders::{CreatedAt, ReconcileQueries};
+use crate::redis::RedisTarget;
 
 /// Orders read (and keys checked) per round trip.
 const PAGE: usize = 1000;
@@ -44,54 +44,41 @@ pub struct Reconciler {
     pattern: KeyPattern,
     timezone: TimeZoneSetting,
     ttl: std::time::Duration,
-    unpaid: i64,
-    first_page: String,
-    next_page: String,
+    sql: ReconcileQueries,
 }
 
 impl Reconciler {
     /// `None` when the app's TTL is not configured: without it, a missing key cannot tell an
     /// overdue order from one whose key was flushed early.
-    pub fn new(settings: &Settings, db: Database, redis: RedisTarget) -> Option<Self> {
+    /// `pattern` is the worker's one [`KeyPattern`], built at start.
+    pub fn new(
+        settings: &Settings,
+        db: Database,
+        redis: RedisTarget,
+        pattern: KeyPattern,
+    ) -> Option<Self> {
         let ttl = settings.recovery.order_ttl?;
-        let Schema {
-            orders,
-            order_status: status,
-            paid_column,
-            ..
-        } = &settings.schema;
-        let id = Schema::id_column();
-        let created = Schema::created_at_column();
-        // Orders the app marked paid are not candidates, whatever their status.
-        let not_paid = paid_column
-            .as_ref()
-            .map(|paid| format!(" AND {paid} IS NULL"))
-            .unwrap_or_default();
-        let select = format!(
-            "SELECT {id}, {created} FROM {orders} WHERE {status} = ?{not_paid} AND {created} IS NOT NULL AND {created} <= ?"
-        );
         Some(Self {
-            first_page: format!("{select} ORDER BY {created}, {id} LIMIT {PAGE}"),
-            next_page: format!(
-                "{select} AND {created} >= ? AND ({created} > ? OR {id} > ?) ORDER BY {created}, {id} LIMIT {PAGE}"
-            ),
+            sql: ReconcileQueries::new(&settings.schema, PAGE),
             db,
             redis,
-            pattern: KeyPattern::new(&settings.keys),
+            pattern,
             timezone: settings.timezone.clone(),
             ttl,
-            unpaid: settings.schema.unpaid_status,
         })
     }
 
     /// One pass over the overdue unpaid orders; each one without a key is sent to `overdue`.
     pub async fn sweep(&self, overdue: &mpsc::Sender<u64>) -> Result<SweepSummary, Error> {
-        let cutoff = jiff::Timestamp::now()
-            .checked_sub(
-                jiff::SignedDuration::try_from(self.ttl).unwrap_or(jiff::SignedDuration::MAX),
-            )
-            .map(|ts| self.timezone.eloquent(ts))
-            .map_err(|e| Error::Usage(format!("ORDER_EXPIRE_TTL is too large: {e}")))?;
+        // The TTL is bounded when the settings are read, so the cutoff cannot underflow; were
+        // it to, the earliest time selects no order, so nothing is cancelled early.
+        let cutoff = self.timezone.eloquent(
+            jiff::Timestamp::now()
+                .checked_sub(
+                    jiff::SignedDuration::try_from(self.ttl).unwrap_or(jiff::SignedDuration::MAX),
+                )
+                .unwrap_or(jiff::Timestamp::MIN),
+        );
         let mut db = self
             .db
             .conn()
@@ -99,19 +86,13 @@ impl Reconciler {
             .map_err(|e| self.db.error("connecting for a sweep", e))?;
         let mut redis = self.redis.connect().await?;
         let mut summary = SweepSummary::default();
-        let mut cursor: Option<(mysql_async::Value, u64)> = None;
+        let mut cursor: Option<(CreatedAt, u64)> = None;
         loop {
-            let page: Vec<(u64, mysql_async::Value)> = match &cursor {
-                None => db.exec(&self.first_page, (self.unpaid, &cutoff)).await,
-                Some((created, id)) => {
-                    db.exec(
-                        &self.next_page,
-                        (self.unpaid, &cutoff, created, created, id),
-                    )
-                    .await
-                }
-            }
-            .map_err(|e| self.db.error("reading overdue unpaid orders", e))?;
+            let page = self
+                .sql
+                .page(&mut db, &cutoff, cursor.as_ref())
+                .await
+                .map_err(|e| self.db.error("reading overdue unpaid orders", e))?;
             let Some((last_id, last_created)) = page.last().cloned() else {
                 break;
             };
@@ -141,12 +122,7 @@ impl Reconciler {
         redis: &mut MultiplexedConnection,
         ids: &[u64],
     ) -> Result<Vec<bool>, Error> {
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("EXISTS").arg(self.pattern.key_for(*id));
-        }
-        pipe.query_async(redis)
-            .await
-            .map_err(|e| self.redis.command_error("EXISTS (sweep)", e))
+        let keys = ids.iter().map(|id| self.pattern.key_for(*id));
+        Ok(self.redis.exists(redis, keys, "sweep").await?)
     }
 }

@@ -1,0 +1,15 @@
+//! The MySQL adapter: the pool ([`Database`], with the session Laravel sets up), the schema check
+//! at start ([`schema`]), every statement against the app's orders, products and items
+//! ([`orders`]) and their errors ([`MysqlError`]).
+//!
+//! Stages (sources, the writer, the subcommands) run statements through [`orders`] rather than
+//! writing SQL themselves, so a change of the schema mapping is made here once.
+
+mod error;
+pub mod orders;
+mod pool;
+pub mod schema;
+
+pub use error::MysqlError;
+pub use pool::Database;
+pub use schema::TableShape;

@@ -1,0 +1,30 @@
+//! What can go wrong talking to the app's Redis, each rendered as one line with its fix.
+
+/// A failure of the Redis adapter: connecting, a command, or a server that would never publish
+/// the events the worker waits for.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// The server could not be reached or refused the credentials; `hint` names the settings
+    /// to check (empty when none applies).
+    #[error("cannot connect to Redis at {endpoint}: {cause}{hint}")]
+    Connect {
+        endpoint: String,
+        cause: String,
+        hint: &'static str,
+    },
+
+    /// A command failed on an open connection; `action` names it as the log should.
+    #[error("Redis at {endpoint}: {action} failed: {source}")]
+    Command {
+        endpoint: String,
+        action: String,
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// `notify-keyspace-events` lacks `E` and `x`: no `expired` event would ever arrive.
+    #[error(
+        "keyspace notifications are off on Redis at {endpoint} (notify-keyspace-events is {current:?}), so no `expired` event would ever arrive: run `redis-cli -h <host> CONFIG SET notify-keyspace-events Ex` and add `notify-keyspace-events Ex` to redis.conf, set it in the parameter group (AWS ElastiCache), the Advanced settings (Azure) or --redis-config (Google Memorystore), or start order-expire with --configure-redis"
+    )]
+    NotificationsOff { endpoint: String, current: String },
+}

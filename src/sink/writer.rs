@@ -1,0 +1,409 @@
+//! Cancelling orders, exactly once, in batches.
+//!
+//! Keyspace events are delivered to every subscriber, sometimes twice, and a failed write is
+//! retried; the database is what makes the side effect happen once. Per batch of orders, one
+//! transaction:
+//!
+//! 1. `SELECT ... WHERE id IN (...) ORDER BY id FOR UPDATE` locks the order rows, in id order;
+//!    a second worker handling the same orders waits here until the first commits, then sees
+//!    them cancelled;
+//! 2. only orders still in the unpaid status are touched: paid, already cancelled or missing
+//!    orders write nothing;
+//! 3. one `UPDATE orders SET status = <cancelled>, updated_at = <now in the app's time zone>
+//!    WHERE id IN (...) AND status = <unpaid>`; the row count must equal the number of unpaid
+//!    orders locked, or the batch is rolled back;
+//! 4. the quantities, summed per product, go back to `products.stock` in one `UPDATE` (rows are
+//!    locked in primary-key order, so concurrent batches cannot deadlock), touching
+//!    `products.updated_at` as Eloquent's `increment()` would;
+//! 5. commit. Any error rolls the whole batch back and the caller retries it.
+//!
+//! A batch of one is the low-latency case; under a burst, batches of hundreds turn one commit
+//! (one fsync) per order into one per batch, which is where the throughput comes from.
+//!
+//! `updated_at` is the literal `Y-m-d H:i:s` in the app time zone that Eloquent sends, not
+//! `NOW()`, which would follow the server's time zone instead.
+//!
+//! The statements themselves live in [`crate::mysql::orders`]; this module decides what to run
+//! and what each order's outcome is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use mysql_async::{IsolationLevel, Transaction, TxOpts};
+
+use crate::config::{Schema, TimeZoneSetting};
+pub use crate::mysql::orders::MAX_BATCH;
+use crate::mysql::orders::{LockedOrder, OrderLine, WriteStatements};
+use crate::mysql::{Database, MysqlError};
+
+/// What happened to an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Cancelled now; `units` items went back to stock. `missing_products` lists product ids
+    /// whose row no longer exists (their stock could not be returned).
+    Cancelled {
+        units: u64,
+        missing_products: Vec<u64>,
+    },
+    /// Already cancelled (by another worker, or an earlier event for the same key): nothing
+    /// written.
+    AlreadyCancelled,
+    /// In another status (paid, shipped...): nothing written.
+    NotUnpaid { status: i64 },
+    /// Still in the unpaid status, but its paid column (`ORDER_EXPIRE_PAID_COLUMN`) is set: the
+    /// app took the payment, so nothing is written.
+    Paid,
+    /// No such order: nothing written.
+    Missing,
+}
+
+/// The locked orders by id: status, and product and quantity when they are on the order row.
+type Found = BTreeMap<u64, (i64, Option<u64>, Option<i64>)>;
+
+/// The lines of the unpaid orders: units per product (what goes back to stock), and each
+/// order's `(product, units)` (for its outcome).
+#[derive(Default)]
+struct Lines {
+    per_product: BTreeMap<u64, u64>,
+    per_order: BTreeMap<u64, Vec<(u64, u64)>>,
+}
+
+impl Lines {
+    /// Sums `lines`, skipping zero and negative quantities (nothing to return).
+    fn sum(lines: impl IntoIterator<Item = OrderLine>) -> Self {
+        let mut sums = Self::default();
+        for (order, product, quantity) in lines {
+            let Ok(quantity) = u64::try_from(quantity) else {
+                continue;
+            };
+            if quantity == 0 {
+                continue;
+            }
+            *sums.per_product.entry(product).or_default() += quantity;
+            sums.per_order
+                .entry(order)
+                .or_default()
+                .push((product, quantity));
+        }
+        sums
+    }
+}
+
+/// Cancels orders in the app's database.
+pub struct Writer {
+    db: Database,
+    sql: WriteStatements,
+    unpaid: i64,
+    cancelled: i64,
+    timezone: TimeZoneSetting,
+}
+
+impl Writer {
+    /// Checks the schema and prepares the statements.
+    pub async fn new(
+        db: Database,
+        schema: &Schema,
+        timezone: TimeZoneSetting,
+    ) -> Result<Self, MysqlError> {
+        let shape = db.inspect(schema).await?;
+        Ok(Self {
+            sql: WriteStatements::new(schema, shape),
+            db,
+            unpaid: schema.unpaid_status,
+            cancelled: schema.cancelled_status,
+            timezone,
+        })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn into_database(self) -> Database {
+        self.db
+    }
+
+    /// Cancels one order if it is still unpaid and returns its stock.
+    pub async fn cancel(&self, order: u64) -> Result<Outcome, CancelError> {
+        let mut outcomes = self.cancel_batch(&[order]).await?;
+        outcomes
+            .pop()
+            .map(|(_, outcome)| outcome)
+            .ok_or_else(|| CancelError::Unexpected("no outcome for the order".into()))
+    }
+
+    /// Cancels the unpaid orders among `orders` (at most [`MAX_BATCH`], no duplicates) and
+    /// returns their stock, all in one transaction: the steps of this module's doc, each a
+    /// function below. Returns an outcome per order, in id order.
+    pub async fn cancel_batch(&self, orders: &[u64]) -> Result<Vec<(u64, Outcome)>, CancelError> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
+        if orders.len() > MAX_BATCH {
+            return Err(CancelError::Unexpected(format!(
+                "a batch holds at most {MAX_BATCH} orders"
+            )));
+        }
+        let mut ids = orders.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+
+        let mut conn = self.db.conn().await.map_err(CancelError::connect)?;
+        // READ COMMITTED: the row locks of `FOR UPDATE` are all the isolation this needs, and
+        // without REPEATABLE READ's gap locks concurrent batches cannot deadlock on the
+        // secondary indexes that the status update touches.
+        let mut options = TxOpts::default();
+        options.with_isolation_level(IsolationLevel::ReadCommitted);
+        let mut tx = conn
+            .start_transaction(options)
+            .await
+            .map_err(CancelError::query("BEGIN"))?;
+
+        let (found, paid) = self.lock_orders(&mut tx, &ids).await?;
+        let unpaid: Vec<u64> = found
+            .iter()
+            .filter(|(id, (status, _, _))| *status == self.unpaid && !paid.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut lines = Lines::default();
+        if !unpaid.is_empty() {
+            lines = self.read_lines(&mut tx, &unpaid, &found).await?;
+            let now = self.timezone.eloquent(jiff::Timestamp::now());
+            if !self.cancel_unpaid(&mut tx, &unpaid, &now).await? {
+                // Cannot happen while we hold the row locks; refuse to return stock if it does.
+                tx.rollback()
+                    .await
+                    .map_err(CancelError::query("ROLLBACK"))?;
+                return Err(CancelError::Unexpected(
+                    "orders changed under their row locks".into(),
+                ));
+            }
+            if !lines.per_product.is_empty() {
+                self.return_stock(&mut tx, &mut lines, &now).await?;
+            }
+        }
+        tx.commit().await.map_err(CancelError::query("COMMIT"))?;
+        Ok(self.outcomes(ids, found, &paid, lines))
+    }
+
+    /// Step 1: locks the order rows in id order; returns them and the ids whose paid column is
+    /// set.
+    async fn lock_orders(
+        &self,
+        tx: &mut Transaction<'_>,
+        ids: &[u64],
+    ) -> Result<(Found, Vec<u64>), CancelError> {
+        let rows: Vec<LockedOrder> = self
+            .sql
+            .lock(tx, ids)
+            .await
+            .map_err(CancelError::query("locking the orders"))?;
+        let paid: Vec<u64> = rows.iter().filter(|row| row.4).map(|row| row.0).collect();
+        let found = rows
+            .into_iter()
+            .map(|(id, s, p, q, _)| (id, (s, p, q)))
+            .collect();
+        Ok((found, paid))
+    }
+
+    /// Step 2: the unpaid orders' lines, from the items table or from the locked rows.
+    async fn read_lines(
+        &self,
+        tx: &mut Transaction<'_>,
+        unpaid: &[u64],
+        found: &Found,
+    ) -> Result<Lines, CancelError> {
+        let from_items = self
+            .sql
+            .lines(tx, unpaid)
+            .await
+            .map_err(CancelError::query("reading the orders' items"))?;
+        Ok(Lines::sum(from_items.unwrap_or_else(|| {
+            unpaid
+                .iter()
+                .filter_map(|id| {
+                    let (_, product, quantity) = found.get(id)?;
+                    Some((*id, (*product)?, (*quantity)?))
+                })
+                .collect()
+        })))
+    }
+
+    /// Step 3: cancels the unpaid orders. False when the row count is not their number: the
+    /// caller then rolls the batch back.
+    async fn cancel_unpaid(
+        &self,
+        tx: &mut Transaction<'_>,
+        unpaid: &[u64],
+        now: &str,
+    ) -> Result<bool, CancelError> {
+        let changed = self
+            .sql
+            .cancel(tx, unpaid, (self.unpaid, self.cancelled), now)
+            .await
+            .map_err(CancelError::query("cancelling the orders"))?;
+        Ok(changed == unpaid.len() as u64)
+    }
+
+    /// Step 4: returns the units per product to stock; products whose row is gone are dropped
+    /// from `lines`, so the outcome can name them.
+    async fn return_stock(
+        &self,
+        tx: &mut Transaction<'_>,
+        lines: &mut Lines,
+        now: &str,
+    ) -> Result<(), CancelError> {
+        let pairs: Vec<(u64, u64)> = lines.per_product.iter().map(|(p, q)| (*p, *q)).collect();
+        let changed = self
+            .sql
+            .return_stock(tx, &pairs, now)
+            .await
+            .map_err(CancelError::query("returning stock"))?;
+        if changed != pairs.len() as u64 {
+            // Some products were deleted: find which, so the outcome can say so.
+            let products: Vec<u64> = pairs.iter().map(|(p, _)| *p).collect();
+            let existing = self
+                .sql
+                .existing_products(tx, &products)
+                .await
+                .map_err(CancelError::query("finding deleted products"))?;
+            lines.per_product.retain(|p, _| existing.contains(p));
+        }
+        Ok(())
+    }
+
+    /// Step 5, after the commit: what happened to each order, in id order.
+    fn outcomes(
+        &self,
+        ids: Vec<u64>,
+        mut found: Found,
+        paid: &[u64],
+        mut lines: Lines,
+    ) -> Vec<(u64, Outcome)> {
+        ids.into_iter()
+            .map(|id| {
+                let outcome = match found.remove(&id) {
+                    None => Outcome::Missing,
+                    Some((status, _, _)) if status == self.cancelled => Outcome::AlreadyCancelled,
+                    Some(_) if paid.contains(&id) => Outcome::Paid,
+                    Some((status, _, _)) if status != self.unpaid => Outcome::NotUnpaid { status },
+                    Some(_) => {
+                        let order_lines = lines.per_order.remove(&id).unwrap_or_default();
+                        cancelled(&order_lines, &lines.per_product)
+                    }
+                };
+                (id, outcome)
+            })
+            .collect()
+    }
+}
+
+/// The outcome of a cancelled order with `lines`: the units whose product took them back, and
+/// the products that are gone.
+fn cancelled(lines: &[(u64, u64)], returned: &BTreeMap<u64, u64>) -> Outcome {
+    Outcome::Cancelled {
+        units: lines
+            .iter()
+            .filter(|(p, _)| returned.contains_key(p))
+            .map(|(_, q)| q)
+            .sum(),
+        missing_products: lines
+            .iter()
+            .filter(|(p, _)| !returned.contains_key(p))
+            .map(|(p, _)| *p)
+            .collect(),
+    }
+}
+
+/// A failed attempt. The worker retries it unless [`CancelError::is_permanent`].
+#[derive(Debug)]
+pub enum CancelError {
+    Mysql {
+        action: &'static str,
+        source: mysql_async::Error,
+    },
+    Unexpected(String),
+}
+
+impl CancelError {
+    /// A deadlock or lock wait timeout: another transaction won, retry at once. Not an outage.
+    pub fn is_lock_conflict(&self) -> bool {
+        matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1213 || e.code == 1205)
+    }
+
+    /// An error that the same statement on the same rows gets again however often it is
+    /// retried: a value out of range or truncated, a constraint or foreign key, a NOT NULL
+    /// column, a trigger's `SIGNAL`. Everything else (connection, deadlock, lock wait, timeout,
+    /// and errors not known to be permanent) is retried, so that no order is given up on a
+    /// guess.
+    pub fn is_permanent(&self) -> bool {
+        /// MySQL/MariaDB server error codes of the data, not of the moment.
+        const PERMANENT: [u16; 14] = [
+            1048, // column cannot be null
+            1062, // duplicate entry
+            1264, // out of range value
+            1265, // data truncated
+            1292, // incorrect value (date, number)
+            1366, // incorrect integer/string value
+            1406, // data too long
+            1451, // a foreign key refuses the update (parent row)
+            1452, // a foreign key refuses the update (child row)
+            1644, // a trigger's SIGNAL
+            1690, // value out of range in an expression (BIGINT UNSIGNED)
+            3819, // check constraint violated (MySQL)
+            4025, // check constraint violated (MariaDB)
+            1216, // foreign key constraint fails (old servers)
+        ];
+        matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if PERMANENT.contains(&e.code))
+    }
+
+    fn connect(source: mysql_async::Error) -> Self {
+        Self::Mysql {
+            action: "connecting",
+            source,
+        }
+    }
+
+    fn query(action: &'static str) -> impl Fn(mysql_async::Error) -> Self {
+        move |source| Self::Mysql { action, source }
+    }
+}
+
+impl fmt::Display for CancelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Mysql { action, source } => write!(f, "{action}: {source}"),
+            Self::Unexpected(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for CancelError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: u16) -> CancelError {
+        CancelError::Mysql {
+            action: "returning stock",
+            source: mysql_async::Error::Server(mysql_async::ServerError {
+                code,
+                message: String::new(),
+                state: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn data_errors_are_permanent_and_moments_are_retried() {
+        for code in [1264, 1265, 1366, 1406, 1048, 1451, 1452, 1062, 4025, 3819] {
+            assert!(server_error(code).is_permanent(), "{code}");
+        }
+        for code in [1205, 1213, 2006, 2013, 1040, 1053, 1927, 1146] {
+            assert!(!server_error(code).is_permanent(), "{code}");
+        }
+        assert!(server_error(1213).is_lock_conflict());
+        assert!(!CancelError::Unexpected("no answer".into()).is_permanent());
+    }
+}
