@@ -7,9 +7,10 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use order_expire::cli::{Cli, Command};
+use order_expire::cmd::{check, schedule, sweep};
 use order_expire::config::Settings;
 use order_expire::worker::{self, WorkerOptions};
-use order_expire::{Error, check, logging, schedule, shutdown, sweep};
+use order_expire::{Error, logging, shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
-use crate::check::Contract;
+use crate::cmd::check::Contract;
 use crate::config::Settings;
 use crate::config::repository::Source;
 use crate::error::Error;
