@@ -42,6 +42,7 @@ pub mod config;
 pub mod error;
 pub mod key;
 pub mod logging;
+pub mod queue;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))
         .and_then(|runtime| runtime.block_on(run(cli)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,7 +58,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             };
             let stop = CancellationToken::new();
             shutdown::cancel_on_signal(stop.clone())
-                .map_err(|e| Error::Usage(format!("cannot install signal handlers: {e}")))?;
+                .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
             worker::run(&settings, &options, stop).await.map(|_| ())
         }
         Command::Schedule {
@@ -74,7 +74,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let report = check::run(&settings, !no_connect).await;
             if json {
                 let text = serde_json::to_string_pretty(&report)
-                    .map_err(|e| Error::Usage(format!("cannot print the report: {e}")))?;
+                    .map_err(|e| Error::Runtime(format!("cannot print the report: {e}")))?;
                 println!("{text}");
             } else {
                 print!("{}", report.text());

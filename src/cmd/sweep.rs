@@ -2,16 +2,25 @@
 //!
 //! The same pass the worker runs in the background ([`crate::source::sweep`]), with its result
 //! printed: what an operator runs after an outage, or with `--dry-run` to see what is pending.
+//! It writes through the worker's own path (queue, dispatcher, writer), so batches, retries and
+//! the parking of a refused order behave as in the worker.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::error::Error;
+use crate::queue::{OrderQueue, order_queue};
+use crate::sink::cancel::MAX_BATCH;
+use crate::sink::dispatch::{DispatchOptions, Observer, dispatch};
 use crate::sink::{Database, Outcome, Writer};
 use crate::source::redis::RedisTarget;
 use crate::source::sweep::{Reconciler, SweepSummary};
+use crate::stats::Stats;
 
 /// The result of `order-expire sweep`.
 #[derive(Debug, Default)]
@@ -44,11 +53,45 @@ impl fmt::Display for SweepReport {
     }
 }
 
-/// Runs one pass; prints a line per overdue order on stdout.
+/// How long the writes of a pass may take once the pass has found every overdue order: MySQL
+/// failing for longer ends the command with an error instead of retrying forever.
+const WRITE_DEADLINE: Duration = Duration::from_secs(60);
+/// Overdue orders that may wait for the writer; the pass waits for room beyond that.
+const QUEUE_SIZE: usize = 4096;
+
+/// Counts and prints what the writer did with each overdue order, as the pass goes.
+#[derive(Default)]
+struct Tally {
+    cancelled: AtomicUsize,
+    not_unpaid: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+impl Observer for Tally {
+    fn written(&self, order: u64, outcome: &Outcome) {
+        if let Outcome::Cancelled { units, .. } = outcome {
+            self.cancelled.fetch_add(1, Ordering::Relaxed);
+            println!("cancelled order {order}: {units} units returned to stock");
+        } else {
+            self.not_unpaid.fetch_add(1, Ordering::Relaxed);
+            println!("order {order} is no longer unpaid: left alone");
+        }
+    }
+
+    // One bad row must not stop the pass: say which and go on.
+    fn refused(&self, order: u64, error: &dyn fmt::Display) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        println!("order {order} cannot be cancelled, left unpaid: {error}");
+    }
+}
+
+/// Runs one pass; prints a line per overdue order on stdout. The orders go through the
+/// worker's own queue, dispatcher and writer.
 pub async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport, Error> {
     let redis = RedisTarget::new(&settings.redis)?;
     let db = Database::connect(&settings.mysql, 2).await?;
-    let writer = Writer::new(db.clone(), &settings.schema, settings.timezone.clone()).await?;
+    let writer =
+        Arc::new(Writer::new(db.clone(), &settings.schema, settings.timezone.clone()).await?);
     let reconciler = Reconciler::new(settings, db, redis).ok_or_else(|| {
         Error::Usage(format!(
             "ORDER_EXPIRE_TTL is not set in {}: set it (or --order-ttl) to the TTL in seconds the app passes to Cache::put(), so that a missing key can be told from an early one",
@@ -56,50 +99,65 @@ pub async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport,
         ))
     })?;
 
-    let (overdue, mut found) = mpsc::channel(1024);
+    let stats = Arc::new(Stats::default());
+    let tally = Arc::new(Tally::default());
+    let (overdue, found) = order_queue(QUEUE_SIZE, Arc::clone(&stats));
     let sweeping = async {
         let result = reconciler.sweep(&overdue).await;
         drop(overdue);
         result
     };
     let handling = async {
-        let mut report = SweepReport {
-            dry_run,
-            ..SweepReport::default()
-        };
-        while let Some(order) = found.recv().await {
-            if dry_run {
-                println!("would cancel order {order}: unpaid, past its deadline, no key in Redis");
-                continue;
-            }
-            match writer.cancel(order).await {
-                Ok(Outcome::Cancelled { units, .. }) => {
-                    report.cancelled += 1;
-                    println!("cancelled order {order}: {units} units returned to stock");
-                }
-                Ok(_) => {
-                    report.not_unpaid += 1;
-                    println!("order {order} is no longer unpaid: left alone");
-                }
-                // One bad row must not stop the pass: say which and go on.
-                Err(source) if source.is_permanent() => {
-                    report.refused += 1;
-                    println!("order {order} cannot be cancelled, left unpaid: {source}");
-                }
-                Err(source) => {
-                    return Err(Error::Cancel {
-                        endpoint: writer.database().endpoint().to_string(),
-                        order,
-                        source,
-                    });
-                }
-            }
+        if dry_run {
+            print_pending(found).await;
+            return Vec::new();
         }
-        Ok(report)
+        let options = DispatchOptions {
+            concurrency: 1,
+            batch_size: MAX_BATCH,
+            batch_wait: Duration::ZERO,
+            stop_timeout: WRITE_DEADLINE,
+            recovery_on: true,
+        };
+        let never = CancellationToken::new();
+        dispatch(
+            found,
+            Arc::clone(&writer),
+            Arc::clone(&tally),
+            &options,
+            &never,
+            &stats,
+        )
+        .await
     };
-    let (summary, report) = tokio::join!(sweeping, handling);
-    let mut report = report?;
-    report.summary = summary?;
-    writer.into_database().close().await;
-    Ok(report)
+    let (summary, left) = tokio::join!(sweeping, handling);
+    let summary = summary?;
+    let endpoint = writer.database().endpoint().to_string();
+    if let Ok(writer) = Arc::try_unwrap(writer) {
+        writer.into_database().close().await;
+    }
+    if !left.is_empty() {
+        return Err(Error::Runtime(format!(
+            "MySQL at {endpoint}: {} overdue orders were not written within {} s (MySQL kept failing, see the log); they stay unpaid: run `order-expire sweep` again once MySQL answers",
+            left.len(),
+            WRITE_DEADLINE.as_secs()
+        )));
+    }
+    Ok(SweepReport {
+        summary,
+        dry_run,
+        cancelled: tally.cancelled.load(Ordering::Relaxed),
+        not_unpaid: tally.not_unpaid.load(Ordering::Relaxed),
+        refused: tally.refused.load(Ordering::Relaxed),
+    })
+}
+
+/// `--dry-run`: says what would be cancelled, writes nothing.
+async fn print_pending(mut found: OrderQueue) {
+    while let Some(order) = found.recv().await {
+        println!(
+            "would cancel order {}: unpaid, past its deadline, no key in Redis",
+            order.id
+        );
+    }
 }

@@ -36,7 +36,7 @@ impl Database {
     /// connection.
     pub async fn connect(settings: &MysqlSettings, max_connections: usize) -> Result<Self, Error> {
         let constraints = PoolConstraints::new(0, max_connections.max(1))
-            .ok_or_else(|| Error::Usage("the MySQL pool needs at least one connection".into()))?;
+            .ok_or_else(|| Error::Runtime("the MySQL pool needs at least one connection".into()))?;
         let mut opts = OptsBuilder::default()
             .ip_or_hostname(settings.host.clone())
             .tcp_port(settings.port)

@@ -16,11 +16,11 @@
 
 use mysql_async::prelude::Queryable;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::mpsc;
 
 use crate::config::{Schema, Settings, TimeZoneSetting};
 use crate::error::Error;
 use crate::key::KeyPattern;
+use crate::queue::{Origin, QueueSender};
 use crate::sink::Database;
 use crate::source::redis::RedisTarget;
 
@@ -85,13 +85,13 @@ impl Reconciler {
     }
 
     /// One pass over the overdue unpaid orders; each one without a key is sent to `overdue`.
-    pub async fn sweep(&self, overdue: &mpsc::Sender<u64>) -> Result<SweepSummary, Error> {
+    pub async fn sweep(&self, overdue: &QueueSender) -> Result<SweepSummary, Error> {
         let cutoff = jiff::Timestamp::now()
             .checked_sub(
                 jiff::SignedDuration::try_from(self.ttl).unwrap_or(jiff::SignedDuration::MAX),
             )
             .map(|ts| self.timezone.eloquent(ts))
-            .map_err(|e| Error::Usage(format!("ORDER_EXPIRE_TTL is too large: {e}")))?;
+            .map_err(|e| Error::Runtime(format!("ORDER_EXPIRE_TTL is too large: {e}")))?;
         let mut db = self
             .db
             .conn()
@@ -123,7 +123,7 @@ impl Reconciler {
                     summary.still_keyed += 1;
                 } else {
                     summary.overdue += 1;
-                    if overdue.send(*id).await.is_err() {
+                    if overdue.send(*id, Origin::Sweep).await.is_err() {
                         return Ok(summary); // the worker is stopping
                     }
                 }
