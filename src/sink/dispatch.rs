@@ -474,3 +474,274 @@ fn record(outcomes: Vec<(u64, Outcome)>, stats: &Stats, observer: &dyn Observer)
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Origin, QueueSender, order_queue};
+
+    /// What the fake writer does with one batch.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Reply {
+        Commit,
+        Transient,
+        Permanent,
+        Hang,
+    }
+
+    #[derive(Debug)]
+    struct FakeError(Reply);
+
+    impl fmt::Display for FakeError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "fake {:?}", self.0)
+        }
+    }
+
+    impl WriteFailure for FakeError {
+        fn is_lock_conflict(&self) -> bool {
+            false
+        }
+
+        fn is_permanent(&self) -> bool {
+            self.0 == Reply::Permanent
+        }
+    }
+
+    /// Decides the reply to a batch, given the batch and the attempt's number (from 1).
+    type Script = Box<dyn Fn(&[u64], usize) -> Reply + Send + Sync>;
+
+    /// An in-memory writer: records every batch it is given (and when), answers with `reply`.
+    struct FakeWriter {
+        reply: Script,
+        calls: Mutex<Vec<(tokio::time::Instant, Vec<u64>)>>,
+    }
+
+    impl FakeWriter {
+        fn new(reply: impl Fn(&[u64], usize) -> Reply + Send + Sync + 'static) -> Arc<Self> {
+            Arc::new(Self {
+                reply: Box::new(reply),
+                calls: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn batches(&self) -> Vec<Vec<u64>> {
+            lock(&self.calls).iter().map(|(_, b)| b.clone()).collect()
+        }
+
+        fn times(&self) -> Vec<tokio::time::Instant> {
+            lock(&self.calls).iter().map(|(at, _)| *at).collect()
+        }
+    }
+
+    impl BatchWriter for FakeWriter {
+        type Error = FakeError;
+        const MAX_BATCH: usize = 8;
+
+        async fn write_batch(&self, orders: &[u64]) -> Result<Vec<(u64, Outcome)>, FakeError> {
+            let attempt = {
+                let mut calls = lock(&self.calls);
+                calls.push((tokio::time::Instant::now(), orders.to_vec()));
+                calls.len()
+            };
+            match (self.reply)(orders, attempt) {
+                Reply::Commit => Ok(orders
+                    .iter()
+                    .map(|&id| {
+                        let cancelled = Outcome::Cancelled {
+                            units: 1,
+                            missing_products: Vec::new(),
+                        };
+                        (id, cancelled)
+                    })
+                    .collect()),
+                Reply::Hang => std::future::pending().await,
+                failure => Err(FakeError(failure)),
+            }
+        }
+    }
+
+    fn options(batch_size: usize) -> DispatchOptions {
+        DispatchOptions {
+            concurrency: 1,
+            batch_size,
+            batch_wait: Duration::ZERO,
+            stop_timeout: Duration::from_secs(2),
+            recovery_on: true,
+        }
+    }
+
+    async fn queued(ids: &[u64], stats: &Arc<Stats>) -> (QueueSender, OrderQueue) {
+        let (tx, rx) = order_queue(1024, Arc::clone(stats));
+        for &id in ids {
+            tx.send(id, Origin::Sweep).await.expect("room");
+        }
+        (tx, rx)
+    }
+
+    /// Runs the dispatcher over `ids` until the queue ends; returns what it left.
+    async fn run(
+        writer: &Arc<FakeWriter>,
+        ids: &[u64],
+        batch_size: usize,
+    ) -> (Vec<u64>, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = queued(ids, &stats).await;
+        drop(tx);
+        let never = CancellationToken::new();
+        let left = dispatch(
+            rx,
+            Arc::clone(writer),
+            Arc::new(()),
+            &options(batch_size),
+            &never,
+            &stats,
+        )
+        .await;
+        (left, stats)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_fill_up_to_the_batch_size() {
+        let writer = FakeWriter::new(|_, _| Reply::Commit);
+        let (left, stats) = run(&writer, &[1, 2, 3, 4, 5], 2).await;
+        assert_eq!(writer.batches(), [vec![1, 2], vec![3, 4], vec![5]]);
+        assert_eq!(Stats::get(&stats.cancelled), 5);
+        assert!(left.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_batch_size_is_capped_by_the_writer() {
+        let writer = FakeWriter::new(|_, _| Reply::Commit);
+        let ids: Vec<u64> = (1..=10).collect();
+        run(&writer, &ids, 512).await;
+        let sizes: Vec<usize> = writer.batches().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [FakeWriter::MAX_BATCH, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_reported_twice_within_the_window_is_written_once() {
+        let writer = FakeWriter::new(|_, _| Reply::Commit);
+        let (_, stats) = run(&writer, &[7, 7, 8, 7], 8).await;
+        assert_eq!(writer.batches(), [vec![7, 8]]);
+        assert_eq!(Stats::get(&stats.cancelled), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_with_backoff() {
+        let writer = FakeWriter::new(|_, attempt| {
+            if attempt <= 2 {
+                Reply::Transient
+            } else {
+                Reply::Commit
+            }
+        });
+        let (left, stats) = run(&writer, &[3], 8).await;
+        assert_eq!(writer.batches(), [vec![3], vec![3], vec![3]]);
+        assert_eq!(Stats::get(&stats.retries), 2);
+        assert_eq!(Stats::get(&stats.cancelled), 1);
+        assert!(left.is_empty());
+        let times = writer.times();
+        assert!(
+            times[1] - times[0] >= Duration::from_millis(25),
+            "backs off"
+        );
+        assert!(times[2] - times[1] >= Duration::from_millis(50), "longer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_keeps_failing_is_written_one_by_one() {
+        let writer = FakeWriter::new(|batch, _| {
+            if batch.len() > 1 {
+                Reply::Transient
+            } else {
+                Reply::Commit
+            }
+        });
+        let (_, stats) = run(&writer, &[1, 2, 3], 8).await;
+        let batches = writer.batches();
+        assert_eq!(
+            batches[..SPLIT_AFTER as usize],
+            vec![vec![1, 2, 3]; SPLIT_AFTER as usize]
+        );
+        assert_eq!(batches[SPLIT_AFTER as usize..], [vec![1], vec![2], vec![3]]);
+        assert_eq!(Stats::get(&stats.cancelled), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_refused_for_good_is_parked_and_the_others_written() {
+        let writer = FakeWriter::new(|batch, _| {
+            if batch.contains(&3) {
+                Reply::Permanent
+            } else {
+                Reply::Commit
+            }
+        });
+        let (left, stats) = run(&writer, &[1, 2, 3, 4], 8).await;
+        assert_eq!(Stats::get(&stats.cancelled), 3);
+        assert_eq!(Stats::get(&stats.parked), 1);
+        assert_eq!(
+            Stats::get(&stats.retries),
+            0,
+            "a permanent error is not retried"
+        );
+        assert!(left.is_empty(), "a parked order is not left by the stop");
+        let tries_of_3 = writer.batches().iter().filter(|b| b.contains(&3)).count();
+        assert_eq!(tries_of_3, 3, "[1,2,3,4], [3,4], [3]");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stop_drains_what_was_queued() {
+        let writer = FakeWriter::new(|_, _| Reply::Commit);
+        let stats = Arc::new(Stats::default());
+        let (_tx, rx) = queued(&[1, 2, 3], &stats).await;
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let left = dispatch(
+            rx,
+            Arc::clone(&writer),
+            Arc::new(()),
+            &options(1),
+            &stop,
+            &stats,
+        )
+        .await;
+        assert!(left.is_empty());
+        assert_eq!(Stats::get(&stats.cancelled), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_hangs_is_abandoned_at_the_stop_deadline() {
+        let writer = FakeWriter::new(|batch, _| {
+            if batch.contains(&9) {
+                Reply::Hang
+            } else {
+                Reply::Commit
+            }
+        });
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = queued(&[9], &stats).await;
+        let stop = CancellationToken::new();
+        let dispatching = tokio::spawn({
+            let (writer, stop, stats) = (Arc::clone(&writer), stop.clone(), Arc::clone(&stats));
+            async move { dispatch(rx, writer, Arc::new(()), &options(1), &stop, &stats).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The only writer hangs on 9: what arrives now waits, and is left at the deadline.
+        tx.send(10, Origin::Event).await.expect("room");
+        let stopped_at = tokio::time::Instant::now();
+        stop.cancel();
+        let left = dispatching.await.expect("dispatcher returns");
+        let took = tokio::time::Instant::now() - stopped_at;
+        assert_eq!(left, [9, 10]);
+        assert_eq!(Stats::get(&stats.abandoned), 2);
+        assert!(
+            took >= options(1).stop_timeout,
+            "waited for the deadline: {took:?}"
+        );
+        assert!(
+            took <= options(1).stop_timeout + ABANDON_GRACE,
+            "no longer: {took:?}"
+        );
+    }
+}
