@@ -152,6 +152,13 @@ pub async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport,
     })
 }
 
+/// `order-expire sweep`: one pass, then its summary line.
+pub async fn command(settings: &Settings, dry_run: bool) -> Result<(), Error> {
+    let report = run_once(settings, dry_run).await?;
+    println!("{report}");
+    Ok(())
+}
+
 /// `--dry-run`: says what would be cancelled, writes nothing.
 async fn print_pending(mut found: OrderQueue) {
     while let Some(order) = found.recv().await {
