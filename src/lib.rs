@@ -22,6 +22,8 @@
 //!   `schedule`.
 //! * [`sink`]: the MySQL writer: one transaction per order that cancels it only if it is still
 //!   unpaid and returns its stock, so duplicate events and concurrent workers are harmless.
+//! * [`queue`]: the typed queue between the sources and the dispatcher: each order with its
+//!   origin (event, deadline, sweep), the full-queue policy per origin, dedup, counters.
 //! * [`worker`]: wires source -> key -> sink with a bounded queue, a fixed number of concurrent
 //!   writers, retries with backoff, and a clean shutdown on SIGTERM/SIGINT.
 //! * [`cmd`]: the subcommands: [`cmd::check`] (`order-expire check`, the resolved settings and a
