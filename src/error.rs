@@ -32,8 +32,14 @@ pub enum Error {
         source: CancelError,
     },
 
+    /// A mistake in how order-expire was started (a flag, a missing setting): exit code 2.
     #[error("{0}")]
     Usage(String),
+
+    /// A failure of the process itself while running (the async runtime, signal handlers,
+    /// printing, a write that never succeeded): exit code 1.
+    #[error("{0}")]
+    Runtime(String),
 
     #[error("check found a problem: {0}")]
     CheckFailed(String),

@@ -22,12 +22,14 @@
 //!   `schedule`.
 //! * [`sink`]: the MySQL writer: one transaction per order that cancels it only if it is still
 //!   unpaid and returns its stock, so duplicate events and concurrent workers are harmless.
+//! * [`queue`]: the typed queue between the sources and the dispatcher: each order with its
+//!   origin (event, deadline, sweep), the full-queue policy per origin, dedup, counters.
 //! * [`worker`]: wires source -> key -> sink with a bounded queue, a fixed number of concurrent
 //!   writers, retries with backoff, and a clean shutdown on SIGTERM/SIGINT.
-//! * [`check`]: `order-expire check`, the resolved settings and a probe of both servers;
-//!   [`sweep`]: `order-expire sweep`, one reconciliation pass by hand.
-//! * [`schedule`]: writes an order's key exactly as Laravel's cache would (used by the demo, the
-//!   tests and non-PHP services).
+//! * [`cmd`]: the subcommands: [`cmd::check`] (`order-expire check`, the resolved settings and a
+//!   probe of both servers), [`cmd::sweep`] (`order-expire sweep`, one reconciliation pass by
+//!   hand), [`cmd::schedule`] (writes an order's key exactly as Laravel's cache would: used by
+//!   the demo, the tests and non-PHP services).
 //! * [`cli`]: the command line and its `--help`; `main.rs` only parses it and wires the above.
 //! * [`backoff`], [`shutdown`], [`logging`] (text lines escape control characters),
 //!   [`throttle`] (rate limits for warnings outside input can repeat), [`stats`]: small shared
@@ -36,21 +38,20 @@
 //!   says what failed, where, and how to fix it.
 
 pub mod backoff;
-pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod error;
 pub mod job;
 pub mod key;
 pub mod logging;
 pub mod mysql;
+pub mod queue;
 pub mod redis;
-pub mod schedule;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod stats;
-pub mod sweep;
 pub mod throttle;
 pub mod worker;
 

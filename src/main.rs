@@ -1,15 +1,12 @@
 //! `order-expire`: parses the command line and wires the library together.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 use order_expire::cli::{Cli, Command};
 use order_expire::config::Settings;
-use order_expire::worker::{self, WorkerOptions};
-use order_expire::{Error, check, logging, schedule, shutdown, sweep};
+use order_expire::{Error, cmd, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,7 +18,7 @@ fn main() -> ExitCode {
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))
         .and_then(|runtime| runtime.block_on(run(cli)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -45,49 +42,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
     })?;
     let settings = Settings::load(&env_file, &cli.mapping.overrides())?;
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
-            let args = cli.run;
-            let options = WorkerOptions {
-                concurrency: usize::from(args.concurrency),
-                queue_size: args.queue_size,
-                configure_redis: args.configure_redis,
-                stop_timeout: Duration::from_secs(args.stop_timeout),
-                batch_size: usize::from(args.batch_size),
-                batch_wait: Duration::from_millis(args.batch_wait_ms),
-            };
-            let stop = CancellationToken::new();
-            shutdown::cancel_on_signal(stop.clone())
-                .map_err(|e| Error::Usage(format!("cannot install signal handlers: {e}")))?;
-            worker::run(&settings, &options, stop).await.map(|_| ())
-        }
+        Command::Run => cmd::run::run(&settings, &cli.run).await,
         Command::Schedule {
             order_id,
             ttl,
             value,
-        } => {
-            let key = schedule::schedule(&settings, order_id, ttl, value.as_deref()).await?;
-            println!("{key} expires in {ttl} s");
-            Ok(())
-        }
+        } => cmd::schedule::command(&settings, order_id, ttl, value.as_deref()).await,
         Command::Check { json, no_connect } => {
-            let report = check::run(&settings, !no_connect).await;
-            if json {
-                let text = serde_json::to_string_pretty(&report)
-                    .map_err(|e| Error::Usage(format!("cannot print the report: {e}")))?;
-                println!("{text}");
-            } else {
-                print!("{}", report.text());
-            }
-            if report.healthy() {
-                Ok(())
-            } else {
-                Err(Error::CheckFailed("see the report above".into()))
-            }
+            cmd::check::command(&settings, json, !no_connect).await
         }
-        Command::Sweep { dry_run } => {
-            let summary = sweep::run_once(&settings, dry_run).await?;
-            println!("{summary}");
-            Ok(())
-        }
+        Command::Sweep { dry_run } => cmd::sweep::command(&settings, dry_run).await,
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! * [`writer`] is the exactly-once transaction for a batch of orders; the pool, the schema
 //!   check and the statements it runs are the MySQL adapter's ([`crate::mysql`]).
+//! * [`dispatch`] hands queued orders to concurrent batch writes, retries and stops on time.
 
+pub mod dispatch;
 pub mod writer;
 
 pub use writer::{Outcome, Writer};

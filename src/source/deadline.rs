@@ -31,7 +31,6 @@ use std::collections::{BinaryHeap, HashSet};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, TimeZoneSetting};
@@ -39,6 +38,7 @@ use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::mysql::orders::DeadlineQueries;
+use crate::queue::{Origin, QueueSender};
 use crate::redis::RedisTarget;
 
 /// How often new orders are looked up and due deadlines checked.
@@ -95,7 +95,7 @@ impl DeadlineWatcher {
     }
 
     /// Watches until `shutdown`; orders that reach their deadline without a key go to `queue`.
-    pub async fn run(self, queue: mpsc::Sender<u64>, shutdown: CancellationToken) {
+    pub async fn run(self, queue: QueueSender, shutdown: CancellationToken) {
         let horizon = self.ttl.unwrap_or(DEFAULT_HORIZON) + Duration::from_secs(1);
         let start = jiff::Timestamp::now()
             .checked_sub(
@@ -136,7 +136,7 @@ impl DeadlineWatcher {
         }
     }
 
-    async fn step(&self, state: &mut State, queue: &mpsc::Sender<u64>) -> Result<(), Error> {
+    async fn step(&self, state: &mut State, queue: &QueueSender) -> Result<(), Error> {
         let mut redis = match state.redis.take() {
             Some(conn) => conn,
             None => self.redis.connect().await?,
@@ -207,7 +207,7 @@ impl DeadlineWatcher {
                         fallback: self.fallback_deadline(created, now),
                         looks_left: 20,
                     };
-                    if let Some(due) = schedule(order, pttl, now.0, Some(wait)) {
+                    if let Some(due) = next_look(order, pttl, now.0, Some(wait)) {
                         state.heap.push(Reverse(due));
                     }
                 }
@@ -252,7 +252,7 @@ impl DeadlineWatcher {
         &self,
         state: &mut State,
         redis: &mut MultiplexedConnection,
-        queue: &mpsc::Sender<u64>,
+        queue: &QueueSender,
     ) -> Result<(), Error> {
         loop {
             let now = Instant::now();
@@ -276,7 +276,7 @@ impl DeadlineWatcher {
                 }
             };
             for (entry, pttl) in due.into_iter().zip(ttls) {
-                if let Some(next) = schedule(entry.order, pttl, now, entry.waiting_for_key) {
+                if let Some(next) = next_look(entry.order, pttl, now, entry.waiting_for_key) {
                     state.heap.push(Reverse(next));
                     continue;
                 }
@@ -288,7 +288,7 @@ impl DeadlineWatcher {
                     && entry
                         .waiting_for_key
                         .is_none_or(|w| w.fallback.is_some_and(|f| f <= now));
-                if overdue && queue.send(entry.order).await.is_err() {
+                if overdue && queue.send(entry.order, Origin::Deadline).await.is_err() {
                     return Ok(());
                 }
             }
@@ -298,7 +298,7 @@ impl DeadlineWatcher {
 
 /// What to do next with `order` given its key's `PTTL` now: wait for the key's deadline, look
 /// for a key that has not appeared yet again, or nothing (`None`: gone, or never expiring).
-fn schedule(order: u64, pttl: i64, now: Instant, waiting: Option<KeyWait>) -> Option<Due> {
+fn next_look(order: u64, pttl: i64, now: Instant, waiting: Option<KeyWait>) -> Option<Due> {
     match (pttl, waiting) {
         (ms, _) if ms >= 0 => Some(Due {
             at: now + Duration::from_millis(ms.unsigned_abs()),
@@ -355,18 +355,18 @@ mod tests {
     #[test]
     fn a_key_with_a_ttl_is_due_when_it_expires() {
         let now = Instant::now();
-        let due = schedule(7, 1500, now, None).expect("scheduled");
+        let due = next_look(7, 1500, now, None).expect("scheduled");
         assert_eq!(
             (due.at, due.waiting_for_key),
             (now + Duration::from_millis(1500), None)
         );
         assert_eq!(
-            schedule(7, -1, now, None),
+            next_look(7, -1, now, None),
             None,
             "a key without expiry never fires"
         );
         assert_eq!(
-            schedule(7, -2, now, None),
+            next_look(7, -2, now, None),
             None,
             "gone: the caller queues the order"
         );
@@ -380,17 +380,17 @@ mod tests {
             fallback: Some(fallback),
             looks_left: 1,
         };
-        let first = schedule(7, -2, now, Some(wait)).expect("looked for again");
+        let first = next_look(7, -2, now, Some(wait)).expect("looked for again");
         assert_eq!(first.at, now + LOOK_AGAIN);
         let second =
-            schedule(7, -2, first.at, first.waiting_for_key).expect("waits for the fallback");
+            next_look(7, -2, first.at, first.waiting_for_key).expect("waits for the fallback");
         assert_eq!(second.at, fallback);
         assert_eq!(
-            schedule(7, -2, fallback, second.waiting_for_key),
+            next_look(7, -2, fallback, second.waiting_for_key),
             None,
             "overdue: the caller queues it"
         );
-        let appeared = schedule(7, 800, first.at, first.waiting_for_key).expect("found");
+        let appeared = next_look(7, 800, first.at, first.waiting_for_key).expect("found");
         assert_eq!(appeared.waiting_for_key, None);
     }
 
@@ -401,6 +401,6 @@ mod tests {
             fallback: None,
             looks_left: 0,
         };
-        assert_eq!(schedule(7, -2, now, Some(wait)), None);
+        assert_eq!(next_look(7, -2, now, Some(wait)), None);
     }
 }

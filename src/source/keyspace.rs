@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::aio::PubSub;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::key::{self, KeyPattern, ParsedKey};
+use crate::queue::{Origin, QueueSender};
 use crate::redis::RedisTarget;
 use crate::stats::Stats;
 use crate::throttle::{Admission, Throttle};
@@ -32,9 +33,8 @@ pub struct KeyspaceSource {
     pattern: KeyPattern,
     stats: Arc<Stats>,
     resubscribed: Option<Arc<Notify>>,
-    /// Warnings about malformed keys and a full queue: outside input repeats them at will.
+    /// Warnings about malformed keys: outside input repeats them at will.
     malformed_warnings: Throttle,
-    queue_full_warnings: Throttle,
 }
 
 /// Why a subscription ended.
@@ -51,7 +51,6 @@ impl KeyspaceSource {
             stats,
             resubscribed: None,
             malformed_warnings: Throttle::per_minute(),
-            queue_full_warnings: Throttle::per_minute(),
         }
     }
 
@@ -72,7 +71,7 @@ impl KeyspaceSource {
 
     /// Forwards order ids to `queue` until `shutdown`, resubscribing whenever the subscription
     /// is lost. `first` is the subscription made at start-up.
-    pub async fn run(self, first: PubSub, queue: mpsc::Sender<u64>, shutdown: CancellationToken) {
+    pub async fn run(self, first: PubSub, queue: QueueSender, shutdown: CancellationToken) {
         let channel = self.target.expired_channel();
         tracing::info!(redis = %self.target.endpoint(), %channel, keys = %self.pattern, "listening for expired order keys");
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
@@ -115,12 +114,7 @@ impl KeyspaceSource {
         }
     }
 
-    async fn pump(
-        &self,
-        pubsub: PubSub,
-        queue: &mpsc::Sender<u64>,
-        shutdown: &CancellationToken,
-    ) -> End {
+    async fn pump(&self, pubsub: PubSub, queue: &QueueSender, shutdown: &CancellationToken) -> End {
         let (mut sink, mut stream) = pubsub.split();
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
@@ -129,7 +123,7 @@ impl KeyspaceSource {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
                 message = stream.next() => match message {
-                    Some(message) => self.handle(message.get_payload_bytes(), queue),
+                    Some(message) => self.handle(message.get_payload_bytes(), queue).await,
                     None => return End::Lost("the connection was closed".into()),
                 },
                 _ = ping.tick() => {
@@ -143,23 +137,15 @@ impl KeyspaceSource {
         }
     }
 
-    fn handle(&self, key: &[u8], queue: &mpsc::Sender<u64>) {
+    /// Classifies one expired key; an order id is queued as an event, which never waits for a
+    /// full queue (the queue drops it and says so).
+    async fn handle(&self, key: &[u8], queue: &QueueSender) {
         Stats::add(&self.stats.events);
         match self.pattern.parse(key) {
-            ParsedKey::Order(id) => match queue.try_send(id) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(id)) => {
-                    Stats::add(&self.stats.dropped);
-                    if let Admission::Log { suppressed } = self.queue_full_warnings.admit() {
-                        tracing::error!(
-                            order = id,
-                            suppressed,
-                            "writer queue full: order not queued; raise --queue-size or --concurrency"
-                        );
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            },
+            ParsedKey::Order(id) => {
+                // Closed means the worker is stopping: the shutdown arm ends the loop.
+                let _ = queue.send(id, Origin::Event).await;
+            }
             ParsedKey::Unrelated => {
                 Stats::add(&self.stats.unrelated);
                 tracing::debug!(key = %key::shown(key), "ignored: not an order key of this app");

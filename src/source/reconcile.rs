@@ -15,13 +15,13 @@
 //!   exactly-once transaction as an event, so a sweep racing an event is harmless.
 
 use redis::aio::MultiplexedConnection;
-use tokio::sync::mpsc;
 
 use crate::config::{Settings, TimeZoneSetting};
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::mysql::orders::{CreatedAt, ReconcileQueries};
+use crate::queue::{Origin, QueueSender};
 use crate::redis::RedisTarget;
 
 /// Orders read (and keys checked) per round trip.
@@ -69,7 +69,7 @@ impl Reconciler {
     }
 
     /// One pass over the overdue unpaid orders; each one without a key is sent to `overdue`.
-    pub async fn sweep(&self, overdue: &mpsc::Sender<u64>) -> Result<SweepSummary, Error> {
+    pub async fn sweep(&self, overdue: &QueueSender) -> Result<SweepSummary, Error> {
         // The TTL is bounded when the settings are read, so the cutoff cannot underflow; were
         // it to, the earliest time selects no order, so nothing is cancelled early.
         let cutoff = self.timezone.eloquent(
@@ -104,7 +104,7 @@ impl Reconciler {
                     summary.still_keyed += 1;
                 } else {
                     summary.overdue += 1;
-                    if overdue.send(*id).await.is_err() {
+                    if overdue.send(*id, Origin::Sweep).await.is_err() {
                         return Ok(summary); // the worker is stopping
                     }
                 }

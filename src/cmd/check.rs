@@ -319,6 +319,24 @@ impl Report {
     }
 }
 
+/// `order-expire check`: prints the report (as JSON with `json`) and fails when it is not
+/// healthy.
+pub async fn command(settings: &Settings, json: bool, connect: bool) -> Result<(), crate::Error> {
+    let report = run(settings, connect).await;
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| crate::Error::Runtime(format!("cannot print the report: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", report.text());
+    }
+    if report.healthy() {
+        Ok(())
+    } else {
+        Err(crate::Error::CheckFailed("see the report above".into()))
+    }
+}
+
 /// Builds the report and, unless `connect` is false, probes both servers.
 pub async fn run(settings: &Settings, connect: bool) -> Report {
     let mut report = Report::new(settings);

@@ -55,6 +55,18 @@ pub async fn schedule(
     Ok(key)
 }
 
+/// `order-expire schedule`: writes the key and prints it with its TTL.
+pub async fn command(
+    settings: &Settings,
+    order: u64,
+    ttl_seconds: u64,
+    value: Option<&str>,
+) -> Result<(), Error> {
+    let key = schedule(settings, order, ttl_seconds, value).await?;
+    println!("{key} expires in {ttl_seconds} s");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

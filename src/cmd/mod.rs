@@ -1,0 +1,16 @@
+//! The subcommands, one module each, so that `main.rs` only parses the command line and calls
+//! one of them.
+//!
+//! * [`run`]: `order-expire run` (the default), the worker ([`crate::worker`]) until a stop
+//!   signal.
+//! * [`check`]: `order-expire check`, the resolved settings and a probe of both servers; exits
+//!   non-zero when something would stop the worker.
+//! * [`sweep`]: `order-expire sweep`, one reconciliation pass by hand (after an outage, or with
+//!   `--dry-run` to see what is pending), written through the worker's queue and dispatcher.
+//! * [`schedule`]: `order-expire schedule`, writes an order's key exactly as Laravel's cache
+//!   would (used by the demo, the tests and services not written in PHP).
+
+pub mod check;
+pub mod run;
+pub mod schedule;
+pub mod sweep;

@@ -1,0 +1,354 @@
+//! The queue between the sources and the dispatcher: which orders are due, where each came from,
+//! and what happens when the queue is full.
+//!
+//! Three producers feed it: the keyspace source (an `expired` event), the deadline watcher (a
+//! deadline that passed) and the reconciliation (a sweep of the database). They must not behave
+//! alike when the queue is full: the keyspace source may never wait, or Redis would buffer events
+//! for it without bound, so it drops the order (the next sweep recovers it) and says so at most a
+//! few times a minute; the watcher and the sweep read at their own pace and simply wait. One type
+//! holds that policy, the dedup window (several sources report the same order) and the
+//! per-origin counters, so that every producer gets the same rules by construction.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::stats::Stats;
+use crate::throttle::{Admission, Throttle};
+
+/// Where a due order was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Redis published `expired` for its key.
+    Event,
+    /// The deadline watcher saw its deadline pass without a key.
+    Deadline,
+    /// A reconciliation sweep found it overdue without a key.
+    Sweep,
+}
+
+impl Origin {
+    /// Every origin, in the order of the counters.
+    pub const ALL: [Origin; 3] = [Origin::Event, Origin::Deadline, Origin::Sweep];
+
+    /// The stable lowercase name logs and metrics use: `event`, `deadline`, `sweep`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Event => "event",
+            Origin::Deadline => "deadline",
+            Origin::Sweep => "sweep",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An order that is due to be cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueOrder {
+    /// The order's id.
+    pub id: u64,
+    /// Which source found it.
+    pub origin: Origin,
+    /// When it was queued: how long it waited is the queue's share of the latency.
+    pub due_at: Instant,
+}
+
+/// Counts per origin, read by the stop summary and (later) by a metrics endpoint.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    received: [AtomicU64; 3],
+    dropped: [AtomicU64; 3],
+    deduplicated: [AtomicU64; 3],
+}
+
+impl QueueCounters {
+    /// Orders from `origin` that entered the queue.
+    pub fn received(&self, origin: Origin) -> u64 {
+        self.received[origin.index()].load(Ordering::Relaxed)
+    }
+
+    /// Orders from `origin` that did not fit in the queue.
+    pub fn dropped(&self, origin: Origin) -> u64 {
+        self.dropped[origin.index()].load(Ordering::Relaxed)
+    }
+
+    /// Orders from `origin` the dispatcher skipped because they were dispatched moments before.
+    pub fn deduplicated(&self, origin: Origin) -> u64 {
+        self.deduplicated[origin.index()].load(Ordering::Relaxed)
+    }
+
+    fn add(counters: &[AtomicU64; 3], origin: Origin) {
+        counters[origin.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the senders share.
+struct Shared {
+    counters: Arc<QueueCounters>,
+    stats: Arc<Stats>,
+    queue_full_warnings: Throttle,
+}
+
+/// The queue is closed: the worker is stopping, so the producer stops too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+/// A bounded queue of due orders holding `capacity` (at least 1). `stats.dropped` counts the
+/// orders a full queue turned away, as before there were per-origin counters.
+pub fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, OrderQueue) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let counters = Arc::new(QueueCounters::default());
+    let shared = Arc::new(Shared {
+        counters: Arc::clone(&counters),
+        stats,
+        queue_full_warnings: Throttle::per_minute(),
+    });
+    let sender = QueueSender { tx, shared };
+    let queue = OrderQueue {
+        rx,
+        counters,
+        recent: RecentlyDispatched::new(),
+    };
+    (sender, queue)
+}
+
+/// The producers' end. Cloneable; the queue closes when every clone is dropped.
+#[derive(Clone)]
+pub struct QueueSender {
+    tx: mpsc::Sender<DueOrder>,
+    shared: Arc<Shared>,
+}
+
+impl QueueSender {
+    /// Queues `id` found by `origin`, with the policy of that origin when the queue is full: an
+    /// event is dropped (counted, and logged a few times a minute) and never waits; a deadline
+    /// or a sweep waits for room. `Err(Closed)` once the dispatcher has stopped.
+    pub async fn send(&self, id: u64, origin: Origin) -> Result<(), Closed> {
+        let order = DueOrder {
+            id,
+            origin,
+            due_at: Instant::now(),
+        };
+        let queued = match origin {
+            Origin::Event => self.offer(order)?,
+            Origin::Deadline | Origin::Sweep => {
+                self.tx.send(order).await.map_err(|_| Closed)?;
+                true
+            }
+        };
+        if queued {
+            QueueCounters::add(&self.shared.counters.received, origin);
+        }
+        Ok(())
+    }
+
+    /// Queues `order` if there is room, else drops it: a dropped order is not an error for the
+    /// producer (the sweep recovers it), only for the operator. `Ok(false)` when dropped.
+    fn offer(&self, order: DueOrder) -> Result<bool, Closed> {
+        match self.tx.try_send(order) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(order)) => {
+                QueueCounters::add(&self.shared.counters.dropped, order.origin);
+                Stats::add(&self.shared.stats.dropped);
+                if let Admission::Log { suppressed } = self.shared.queue_full_warnings.admit() {
+                    tracing::error!(
+                        order = order.id,
+                        suppressed,
+                        "writer queue full: order not queued; raise --queue-size or --concurrency"
+                    );
+                }
+                Ok(false)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+        }
+    }
+
+    /// The per-origin counters this queue keeps.
+    pub fn counters(&self) -> Arc<QueueCounters> {
+        Arc::clone(&self.shared.counters)
+    }
+}
+
+/// The dispatcher's end: hands out each order once within the dedup window.
+pub struct OrderQueue {
+    rx: mpsc::Receiver<DueOrder>,
+    counters: Arc<QueueCounters>,
+    recent: RecentlyDispatched,
+}
+
+impl OrderQueue {
+    /// The next order not dispatched within the dedup window; `None` once the queue is closed
+    /// and empty. Cancel-safe: only duplicates are consumed before it returns.
+    pub async fn recv(&mut self) -> Option<DueOrder> {
+        loop {
+            let order = self.rx.recv().await?;
+            if self.first(&order) {
+                return Some(order);
+            }
+        }
+    }
+
+    /// Like [`Self::recv`] without waiting: `None` when nothing new is queued right now.
+    pub fn try_recv(&mut self) -> Option<DueOrder> {
+        while let Ok(order) = self.rx.try_recv() {
+            if self.first(&order) {
+                return Some(order);
+            }
+        }
+        None
+    }
+
+    /// Whether the queue is closed and empty: nothing will ever come.
+    pub fn is_finished(&self) -> bool {
+        self.rx.is_closed() && self.rx.is_empty()
+    }
+
+    /// Everything still queued, duplicates included, without waiting: what a stop leaves.
+    pub fn take_rest(&mut self) -> Vec<u64> {
+        let mut rest = Vec::new();
+        while let Ok(order) = self.rx.try_recv() {
+            rest.push(order.id);
+        }
+        rest
+    }
+
+    /// Refuses new orders; those already queued can still be received.
+    pub fn close(&mut self) {
+        self.rx.close();
+    }
+
+    /// The per-origin counters this queue keeps.
+    pub fn counters(&self) -> Arc<QueueCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    fn first(&mut self, order: &DueOrder) -> bool {
+        let first = self.recent.first(order.id);
+        if !first {
+            QueueCounters::add(&self.counters.deduplicated, order.origin);
+        }
+        first
+    }
+}
+
+/// Order ids dispatched in the last few seconds. Several sources may report the same order (the
+/// event and a sweep, or two events): the database makes that harmless, this makes it cheap.
+struct RecentlyDispatched {
+    seen: HashMap<u64, Instant>,
+    prune_at: usize,
+}
+
+impl RecentlyDispatched {
+    /// How long an order dispatched is not dispatched again.
+    const KEEP: Duration = Duration::from_secs(30);
+
+    fn new() -> Self {
+        Self {
+            seen: HashMap::new(),
+            prune_at: 1024,
+        }
+    }
+
+    /// True the first time `order` is offered within [`Self::KEEP`].
+    fn first(&mut self, order: u64) -> bool {
+        let now = Instant::now();
+        if self.seen.len() >= self.prune_at {
+            self.seen
+                .retain(|_, at| now.duration_since(*at) < Self::KEEP);
+            self.prune_at = (self.seen.len() * 2).max(1024);
+        }
+        match self.seen.insert(order, now) {
+            Some(at) => now.duration_since(at) >= Self::KEEP,
+            None => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(capacity: usize) -> (QueueSender, OrderQueue, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = order_queue(capacity, Arc::clone(&stats));
+        (tx, rx, stats)
+    }
+
+    #[test]
+    fn origins_have_stable_names() {
+        let names: Vec<&str> = Origin::ALL.iter().map(|o| o.name()).collect();
+        assert_eq!(names, ["event", "deadline", "sweep"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_drops_events_and_counts_them() {
+        let (tx, mut rx, stats) = queue(1);
+        assert_eq!(tx.send(1, Origin::Event).await, Ok(()));
+        assert_eq!(
+            tx.send(2, Origin::Event).await,
+            Ok(()),
+            "dropped, not an error"
+        );
+        let counters = tx.counters();
+        assert_eq!(counters.received(Origin::Event), 1);
+        assert_eq!(counters.dropped(Origin::Event), 1);
+        assert_eq!(Stats::get(&stats.dropped), 1);
+        assert_eq!(rx.recv().await.map(|o| o.id), Some(1));
+        assert_eq!(rx.try_recv(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_makes_deadlines_and_sweeps_wait() {
+        let (tx, mut rx, _) = queue(1);
+        tx.send(1, Origin::Sweep).await.expect("room");
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(2, Origin::Deadline).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "waits for room");
+        assert_eq!(rx.recv().await.map(|o| o.id), Some(1));
+        assert_eq!(waiting.await.expect("joined"), Ok(()));
+        let second = rx.recv().await.expect("queued");
+        assert_eq!((second.id, second.origin), (2, Origin::Deadline));
+        assert_eq!(tx.counters().dropped(Origin::Deadline), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn duplicates_within_the_window_are_skipped_and_counted() {
+        let (tx, mut rx, _) = queue(16);
+        tx.send(7, Origin::Event).await.expect("room");
+        tx.send(7, Origin::Sweep).await.expect("room");
+        tx.send(8, Origin::Deadline).await.expect("room");
+        assert_eq!(rx.recv().await.map(|o| o.id), Some(7));
+        assert_eq!(rx.recv().await.map(|o| o.id), Some(8));
+        assert_eq!(rx.counters().deduplicated(Origin::Sweep), 1);
+        tokio::time::advance(RecentlyDispatched::KEEP).await;
+        tx.send(7, Origin::Event).await.expect("room");
+        assert_eq!(rx.try_recv().map(|o| o.id), Some(7), "window passed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn senders_see_the_queue_close() {
+        let (tx, mut rx, _) = queue(4);
+        rx.close();
+        assert_eq!(tx.send(1, Origin::Event).await, Err(Closed));
+        assert_eq!(tx.send(1, Origin::Sweep).await, Err(Closed));
+        drop(tx);
+        assert!(rx.is_finished());
+    }
+}

@@ -1,0 +1,759 @@
+//! The dispatcher: hands queued orders to at most N concurrent batch writes, retries what fails,
+//! and stops at a deadline.
+//!
+//! It is generic over the [`BatchWriter`] so that its decisions (batch filling, backoff, the
+//! split of a batch that keeps failing, the parking of an order MySQL refuses, the drain and the
+//! abandonment at the stop deadline) are tested without servers, under a paused clock; the
+//! worker and the `sweep` command run it over the MySQL [`Writer`].
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::writer::{CancelError, MAX_BATCH};
+use super::{Outcome, Writer};
+use crate::backoff::Backoff;
+use crate::queue::OrderQueue;
+use crate::stats::Stats;
+
+/// The longest one batch transaction may take before it is abandoned (rolled back by the
+/// server when the connection drops) and retried.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the stop deadline, how long abandoned writes get to return: the stop is the deadline
+/// plus at most about this.
+pub const ABANDON_GRACE: Duration = Duration::from_millis(400);
+/// Most order ids listed in the line that says what a stop left.
+const LEFT_SHOWN: usize = 50;
+/// Failed attempts of a batch before its orders are written one by one.
+const SPLIT_AFTER: u32 = 3;
+
+/// Why a write failed, as far as the dispatcher's decisions go.
+pub trait WriteFailure: fmt::Display + Send + Sync + 'static {
+    /// Another transaction held the rows (a deadlock, a lock wait): try again at once.
+    fn is_lock_conflict(&self) -> bool;
+    /// The server refuses the write itself (a value out of range, a constraint): retrying
+    /// cannot help.
+    fn is_permanent(&self) -> bool;
+}
+
+/// Writes a batch of due orders in one transaction: cancels those still unpaid and returns
+/// their stock, and says what it did with each.
+pub trait BatchWriter: Send + Sync + 'static {
+    /// The error of a failed batch; nothing of the batch is written then.
+    type Error: WriteFailure;
+    /// Most orders in one batch.
+    const MAX_BATCH: usize;
+    /// Writes `orders` (at most [`Self::MAX_BATCH`], no duplicates).
+    fn write_batch(
+        &self,
+        orders: &[u64],
+    ) -> impl Future<Output = Result<Vec<(u64, Outcome)>, Self::Error>> + Send;
+}
+
+impl WriteFailure for CancelError {
+    fn is_lock_conflict(&self) -> bool {
+        CancelError::is_lock_conflict(self)
+    }
+
+    fn is_permanent(&self) -> bool {
+        CancelError::is_permanent(self)
+    }
+}
+
+impl BatchWriter for Writer {
+    type Error = CancelError;
+    const MAX_BATCH: usize = MAX_BATCH;
+
+    fn write_batch(
+        &self,
+        orders: &[u64],
+    ) -> impl Future<Output = Result<Vec<(u64, Outcome)>, CancelError>> + Send {
+        self.cancel_batch(orders)
+    }
+}
+
+/// Hears what happened to each order, besides the log and the counters: the `sweep` command
+/// prints it. The worker's observer is `()`.
+pub trait Observer: Send + Sync + 'static {
+    /// `order` was written (or left alone) with `outcome`.
+    fn written(&self, _order: u64, _outcome: &Outcome) {}
+    /// `order` was refused by a permanent error and parked.
+    fn refused(&self, _order: u64, _error: &dyn fmt::Display) {}
+}
+
+impl Observer for () {}
+
+/// How the dispatcher runs.
+#[derive(Debug, Clone)]
+pub struct DispatchOptions {
+    /// Batches written concurrently (and connections used).
+    pub concurrency: usize,
+    /// Most orders written in one transaction (capped by the writer's own maximum).
+    pub batch_size: usize,
+    /// How long a batch waits for more orders once it has one.
+    pub batch_wait: Duration,
+    /// After the stop (or the queue's end), how long queued and in-flight orders may still be
+    /// written.
+    pub stop_timeout: Duration,
+    /// Whether a sweep recovers what a stop leaves (only changes what the last line advises).
+    pub recovery_on: bool,
+}
+
+/// A failed attempt: the writer's error, or no answer in time.
+enum AttemptError<E> {
+    Writer(E),
+    NoAnswer(Duration),
+}
+
+impl<E: WriteFailure> AttemptError<E> {
+    fn is_lock_conflict(&self) -> bool {
+        matches!(self, Self::Writer(e) if e.is_lock_conflict())
+    }
+
+    fn is_permanent(&self) -> bool {
+        matches!(self, Self::Writer(e) if e.is_permanent())
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for AttemptError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Writer(e) => e.fmt(f),
+            Self::NoAnswer(after) => {
+                write!(f, "no answer from MySQL within {} s", after.as_secs())
+            }
+        }
+    }
+}
+
+/// What every write task shares: the writer, the counters, and what the stop and the permanent
+/// errors leave behind.
+struct Writing<W, O> {
+    writer: Arc<W>,
+    observer: Arc<O>,
+    stats: Arc<Stats>,
+    health: WriteHealth,
+    /// Fired when the stop deadline passes: writes in flight and retries are abandoned.
+    give_up: CancellationToken,
+    /// Orders a permanent error refused: never written again by this process.
+    parked: Mutex<HashSet<u64>>,
+    /// Orders abandoned at the stop deadline, for the last log line.
+    abandoned: Mutex<Vec<u64>>,
+}
+
+impl<W: BatchWriter, O: Observer> Writing<W, O> {
+    fn is_parked(&self, order: u64) -> bool {
+        lock(&self.parked).contains(&order)
+    }
+
+    /// Logs and counts an order that a permanent error refused, once.
+    fn park(&self, order: u64, error: &AttemptError<W::Error>) {
+        if lock(&self.parked).insert(order) {
+            Stats::add(&self.stats.parked);
+            self.observer.refused(order, error);
+            tracing::error!(order_id = order, error = %error,
+                "order cannot be cancelled: MySQL refuses the write with a permanent error; it stays unpaid and this worker does not retry it: fix the row and cancel the order by hand");
+        }
+    }
+
+    fn abandon(&self, batch: &[u64]) {
+        lock(&self.abandoned).extend_from_slice(batch);
+    }
+
+    /// One attempt at `batch`, bounded by [`WRITE_TIMEOUT`]; `None` when the stop deadline
+    /// passed first (the write is dropped, and with it its transaction).
+    async fn attempt(
+        &self,
+        batch: &[u64],
+    ) -> Option<Result<Vec<(u64, Outcome)>, AttemptError<W::Error>>> {
+        tokio::select! {
+            biased;
+            () = self.give_up.cancelled() => None,
+            attempt = tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_batch(batch)) => {
+                Some(match attempt {
+                    Ok(result) => result.map_err(AttemptError::Writer),
+                    Err(_) => Err(AttemptError::NoAnswer(WRITE_TIMEOUT)),
+                })
+            }
+        }
+    }
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hands queued orders to at most `concurrency` writes until `shutdown` or the queue's end.
+/// Then it writes what was already received until the stop deadline, abandons what is still in
+/// flight (the server rolls those transactions back: nothing is half-written) and logs what was
+/// left. Returns the orders left unwritten, sorted.
+pub async fn dispatch<W: BatchWriter, O: Observer>(
+    mut orders: OrderQueue,
+    writer: Arc<W>,
+    observer: Arc<O>,
+    options: &DispatchOptions,
+    shutdown: &CancellationToken,
+    stats: &Arc<Stats>,
+) -> Vec<u64> {
+    let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let tracker = TaskTracker::new();
+    let writing = Arc::new(Writing {
+        writer,
+        observer,
+        stats: Arc::clone(stats),
+        health: WriteHealth::default(),
+        give_up: CancellationToken::new(),
+        parked: Mutex::new(HashSet::new()),
+        abandoned: Mutex::new(Vec::new()),
+    });
+    let spawn = |batch: Vec<u64>, permit| {
+        let writing = Arc::clone(&writing);
+        tracker.spawn(async move {
+            write_batch(&writing, batch).await;
+            drop(permit);
+        });
+    };
+    let batch_size = options.batch_size.clamp(1, W::MAX_BATCH);
+
+    // An order received when the stop came while it waited for a writer: the stop phase
+    // writes it first, if a writer frees up before the deadline.
+    let mut carried = None;
+    // Normal operation: wait for an order, then for a free writer, then take what else is
+    // queued (waiting at most `batch_wait` for more) into the same batch.
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => break,
+            order = orders.recv() => match order {
+                Some(order) => order.id,
+                None => break,
+            },
+        };
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            // Every writer may be stuck (a row lock): the stop must not wait for one here.
+            () = shutdown.cancelled() => {
+                carried = Some(first);
+                break;
+            }
+        };
+        let batch = fill_batch(first, &mut orders, batch_size, options.batch_wait).await;
+        spawn(batch, permit);
+    }
+
+    // Stopping: no new events arrive (the sources have stopped); finish what was already
+    // received, until the deadline.
+    orders.close();
+    let deadline = tokio::time::Instant::now() + options.stop_timeout;
+    let mut left = Vec::new();
+    if let Some(order) = carried {
+        match tokio::time::timeout_at(deadline, Arc::clone(&slots).acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                let batch = fill_batch(order, &mut orders, batch_size, Duration::ZERO).await;
+                spawn(batch, permit);
+            }
+            Ok(Err(_)) | Err(_) => left.push(order),
+        }
+    }
+    while let Ok(Some(order)) = tokio::time::timeout_at(deadline, orders.recv()).await {
+        match tokio::time::timeout_at(deadline, Arc::clone(&slots).acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                let batch = fill_batch(order.id, &mut orders, batch_size, Duration::ZERO).await;
+                spawn(batch, permit);
+            }
+            Ok(Err(_)) | Err(_) => {
+                left.push(order.id);
+                break;
+            }
+        }
+    }
+    left.extend(orders.take_rest());
+    tracker.close();
+    if tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
+        // The deadline: writes in flight are dropped (their connection with them, so the
+        // server rolls them back) and retries stop; each task returns at once.
+        writing.give_up.cancel();
+        let _ = tokio::time::timeout(ABANDON_GRACE, tracker.wait()).await;
+    }
+    left.extend(lock(&writing.abandoned).drain(..));
+    left.sort_unstable();
+    left.dedup();
+    report_left(&left, stats, options.recovery_on);
+    left
+}
+
+/// Counts and logs the orders a stop left unwritten.
+fn report_left(left: &[u64], stats: &Stats, recovery_on: bool) {
+    if left.is_empty() {
+        return;
+    }
+    Stats::add_n(&stats.abandoned, left.len() as u64);
+    let shown: Vec<u64> = left.iter().copied().take(LEFT_SHOWN).collect();
+    if recovery_on {
+        tracing::warn!(count = left.len(), orders = ?shown, recovery = "on",
+            "stopped before these expired orders were written (writes in flight rolled back); they are still unpaid and the next start's sweep cancels them");
+    } else {
+        tracing::warn!(count = left.len(), orders = ?shown, recovery = "off",
+            "stopped before these expired orders were written (writes in flight rolled back); they are still unpaid and, with ORDER_EXPIRE_TTL not set, nothing cancels them later: cancel them by hand, or set ORDER_EXPIRE_TTL and run `order-expire sweep`");
+    }
+}
+
+/// Adds to `first` what is already queued, waiting at most `wait` for more, up to `size`.
+async fn fill_batch(first: u64, orders: &mut OrderQueue, size: usize, wait: Duration) -> Vec<u64> {
+    let mut batch = vec![first];
+    let until = tokio::time::Instant::now() + wait;
+    while batch.len() < size {
+        let next = match orders.try_recv() {
+            Some(order) => Some(order),
+            None if wait.is_zero() || orders.is_finished() => None,
+            None => tokio::time::timeout_at(until, orders.recv())
+                .await
+                .ok()
+                .flatten(),
+        };
+        match next {
+            Some(order) => batch.push(order.id),
+            None => break,
+        }
+    }
+    batch
+}
+
+/// Whether writes are failing, shared by all writers so that an outage is logged once when it
+/// starts and once when it ends, not once per order and retry.
+#[derive(Default)]
+struct WriteHealth {
+    failing_since: Mutex<Option<Instant>>,
+}
+
+impl WriteHealth {
+    fn failed(&self, order: u64, error: &dyn fmt::Display) {
+        let mut since = lock(&self.failing_since);
+        if since.is_none() {
+            *since = Some(Instant::now());
+            tracing::warn!(order, %error, "MySQL writes are failing; every order is kept and retried with backoff");
+        } else {
+            tracing::debug!(order, %error, "write failed again");
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut since = lock(&self.failing_since);
+        if let Some(start) = since.take() {
+            tracing::info!(
+                failing_for_ms = start.elapsed().as_millis() as u64,
+                "MySQL writes succeed again"
+            );
+        }
+    }
+}
+
+/// Writes one batch. A transient failure (connection, deadlock, lock wait, timeout) is retried
+/// with capped backoff, and a batch that keeps failing is split into single orders. A permanent
+/// failure (a value out of range, a constraint) splits the batch in halves at once, down to the
+/// one order that fails, which is parked: so one bad order never holds up the others. When the
+/// stop deadline passes the write in flight is dropped and the batch recorded as abandoned.
+async fn write_batch<W: BatchWriter, O: Observer>(writing: &Writing<W, O>, mut batch: Vec<u64>) {
+    batch.retain(|order| !writing.is_parked(*order));
+    if batch.is_empty() {
+        return;
+    }
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(10));
+    loop {
+        // A transaction on a silently dead connection would wait forever; give it a bound. The
+        // stop deadline drops it at once: dropping the connection rolls the transaction back.
+        let Some(attempt) = writing.attempt(&batch).await else {
+            writing.abandon(&batch);
+            return;
+        };
+        match attempt {
+            Ok(outcomes) => {
+                writing.health.succeeded();
+                record(outcomes, &writing.stats, writing.observer.as_ref());
+                return;
+            }
+            Err(e) if e.is_permanent() => {
+                if let [order] = batch[..] {
+                    writing.park(order, &e);
+                    return;
+                }
+                tracing::debug!(orders = batch.len(), error = %e,
+                    "permanent error in a batch; splitting it to find the order");
+                let second = batch.split_off(batch.len() / 2);
+                Box::pin(write_batch(writing, batch)).await;
+                Box::pin(write_batch(writing, second)).await;
+                return;
+            }
+            Err(e) if e.is_lock_conflict() => {
+                // Another transaction held the rows; rolled back, so simply try again.
+                Stats::add(&writing.stats.retries);
+                tracing::debug!(orders = batch.len(), error = %e, "lock conflict; retrying");
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await;
+            }
+            Err(e) => {
+                Stats::add(&writing.stats.retries);
+                writing.health.failed(batch[0], &e);
+                if batch.len() > 1 && backoff.attempts() + 1 >= SPLIT_AFTER {
+                    tracing::debug!(
+                        orders = batch.len(),
+                        "batch keeps failing; writing its orders one by one"
+                    );
+                    for order in batch {
+                        Box::pin(write_batch(writing, vec![order])).await;
+                    }
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    () = writing.give_up.cancelled() => {
+                        writing.abandon(&batch);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Logs and counts the outcome of one committed batch: one line for the orders cancelled (a
+/// line per order would cost more than the write itself during a burst), one per order left
+/// alone or needing attention.
+fn record(outcomes: Vec<(u64, Outcome)>, stats: &Stats, observer: &dyn Observer) {
+    let mut cancelled = Vec::new();
+    let mut units_returned = 0u64;
+    for (order, outcome) in outcomes {
+        observer.written(order, &outcome);
+        match outcome {
+            Outcome::Cancelled {
+                units,
+                missing_products,
+            } => {
+                Stats::add(&stats.cancelled);
+                cancelled.push(order);
+                units_returned += units;
+                if !missing_products.is_empty() {
+                    tracing::warn!(
+                        order,
+                        stock_returned = units,
+                        ?missing_products,
+                        "cancelled unpaid order; some of its products no longer exist, so their stock was not returned"
+                    );
+                }
+            }
+            Outcome::AlreadyCancelled => {
+                Stats::add(&stats.skipped);
+                tracing::debug!(
+                    order,
+                    "order already cancelled (by another worker or an earlier event); nothing written"
+                );
+            }
+            Outcome::NotUnpaid { status } => {
+                Stats::add(&stats.skipped);
+                tracing::info!(order, status, "order is not unpaid (paid?); left alone");
+            }
+            Outcome::Paid => {
+                Stats::add(&stats.skipped);
+                tracing::info!(
+                    order,
+                    outcome = "paid",
+                    "order is paid (its paid column is set); left alone"
+                );
+            }
+            Outcome::Missing => {
+                Stats::add(&stats.skipped);
+                tracing::info!(order, "no such order; nothing written");
+            }
+        }
+    }
+    if !cancelled.is_empty() {
+        tracing::info!(
+            count = cancelled.len(),
+            orders = ?cancelled,
+            stock_returned = units_returned,
+            "cancelled unpaid orders and returned their stock"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Origin, QueueSender, order_queue};
+
+    /// What the fake writer does with one batch.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Reply {
+        Commit,
+        Transient,
+        Permanent,
+        Hang,
+    }
+
+    #[derive(Debug)]
+    struct FakeError(Reply);
+
+    impl fmt::Display for FakeError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "fake {:?}", self.0)
+        }
+    }
+
+    impl WriteFailure for FakeError {
+        fn is_lock_conflict(&self) -> bool {
+            false
+        }
+
+        fn is_permanent(&self) -> bool {
+            self.0 == Reply::Permanent
+        }
+    }
+
+    /// Decides the reply to a batch, given the batch and the attempt's number (from 1).
+    type Script = Box<dyn Fn(&[u64], usize) -> Reply + Send + Sync>;
+
+    /// An in-memory writer: records every batch it is given (and when), answers with `reply`.
+    struct FakeWriter {
+        reply: Script,
+        calls: Mutex<Vec<(tokio::time::Instant, Vec<u64>)>>,
+    }
+
+    impl FakeWriter {
+        fn new(reply: impl Fn(&[u64], usize) -> Reply + Send + Sync + 'static) -> Arc<Self> {
+            Arc::new(Self {
+                reply: Box::new(reply),
+                calls: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn batches(&self) -> Vec<Vec<u64>> {
+            lock(&self.calls).iter().map(|(_, b)| b.clone()).collect()
+        }
+
+        fn times(&self) -> Vec<tokio::time::Instant> {
+            lock(&self.calls).iter().map(|(at, _)| *at).collect()
+        }
+    }
+
+    impl BatchWriter for FakeWriter {
+        type Error = FakeError;
+        const MAX_BATCH: usize = 8;
+
+        async fn write_batch(&self, orders: &[u64]) -> Result<Vec<(u64, Outcome)>, FakeError> {
+            let attempt = {
+                let mut calls = lock(&self.calls);
+                calls.push((tokio::time::Instant::now(), orders.to_vec()));
+                calls.len()
+            };
+            match (self.reply)(orders, attempt) {
+                Reply::Commit => Ok(orders
+                    .iter()
+                    .map(|&id| {
+                        let cancelled = Outcome::Cancelled {
+                            units: 1,
+                            missing_products: Vec::new(),
+                        };
+                        (id, cancelled)
+                    })
+                    .collect()),
+                Reply::Hang => std::future::pending().await,
+                failure => Err(FakeError(failure)),
+            }
+        }
+    }
+
+    fn options(batch_size: usize) -> DispatchOptions {
+        DispatchOptions {
+            concurrency: 1,
+            batch_size,
+            batch_wait: Duration::ZERO,
+            stop_timeout: Duration::from_secs(2),
+            recovery_on: true,
+        }
+    }
+
+    async fn queued(ids: &[u64], stats: &Arc<Stats>) -> (QueueSender, OrderQueue) {
+        let (tx, rx) = order_queue(1024, Arc::clone(stats));
+        for &id in ids {
+            tx.send(id, Origin::Sweep).await.expect("room");
+        }
+        (tx, rx)
+    }
+
+    /// Runs the dispatcher over `ids` until the queue ends; returns what it left.
+    async fn run(
+        writer: &Arc<FakeWriter>,
+        ids: &[u64],
+        batch_size: usize,
+    ) -> (Vec<u64>, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = queued(ids, &stats).await;
+        drop(tx);
+        let never = CancellationToken::new();
+        let left = dispatch(
+            rx,
+            Arc::clone(writer),
+            Arc::new(()),
+            &options(batch_size),
+            &never,
+            &stats,
+        )
+        .await;
+        (left, stats)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_fill_up_to_the_batch_size() {
+        let writer = FakeWriter::new(|_, _| Reply::Commit);
+        let (left, stats) = run(&writer, &[1, 2, 3, 4, 5], 2).await;
+        assert_eq!(writer.batches(), [vec![1, 2], vec![3, 4], vec![5]]);
+        assert_eq!(Stats::get(&stats.cancelled), 5);
+        assert!(left.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_batch_size_is_capped_by_the_writer() {
+        let writer = FakeWriter::new(|_, _| Reply::Commit);
+        let ids: Vec<u64> = (1..=10).collect();
+        run(&writer, &ids, 512).await;
+        let sizes: Vec<usize> = writer.batches().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [FakeWriter::MAX_BATCH, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_reported_twice_within_the_window_is_written_once() {
+        let writer = FakeWriter::new(|_, _| Reply::Commit);
+        let (_, stats) = run(&writer, &[7, 7, 8, 7], 8).await;
+        assert_eq!(writer.batches(), [vec![7, 8]]);
+        assert_eq!(Stats::get(&stats.cancelled), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_with_backoff() {
+        let writer = FakeWriter::new(|_, attempt| {
+            if attempt <= 2 {
+                Reply::Transient
+            } else {
+                Reply::Commit
+            }
+        });
+        let (left, stats) = run(&writer, &[3], 8).await;
+        assert_eq!(writer.batches(), [vec![3], vec![3], vec![3]]);
+        assert_eq!(Stats::get(&stats.retries), 2);
+        assert_eq!(Stats::get(&stats.cancelled), 1);
+        assert!(left.is_empty());
+        let times = writer.times();
+        assert!(
+            times[1] - times[0] >= Duration::from_millis(25),
+            "backs off"
+        );
+        assert!(times[2] - times[1] >= Duration::from_millis(50), "longer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_keeps_failing_is_written_one_by_one() {
+        let writer = FakeWriter::new(|batch, _| {
+            if batch.len() > 1 {
+                Reply::Transient
+            } else {
+                Reply::Commit
+            }
+        });
+        let (_, stats) = run(&writer, &[1, 2, 3], 8).await;
+        let batches = writer.batches();
+        assert_eq!(
+            batches[..SPLIT_AFTER as usize],
+            vec![vec![1, 2, 3]; SPLIT_AFTER as usize]
+        );
+        assert_eq!(batches[SPLIT_AFTER as usize..], [vec![1], vec![2], vec![3]]);
+        assert_eq!(Stats::get(&stats.cancelled), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_refused_for_good_is_parked_and_the_others_written() {
+        let writer = FakeWriter::new(|batch, _| {
+            if batch.contains(&3) {
+                Reply::Permanent
+            } else {
+                Reply::Commit
+            }
+        });
+        let (left, stats) = run(&writer, &[1, 2, 3, 4], 8).await;
+        assert_eq!(Stats::get(&stats.cancelled), 3);
+        assert_eq!(Stats::get(&stats.parked), 1);
+        assert_eq!(
+            Stats::get(&stats.retries),
+            0,
+            "a permanent error is not retried"
+        );
+        assert!(left.is_empty(), "a parked order is not left by the stop");
+        let tries_of_3 = writer.batches().iter().filter(|b| b.contains(&3)).count();
+        assert_eq!(tries_of_3, 3, "[1,2,3,4], [3,4], [3]");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_stop_drains_what_was_queued() {
+        let writer = FakeWriter::new(|_, _| Reply::Commit);
+        let stats = Arc::new(Stats::default());
+        let (_tx, rx) = queued(&[1, 2, 3], &stats).await;
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let left = dispatch(
+            rx,
+            Arc::clone(&writer),
+            Arc::new(()),
+            &options(1),
+            &stop,
+            &stats,
+        )
+        .await;
+        assert!(left.is_empty());
+        assert_eq!(Stats::get(&stats.cancelled), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_hangs_is_abandoned_at_the_stop_deadline() {
+        let writer = FakeWriter::new(|batch, _| {
+            if batch.contains(&9) {
+                Reply::Hang
+            } else {
+                Reply::Commit
+            }
+        });
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = queued(&[9], &stats).await;
+        let stop = CancellationToken::new();
+        let dispatching = tokio::spawn({
+            let (writer, stop, stats) = (Arc::clone(&writer), stop.clone(), Arc::clone(&stats));
+            async move { dispatch(rx, writer, Arc::new(()), &options(1), &stop, &stats).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The only writer hangs on 9: what arrives now waits, and is left at the deadline.
+        tx.send(10, Origin::Event).await.expect("room");
+        let stopped_at = tokio::time::Instant::now();
+        stop.cancel();
+        let left = dispatching.await.expect("dispatcher returns");
+        let took = tokio::time::Instant::now() - stopped_at;
+        assert_eq!(left, [9, 10]);
+        assert_eq!(Stats::get(&stats.abandoned), 2);
+        assert!(
+            took >= options(1).stop_timeout,
+            "waited for the deadline: {took:?}"
+        );
+        assert!(
+            took <= options(1).stop_timeout + ABANDON_GRACE,
+            "no longer: {took:?}"
+        );
+    }
+}
