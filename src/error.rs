@@ -5,9 +5,10 @@
 //! which table) and most end with the fix.
 
 use crate::config::ConfigError;
+use crate::logging::one_line;
 use crate::mysql::MysqlError;
 use crate::redis::RedisError;
-use crate::sink::writer::CancelError;
+use crate::source::error::SourceError;
 
 /// Everything that can stop the worker or a command.
 #[derive(Debug, thiserror::Error)]
@@ -23,15 +24,6 @@ pub enum Error {
     #[error(transparent)]
     Mysql(#[from] MysqlError),
 
-    /// The writer could not cancel `order`; retried by the worker unless permanent.
-    #[error("MySQL at {endpoint}: cancelling order {order} failed: {source}")]
-    Write {
-        endpoint: String,
-        order: u64,
-        #[source]
-        source: CancelError,
-    },
-
     /// A mistake in how order-expire was started (a flag, a missing setting): exit code 2.
     #[error("{0}")]
     Usage(String),
@@ -43,4 +35,31 @@ pub enum Error {
 
     #[error("check found a problem: {0}")]
     CheckFailed(String),
+}
+
+impl Error {
+    /// The process exit status for this error: 2 for a usage mistake (a flag, a missing
+    /// setting), 1 for everything else, as supervisors and shell scripts expect.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// The one line printed before exiting, whatever the underlying libraries put in their
+    /// messages: runs of whitespace (newlines from a server's message) become one space and
+    /// other control characters are escaped.
+    pub fn render(&self) -> String {
+        format!("order-expire: error: {}", one_line(&self.to_string()))
+    }
+}
+
+impl From<SourceError> for Error {
+    fn from(error: SourceError) -> Self {
+        match error {
+            SourceError::Redis(e) => Self::Redis(e),
+            SourceError::Mysql(e) => Self::Mysql(e),
+        }
+    }
 }

@@ -41,6 +41,7 @@ pub mod backoff;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod job;
 pub mod key;

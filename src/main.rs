@@ -23,13 +23,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, whatever the underlying libraries put in their messages.
-            let message = logging::one_line(&e.to_string());
-            eprintln!("order-expire: error: {message}");
-            match e {
-                Error::Usage(_) => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
-            }
+            eprintln!("{}", e.render());
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::cmd::check::Contract;
 use crate::config::ConfigSource;
+use crate::contract::Contract;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::key::KeyPattern;

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::{OrderLines, RedisEndpoint, Settings};
+use crate::contract::Contract;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::redis::{RedisError, RedisTarget, expired_channel, publishes_expired};
@@ -40,59 +41,6 @@ pub struct Report {
     /// Which signals cancel an order, and the guard every cancellation must pass.
     pub contract: Contract,
     pub connections: Option<Connections>,
-}
-
-/// The contract with the app (README, "Delivery guarantees"): what makes an order count as
-/// expired, and what keeps it alive.
-#[derive(Debug, Clone, Serialize)]
-pub struct Contract {
-    /// `events-only` (no `ORDER_EXPIRE_TTL`): only Redis's own expiry of the key cancels, so a
-    /// key deleted on payment protects the order, as with the PHP worker. `reconciliation`:
-    /// the database is the truth, so an order whose key is gone past its TTL is cancelled
-    /// unless the guard says paid.
-    pub mode: &'static str,
-    /// The condition an order must meet, under its row lock, to be cancelled.
-    pub guard: String,
-}
-
-impl Contract {
-    pub const EVENTS_ONLY: &'static str = "events-only";
-    pub const RECONCILIATION: &'static str = "reconciliation";
-
-    pub fn new(settings: &Settings) -> Self {
-        let schema = &settings.schema;
-        let mut guard = format!(
-            "{} = {}",
-            schema.order_status.as_str(),
-            schema.unpaid_status
-        );
-        if let Some(paid) = &schema.paid_column {
-            let _ = write!(guard, " and {} is null", paid.as_str());
-        }
-        Self {
-            mode: if settings.recovery.order_ttl.is_some() {
-                Self::RECONCILIATION
-            } else {
-                Self::EVENTS_ONLY
-            },
-            guard,
-        }
-    }
-
-    /// The mode and the guard in one line, for `check` and the worker's start.
-    pub fn promise(&self) -> String {
-        if self.mode == Self::RECONCILIATION {
-            format!(
-                "reconciliation: an order whose key is gone past ORDER_EXPIRE_TTL is cancelled if `{}`; deleting the key alone does not protect it, the database must show it paid",
-                self.guard
-            )
-        } else {
-            format!(
-                "events-only: only Redis's own expiry of an order's key cancels it, if `{}`; a key deleted before its deadline keeps the order",
-                self.guard
-            )
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]

@@ -34,7 +34,7 @@ use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, TimeZoneSetting};
-use crate::error::Error;
+use super::error::SourceError;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::mysql::orders::DeadlineQueries;
@@ -136,7 +136,7 @@ impl DeadlineWatcher {
         }
     }
 
-    async fn step(&self, state: &mut State, queue: &QueueSender) -> Result<(), Error> {
+    async fn step(&self, state: &mut State, queue: &QueueSender) -> Result<(), SourceError> {
         let mut redis = match state.redis.take() {
             Some(conn) => conn,
             None => self.redis.connect().await?,
@@ -158,7 +158,7 @@ impl DeadlineWatcher {
         &self,
         state: &mut State,
         redis: &mut MultiplexedConnection,
-    ) -> Result<(), Error> {
+    ) -> Result<(), SourceError> {
         let mut db = self
             .db
             .conn()
@@ -253,7 +253,7 @@ impl DeadlineWatcher {
         state: &mut State,
         redis: &mut MultiplexedConnection,
         queue: &QueueSender,
-    ) -> Result<(), Error> {
+    ) -> Result<(), SourceError> {
         loop {
             let now = Instant::now();
             let mut due = Vec::new();
@@ -331,7 +331,7 @@ impl DeadlineWatcher {
         &self,
         redis: &mut MultiplexedConnection,
         orders: impl Iterator<Item = u64>,
-    ) -> Result<Vec<i64>, Error> {
+    ) -> Result<Vec<i64>, SourceError> {
         let keys = orders.map(|order| self.pattern.key_for(order));
         Ok(self.redis.pttl(redis, keys, "deadline watcher").await?)
     }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::key::{self, KeyPattern, ParsedKey};
+use super::error::SourceError;
 use crate::queue::{Origin, QueueSender};
 use crate::redis::RedisTarget;
 use crate::stats::Stats;
@@ -63,7 +64,7 @@ impl KeyspaceSource {
 
     /// Subscribes once, so that start-up fails loudly if Redis refuses; the returned
     /// subscription is then handed to [`Self::run`].
-    pub async fn subscribe(&self) -> Result<PubSub, crate::Error> {
+    pub async fn subscribe(&self) -> Result<PubSub, SourceError> {
         let mut pubsub = self.target.pubsub().await?;
         self.target.subscribe_expired(&mut pubsub).await?;
         Ok(pubsub)

@@ -8,5 +8,6 @@
 //!   that were never delivered.
 
 pub mod deadline;
+pub mod error;
 pub mod keyspace;
 pub mod reconcile;

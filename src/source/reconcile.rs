@@ -17,7 +17,7 @@
 use redis::aio::MultiplexedConnection;
 
 use crate::config::{Settings, TimeZoneSetting};
-use crate::error::Error;
+use super::error::SourceError;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::mysql::orders::{CreatedAt, ReconcileQueries};
@@ -69,7 +69,7 @@ impl Reconciler {
     }
 
     /// One pass over the overdue unpaid orders; each one without a key is sent to `overdue`.
-    pub async fn sweep(&self, overdue: &QueueSender) -> Result<SweepSummary, Error> {
+    pub async fn sweep(&self, overdue: &QueueSender) -> Result<SweepSummary, SourceError> {
         // The TTL is bounded when the settings are read, so the cutoff cannot underflow; were
         // it to, the earliest time selects no order, so nothing is cancelled early.
         let cutoff = self.timezone.eloquent(
@@ -121,7 +121,7 @@ impl Reconciler {
         &self,
         redis: &mut MultiplexedConnection,
         ids: &[u64],
-    ) -> Result<Vec<bool>, Error> {
+    ) -> Result<Vec<bool>, SourceError> {
         let keys = ids.iter().map(|id| self.pattern.key_for(*id));
         Ok(self.redis.exists(redis, keys, "sweep").await?)
     }
