@@ -437,7 +437,7 @@ fn commit_times(log: &str) -> Vec<(u64, i64)> {
     log.lines()
         .filter_map(|line| {
             let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
-            if v["message"] != "cancelled unpaid orders and returned their stock" {
+            if v["event"] != "orders_cancelled" {
                 return None;
             }
             let committed = v["timestamp"]
@@ -445,12 +445,10 @@ fn commit_times(log: &str) -> Vec<(u64, i64)> {
                 .parse::<jiff::Timestamp>()
                 .ok()?
                 .as_microsecond();
-            // `orders` is logged as its Debug form, e.g. "[1, 2, 3]".
-            let ids: Vec<u64> = v["orders"]
+            let ids: Vec<u64> = v["order_ids"]
                 .as_str()?
-                .trim_matches(['[', ']'])
                 .split(',')
-                .filter_map(|id| id.trim().parse().ok())
+                .filter_map(|id| id.parse().ok())
                 .collect();
             Some(ids.into_iter().map(move |id| (id, committed)))
         })

@@ -166,6 +166,7 @@ impl QueueSender {
                 Stats::add(&self.shared.stats.dropped);
                 if let Admission::Log { suppressed } = self.shared.queue_full_warnings.admit() {
                     tracing::error!(
+                        event = "queue_full",
                         order = order.id,
                         suppressed,
                         "writer queue full: order not queued; raise --queue-size or --concurrency"

@@ -45,11 +45,13 @@ pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
             let (name, meaning) = next_signal(&mut streams).await;
             match meaning {
                 Meaning::Ignore => tracing::info!(
+                    event = "signal_ignored",
                     signal = name,
                     "signal ignored: SIGTERM, SIGINT, SIGHUP or SIGQUIT stop the worker"
                 ),
                 Meaning::Stop if !token.is_cancelled() => {
                     tracing::info!(
+                        event = "stopping",
                         signal = name,
                         "stopping: no new events are taken, writes in flight finish until --stop-timeout (a second signal exits at once)"
                     );
@@ -57,6 +59,7 @@ pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
                 }
                 Meaning::Stop => {
                     tracing::warn!(
+                        event = "forced_exit",
                         signal = name,
                         exit_code = FORCED_EXIT,
                         "second stop signal: exiting now; MySQL rolls back the writes in flight, so their orders stay unpaid"

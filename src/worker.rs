@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigSource;
-use crate::contract::Contract;
 use crate::config::Settings;
+use crate::contract::Contract;
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
@@ -134,7 +134,7 @@ pub async fn run(
         ),
     }
     let contract = Contract::new(settings);
-    tracing::info!(mode = contract.mode, guard = %contract.guard, "{}", contract.promise());
+    tracing::info!(event = "contract", mode = contract.mode, guard = %contract.guard, "{}", contract.promise());
 
     let dispatching = DispatchOptions {
         concurrency: options.concurrency,
@@ -173,6 +173,7 @@ pub async fn run(
         tracing::debug!("MySQL connections still busy at exit; the server rolls them back");
     }
     tracing::info!(
+        event = "stopped",
         events = Stats::get(&stats.events),
         cancelled = Stats::get(&stats.cancelled),
         skipped = Stats::get(&stats.skipped),
@@ -206,7 +207,7 @@ async fn reconcile_loop(
                         failing = false;
                     }
                     if summary.overdue > 0 {
-                        tracing::info!(overdue = summary.overdue, examined = summary.examined,
+                        tracing::info!(event = "sweep_found_overdue", overdue = summary.overdue, examined = summary.examined,
                             took_ms = started.elapsed().as_millis() as u64,
                             "sweep found overdue unpaid orders whose expired event was missed; cancelling them");
                     } else {

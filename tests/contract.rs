@@ -14,23 +14,6 @@ use mysql_async::prelude::Queryable;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The worker's JSON log lines.
-fn json_lines(worker: &Worker) -> Vec<serde_json::Value> {
-    worker
-        .log()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
-/// The JSON log lines whose `field` equals `value`.
-fn lines_with(worker: &Worker, field: &str, value: &serde_json::Value) -> Vec<serde_json::Value> {
-    json_lines(worker)
-        .into_iter()
-        .filter(|line| line.get(field) == Some(value))
-        .collect()
-}
-
 fn check_json(app: &App) -> serde_json::Value {
     let output = app.run(&["check", "--json"]);
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
@@ -150,7 +133,12 @@ async fn reconciliation_mode_a_paid_column_protects_an_order_whose_key_is_gone()
     )
     .await;
     wait_until(WAIT, "the paid orders reported paid", || async {
-        lines_with(&worker, "outcome", &"paid".into()).len() >= 2
+        worker
+            .events("order_skipped")
+            .iter()
+            .filter(|line| line["outcome"] == "paid")
+            .count()
+            >= 2
     })
     .await;
     for order in [paid_deleted, paid_expired] {
@@ -240,7 +228,7 @@ async fn stop_timeout_is_a_deadline_while_a_write_waits_on_a_row_lock() {
         "stopped {took:?} after SIGTERM with --stop-timeout 2; log:\n{}",
         worker.log()
     );
-    let left = lines_with(&worker, "recovery", &"off".into());
+    let left = worker.events("orders_left");
     assert_eq!(
         left.len(),
         1,
@@ -248,6 +236,7 @@ async fn stop_timeout_is_a_deadline_while_a_write_waits_on_a_row_lock() {
         worker.log()
     );
     assert_eq!(left[0]["count"], 1, "{}", left[0]);
+    assert_eq!(left[0]["recovery"], "off", "{}", left[0]);
     assert!(
         left[0]["orders"].to_string().contains(&order.to_string()),
         "{}",
@@ -283,7 +272,8 @@ async fn a_second_signal_exits_at_once() {
     wait_for_lock_wait(&db, &worker, order).await;
 
     send(&worker, libc::SIGINT);
-    worker.wait_for_log("\"signal\":\"SIGINT\"", 1, WAIT);
+    worker.wait_for_event("stopping", 1, WAIT);
+    assert_eq!(worker.events("stopping")[0]["signal"], "SIGINT");
     let second = Instant::now();
     let status = worker.stop(Duration::from_secs(30)); // a second signal: SIGTERM
     assert!(
@@ -312,9 +302,13 @@ async fn sigusr_is_logged_and_ignored_and_sighup_stops_cleanly() {
     let app = App::new(&redis, &db, "");
     let mut worker = app.start_worker(&["--log-format", "json"]);
 
-    for (signal, name) in [(libc::SIGUSR1, "SIGUSR1"), (libc::SIGUSR2, "SIGUSR2")] {
+    for (n, (signal, name)) in [(libc::SIGUSR1, "SIGUSR1"), (libc::SIGUSR2, "SIGUSR2")]
+        .into_iter()
+        .enumerate()
+    {
         send(&worker, signal);
-        worker.wait_for_log(&format!("\"signal\":\"{name}\""), 1, WAIT);
+        worker.wait_for_event("signal_ignored", n + 1, WAIT);
+        assert_eq!(worker.events("signal_ignored")[n]["signal"], name);
     }
     // Still working.
     setex(
@@ -329,8 +323,9 @@ async fn sigusr_is_logged_and_ignored_and_sighup_stops_cleanly() {
     .await;
 
     send(&worker, libc::SIGHUP);
-    worker.wait_for_log("\"signal\":\"SIGHUP\"", 1, WAIT);
-    worker.wait_for_log("\"message\":\"stopped\"", 1, WAIT);
+    worker.wait_for_event("stopping", 1, WAIT);
+    assert_eq!(worker.events("stopping")[0]["signal"], "SIGHUP");
+    worker.wait_for_event("stopped", 1, WAIT);
     let status = worker.stop(Duration::from_secs(10));
     assert!(status.success(), "{status:?}; log:\n{}", worker.log());
 }
@@ -386,12 +381,19 @@ async fn an_order_that_fails_permanently_is_parked_and_blocks_no_other() {
     })
     .await;
     wait_until(WAIT, "the bad order parked", || async {
-        !lines_with(&worker, "order_id", &bad.into()).is_empty()
+        worker
+            .events("order_parked")
+            .iter()
+            .any(|line| line["order_id"] == bad)
     })
     .await;
     // Sweeps every second find the bad order again; it is not retried.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let parked = lines_with(&worker, "order_id", &bad.into());
+    let parked: Vec<serde_json::Value> = worker
+        .events("order_parked")
+        .into_iter()
+        .filter(|line| line["order_id"] == bad)
+        .collect();
     assert_eq!(parked.len(), 1, "parked once; log:\n{}", worker.log());
     assert_eq!(parked[0]["level"], "ERROR", "{}", parked[0]);
     assert!(
@@ -402,16 +404,12 @@ async fn an_order_that_fails_permanently_is_parked_and_blocks_no_other() {
     assert_eq!(db.status(bad).await, 0);
     assert_eq!(db.stock(tea).await, 100, "the good orders' stock came back");
     assert!(worker.stop(Duration::from_secs(15)).success());
-    let stopped = lines_with(&worker, "message", &"stopped".into());
+    let stopped = worker.events("stopped");
     assert_eq!(stopped.len(), 1, "{}", worker.log());
     assert_eq!(stopped[0]["parked"], 1, "{}", stopped[0]);
-    assert!(
-        lines_with(
-            &worker,
-            "message",
-            &"MySQL writes are failing; every order is kept and retried with backoff".into()
-        )
-        .is_empty(),
+    assert_eq!(
+        worker.count_event("writes_failing"),
+        0,
         "a permanent error is not an outage; log:\n{}",
         worker.log()
     );

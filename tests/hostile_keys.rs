@@ -16,7 +16,7 @@ const WAIT: Duration = Duration::from_secs(60);
 fn malformed_warnings(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     lines
         .iter()
-        .filter(|l| l["level"] == "WARN" && l.get("reason").is_some() && l.get("key").is_some())
+        .filter(|l| l["event"] == "key_malformed")
         .collect()
 }
 
@@ -98,7 +98,7 @@ async fn a_key_with_a_newline_cannot_forge_a_log_line() {
     let redis = RedisServer::start();
     let db = TestDb::create().await;
     let app = App::new(&redis, &db, "");
-    let worker = app.start_worker(&[]);
+    let worker = app.start_worker(&["--log-format", "text"]);
 
     let forged = "2026-11-29T00:00:00.000000Z  INFO cancelled unpaid orders and returned their stock count=1 orders=[42]";
     let key = format!("laravel_database_laravel_cache:ORDER_CONFIRM:7\n{forged}\r\u{1b}[2K");
@@ -174,7 +174,7 @@ async fn twenty_thousand_malformed_keys_write_a_few_warnings_and_a_count() {
     );
     let summary = lines
         .iter()
-        .find(|l| l.get("malformed").is_some() && l.get("cancelled").is_some())
+        .find(|l| l["event"] == "stopped")
         .unwrap_or_else(|| panic!("no stop summary: {}", worker.log()));
     assert_eq!(summary["malformed"], 20_000, "{summary}");
 }

@@ -76,7 +76,7 @@ async fn orders_that_expired_while_the_worker_was_down_are_cancelled_by_the_firs
         started.elapsed()
     );
     assert_eq!(
-        worker.count("sweep found overdue unpaid orders"),
+        worker.count_event("sweep_found_overdue"),
         1,
         "{}",
         worker.log()
@@ -135,7 +135,7 @@ async fn orders_whose_keys_died_with_a_redis_restart_are_cancelled_at_their_dead
         "orders with a 4 s TTL cancelled {took:?} after their keys were written, across a Redis restart"
     );
     assert!(
-        worker.count("subscription restored") >= 1,
+        worker.count_event("subscription_restored") >= 1,
         "{}",
         worker.log()
     );
@@ -186,7 +186,7 @@ async fn a_subscriber_cut_off_for_falling_behind_is_detected_and_recovered() {
         db.count_status(2).await == 5000
     })
     .await;
-    let cut = worker.count("lost the Redis subscription");
+    let cut = worker.count_event("subscription_lost");
     println!("subscription cut {cut} time(s) during a 5000-event burst; all orders cancelled");
     assert_stock_restored(&db, &products).await;
 }
@@ -403,13 +403,13 @@ async fn mariadb_restarted_in_the_middle_of_a_burst_loses_nothing() {
         back.elapsed()
     );
     assert_eq!(
-        worker.count("MySQL writes are failing"),
+        worker.count_event("writes_failing"),
         1,
         "one line per outage:\n{}",
         worker.log()
     );
     assert_eq!(
-        worker.count("MySQL writes succeed again"),
+        worker.count_event("writes_recovered"),
         1,
         "one line on recovery"
     );
@@ -440,7 +440,7 @@ async fn a_silently_dead_subscription_is_detected_and_replaced() {
         "its orders were cancelled {:?} after the connections went silent",
         cut.elapsed()
     );
-    worker.wait_for_log("lost the Redis subscription", 1, Duration::from_secs(40));
+    worker.wait_for_event("subscription_lost", 1, Duration::from_secs(40));
     println!(
         "the dead subscription was detected and replaced {:?} after it went silent",
         cut.elapsed()

@@ -123,7 +123,7 @@ async fn where_config_is_forbidden_the_worker_warns_and_still_works() {
     let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=1");
     let mut worker = app.start_worker(&[]);
     assert_eq!(
-        worker.count("cannot read notify-keyspace-events"),
+        worker.count_event("notifications_unknown"),
         1,
         "{}",
         worker.log()

@@ -93,7 +93,7 @@ async fn paid_orders_stay_paid_and_keep_their_stock() {
         db.count_status(2).await == 10
     })
     .await;
-    worker.wait_for_log("is not unpaid", paid.len(), WAIT);
+    worker.wait_for_event("order_skipped", paid.len(), WAIT);
 
     for id in &paid {
         assert_eq!(db.status(*id).await, 1, "paid order {id} is still paid");
@@ -168,7 +168,7 @@ async fn keys_of_other_apps_types_or_with_bad_ids_change_nothing() {
     expected[5 % products.len()] += 1; // the sentinel's quantity: i % 5 + 1 with i = 5
     assert_eq!(futures_stock(&db, &products).await, expected);
     assert_eq!(
-        worker.count("ignored a malformed order key"),
+        worker.count_event("key_malformed"),
         malformed.len(),
         "{}",
         worker.log()
@@ -363,7 +363,7 @@ async fn a_killed_subscription_is_restored() {
         .arg("pubsub")
         .query::<i64>(&mut conn)
         .expect("CLIENT KILL");
-    worker.wait_for_log("subscription restored", 1, WAIT);
+    worker.wait_for_event("subscription_restored", 1, WAIT);
     for id in &ids {
         setex(&mut conn, &default_key(*id), 1, &id.to_string());
     }
@@ -395,7 +395,7 @@ async fn the_subscription_survives_two_minutes_of_silence() {
     )
     .await;
     assert_eq!(
-        worker.count("lost the Redis subscription"),
+        worker.count_event("subscription_lost"),
         0,
         "{}",
         worker.log()
@@ -414,5 +414,5 @@ async fn sigterm_stops_the_worker_cleanly() {
         "exit status {status:?}; log:\n{}",
         worker.log()
     );
-    assert_eq!(worker.count("stopped"), 1);
+    assert_eq!(worker.count_event("stopped"), 1);
 }

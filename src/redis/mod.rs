@@ -119,7 +119,7 @@ impl RedisTarget {
         configure: bool,
     ) -> Result<(), RedisError> {
         let Some(current) = self.notification_flags(conn).await? else {
-            tracing::warn!(redis = %self.endpoint,
+            tracing::warn!(event = "notifications_unknown", redis = %self.endpoint,
                 "cannot read notify-keyspace-events (CONFIG is not allowed here); make sure it contains `Ex`: until then only the deadline watcher and sweeps cancel orders");
             return Ok(());
         };

@@ -157,7 +157,7 @@ impl<W: BatchWriter, O: Observer> Writing<W, O> {
         if lock(&self.parked).insert(order) {
             Stats::add(&self.stats.parked);
             self.observer.refused(order, error);
-            tracing::error!(order_id = order, error = %error,
+            tracing::error!(event = "order_parked", order_id = order, error = %error,
                 "order cannot be cancelled: MySQL refuses the write with a permanent error; it stays unpaid and this worker does not retry it: fix the row and cancel the order by hand");
         }
     }
@@ -302,10 +302,10 @@ fn report_left(left: &[u64], stats: &Stats, recovery_on: bool) {
     Stats::add_n(&stats.abandoned, left.len() as u64);
     let shown: Vec<u64> = left.iter().copied().take(LEFT_SHOWN).collect();
     if recovery_on {
-        tracing::warn!(count = left.len(), orders = ?shown, recovery = "on",
+        tracing::warn!(event = "orders_left", count = left.len(), orders = ?shown, recovery = "on",
             "stopped before these expired orders were written (writes in flight rolled back); they are still unpaid and the next start's sweep cancels them");
     } else {
-        tracing::warn!(count = left.len(), orders = ?shown, recovery = "off",
+        tracing::warn!(event = "orders_left", count = left.len(), orders = ?shown, recovery = "off",
             "stopped before these expired orders were written (writes in flight rolled back); they are still unpaid and, with ORDER_EXPIRE_TTL not set, nothing cancels them later: cancel them by hand, or set ORDER_EXPIRE_TTL and run `order-expire sweep`");
     }
 }
@@ -343,9 +343,9 @@ impl WriteHealth {
         let mut since = lock(&self.failing_since);
         if since.is_none() {
             *since = Some(Instant::now());
-            tracing::warn!(order, %error, "MySQL writes are failing; every order is kept and retried with backoff");
+            tracing::warn!(event = "writes_failing", order_id = order, %error, "MySQL writes are failing; every order is kept and retried with backoff");
         } else {
-            tracing::debug!(order, %error, "write failed again");
+            tracing::debug!(order_id = order, %error, "write failed again");
         }
     }
 
@@ -353,6 +353,7 @@ impl WriteHealth {
         let mut since = lock(&self.failing_since);
         if let Some(start) = since.take() {
             tracing::info!(
+                event = "writes_recovered",
                 failing_for_ms = start.elapsed().as_millis() as u64,
                 "MySQL writes succeed again"
             );
@@ -445,7 +446,8 @@ fn record(outcomes: Vec<(u64, Outcome)>, stats: &Stats, observer: &dyn Observer)
                 units_returned += units;
                 if !missing_products.is_empty() {
                     tracing::warn!(
-                        order,
+                        event = "stock_not_returned",
+                        order_id = order,
                         stock_returned = units,
                         ?missing_products,
                         "cancelled unpaid order; some of its products no longer exist, so their stock was not returned"
@@ -455,32 +457,49 @@ fn record(outcomes: Vec<(u64, Outcome)>, stats: &Stats, observer: &dyn Observer)
             Outcome::AlreadyCancelled => {
                 Stats::add(&stats.skipped);
                 tracing::debug!(
-                    order,
+                    event = "order_skipped",
+                    order_id = order,
+                    outcome = "already_cancelled",
                     "order already cancelled (by another worker or an earlier event); nothing written"
                 );
             }
             Outcome::NotUnpaid { status } => {
                 Stats::add(&stats.skipped);
-                tracing::info!(order, status, "order is not unpaid (paid?); left alone");
+                tracing::info!(
+                    event = "order_skipped",
+                    order_id = order,
+                    outcome = "not_unpaid",
+                    status,
+                    "order is not unpaid (paid?); left alone"
+                );
             }
             Outcome::Paid => {
                 Stats::add(&stats.skipped);
                 tracing::info!(
-                    order,
+                    event = "order_skipped",
+                    order_id = order,
                     outcome = "paid",
                     "order is paid (its paid column is set); left alone"
                 );
             }
             Outcome::Missing => {
                 Stats::add(&stats.skipped);
-                tracing::info!(order, "no such order; nothing written");
+                tracing::info!(
+                    event = "order_skipped",
+                    order_id = order,
+                    outcome = "missing",
+                    "no such order; nothing written"
+                );
             }
         }
     }
     if !cancelled.is_empty() {
+        let order_ids: Vec<String> = cancelled.iter().map(u64::to_string).collect();
         tracing::info!(
+            event = "orders_cancelled",
+            outcome = "cancelled",
             count = cancelled.len(),
-            orders = ?cancelled,
+            order_ids = %order_ids.join(","),
             stock_returned = units_returned,
             "cancelled unpaid orders and returned their stock"
         );

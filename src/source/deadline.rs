@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Settings, TimeZoneSetting};
 use super::error::SourceError;
+use crate::config::{Settings, TimeZoneSetting};
 use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::mysql::orders::DeadlineQueries;

@@ -17,9 +17,9 @@ use redis::aio::PubSub;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::error::SourceError;
 use crate::backoff::Backoff;
 use crate::key::{self, KeyPattern, ParsedKey};
-use super::error::SourceError;
 use crate::queue::{Origin, QueueSender};
 use crate::redis::RedisTarget;
 use crate::stats::Stats;
@@ -74,7 +74,7 @@ impl KeyspaceSource {
     /// is lost. `first` is the subscription made at start-up.
     pub async fn run(self, first: PubSub, queue: QueueSender, shutdown: CancellationToken) {
         let channel = self.target.expired_channel();
-        tracing::info!(redis = %self.target.endpoint(), %channel, keys = %self.pattern, "listening for expired order keys");
+        tracing::info!(event = "listening", redis = %self.target.endpoint(), %channel, keys = %self.pattern, "listening for expired order keys");
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut subscription = Some(first);
         let mut outage: Option<Instant> = None;
@@ -85,7 +85,7 @@ impl KeyspaceSource {
                     Ok(pubsub) => {
                         if let Some(since) = outage.take() {
                             Stats::add(&self.stats.resubscribes);
-                            tracing::info!(redis = %self.target.endpoint(), %channel,
+                            tracing::info!(event = "subscription_restored", redis = %self.target.endpoint(), %channel,
                                 down_for_ms = since.elapsed().as_millis() as u64,
                                 "subscription restored; events published while it was down were missed, a sweep recovers them");
                             if let Some(notify) = &self.resubscribed {
@@ -107,7 +107,7 @@ impl KeyspaceSource {
             match self.pump(pubsub, &queue, &shutdown).await {
                 End::Shutdown => return,
                 End::Lost(reason) => {
-                    tracing::warn!(redis = %self.target.endpoint(), %channel, %reason,
+                    tracing::warn!(event = "subscription_lost", redis = %self.target.endpoint(), %channel, %reason,
                         "lost the Redis subscription; reconnecting with backoff");
                     outage = Some(Instant::now());
                 }
@@ -154,7 +154,7 @@ impl KeyspaceSource {
             ParsedKey::Malformed { id, reason } => {
                 Stats::add(&self.stats.malformed);
                 if let Admission::Log { suppressed } = self.malformed_warnings.admit() {
-                    tracing::warn!(key = %key::shown(key), id = %key::shown(id), reason, suppressed,
+                    tracing::warn!(event = "key_malformed", key = %key::shown(key), id = %key::shown(id), reason, suppressed,
                         "ignored a malformed order key; nothing written");
                 }
             }

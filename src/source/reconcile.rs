@@ -16,8 +16,8 @@
 
 use redis::aio::MultiplexedConnection;
 
-use crate::config::{Settings, TimeZoneSetting};
 use super::error::SourceError;
+use crate::config::{Settings, TimeZoneSetting};
 use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::mysql::orders::{CreatedAt, ReconcileQueries};

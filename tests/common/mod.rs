@@ -694,10 +694,12 @@ impl Worker {
             .env_clear()
             .env("RUST_LOG", "info")
             .arg("--env")
-            .arg(app.env_file())
-            .args(args)
-            .stdout(out)
-            .stderr(err);
+            .arg(app.env_file());
+        // Tests read the log's fields, not its sentences: JSON unless a test asks for text.
+        if !args.contains(&"--log-format") {
+            command.args(["--log-format", "json"]);
+        }
+        command.args(args).stdout(out).stderr(err);
         die_with_parent(&mut command);
         let child = command.spawn().expect("spawn order-expire");
         let worker = Self {
@@ -705,11 +707,17 @@ impl Worker {
             log,
             _dir: dir,
         };
-        worker.wait_for_log(
-            "listening for expired order keys",
-            1,
-            Duration::from_secs(20),
-        );
+        let start = Instant::now();
+        while worker.count_event("listening") == 0 && !worker.log().contains("event=\"listening\"")
+        {
+            if start.elapsed() > Duration::from_secs(20) {
+                panic!(
+                    "the worker did not start listening within 20 s; log:\n{}",
+                    worker.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         worker
     }
 
@@ -722,24 +730,7 @@ impl Worker {
         self.child.as_ref().map(Child::id)
     }
 
-    /// The orders this worker reported cancelled (from its `orders=[...]` log lines).
-    pub fn cancelled_orders(&self) -> Vec<u64> {
-        self.log()
-            .lines()
-            .filter(|l| l.contains("cancelled unpaid orders and returned their stock"))
-            .filter_map(|l| {
-                let list = l.split("orders=[").nth(1)?.split(']').next()?;
-                Some(
-                    list.split(',')
-                        .filter_map(|id| id.trim().parse().ok())
-                        .collect::<Vec<u64>>(),
-                )
-            })
-            .flatten()
-            .collect()
-    }
-
-    /// The log's JSON lines (a worker started with `--log-format json`), parsed.
+    /// The log's JSON lines, parsed.
     pub fn json_lines(&self) -> Vec<serde_json::Value> {
         self.log()
             .lines()
@@ -747,18 +738,40 @@ impl Worker {
             .collect()
     }
 
-    /// How many log lines contain `needle`.
-    pub fn count(&self, needle: &str) -> usize {
-        self.log().lines().filter(|l| l.contains(needle)).count()
+    /// The log lines whose `event` field is `name`.
+    pub fn events(&self, name: &str) -> Vec<serde_json::Value> {
+        self.json_lines()
+            .into_iter()
+            .filter(|line| line["event"] == name)
+            .collect()
     }
 
-    /// Waits until `needle` appears on at least `times` lines; fails with the log otherwise.
-    pub fn wait_for_log(&self, needle: &str, times: usize, timeout: Duration) {
+    /// How many log lines have `event` = `name`.
+    pub fn count_event(&self, name: &str) -> usize {
+        self.events(name).len()
+    }
+
+    /// The orders this worker reported cancelled (the `order_ids` of its `orders_cancelled`
+    /// events).
+    pub fn cancelled_orders(&self) -> Vec<u64> {
+        self.events("orders_cancelled")
+            .iter()
+            .filter_map(|line| line["order_ids"].as_str().map(str::to_string))
+            .flat_map(|ids| {
+                ids.split(',')
+                    .filter_map(|id| id.parse().ok())
+                    .collect::<Vec<u64>>()
+            })
+            .collect()
+    }
+
+    /// Waits until `times` log lines have `event` = `name`; fails with the log otherwise.
+    pub fn wait_for_event(&self, name: &str, times: usize, timeout: Duration) {
         let start = Instant::now();
-        while self.count(needle) < times {
+        while self.count_event(name) < times {
             if start.elapsed() > timeout {
                 panic!(
-                    "timed out waiting for {times} x {needle:?} in the worker log:\n{}",
+                    "timed out waiting for {times} x event {name:?} in the worker log:\n{}",
                     self.log()
                 );
             }
