@@ -6,14 +6,14 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     base: Duration,
     max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
+    pub(crate) fn new(base: Duration, max: Duration) -> Self {
         Self {
             base,
             max,
@@ -23,7 +23,7 @@ impl Backoff {
 
     /// The delay before the next attempt: `base * 2^n`, capped at `max`, then scaled by a random
     /// factor in [0.5, 1.0) so it never drops below half the nominal delay.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let nominal = self
             .base
             .saturating_mul(1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX))
@@ -33,12 +33,12 @@ impl Backoff {
     }
 
     /// How many delays have been handed out since the last success.
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempt
     }
 
     /// Called after a success: the next failure starts again from `base`.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }

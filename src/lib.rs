@@ -1,3 +1,4 @@
+#![warn(missing_docs, unreachable_pub)]
 //! order-expire: a drop-in replacement for Laravel's `php artisan order:expire`.
 //!
 //! A Laravel app stores `Cache::store('redis')->put('ORDER_CONFIRM:'.$id, $id, $ttl)` when an order
@@ -37,23 +38,23 @@
 //! * [`error`]: the error type every fallible entry point returns; each message is one line that
 //!   says what failed, where, and how to fix it.
 
-pub mod backoff;
+mod backoff;
 pub mod cli;
 pub mod cmd;
 pub mod config;
-pub mod contract;
+mod contract;
 pub mod error;
 pub mod job;
-pub mod key;
+mod key;
 pub mod logging;
-pub mod mysql;
-pub mod queue;
-pub mod redis;
-pub mod shutdown;
-pub mod sink;
-pub mod source;
-pub mod stats;
-pub mod throttle;
-pub mod worker;
+mod mysql;
+mod queue;
+mod redis;
+mod shutdown;
+mod sink;
+mod source;
+mod stats;
+mod throttle;
+mod worker;
 
 pub use error::Error;

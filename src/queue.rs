@@ -23,7 +23,7 @@ use crate::throttle::{Admission, Throttle};
 
 /// Where a due order was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// Redis published `expired` for its key.
     Event,
     /// The deadline watcher saw its deadline pass without a key.
@@ -34,10 +34,17 @@ pub enum Origin {
 
 impl Origin {
     /// Every origin, in the order of the counters.
-    pub const ALL: [Origin; 3] = [Origin::Event, Origin::Deadline, Origin::Sweep];
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "exported by the metrics endpoint; read by the tests until then"
+        )
+    )]
+    pub(crate) const ALL: [Origin; 3] = [Origin::Event, Origin::Deadline, Origin::Sweep];
 
     /// The stable lowercase name logs and metrics use: `event`, `deadline`, `sweep`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Origin::Event => "event",
             Origin::Deadline => "deadline",
@@ -58,7 +65,7 @@ impl fmt::Display for Origin {
 
 /// An order that is due to be cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DueOrder {
+pub(crate) struct DueOrder {
     /// The order's id.
     pub id: u64,
     /// Which source found it.
@@ -69,25 +76,32 @@ pub struct DueOrder {
 
 /// Counts per origin, read by the stop summary and (later) by a metrics endpoint.
 #[derive(Debug, Default)]
-pub struct QueueCounters {
+pub(crate) struct QueueCounters {
     received: [AtomicU64; 3],
     dropped: [AtomicU64; 3],
     deduplicated: [AtomicU64; 3],
 }
 
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "exported by the metrics endpoint; read by the tests until then"
+    )
+)]
 impl QueueCounters {
     /// Orders from `origin` that entered the queue.
-    pub fn received(&self, origin: Origin) -> u64 {
+    pub(crate) fn received(&self, origin: Origin) -> u64 {
         self.received[origin.index()].load(Ordering::Relaxed)
     }
 
     /// Orders from `origin` that did not fit in the queue.
-    pub fn dropped(&self, origin: Origin) -> u64 {
+    pub(crate) fn dropped(&self, origin: Origin) -> u64 {
         self.dropped[origin.index()].load(Ordering::Relaxed)
     }
 
     /// Orders from `origin` the dispatcher skipped because they were dispatched moments before.
-    pub fn deduplicated(&self, origin: Origin) -> u64 {
+    pub(crate) fn deduplicated(&self, origin: Origin) -> u64 {
         self.deduplicated[origin.index()].load(Ordering::Relaxed)
     }
 
@@ -105,11 +119,11 @@ struct Shared {
 
 /// The queue is closed: the worker is stopping, so the producer stops too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
+pub(crate) struct Closed;
 
 /// A bounded queue of due orders holding `capacity` (at least 1). `stats.dropped` counts the
 /// orders a full queue turned away, as before there were per-origin counters.
-pub fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, OrderQueue) {
+pub(crate) fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, OrderQueue) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let counters = Arc::new(QueueCounters::default());
     let shared = Arc::new(Shared {
@@ -128,7 +142,7 @@ pub fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, OrderQue
 
 /// The producers' end. Cloneable; the queue closes when every clone is dropped.
 #[derive(Clone)]
-pub struct QueueSender {
+pub(crate) struct QueueSender {
     tx: mpsc::Sender<DueOrder>,
     shared: Arc<Shared>,
 }
@@ -137,7 +151,7 @@ impl QueueSender {
     /// Queues `id` found by `origin`, with the policy of that origin when the queue is full: an
     /// event is dropped (counted, and logged a few times a minute) and never waits; a deadline
     /// or a sweep waits for room. `Err(Closed)` once the dispatcher has stopped.
-    pub async fn send(&self, id: u64, origin: Origin) -> Result<(), Closed> {
+    pub(crate) async fn send(&self, id: u64, origin: Origin) -> Result<(), Closed> {
         let order = DueOrder {
             id,
             origin,
@@ -179,13 +193,20 @@ impl QueueSender {
     }
 
     /// The per-origin counters this queue keeps.
-    pub fn counters(&self) -> Arc<QueueCounters> {
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "exported by the metrics endpoint; read by the tests until then"
+        )
+    )]
+    pub(crate) fn counters(&self) -> Arc<QueueCounters> {
         Arc::clone(&self.shared.counters)
     }
 }
 
 /// The dispatcher's end: hands out each order once within the dedup window.
-pub struct OrderQueue {
+pub(crate) struct OrderQueue {
     rx: mpsc::Receiver<DueOrder>,
     counters: Arc<QueueCounters>,
     recent: RecentlyDispatched,
@@ -194,7 +215,7 @@ pub struct OrderQueue {
 impl OrderQueue {
     /// The next order not dispatched within the dedup window; `None` once the queue is closed
     /// and empty. Cancel-safe: only duplicates are consumed before it returns.
-    pub async fn recv(&mut self) -> Option<DueOrder> {
+    pub(crate) async fn recv(&mut self) -> Option<DueOrder> {
         loop {
             let order = self.rx.recv().await?;
             if self.first(&order) {
@@ -204,7 +225,7 @@ impl OrderQueue {
     }
 
     /// Like [`Self::recv`] without waiting: `None` when nothing new is queued right now.
-    pub fn try_recv(&mut self) -> Option<DueOrder> {
+    pub(crate) fn try_recv(&mut self) -> Option<DueOrder> {
         while let Ok(order) = self.rx.try_recv() {
             if self.first(&order) {
                 return Some(order);
@@ -214,12 +235,12 @@ impl OrderQueue {
     }
 
     /// Whether the queue is closed and empty: nothing will ever come.
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.rx.is_closed() && self.rx.is_empty()
     }
 
     /// Everything still queued, duplicates included, without waiting: what a stop leaves.
-    pub fn take_rest(&mut self) -> Vec<u64> {
+    pub(crate) fn take_rest(&mut self) -> Vec<u64> {
         let mut rest = Vec::new();
         while let Ok(order) = self.rx.try_recv() {
             rest.push(order.id);
@@ -228,12 +249,19 @@ impl OrderQueue {
     }
 
     /// Refuses new orders; those already queued can still be received.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.rx.close();
     }
 
     /// The per-origin counters this queue keeps.
-    pub fn counters(&self) -> Arc<QueueCounters> {
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "exported by the metrics endpoint; read by the tests until then"
+        )
+    )]
+    pub(crate) fn counters(&self) -> Arc<QueueCounters> {
         Arc::clone(&self.counters)
     }
 

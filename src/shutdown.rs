@@ -14,7 +14,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 /// Exit status after a second stop signal: 128 + SIGINT, as a shell reports an interrupted job.
-pub const FORCED_EXIT: i32 = 130;
+pub(crate) const FORCED_EXIT: i32 = 130;
 
 /// What a signal asks of the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ const HANDLED: [(SignalKind, &str, Meaning); 6] = [
 
 /// Spawns a task that cancels `token` on the first stop signal and exits the process on the
 /// second; it logs every signal it handles.
-pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
+pub(crate) fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
     let mut streams = Vec::with_capacity(HANDLED.len());
     for (kind, name, meaning) in HANDLED {
         streams.push((signal(kind)?, name, meaning));

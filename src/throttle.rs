@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// At most `burst` occurrences logged per `window`.
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     window: Duration,
     burst: u32,
     state: Mutex<Window>,
@@ -25,7 +25,7 @@ struct Window {
 
 /// Whether one occurrence is logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Log it, saying that `suppressed` similar ones before it were not logged.
     Log { suppressed: u64 },
     /// Count it only.
@@ -34,11 +34,11 @@ pub enum Admission {
 
 impl Throttle {
     /// Ten a minute: enough to see what is wrong, few enough to keep the log readable.
-    pub fn per_minute() -> Self {
+    pub(crate) fn per_minute() -> Self {
         Self::new(10, Duration::from_secs(60))
     }
 
-    pub fn new(burst: u32, window: Duration) -> Self {
+    pub(crate) fn new(burst: u32, window: Duration) -> Self {
         Self {
             window,
             burst,
@@ -51,7 +51,7 @@ impl Throttle {
     }
 
     /// Decides about one occurrence now.
-    pub fn admit(&self) -> Admission {
+    pub(crate) fn admit(&self) -> Admission {
         self.admit_at(Instant::now())
     }
 

@@ -70,7 +70,7 @@ impl Default for WorkerOptions {
 /// Runs the worker until `shutdown` is cancelled. Start-up problems (unreachable servers, wrong
 /// credentials, missing tables, notifications off) are returned as errors; after start-up,
 /// failures are retried and never end the worker.
-pub async fn run(
+pub(crate) async fn run(
     settings: &Settings,
     options: &WorkerOptions,
     shutdown: CancellationToken,

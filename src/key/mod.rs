@@ -12,7 +12,7 @@ use crate::config::KeySettings;
 
 /// What an expired key means to us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParsedKey<'a> {
+pub(crate) enum ParsedKey<'a> {
     /// One of our orders: cancel it if still unpaid.
     Order(u64),
     /// Some other cache entry (another key type, another app, a session...): not ours.
@@ -23,12 +23,12 @@ pub enum ParsedKey<'a> {
 
 /// The full key prefix of one app's order keys, e.g. `laravel_database_laravel_cache:ORDER_CONFIRM:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyPattern {
+pub(crate) struct KeyPattern {
     prefix: String,
 }
 
 impl KeyPattern {
-    pub fn new(keys: &KeySettings) -> Self {
+    pub(crate) fn new(keys: &KeySettings) -> Self {
         Self {
             prefix: format!(
                 "{}{}{}:",
@@ -42,7 +42,7 @@ impl KeyPattern {
     /// range. MySQL would read `7abc` as 7 and `05` as 5 (Eloquent's `find('7abc')` does cancel
     /// order 7), which must not happen to a key Laravel never wrote: `...:05` expiring would
     /// otherwise cancel order 5 while order 5's own key still has minutes to live.
-    pub fn parse<'a>(&self, key: &'a [u8]) -> ParsedKey<'a> {
+    pub(crate) fn parse<'a>(&self, key: &'a [u8]) -> ParsedKey<'a> {
         let Some(id) = key.strip_prefix(self.prefix.as_bytes()) else {
             return ParsedKey::Unrelated;
         };
@@ -53,18 +53,19 @@ impl KeyPattern {
     }
 
     /// The key Redis holds for `order` (what `put()` writes and `expired` reports).
-    pub fn key_for(&self, order: u64) -> String {
+    pub(crate) fn key_for(&self, order: u64) -> String {
         format!("{}{order}", self.prefix)
     }
 
     /// The prefix every order key starts with.
-    pub fn prefix(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 }
 
 /// The most digits an order id has: `u64::MAX` is 20 digits long.
-pub const MAX_ID_DIGITS: usize = 20;
+pub(crate) const MAX_ID_DIGITS: usize = 20;
 
 /// Reads `id` as PHP's decimal form of an unsigned 64-bit integer, or says why it is not one.
 fn canonical_id(id: &[u8]) -> Result<u64, &'static str> {
@@ -93,7 +94,7 @@ const SHOWN_KEY_BYTES: usize = 120;
 /// A key from outside as a log field: lossy UTF-8, cut to [`SHOWN_KEY_BYTES`] with its full
 /// length noted, so a 1 MB key costs a short line, not a 2 MB one. Control characters are
 /// escaped by the log formatter.
-pub fn shown(key: &[u8]) -> String {
+pub(crate) fn shown(key: &[u8]) -> String {
     if key.len() <= SHOWN_KEY_BYTES {
         return String::from_utf8_lossy(key).into_owned();
     }

@@ -6,10 +6,10 @@
 //! writing SQL themselves, so a change of the schema mapping is made here once.
 
 mod error;
-pub mod orders;
+pub(crate) mod orders;
 mod pool;
-pub mod schema;
+pub(crate) mod schema;
 
-pub use error::MysqlError;
-pub use pool::Database;
-pub use schema::TableShape;
+pub(crate) use error::MysqlError;
+pub(crate) use pool::Database;
+pub(crate) use schema::TableShape;

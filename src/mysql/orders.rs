@@ -17,19 +17,19 @@ use super::TableShape;
 use crate::config::{Ident, OrderLines, Schema};
 
 /// The largest batch; also the largest `IN (...)` list.
-pub const MAX_BATCH: usize = 512;
+pub(crate) const MAX_BATCH: usize = 512;
 /// List lengths statements are prepared for.
 const BUCKETS: [usize; 4] = [1, 8, 64, MAX_BATCH];
 
 /// An order row as locked: id, status, product and quantity (on the order, else NULL), and
 /// whether its paid column is set.
-pub type LockedOrder = (u64, i64, Option<u64>, Option<i64>, bool);
+pub(crate) type LockedOrder = (u64, i64, Option<u64>, Option<i64>, bool);
 
 /// A line of an order: order id, product id, quantity (summed per product).
-pub type OrderLine = (u64, u64, i64);
+pub(crate) type OrderLine = (u64, u64, i64);
 
 /// An order's `created_at` as MySQL sent it: kept as is for the next page's keyset cursor.
-pub type CreatedAt = Value;
+pub(crate) type CreatedAt = Value;
 
 /// `?, ?, ... ?` with `n` placeholders.
 fn placeholders(n: usize) -> String {
@@ -57,7 +57,7 @@ pub(crate) fn padded<T: Clone>(values: &[T]) -> Vec<T> {
 type PerBucket = [String; BUCKETS.len()];
 
 /// The writer's SQL for one schema mapping.
-pub struct WriteStatements {
+pub(crate) struct WriteStatements {
     lock_orders: PerBucket,
     /// `None` when the lines are columns of the order row (read with the lock).
     order_lines: Option<PerBucket>,
@@ -68,7 +68,7 @@ pub struct WriteStatements {
 }
 
 impl WriteStatements {
-    pub fn new(schema: &Schema, shape: TableShape) -> Self {
+    pub(crate) fn new(schema: &Schema, shape: TableShape) -> Self {
         let per_bucket = |build: &dyn Fn(usize, &str) -> String| -> PerBucket {
             BUCKETS.map(|n| build(n, &placeholders(n)))
         };
@@ -139,7 +139,7 @@ impl WriteStatements {
     }
 
     /// Locks the rows of `ids` (sorted, at most [`MAX_BATCH`]) in id order and reads them.
-    pub async fn lock(
+    pub(crate) async fn lock(
         &self,
         tx: &mut Transaction<'_>,
         ids: &[u64],
@@ -150,7 +150,7 @@ impl WriteStatements {
 
     /// The lines of the `unpaid` orders, from the items table; `None` when the lines are on the
     /// order rows, already read by [`Self::lock`].
-    pub async fn lines(
+    pub(crate) async fn lines(
         &self,
         tx: &mut Transaction<'_>,
         unpaid: &[u64],
@@ -164,7 +164,7 @@ impl WriteStatements {
 
     /// Sets the `unpaid` orders (still in status `unpaid_status`) to `cancelled_status`,
     /// touching `updated_at` with `now` where the table has it. Returns the rows changed.
-    pub async fn cancel(
+    pub(crate) async fn cancel(
         &self,
         tx: &mut Transaction<'_>,
         unpaid: &[u64],
@@ -187,7 +187,7 @@ impl WriteStatements {
 
     /// Adds each `(product, quantity)` back to its product's stock, touching `updated_at` with
     /// `now` where the table has it. Returns the rows changed (fewer when products are gone).
-    pub async fn return_stock(
+    pub(crate) async fn return_stock(
         &self,
         tx: &mut Transaction<'_>,
         pairs: &[(u64, u64)],
@@ -216,7 +216,7 @@ impl WriteStatements {
     }
 
     /// Which of `products` still have a row.
-    pub async fn existing_products(
+    pub(crate) async fn existing_products(
         &self,
         tx: &mut Transaction<'_>,
         products: &[u64],
@@ -247,7 +247,7 @@ fn not_paid(schema: &Schema) -> String {
 }
 
 /// The deadline watcher's discovery of unpaid orders by primary key.
-pub struct DeadlineQueries {
+pub(crate) struct DeadlineQueries {
     oldest_pending: String,
     newest_id: String,
     new_orders: String,
@@ -256,7 +256,7 @@ pub struct DeadlineQueries {
 
 impl DeadlineQueries {
     /// `page` rows at most per [`Self::new_orders`].
-    pub fn new(schema: &Schema, page: usize) -> Self {
+    pub(crate) fn new(schema: &Schema, page: usize) -> Self {
         let Schema {
             orders,
             order_status: status,
@@ -279,7 +279,7 @@ impl DeadlineQueries {
     }
 
     /// The oldest unpaid order created at or after `since` (`Y-m-d H:i:s`, the app's clock).
-    pub async fn oldest_pending(
+    pub(crate) async fn oldest_pending(
         &self,
         conn: &mut Conn,
         since: &str,
@@ -291,14 +291,17 @@ impl DeadlineQueries {
     }
 
     /// The newest order id, of any status.
-    pub async fn newest_id(&self, conn: &mut Conn) -> Result<Option<u64>, mysql_async::Error> {
+    pub(crate) async fn newest_id(
+        &self,
+        conn: &mut Conn,
+    ) -> Result<Option<u64>, mysql_async::Error> {
         let max: Option<Option<u64>> = conn.query_first(&self.newest_id).await?;
         Ok(max.flatten())
     }
 
     /// A page of unpaid orders with an id above `after`, in id order, with their `created_at`
     /// (`None` where it cannot be read as a date-time).
-    pub async fn new_orders(
+    pub(crate) async fn new_orders(
         &self,
         conn: &mut Conn,
         after: u64,
@@ -313,7 +316,7 @@ impl DeadlineQueries {
 
 /// The reconciliation's keyset pages of overdue unpaid orders, in `(created_at, id)` order,
 /// which the `(status, created_at)` index serves as a range scan.
-pub struct ReconcileQueries {
+pub(crate) struct ReconcileQueries {
     first_page: String,
     next_page: String,
     unpaid: i64,
@@ -321,7 +324,7 @@ pub struct ReconcileQueries {
 
 impl ReconcileQueries {
     /// `page` rows at most per [`Self::page`].
-    pub fn new(schema: &Schema, page: usize) -> Self {
+    pub(crate) fn new(schema: &Schema, page: usize) -> Self {
         let Schema {
             orders,
             order_status: status,
@@ -344,7 +347,7 @@ impl ReconcileQueries {
 
     /// The unpaid orders created at or before `cutoff`, after `cursor` (the last row of the
     /// previous page) when given.
-    pub async fn page(
+    pub(crate) async fn page(
         &self,
         conn: &mut Conn,
         cutoff: &str,

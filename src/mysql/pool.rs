@@ -15,7 +15,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The app's database: a pool, and where it is for messages. Cheap to clone (the pool is shared).
 #[derive(Clone)]
-pub struct Database {
+pub(crate) struct Database {
     pool: Pool,
     endpoint: String,
     pub(super) database: String,
@@ -24,7 +24,7 @@ pub struct Database {
 impl Database {
     /// Opens a pool of at most `max_connections` and proves the credentials work by taking one
     /// connection.
-    pub async fn connect(
+    pub(crate) async fn connect(
         settings: &MysqlSettings,
         max_connections: usize,
     ) -> Result<Self, MysqlError> {
@@ -77,17 +77,21 @@ impl Database {
     }
 
     /// `host:port` (or `unix:`), for messages.
-    pub fn endpoint(&self) -> &str {
+    pub(crate) fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
     /// A connection from the pool, its session already set up.
-    pub async fn conn(&self) -> Result<Conn, mysql_async::Error> {
+    pub(crate) async fn conn(&self) -> Result<Conn, mysql_async::Error> {
         self.pool.get_conn().await
     }
 
     /// Wraps a query error with where it happened.
-    pub fn error(&self, action: impl Into<String>, source: mysql_async::Error) -> MysqlError {
+    pub(crate) fn error(
+        &self,
+        action: impl Into<String>,
+        source: mysql_async::Error,
+    ) -> MysqlError {
         MysqlError::Query {
             endpoint: self.endpoint.clone(),
             action: action.into(),
@@ -96,7 +100,7 @@ impl Database {
     }
 
     /// The server's version string.
-    pub async fn version(&self) -> Result<String, MysqlError> {
+    pub(crate) async fn version(&self) -> Result<String, MysqlError> {
         let mut conn = self.conn().await.map_err(|e| self.error("connecting", e))?;
         let version: Option<String> = conn
             .query_first("SELECT VERSION()")
@@ -106,7 +110,7 @@ impl Database {
     }
 
     /// Closes the pool, waiting for connections in use to come back.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         if let Err(e) = self.pool.disconnect().await {
             tracing::debug!(error = %e, "closing the MySQL pool");
         }

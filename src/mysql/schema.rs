@@ -12,7 +12,7 @@ use crate::config::{Ident, OrderLines, Schema, keys};
 
 /// Which optional columns the app's tables have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableShape {
+pub(crate) struct TableShape {
     /// `orders.updated_at` exists: Eloquent would set it on save.
     pub orders_updated_at: bool,
     /// `products.updated_at` exists: Eloquent's `increment()` would set it.
@@ -28,7 +28,7 @@ type Required<'a> = (&'a Ident, Ident, &'static str, &'static str);
 
 impl Database {
     /// Checks that every configured table and column exists, and finds the optional ones.
-    pub async fn inspect(&self, schema: &Schema) -> Result<TableShape, MysqlError> {
+    pub(crate) async fn inspect(&self, schema: &Schema) -> Result<TableShape, MysqlError> {
         let mut conn = self.conn().await.map_err(|e| self.error("connecting", e))?;
         let rows = self.read_columns(&mut conn, schema).await?;
         let mut columns: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -121,7 +121,10 @@ impl Database {
     }
 
     /// The `CREATE INDEX` statement the sweep needs, or `None` when the index exists.
-    pub async fn missing_sweep_index(&self, schema: &Schema) -> Result<Option<String>, MysqlError> {
+    pub(crate) async fn missing_sweep_index(
+        &self,
+        schema: &Schema,
+    ) -> Result<Option<String>, MysqlError> {
         let mut conn = self.conn().await.map_err(|e| self.error("connecting", e))?;
         self.sweep_index(&mut conn, schema).await
     }

@@ -11,7 +11,7 @@ use super::{RedisError, RedisTarget};
 impl RedisTarget {
     /// The server's `notify-keyspace-events`, or `None` where `CONFIG` is not allowed (managed
     /// services rename or forbid it), so that we cannot tell.
-    pub async fn notification_flags(
+    pub(crate) async fn notification_flags(
         &self,
         conn: &mut MultiplexedConnection,
     ) -> Result<Option<String>, RedisError> {
@@ -48,7 +48,10 @@ impl RedisTarget {
     }
 
     /// The server's version, from `INFO server`.
-    pub async fn version(&self, conn: &mut MultiplexedConnection) -> Result<String, RedisError> {
+    pub(crate) async fn version(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<String, RedisError> {
         let info: String = ::redis::cmd("INFO")
             .arg("server")
             .query_async(conn)
@@ -63,7 +66,7 @@ impl RedisTarget {
     }
 
     /// Subscribes `pubsub` to this database's `expired` channel.
-    pub async fn subscribe_expired(&self, pubsub: &mut PubSub) -> Result<(), RedisError> {
+    pub(crate) async fn subscribe_expired(&self, pubsub: &mut PubSub) -> Result<(), RedisError> {
         pubsub
             .subscribe(&self.channel)
             .await
@@ -71,7 +74,7 @@ impl RedisTarget {
     }
 
     /// `SETEX key ttl value`, as Laravel's `Cache::put()` sends it.
-    pub async fn setex(
+    pub(crate) async fn setex(
         &self,
         conn: &mut MultiplexedConnection,
         key: &str,
@@ -90,7 +93,7 @@ impl RedisTarget {
     /// One pipelined `PTTL` per key, in order: milliseconds left, -1 for no expiry, -2 for no
     /// such key. On a key past its TTL, Redis deletes it and publishes `expired` at once.
     /// `caller` names who asks, for the error.
-    pub async fn pttl(
+    pub(crate) async fn pttl(
         &self,
         conn: &mut MultiplexedConnection,
         keys: impl IntoIterator<Item = String>,
@@ -101,7 +104,7 @@ impl RedisTarget {
 
     /// One pipelined `EXISTS` per key, in order. Like `PTTL`, it deletes a key past its TTL and
     /// publishes `expired`. `caller` names who asks, for the error.
-    pub async fn exists(
+    pub(crate) async fn exists(
         &self,
         conn: &mut MultiplexedConnection,
         keys: impl IntoIterator<Item = String>,

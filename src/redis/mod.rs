@@ -8,10 +8,10 @@
 //! Stages (sources, the writer, the subcommands) call the named functions here rather than
 //! building commands themselves, so every byte sent to Redis is in this folder.
 
-pub mod commands;
+pub(crate) mod commands;
 mod error;
 
-pub use error::RedisError;
+pub(crate) use error::RedisError;
 
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The app's cache Redis: where to connect and how to explain failures.
 #[derive(Clone)]
-pub struct RedisTarget {
+pub(crate) struct RedisTarget {
     client: Client,
     endpoint: String,
     /// This database's `expired` channel, computed once.
@@ -38,7 +38,7 @@ pub struct RedisTarget {
 }
 
 impl RedisTarget {
-    pub fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
+    pub(crate) fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
         let endpoint = settings.endpoint.to_string();
         let addr = match &settings.endpoint {
             RedisEndpoint::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),
@@ -70,19 +70,19 @@ impl RedisTarget {
     }
 
     /// `host:port` (or `tls://`, `unix:`), for messages.
-    pub fn endpoint(&self) -> &str {
+    pub(crate) fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
     /// The channel Redis publishes this database's expirations on (see [`expired_channel`]).
-    pub fn expired_channel(&self) -> String {
+    pub(crate) fn expired_channel(&self) -> String {
         self.channel.clone()
     }
 
     /// A connection for commands (SETEX, CONFIG, PTTL...), on the cache database. Every reply
     /// must come within `RESPONSE_TIMEOUT` (10 s): a silently dead connection fails instead of
     /// hanging its user forever.
-    pub async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+    pub(crate) async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -100,7 +100,7 @@ impl RedisTarget {
     }
 
     /// A dedicated pub/sub connection.
-    pub async fn pubsub(&self) -> Result<PubSub, RedisError> {
+    pub(crate) async fn pubsub(&self) -> Result<PubSub, RedisError> {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub()).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(connect_error(&self.endpoint, &e)),
@@ -113,7 +113,7 @@ impl RedisTarget {
     /// With `configure`, missing flags are added (keeping the others). Where `CONFIG` is not
     /// allowed we cannot tell, so we warn and go on: the deadline watcher and the sweep still
     /// cancel orders, only later.
-    pub async fn ensure_notifications(
+    pub(crate) async fn ensure_notifications(
         &self,
         conn: &mut MultiplexedConnection,
         configure: bool,
@@ -145,7 +145,7 @@ impl RedisTarget {
     }
 
     /// Wraps a command's failure with where it happened; `action` names the command.
-    pub fn command_error(&self, action: &str, source: ::redis::RedisError) -> RedisError {
+    pub(crate) fn command_error(&self, action: &str, source: ::redis::RedisError) -> RedisError {
         RedisError::Command {
             endpoint: self.endpoint.clone(),
             action: action.to_string(),
@@ -158,13 +158,13 @@ impl RedisTarget {
 /// events are published by the server, not by the app (the PHP command subscribes to a prefixed
 /// channel through phpredis and so never hears anything on Laravel's defaults). The one place
 /// the name is spelled; `check` shows it and the keyspace source subscribes to it.
-pub fn expired_channel(database: i64) -> String {
+pub(crate) fn expired_channel(database: i64) -> String {
     format!("__keyevent@{database}__:expired")
 }
 
 /// Whether `notify-keyspace-events` flags make Redis publish `__keyevent@<db>__:expired`:
 /// `E` (keyevent channels) and `x` (expired) or `A` (all, which includes `x`).
-pub fn publishes_expired(flags: &str) -> bool {
+pub(crate) fn publishes_expired(flags: &str) -> bool {
     flags.contains('E') && (flags.contains('x') || flags.contains('A'))
 }
 

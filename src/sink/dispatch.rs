@@ -27,14 +27,14 @@ use crate::stats::Stats;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the stop deadline, how long abandoned writes get to return: the stop is the deadline
 /// plus at most about this.
-pub const ABANDON_GRACE: Duration = Duration::from_millis(400);
+pub(crate) const ABANDON_GRACE: Duration = Duration::from_millis(400);
 /// Most order ids listed in the line that says what a stop left.
 const LEFT_SHOWN: usize = 50;
 /// Failed attempts of a batch before its orders are written one by one.
 const SPLIT_AFTER: u32 = 3;
 
 /// Why a write failed, as far as the dispatcher's decisions go.
-pub trait WriteFailure: fmt::Display + Send + Sync + 'static {
+pub(crate) trait WriteFailure: fmt::Display + Send + Sync + 'static {
     /// Another transaction held the rows (a deadlock, a lock wait): try again at once.
     fn is_lock_conflict(&self) -> bool;
     /// The server refuses the write itself (a value out of range, a constraint): retrying
@@ -44,7 +44,7 @@ pub trait WriteFailure: fmt::Display + Send + Sync + 'static {
 
 /// Writes a batch of due orders in one transaction: cancels those still unpaid and returns
 /// their stock, and says what it did with each.
-pub trait BatchWriter: Send + Sync + 'static {
+pub(crate) trait BatchWriter: Send + Sync + 'static {
     /// The error of a failed batch; nothing of the batch is written then.
     type Error: WriteFailure;
     /// Most orders in one batch.
@@ -80,7 +80,7 @@ impl BatchWriter for Writer {
 
 /// Hears what happened to each order, besides the log and the counters: the `sweep` command
 /// prints it. The worker's observer is `()`.
-pub trait Observer: Send + Sync + 'static {
+pub(crate) trait Observer: Send + Sync + 'static {
     /// `order` was written (or left alone) with `outcome`.
     fn written(&self, _order: u64, _outcome: &Outcome) {}
     /// `order` was refused by a permanent error and parked.
@@ -91,7 +91,7 @@ impl Observer for () {}
 
 /// How the dispatcher runs.
 #[derive(Debug, Clone)]
-pub struct DispatchOptions {
+pub(crate) struct DispatchOptions {
     /// Batches written concurrently (and connections used).
     pub concurrency: usize,
     /// Most orders written in one transaction (capped by the writer's own maximum).
@@ -194,7 +194,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Then it writes what was already received until the stop deadline, abandons what is still in
 /// flight (the server rolls those transactions back: nothing is half-written) and logs what was
 /// left. Returns the orders left unwritten, sorted.
-pub async fn dispatch<W: BatchWriter, O: Observer>(
+pub(crate) async fn dispatch<W: BatchWriter, O: Observer>(
     mut orders: OrderQueue,
     writer: Arc<W>,
     observer: Arc<O>,

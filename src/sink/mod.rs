@@ -4,7 +4,7 @@
 //!   check and the statements it runs are the MySQL adapter's ([`crate::mysql`]).
 //! * [`dispatch`] hands queued orders to concurrent batch writes, retries and stops on time.
 
-pub mod dispatch;
-pub mod writer;
+pub(crate) mod dispatch;
+pub(crate) mod writer;
 
-pub use writer::{Outcome, Writer};
+pub(crate) use writer::{Outcome, Writer};

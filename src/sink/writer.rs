@@ -32,13 +32,13 @@ use std::fmt;
 use mysql_async::{IsolationLevel, Transaction, TxOpts};
 
 use crate::config::{Schema, TimeZoneSetting};
-pub use crate::mysql::orders::MAX_BATCH;
+pub(crate) use crate::mysql::orders::MAX_BATCH;
 use crate::mysql::orders::{LockedOrder, OrderLine, WriteStatements};
 use crate::mysql::{Database, MysqlError};
 
 /// What happened to an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Cancelled now; `units` items went back to stock. `missing_products` lists product ids
     /// whose row no longer exists (their stock could not be returned).
     Cancelled {
@@ -90,7 +90,7 @@ impl Lines {
 }
 
 /// Cancels orders in the app's database.
-pub struct Writer {
+pub(crate) struct Writer {
     db: Database,
     sql: WriteStatements,
     unpaid: i64,
@@ -100,7 +100,7 @@ pub struct Writer {
 
 impl Writer {
     /// Checks the schema and prepares the statements.
-    pub async fn new(
+    pub(crate) async fn new(
         db: Database,
         schema: &Schema,
         timezone: TimeZoneSetting,
@@ -115,27 +115,21 @@ impl Writer {
         })
     }
 
-    pub fn database(&self) -> &Database {
+    pub(crate) fn database(&self) -> &Database {
         &self.db
     }
 
-    pub fn into_database(self) -> Database {
+    pub(crate) fn into_database(self) -> Database {
         self.db
-    }
-
-    /// Cancels one order if it is still unpaid and returns its stock.
-    pub async fn cancel(&self, order: u64) -> Result<Outcome, CancelError> {
-        let mut outcomes = self.cancel_batch(&[order]).await?;
-        outcomes
-            .pop()
-            .map(|(_, outcome)| outcome)
-            .ok_or_else(|| CancelError::Unexpected("no outcome for the order".into()))
     }
 
     /// Cancels the unpaid orders among `orders` (at most [`MAX_BATCH`], no duplicates) and
     /// returns their stock, all in one transaction: the steps of this module's doc, each a
     /// function below. Returns an outcome per order, in id order.
-    pub async fn cancel_batch(&self, orders: &[u64]) -> Result<Vec<(u64, Outcome)>, CancelError> {
+    pub(crate) async fn cancel_batch(
+        &self,
+        orders: &[u64],
+    ) -> Result<Vec<(u64, Outcome)>, CancelError> {
         if orders.is_empty() {
             return Ok(Vec::new());
         }
@@ -317,7 +311,7 @@ fn cancelled(lines: &[(u64, u64)], returned: &BTreeMap<u64, u64>) -> Outcome {
 
 /// A failed attempt. The worker retries it unless [`CancelError::is_permanent`].
 #[derive(Debug)]
-pub enum CancelError {
+pub(crate) enum CancelError {
     Mysql {
         action: &'static str,
         source: mysql_async::Error,
@@ -327,7 +321,7 @@ pub enum CancelError {
 
 impl CancelError {
     /// A deadlock or lock wait timeout: another transaction won, retry at once. Not an outage.
-    pub fn is_lock_conflict(&self) -> bool {
+    pub(crate) fn is_lock_conflict(&self) -> bool {
         matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1213 || e.code == 1205)
     }
 
@@ -336,7 +330,7 @@ impl CancelError {
     /// column, a trigger's `SIGNAL`. Everything else (connection, deadlock, lock wait, timeout,
     /// and errors not known to be permanent) is retried, so that no order is given up on a
     /// guess.
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         /// MySQL/MariaDB server error codes of the data, not of the moment.
         const PERMANENT: [u16; 14] = [
             1048, // column cannot be null

@@ -51,7 +51,7 @@ const DEFAULT_HORIZON: Duration = Duration::from_secs(24 * 3600);
 /// Rows per discovery query and keys per pipeline.
 const PAGE: usize = 2000;
 
-pub struct DeadlineWatcher {
+pub(crate) struct DeadlineWatcher {
     db: Database,
     redis: RedisTarget,
     pattern: KeyPattern,
@@ -83,7 +83,12 @@ const LOOK_AGAIN: Duration = Duration::from_millis(500);
 
 impl DeadlineWatcher {
     /// `pattern` is the worker's one [`KeyPattern`], built at start.
-    pub fn new(settings: &Settings, db: Database, redis: RedisTarget, pattern: KeyPattern) -> Self {
+    pub(crate) fn new(
+        settings: &Settings,
+        db: Database,
+        redis: RedisTarget,
+        pattern: KeyPattern,
+    ) -> Self {
         Self {
             sql: DeadlineQueries::new(&settings.schema, PAGE),
             db,
@@ -95,7 +100,7 @@ impl DeadlineWatcher {
     }
 
     /// Watches until `shutdown`; orders that reach their deadline without a key go to `queue`.
-    pub async fn run(self, queue: QueueSender, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, queue: QueueSender, shutdown: CancellationToken) {
         let horizon = self.ttl.unwrap_or(DEFAULT_HORIZON) + Duration::from_secs(1);
         let start = jiff::Timestamp::now()
             .checked_sub(

@@ -29,7 +29,7 @@ use crate::throttle::{Admission, Throttle};
 const PING_EVERY: Duration = Duration::from_secs(15);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct KeyspaceSource {
+pub(crate) struct KeyspaceSource {
     target: RedisTarget,
     pattern: KeyPattern,
     stats: Arc<Stats>,
@@ -45,7 +45,7 @@ enum End {
 }
 
 impl KeyspaceSource {
-    pub fn new(target: RedisTarget, pattern: KeyPattern, stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(target: RedisTarget, pattern: KeyPattern, stats: Arc<Stats>) -> Self {
         Self {
             target,
             pattern,
@@ -57,14 +57,14 @@ impl KeyspaceSource {
 
     /// `notify` is signalled each time a lost subscription is restored, so that a sweep can
     /// recover what expired in between.
-    pub fn on_resubscribe(mut self, notify: Arc<Notify>) -> Self {
+    pub(crate) fn on_resubscribe(mut self, notify: Arc<Notify>) -> Self {
         self.resubscribed = Some(notify);
         self
     }
 
     /// Subscribes once, so that start-up fails loudly if Redis refuses; the returned
     /// subscription is then handed to [`Self::run`].
-    pub async fn subscribe(&self) -> Result<PubSub, SourceError> {
+    pub(crate) async fn subscribe(&self) -> Result<PubSub, SourceError> {
         let mut pubsub = self.target.pubsub().await?;
         self.target.subscribe_expired(&mut pubsub).await?;
         Ok(pubsub)
@@ -72,7 +72,7 @@ impl KeyspaceSource {
 
     /// Forwards order ids to `queue` until `shutdown`, resubscribing whenever the subscription
     /// is lost. `first` is the subscription made at start-up.
-    pub async fn run(self, first: PubSub, queue: QueueSender, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, first: PubSub, queue: QueueSender, shutdown: CancellationToken) {
         let channel = self.target.expired_channel();
         tracing::info!(event = "listening", redis = %self.target.endpoint(), %channel, keys = %self.pattern, "listening for expired order keys");
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));

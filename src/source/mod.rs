@@ -7,7 +7,7 @@
 //! * [`reconcile`] is the safety net: reconciliation of the database against the cache, for events
 //!   that were never delivered.
 
-pub mod deadline;
-pub mod error;
-pub mod keyspace;
-pub mod reconcile;
+pub(crate) mod deadline;
+pub(crate) mod error;
+pub(crate) mod keyspace;
+pub(crate) mod reconcile;

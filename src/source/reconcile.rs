@@ -38,7 +38,7 @@ pub struct SweepSummary {
     pub still_keyed: usize,
 }
 
-pub struct Reconciler {
+pub(crate) struct Reconciler {
     db: Database,
     redis: RedisTarget,
     pattern: KeyPattern,
@@ -51,7 +51,7 @@ impl Reconciler {
     /// `None` when the app's TTL is not configured: without it, a missing key cannot tell an
     /// overdue order from one whose key was flushed early.
     /// `pattern` is the worker's one [`KeyPattern`], built at start.
-    pub fn new(
+    pub(crate) fn new(
         settings: &Settings,
         db: Database,
         redis: RedisTarget,
@@ -69,7 +69,7 @@ impl Reconciler {
     }
 
     /// One pass over the overdue unpaid orders; each one without a key is sent to `overdue`.
-    pub async fn sweep(&self, overdue: &QueueSender) -> Result<SweepSummary, SourceError> {
+    pub(crate) async fn sweep(&self, overdue: &QueueSender) -> Result<SweepSummary, SourceError> {
         // The TTL is bounded when the settings are read, so the cutoff cannot underflow; were
         // it to, the earliest time selects no order, so nothing is cancelled early.
         let cutoff = self.timezone.eloquent(
