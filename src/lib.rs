@@ -8,35 +8,54 @@
 //!
 //! # Layout
 //!
-//! The data path is a small pipeline, and the modules follow it:
+//! The data path is a pipeline, Laravel config -> event sources -> key parsing -> queue -> MySQL
+//! writer, and the modules are layered so that every dependency points down (checked by
+//! `tests/layering.rs`):
 //!
-//! * [`config`]: reads the Laravel app's configuration the way Laravel boots (`.env` with
-//!   phpdotenv semantics and `env()` mapping; then its configuration cache, else its
-//!   `config/*.php` evaluated with a PHP parser, else the stock files of its Laravel version) and
-//!   resolves every [`config::Settings`] the worker needs as Laravel's managers would.
-//! * [`source`]: where expired orders come from. [`source::keyspace`] keeps a subscription to
-//!   `__keyevent@<db>__:expired` alive across disconnects; [`source::deadline`] makes Redis expire
-//!   each order key at its deadline; [`source::reconcile`] reconciles the database with the cache for
-//!   events that were never delivered; [`source::redis`] opens connections to the app's Redis.
-//! * [`key`]: the transform: turns the full Redis key Laravel wrote
-//!   (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`) back into an order id, and builds it for
-//!   `schedule`.
-//! * [`sink`]: the MySQL writer: one transaction per order that cancels it only if it is still
-//!   unpaid and returns its stock, so duplicate events and concurrent workers are harmless.
-//! * [`queue`]: the typed queue between the sources and the dispatcher: each order with its
-//!   origin (event, deadline, sweep), the full-queue policy per origin, dedup, counters.
-//! * [`worker`]: wires source -> key -> sink with a bounded queue, a fixed number of concurrent
-//!   writers, retries with backoff, and a clean shutdown on SIGTERM/SIGINT.
-//! * [`cmd`]: the subcommands: [`cmd::check`] (`order-expire check`, the resolved settings and a
-//!   probe of both servers), [`cmd::sweep`] (`order-expire sweep`, one reconciliation pass by
-//!   hand), [`cmd::schedule`] (writes an order's key exactly as Laravel's cache would: used by
-//!   the demo, the tests and non-PHP services).
-//! * [`cli`]: the command line and its `--help`; `main.rs` only parses it and wires the above.
-//! * [`backoff`], [`shutdown`], [`logging`] (text lines escape control characters),
-//!   [`throttle`] (rate limits for warnings outside input can repeat), [`stats`]: small shared
-//!   pieces.
-//! * [`error`]: the error type every fallible entry point returns; each message is one line that
-//!   says what failed, where, and how to fix it.
+//! ```text
+//! cmd, cli          the subcommands and the command line       (main.rs only parses and calls)
+//! worker            wires sources -> queue -> dispatcher -> writer; the stop deadline
+//! error             the top-level Error wrapping each layer's; one line, one exit code
+//! source, sink      pipeline stages
+//! key, queue, job,  transforms and the contract with the app
+//!   contract
+//! redis, mysql      server adapters
+//! config, ...       the leaf, and small shared pieces
+//! ```
+//!
+//! * [`config`] (the leaf: it uses nothing else of the crate): reads the Laravel app's
+//!   configuration the way Laravel boots (`.env` with phpdotenv's rules and `env()` mapping;
+//!   then its configuration cache, else its `config/*.php` evaluated with a PHP parser, else the
+//!   stock files of its Laravel version) and resolves every [`config::Settings`] the worker needs
+//!   as Laravel's managers would. Its errors are [`config::ConfigError`].
+//! * `redis` and `mysql`: the server adapters. `redis` opens connections to the app's cache
+//!   Redis and holds every command we send (`PTTL`, `EXISTS`, `SETEX`, `CONFIG`, `SUBSCRIBE`);
+//!   `mysql` holds the pool with Laravel's session settings, the schema check, and every
+//!   statement against the app's tables (`mysql::orders`). Each has its own error type.
+//! * `key`: turns the full Redis key Laravel wrote (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`)
+//!   back into an order id (canonical ids only), and builds it for `schedule`.
+//! * `queue`: the typed queue between the sources and the dispatcher: each order with its origin
+//!   (event, deadline, sweep) and when it became due; the full-queue policy per origin, the dedup
+//!   window and per-origin counters.
+//! * [`job`]: Laravel queue job payloads per Laravel version; `contract`: what cancels an order
+//!   and what keeps it (the mode and the guard `check` and the worker state).
+//! * `source`: where expired orders come from: `source::keyspace` keeps a subscription to
+//!   `__keyevent@<db>__:expired` alive across disconnects; `source::deadline` makes Redis expire
+//!   each order key at its deadline; `source::reconcile` reconciles the database with the cache
+//!   for events that were never delivered.
+//! * `sink`: `sink::dispatch` hands queued orders to concurrent batch writes (dedup, retries with
+//!   backoff, the split of a failing batch, parking of an order MySQL refuses for good, the stop
+//!   deadline), generic over the writer so it is unit-tested without servers; `sink::writer` is
+//!   the exactly-once transaction that cancels the still-unpaid orders of a batch and returns
+//!   their stock.
+//! * [`error`]: the top-level [`Error`], which wraps each layer's error; [`Error::render`] is the
+//!   one line printed before exiting and [`Error::exit_code`] its status (2 only for usage
+//!   mistakes).
+//! * `worker`: wires source -> queue -> dispatcher -> writer and runs until the stop signal.
+//! * [`cmd`]: the subcommands (`run`, `check`, `sweep`, `schedule`); [`cli`]: the command line
+//!   and its `--help`. `main.rs` only parses the arguments and calls them.
+//! * `backoff`, `shutdown` (signals), [`logging`] (text lines escape control characters),
+//!   `throttle` (rate limits for warnings outside input can repeat), `stats`: small shared pieces.
 
 mod backoff;
 pub mod cli;

@@ -1,7 +1,7 @@
 //! The subcommands, one module each, so that `main.rs` only parses the command line and calls
 //! one of them.
 //!
-//! * [`run`]: `order-expire run` (the default), the worker ([`crate::worker`]) until a stop
+//! * [`run`]: `order-expire run` (the default), the worker (`crate::worker`) until a stop
 //!   signal.
 //! * [`check`]: `order-expire check`, the resolved settings and a probe of both servers; exits
 //!   non-zero when something would stop the worker.

@@ -1,6 +1,6 @@
 //! `order-expire sweep`: one reconciliation pass from the command line.
 //!
-//! The same pass the worker runs in the background ([`crate::source::sweep`]), with its result
+//! The same pass the worker runs in the background (`crate::source::reconcile`), with its result
 //! printed: what an operator runs after an outage, or with `--dry-run` to see what is pending.
 //! It writes through the worker's own path (queue, dispatcher, writer), so batches, retries and
 //! the parking of a refused order behave as in the worker.

@@ -26,27 +26,27 @@
 //!
 //! The files, from the `.env` up (no file uses one listed after it):
 //!
-//! * [`error`] holds [`ConfigError`] and [`ValueOrigin`] (where a value was given), and masks
-//!   secrets in what an error shows; [`bounded`] reads files with a size cap.
+//! * `error` holds [`ConfigError`] and [`ValueOrigin`] (where a value was given), and masks
+//!   secrets in what an error shows; `bounded` reads files with a size cap.
 //! * [`dotenv`] parses `.env` exactly as phpdotenv 5 does (the dotenvy crate does not: see its
-//!   module docs), [`env_value`] maps raw strings as Laravel's `env()` does, and [`environment`]
+//!   module docs), `env_value` maps raw strings as Laravel's `env()` does, and `environment`
 //!   puts the process environment in front of the file.
 //! * [`slug`] is `Str::slug`, which Laravel uses to derive the default key prefixes from `APP_NAME`.
 //! * [`version`] finds the app's Laravel version, which decides the key format and defaults.
-//! * [`url`] reads `REDIS_URL` and `DATABASE_URL` as Laravel's ConfigurationUrlParser does.
-//! * [`php_value`] holds PHP values and reads `bootstrap/cache/config.php`
+//! * `url` reads `REDIS_URL` and `DATABASE_URL` as Laravel's ConfigurationUrlParser does.
+//! * `php_value` holds PHP values and reads `bootstrap/cache/config.php`
 //!   (`php artisan config:cache`), which Laravel prefers to everything else when it exists.
-//! * [`php_eval`] evaluates the app's `config/*.php` with a real PHP parser, for the PHP config
+//! * `php_eval` evaluates the app's `config/*.php` with a real PHP parser, for the PHP config
 //!   files are written in.
-//! * [`repository`] assembles Laravel's configuration as its `LoadConfiguration` does: the
+//! * `repository` assembles Laravel's configuration as its `LoadConfiguration` does: the
 //!   configuration cache, else `config/*.php` (merged over the framework's own in Laravel 11+),
 //!   else the stock files of the app's version (`stock/`); [`ConfigSource`] says which.
-//! * [`php`] holds the PHP conversions (`(int)`, `is_numeric`) that Laravel relies on implicitly.
-//! * [`resolved`] holds the resolved value types ([`RedisSettings`], [`MysqlSettings`],
-//!   [`KeySettings`]...), which [`resolve`] computes from that configuration as Laravel's
+//! * `php` holds the PHP conversions (`(int)`, `is_numeric`) that Laravel relies on implicitly.
+//! * `resolved` holds the resolved value types ([`RedisSettings`], [`MysqlSettings`],
+//!   [`KeySettings`]...), which `resolve` computes from that configuration as Laravel's
 //!   managers and connectors do.
-//! * [`settings`] puts it together with order-expire's own settings (schema mapping, TTL, time
-//!   zone override); [`schema`] validates the table and column names.
+//! * `settings` puts it together with order-expire's own settings (schema mapping, TTL, time
+//!   zone override); `schema` validates the table and column names.
 
 // The public surface is deliberate: what is `pub` here is re-exported below or is one of the
 // public modules; everything else is for the files of this module only.
