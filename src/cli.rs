@@ -37,16 +37,20 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// The worker's options (`run`).
     #[command(flatten)]
     pub run: RunArgs,
 
+    /// The `ORDER_EXPIRE_*` schema mapping given as flags; they win over the `.env`.
     #[command(flatten)]
     pub mapping: MappingArgs,
 
+    /// The subcommand; `None` runs the worker.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// The subcommands of `order-expire`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the worker (the default when no command is given).

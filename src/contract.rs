@@ -12,24 +12,24 @@ use crate::config::Settings;
 /// The contract with the app (README, "Delivery guarantees"): what makes an order count as
 /// expired, and what keeps it alive.
 #[derive(Debug, Clone, Serialize)]
-pub struct Contract {
+pub(crate) struct Contract {
     /// `events-only` (no `ORDER_EXPIRE_TTL`): only Redis's own expiry of the key cancels, so a
     /// key deleted on payment protects the order, as with the PHP worker. `reconciliation`:
     /// the database is the truth, so an order whose key is gone past its TTL is cancelled
     /// unless the guard says paid.
-    pub mode: &'static str,
+    pub(crate) mode: &'static str,
     /// The condition an order must meet, under its row lock, to be cancelled.
-    pub guard: String,
+    pub(crate) guard: String,
 }
 
 impl Contract {
     /// Only Redis's own expiry of a key cancels.
-    pub const EVENTS_ONLY: &'static str = "events-only";
+    pub(crate) const EVENTS_ONLY: &'static str = "events-only";
     /// The database is the truth.
-    pub const RECONCILIATION: &'static str = "reconciliation";
+    pub(crate) const RECONCILIATION: &'static str = "reconciliation";
 
     /// The contract the settings give.
-    pub fn new(settings: &Settings) -> Self {
+    pub(crate) fn new(settings: &Settings) -> Self {
         let schema = &settings.schema;
         let mut guard = format!(
             "{} = {}",
@@ -50,7 +50,7 @@ impl Contract {
     }
 
     /// The mode and the guard in one line, for `check` and the worker's start.
-    pub fn promise(&self) -> String {
+    pub(crate) fn promise(&self) -> String {
         if self.mode == Self::RECONCILIATION {
             format!(
                 "reconciliation: an order whose key is gone past ORDER_EXPIRE_TTL is cancelled if `{}`; deleting the key alone does not protect it, the database must show it paid",

@@ -13,6 +13,8 @@ use crate::source::error::SourceError;
 /// Everything that can stop the worker or a command.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The app's configuration: a setting missing or wrong, found before connecting to
+    /// anything.
     #[error(transparent)]
     Config(#[from] ConfigError),
 
@@ -33,6 +35,8 @@ pub enum Error {
     #[error("{0}")]
     Runtime(String),
 
+    /// `order-expire check` found something that would stop the worker (its report says what):
+    /// exit code 1.
     #[error("check found a problem: {0}")]
     CheckFailed(String),
 }

@@ -17,98 +17,141 @@ use crate::mysql::Database;
 use crate::redis::{RedisError, RedisTarget, expired_channel, publishes_expired};
 use crate::sink::Writer;
 
+/// Everything `check` prints: the settings as resolved, then what each server answered. The
+/// field names are the keys of `check --json`.
 #[derive(Debug, Serialize)]
-pub struct Report {
+struct Report {
     /// Where the settings came from: `.env`, `config` or `config-cache`.
-    pub source: &'static str,
-    pub env_file: String,
+    source: &'static str,
+    /// The `.env` given with `--env`.
+    env_file: String,
     /// The config files Laravel's settings were read from (or Laravel's stock files).
-    pub config_files: Vec<String>,
+    config_files: Vec<String>,
     /// The Laravel version and where it was found (`null`: unknown, Laravel 8's rules apply).
-    pub laravel: Option<LaravelReport>,
+    laravel: Option<LaravelReport>,
     /// The phpdotenv whose rules read the `.env` and where that was found, e.g.
     /// `5.4.1 (composer.lock)` or `^5.6.1 (required by Laravel 11)`.
-    pub dotenv: String,
+    dotenv: String,
     /// Warnings about the settings themselves.
-    pub warnings: Vec<String>,
-    pub redis: RedisReport,
-    pub cache: CacheReport,
-    pub channel: String,
-    pub key_pattern: String,
-    pub db: DbReport,
-    pub timezone: String,
-    pub order_ttl: Option<u64>,
+    warnings: Vec<String>,
+    /// The cache store's Redis connection.
+    redis: RedisReport,
+    /// How the cache store names its keys.
+    cache: CacheReport,
+    /// The channel the worker subscribes to, `__keyevent@<db>__:expired`.
+    channel: String,
+    /// The full Redis key of an order as a glob, `*` in place of the id.
+    key_pattern: String,
+    /// The MySQL connection and the tables the worker writes.
+    db: DbReport,
+    /// The app's time zone (`app.timezone`, or `ORDER_EXPIRE_TIMEZONE`), in which `updated_at`
+    /// is written.
+    timezone: String,
+    /// `ORDER_EXPIRE_TTL` in seconds (`null`: no reconciliation).
+    order_ttl: Option<u64>,
     /// Which signals cancel an order, and the guard every cancellation must pass.
-    pub contract: Contract,
-    pub connections: Option<Connections>,
+    contract: Contract,
+    /// What each server answered (`null` with `--no-connect`).
+    connections: Option<Connections>,
 }
 
+/// The Laravel version whose rules apply.
 #[derive(Debug, Serialize)]
-pub struct LaravelReport {
-    pub version: String,
-    pub major: u32,
-    pub source: &'static str,
+struct LaravelReport {
+    /// The version as found, e.g. `8.83.26`, or `^8.0` from composer.json.
+    version: String,
+    /// Its major version, which picks the rules.
+    major: u32,
+    /// Where it was found, e.g. `vendor/laravel/framework` or `composer.lock`.
+    source: &'static str,
 }
 
+/// The Redis connection, password masked.
 #[derive(Debug, Serialize)]
-pub struct RedisReport {
-    pub host: String,
-    pub port: Option<u16>,
-    pub socket: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<&'static str>,
-    pub database: i64,
-    pub tls: bool,
+struct RedisReport {
+    /// The host, or the socket path for a Unix socket.
+    host: String,
+    /// The TCP port (`null` for a Unix socket).
+    port: Option<u16>,
+    /// The Unix socket path, when the connection uses one.
+    socket: Option<String>,
+    /// The ACL user (`REDIS_USERNAME`), sent by Laravel 9 and later only.
+    username: Option<String>,
+    /// `***` when a password is set, `null` when none is.
+    password: Option<&'static str>,
+    /// The cache database index (`REDIS_CACHE_DB`).
+    database: i64,
+    /// Whether the connection uses TLS (a `tls://` host, or a `tls` scheme).
+    tls: bool,
     /// `phpredis` or `predis`.
-    pub client: String,
+    client: String,
     /// The connection prefix (`database.redis.options.prefix`).
-    pub prefix: String,
+    prefix: String,
 }
 
+/// The cache store's key naming.
 #[derive(Debug, Serialize)]
-pub struct CacheReport {
+struct CacheReport {
     /// The cache prefix as configured, without the `:` Laravel 8-10 append.
-    pub prefix: String,
-    pub key_type: String,
+    prefix: String,
+    /// The key type before `:<id>` (`ORDER_EXPIRE_KEY_TYPE`, default `ORDER_CONFIRM`).
+    key_type: String,
 }
 
+/// The MySQL connection and tables, password masked.
 #[derive(Debug, Serialize)]
-pub struct DbReport {
-    pub host: String,
-    pub port: u16,
-    pub socket: Option<String>,
-    pub database: String,
-    pub username: String,
-    pub password: &'static str,
-    pub table_prefix: String,
+struct DbReport {
+    /// The host (`DB_HOST` in the stock config).
+    host: String,
+    /// The port (`DB_PORT`).
+    port: u16,
+    /// The Unix socket (`DB_SOCKET`, or PDO's default for the host `localhost`), used instead
+    /// of host and port.
+    socket: Option<String>,
+    /// The schema (`DB_DATABASE`).
+    database: String,
+    /// The user (`DB_USERNAME`).
+    username: String,
+    /// `***`, or `(empty)` when `DB_PASSWORD` is empty.
+    password: &'static str,
+    /// The connection's table `prefix`, already part of the table names below.
+    table_prefix: String,
     /// `SET NAMES` as Laravel sends it (null: not sent).
-    pub charset: Option<String>,
-    pub collation: Option<String>,
+    charset: Option<String>,
+    /// The collation sent with `SET NAMES`, if any.
+    collation: Option<String>,
     /// The connection's `timezone` key (`SET time_zone`), when it has one.
-    pub timezone: Option<String>,
-    pub orders_table: String,
-    pub products_table: String,
-    pub items_table: Option<String>,
+    timezone: Option<String>,
+    /// The orders table, prefix included.
+    orders_table: String,
+    /// The products table, prefix included.
+    products_table: String,
+    /// The order lines table (`null`: one product per order, on the order's row).
+    items_table: Option<String>,
 }
 
+/// What each server answered.
 #[derive(Debug, Default, Serialize)]
-pub struct Connections {
-    pub redis: Probe,
-    pub mysql: Probe,
+struct Connections {
+    redis: Probe,
+    mysql: Probe,
 }
 
 /// One connection attempt and what it found.
 #[derive(Debug, Default, Serialize)]
-pub struct Probe {
-    pub ok: bool,
-    pub version: Option<String>,
-    pub error: Option<String>,
+struct Probe {
+    /// True when the server is usable as configured.
+    ok: bool,
+    /// The server's version, once connected.
+    version: Option<String>,
+    /// Why the server is not usable, on one line.
+    error: Option<String>,
     /// Findings that do not stop the worker (notifications unreadable, an index missing).
-    pub warnings: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl Report {
-    pub fn new(settings: &Settings) -> Self {
+    fn new(settings: &Settings) -> Self {
         let r = &settings.redis;
         let (host, port, socket, tls) = match &r.endpoint {
             RedisEndpoint::Tcp { host, port } => (host.clone(), Some(*port), None, false),
@@ -180,14 +223,14 @@ impl Report {
     }
 
     /// True when nothing stops the worker.
-    pub fn healthy(&self) -> bool {
+    fn healthy(&self) -> bool {
         self.connections
             .as_ref()
             .is_none_or(|c| c.redis.ok && c.mysql.ok)
     }
 
     /// The human-readable form.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let mut out = String::new();
         let r = &self.redis;
         let d = &self.db;
@@ -286,7 +329,7 @@ pub async fn command(settings: &Settings, json: bool, connect: bool) -> Result<(
 }
 
 /// Builds the report and, unless `connect` is false, probes both servers.
-pub async fn run(settings: &Settings, connect: bool) -> Report {
+async fn run(settings: &Settings, connect: bool) -> Report {
     let mut report = Report::new(settings);
     if connect {
         report.connections = Some(Connections {

@@ -26,13 +26,17 @@ use crate::stats::Stats;
 
 /// The result of `order-expire sweep`.
 #[derive(Debug, Default)]
-pub struct SweepReport {
-    pub summary: SweepSummary,
-    pub dry_run: bool,
-    pub cancelled: usize,
-    pub not_unpaid: usize,
+struct SweepReport {
+    /// What the pass found: orders examined, overdue, still keyed.
+    summary: SweepSummary,
+    /// `--dry-run`: the overdue orders were listed, not written.
+    dry_run: bool,
+    /// Overdue orders cancelled, their stock returned.
+    cancelled: usize,
+    /// Overdue orders no longer unpaid when written (paid, already cancelled, gone): left alone.
+    not_unpaid: usize,
     /// Orders MySQL refused with a permanent error (a value out of range, a constraint).
-    pub refused: usize,
+    refused: usize,
 }
 
 impl fmt::Display for SweepReport {
@@ -89,7 +93,7 @@ impl Observer for Tally {
 
 /// Runs one pass; prints a line per overdue order on stdout. The orders go through the
 /// worker's own queue, dispatcher and writer.
-pub async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport, Error> {
+async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport, Error> {
     let redis = RedisTarget::new(&settings.redis)?;
     let db = Database::connect(&settings.mysql, 2).await?;
     let writer =

@@ -18,10 +18,13 @@ pub(super) const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 /// Why a file was not read; rendered as the end of a one-line error.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The file could not be opened or read (missing, no permission).
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The path is not a regular file: what it is instead, e.g. `a directory`.
     #[error("it is {0}, not a regular file")]
     NotRegular(&'static str),
+    /// The file is larger than the cap (in bytes), before or while it is read.
     #[error("it is larger than {} MiB, far more than Laravel's files ever are", .0 / (1024 * 1024))]
     TooLarge(u64),
 }

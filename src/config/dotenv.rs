@@ -43,18 +43,26 @@ pub use super::version::DotenvRules;
 /// when the name itself is valid. It never holds the value.
 #[derive(Debug, PartialEq, Eq)]
 pub struct DotenvError {
+    /// The 1-based line where the bad entry starts.
     pub line: usize,
+    /// The variable's name, when the name itself is valid.
     pub name: Option<String>,
+    /// What is wrong with the entry.
     pub problem: Problem,
 }
 
 /// What phpdotenv rejects, in its own words ("Encountered ...") with the fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {
+    /// An entry has nothing before its `=`.
     UnexpectedEquals,
+    /// A name outside the grammar of these rules (5.5 also accepts Unicode letters and marks).
     InvalidName(DotenvRules),
+    /// An unquoted value has whitespace followed by something other than a `#` comment.
     UnexpectedWhitespace,
+    /// A double-quoted value has a `\` before a character that is not an allowed escape.
     UnexpectedEscape,
+    /// A quoted value (or an escape at its end) is not closed by the end of the entry.
     MissingClosingQuote,
 }
 

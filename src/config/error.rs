@@ -13,16 +13,22 @@ use super::php_value::Unevaluated;
 /// Problems in the app's configuration, found before connecting to anything.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The `.env` given with `--env` cannot be read: missing, not a regular file, too large.
     #[error("cannot read {}: {source} (pass the Laravel app's .env with --env)", path.display())]
     ReadEnv {
+        /// The `.env` as given.
         path: PathBuf,
+        /// Why it was not read.
         #[source]
         source: ReadError,
     },
 
+    /// The `.env` breaks the app's phpdotenv rules, so Laravel itself would refuse to boot.
     #[error("{}: the environment file is invalid, as Laravel would also report: {source}", path.display())]
     ParseEnv {
+        /// The `.env`.
         path: PathBuf,
+        /// The first line phpdotenv would reject, and why.
         #[source]
         source: DotenvError,
     },
@@ -30,39 +36,69 @@ pub enum ConfigError {
     #[error(
         "{name} is {found:?} {origin}, but order-expire follows orders through Laravel's redis cache store: set {name}=redis"
     )]
+    /// The default cache store, chosen by an environment variable (`CACHE_DRIVER`,
+    /// `CACHE_STORE` from Laravel 11), is not a redis store, so no order key ever expires in
+    /// Redis.
     CacheDriver {
+        /// Where the variable was set.
         origin: ValueOrigin,
+        /// The variable, e.g. `CACHE_DRIVER`.
         name: String,
+        /// The store it names, e.g. `file`.
         found: String,
     },
 
     #[error(
         "{name} is {found:?} {origin}: order-expire writes to MySQL or MariaDB only (set {name} to mysql or mariadb)"
     )]
+    /// The default database connection (`DB_CONNECTION`, or `database.default`) is not a
+    /// MySQL or MariaDB one.
     DbConnection {
+        /// Where the connection was chosen.
         origin: ValueOrigin,
+        /// `DB_CONNECTION`, or `database.default` when no variable sets it.
         name: String,
+        /// The connection it names, e.g. `sqlite`.
         found: String,
     },
 
+    /// One of the app's `config/*.php` files exists but cannot be read.
     #[error("cannot read {}: {reason}", path.display())]
-    ConfigFile { path: PathBuf, reason: String },
+    ConfigFile {
+        /// The config file.
+        path: PathBuf,
+        /// Why it was not read.
+        reason: String,
+    },
 
     #[error(
         "{0}; order-expire evaluates the PHP config files are written in, not arbitrary code: simplify that expression, or run `php artisan config:cache` in the app and order-expire reads Laravel's own resolved values from bootstrap/cache/config.php"
     )]
+    /// A config file, or a value in it that the worker needs, is PHP outside what order-expire
+    /// evaluates (a method call, a closure, an unknown function).
     Unsupported(Unevaluated),
 
     #[error("cannot read Laravel's configuration cache {}: {reason} (run php artisan config:cache again, or config:clear)", path.display())]
-    ConfigCache { path: PathBuf, reason: String },
+    /// Laravel's configuration cache (`bootstrap/cache/config.php`, or `APP_CONFIG_CACHE`)
+    /// exists but cannot be read or parsed.
+    ConfigCache {
+        /// The cache file.
+        path: PathBuf,
+        /// Why it was not read, or where its parsing failed.
+        reason: String,
+    },
 
     /// A bad value, named by where it was given (a flag, the process environment, the `.env`,
     /// a config file and line); the value itself is masked when it is a secret.
     #[error("{key}={} {origin}: {reason}", shown_value(.key, .value))]
     Invalid {
+        /// Where the value was given.
         origin: ValueOrigin,
+        /// The setting: a variable, a flag or a config path.
         key: String,
+        /// The value as given; shown masked when `key` names a secret.
         value: String,
+        /// What is wrong with it, and what is expected.
         reason: String,
     },
 }
@@ -78,7 +114,12 @@ pub enum ValueOrigin {
     /// The app's `.env`.
     EnvFile(PathBuf),
     /// A config file (or the configuration cache), at a line when known.
-    ConfigFile { path: PathBuf, line: Option<u32> },
+    ConfigFile {
+        /// The config file, or the configuration cache.
+        path: PathBuf,
+        /// The 1-based line, when known.
+        line: Option<u32>,
+    },
 }
 
 impl std::fmt::Display for ValueOrigin {

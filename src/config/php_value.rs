@@ -52,11 +52,13 @@ pub(super) enum PhpValue {
 /// Where and why a config expression could not be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unevaluated {
+    /// The config file that holds the expression.
     pub file: PathBuf,
     /// 1-based.
     pub line: u32,
     /// The expression's source text, shortened.
     pub expression: String,
+    /// Why it could not be evaluated, with `(needed for <setting>)` once a setting needs it.
     pub reason: String,
 }
 

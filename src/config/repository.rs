@@ -36,6 +36,7 @@ pub enum ConfigSource {
 }
 
 impl ConfigSource {
+    /// The source as `check` names it: `.env`, `config` or `config-cache`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Env => ".env",

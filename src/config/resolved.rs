@@ -21,8 +21,13 @@ pub struct RecoverySettings {
 /// How to reach the cache store's Redis connection (`database.redis.cache` by default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
+    /// Where the server is: host and port (`REDIS_HOST`, `REDIS_PORT`), with TLS or not, or a
+    /// Unix socket.
     pub endpoint: RedisEndpoint,
+    /// The ACL user (`REDIS_USERNAME`); Laravel 8 never sends one, so `None` there.
     pub username: Option<String>,
+    /// `REDIS_PASSWORD`, `None` when PHP-empty (`null`, `''`, `'0'`): phpredis then sends no
+    /// `AUTH`.
     pub password: Option<String>,
     /// The cache database index (`REDIS_CACHE_DB`), as phpredis `SELECT`s it.
     pub database: i64,
@@ -30,11 +35,28 @@ pub struct RedisSettings {
     pub client: String,
 }
 
+/// Where phpredis connects, from the connection's `host`, `port` and `scheme`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisEndpoint {
-    Tcp { host: String, port: u16 },
-    Tls { host: String, port: u16 },
-    Unix { path: PathBuf },
+    /// Plain TCP: a bare host, or a `tcp://` or `redis://` one.
+    Tcp {
+        /// The host name or address, without its scheme.
+        host: String,
+        /// The port, 1-65535.
+        port: u16,
+    },
+    /// TLS: a `tls://`, `ssl://` or `rediss://` host, or a `tls` scheme or driver.
+    Tls {
+        /// The host name or address, without its scheme.
+        host: String,
+        /// The port, 1-65535.
+        port: u16,
+    },
+    /// A Unix socket: a host that is an absolute path, with a port below 1.
+    Unix {
+        /// The socket's path.
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for RedisEndpoint {
@@ -64,13 +86,18 @@ pub struct KeySettings {
 /// The app's default database connection (`database.connections.mysql` by default).
 #[derive(Clone, PartialEq, Eq)]
 pub struct MysqlSettings {
+    /// The host (`DB_HOST`; the `write` host when the connection has one).
     pub host: String,
+    /// The port (`DB_PORT`, default 3306).
     pub port: u16,
     /// A Unix socket, from `unix_socket` (`DB_SOCKET`) or implied by the host `localhost` as
     /// PDO does.
     pub socket: Option<PathBuf>,
+    /// The schema the tables are in (`DB_DATABASE`).
     pub database: String,
+    /// `DB_USERNAME`.
     pub username: String,
+    /// `DB_PASSWORD`; never printed, not even by `Debug`.
     pub password: String,
     /// The connection's table prefix (`'prefix'` in config/database.php), already applied to
     /// the schema's table names.
@@ -86,9 +113,11 @@ pub struct MysqlSettings {
 pub struct MysqlSession {
     /// `SET NAMES '<charset>'` (with `COLLATE '<collation>'`); nothing when the charset is unset.
     pub charset: Option<String>,
+    /// The `COLLATE` of `SET NAMES`, when the connection has a `collation` key.
     pub collation: Option<String>,
     /// `SET time_zone = '<timezone>'`, only when the connection has a `timezone` key.
     pub timezone: Option<String>,
+    /// The session's `sql_mode`, from `strict` and `modes`.
     pub sql_mode: SqlMode,
 }
 
@@ -126,9 +155,13 @@ impl MysqlSession {
 /// `sql_mode` as MySqlConnector::setModes picks it: `modes`, else `strict`, else untouched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SqlMode {
+    /// Neither key: the server's own `sql_mode` stays.
     Unset,
+    /// `'strict' => true`: Laravel's strict modes.
     Strict,
+    /// `'strict' => false`: `NO_ENGINE_SUBSTITUTION` only.
     NotStrict,
+    /// The connection's `modes` list, as given.
     Modes(Vec<String>),
 }
 
@@ -161,7 +194,9 @@ impl fmt::Debug for MysqlSettings {
 /// The app's time zone (`config('app.timezone')`), in which Eloquent writes `updated_at`.
 #[derive(Debug, Clone)]
 pub struct TimeZoneSetting {
+    /// The IANA name as configured, e.g. `UTC` or `Asia/Shanghai`.
     pub name: String,
+    /// That zone, looked up in the tz database.
     pub tz: jiff::tz::TimeZone,
 }
 

@@ -43,12 +43,21 @@ impl fmt::Display for Ident {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderLines {
     /// One product per order: `orders.product_id` and `orders.quantity` (the blog post's schema).
-    OnOrder { product: Ident, quantity: Ident },
+    OnOrder {
+        /// The order row's product column (`ORDER_EXPIRE_ORDERS_PRODUCT_COLUMN`).
+        product: Ident,
+        /// The order row's quantity column (`ORDER_EXPIRE_ORDERS_QUANTITY_COLUMN`).
+        quantity: Ident,
+    },
     /// Several lines per order in an items table: `order_items(order_id, product_id, quantity)`.
     Items {
+        /// The lines table (`ORDER_EXPIRE_ITEMS_TABLE`), table prefix included.
         table: Ident,
+        /// Its column holding the order id (`ORDER_EXPIRE_ITEMS_ORDER_COLUMN`).
         order: Ident,
+        /// Its product column (`ORDER_EXPIRE_ITEMS_PRODUCT_COLUMN`).
         product: Ident,
+        /// Its quantity column (`ORDER_EXPIRE_ITEMS_QUANTITY_COLUMN`).
         quantity: Ident,
     },
 }
@@ -59,10 +68,16 @@ pub enum OrderLines {
 /// checks at start which of the configured columns really exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schema {
+    /// The orders table (`ORDER_EXPIRE_ORDERS_TABLE`), table prefix included.
     pub orders: Ident,
+    /// The orders' status column (`ORDER_EXPIRE_ORDERS_STATUS_COLUMN`).
     pub order_status: Ident,
+    /// Where an order's products and quantities are: on its row, or in a lines table.
     pub lines: OrderLines,
+    /// The products table (`ORDER_EXPIRE_PRODUCTS_TABLE`), table prefix included.
     pub products: Ident,
+    /// The stock column the cancelled quantity goes back to
+    /// (`ORDER_EXPIRE_PRODUCTS_STOCK_COLUMN`).
     pub product_stock: Ident,
     /// The status of an order that may still be paid (the only one we cancel).
     pub unpaid_status: i64,

@@ -22,23 +22,47 @@ use super::version::{DotenvRules, DotenvVersion, LaravelVersion};
 /// Names of our own settings. They live in the app's `.env` beside Laravel's, and each has a
 /// command-line flag that wins over it.
 pub mod keys {
+    /// The key type between the cache prefix and `:<id>` (default `ORDER_CONFIRM`).
     pub const KEY_TYPE: &str = "ORDER_EXPIRE_KEY_TYPE";
+    /// The orders table (default `orders`), before the connection's table prefix.
     pub const ORDERS_TABLE: &str = "ORDER_EXPIRE_ORDERS_TABLE";
+    /// The orders' status column (default `status`).
     pub const ORDERS_STATUS_COLUMN: &str = "ORDER_EXPIRE_ORDERS_STATUS_COLUMN";
+    /// The product column of an order row, when each order holds one product (default
+    /// `product_id`).
     pub const ORDERS_PRODUCT_COLUMN: &str = "ORDER_EXPIRE_ORDERS_PRODUCT_COLUMN";
+    /// The quantity column of an order row, when each order holds one product (default
+    /// `quantity`).
     pub const ORDERS_QUANTITY_COLUMN: &str = "ORDER_EXPIRE_ORDERS_QUANTITY_COLUMN";
+    /// The status of an unpaid order, the only status that is cancelled (default `0`).
     pub const UNPAID_STATUS: &str = "ORDER_EXPIRE_UNPAID_STATUS";
+    /// The status a cancelled order gets (default `2`, as the PHP command sets).
     pub const CANCELLED_STATUS: &str = "ORDER_EXPIRE_CANCELLED_STATUS";
+    /// A column the app sets on payment, e.g. `paid_at`: an order with it set is never cancelled,
+    /// whatever its status. Unset by default.
     pub const PAID_COLUMN: &str = "ORDER_EXPIRE_PAID_COLUMN";
+    /// The products table (default `products`), before the connection's table prefix.
     pub const PRODUCTS_TABLE: &str = "ORDER_EXPIRE_PRODUCTS_TABLE";
+    /// The stock column of the products table (default `stock`).
     pub const PRODUCTS_STOCK_COLUMN: &str = "ORDER_EXPIRE_PRODUCTS_STOCK_COLUMN";
+    /// An order lines table, e.g. `order_items`: when set, an order's products and quantities
+    /// are read there instead of from the order row.
     pub const ITEMS_TABLE: &str = "ORDER_EXPIRE_ITEMS_TABLE";
+    /// The lines table's order column (default `order_id`).
     pub const ITEMS_ORDER_COLUMN: &str = "ORDER_EXPIRE_ITEMS_ORDER_COLUMN";
+    /// The lines table's product column (default `product_id`).
     pub const ITEMS_PRODUCT_COLUMN: &str = "ORDER_EXPIRE_ITEMS_PRODUCT_COLUMN";
+    /// The lines table's quantity column (default `quantity`).
     pub const ITEMS_QUANTITY_COLUMN: &str = "ORDER_EXPIRE_ITEMS_QUANTITY_COLUMN";
+    /// The time zone `updated_at` is written in, instead of `app.timezone`.
     pub const TIMEZONE: &str = "ORDER_EXPIRE_TIMEZONE";
+    /// The TTL in seconds the app passes to `Cache::put()`: setting it turns reconciliation on,
+    /// so that an order whose key is gone past it is cancelled (unset: events only).
     pub const ORDER_TTL: &str = "ORDER_EXPIRE_TTL";
+    /// Seconds between two reconciliation sweeps (default 60, at most a day).
     pub const SWEEP_INTERVAL: &str = "ORDER_EXPIRE_SWEEP_INTERVAL";
+    /// The app's Laravel version, e.g. `10.48`; it wins over the one found in `vendor/`,
+    /// `composer.lock` or `composer.json`.
     pub const LARAVEL_VERSION: &str = "ORDER_EXPIRE_LARAVEL_VERSION";
 }
 
@@ -79,11 +103,17 @@ pub struct Settings {
     pub source: ConfigSource,
     /// The files Laravel's settings were read from (or the stock files used instead).
     pub config_files: Vec<String>,
+    /// The cache store's Redis connection, whose expired events the worker hears.
     pub redis: RedisSettings,
+    /// The prefixes and key type that make up an order's cache key.
     pub keys: KeySettings,
+    /// The default database connection, where the orders are.
     pub mysql: MysqlSettings,
+    /// The tables and columns the writer uses, the table prefix already applied.
     pub schema: Schema,
+    /// The app's time zone, in which `updated_at` is written.
     pub timezone: TimeZoneSetting,
+    /// The reconciliation of orders whose event never arrived (`ORDER_EXPIRE_TTL`).
     pub recovery: RecoverySettings,
 }
 

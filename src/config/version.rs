@@ -14,6 +14,7 @@ use std::path::Path;
 /// A Laravel framework version (major and the rest as written).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaravelVersion {
+    /// The major version, which picks the key format, the stock files and the `.env` rules.
     pub major: u32,
     /// As found, e.g. `8.83.26`, or `^8.0` from composer.json.
     pub text: String,
@@ -128,6 +129,7 @@ pub enum DotenvRules {
 /// The phpdotenv version whose rules read the app's `.env`, and where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DotenvVersion {
+    /// The rules this version reads a `.env` with.
     pub rules: DotenvRules,
     /// As found (`5.4.1`), or the lowest version a Laravel version requires (`^5.6.1`).
     pub text: String,

@@ -29,9 +29,13 @@ const MODEL_IDENTIFIER: &str = "Illuminate\\Contracts\\Database\\ModelIdentifier
 /// Which optional fields the app's Laravel version writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PayloadFormat {
+    /// `failOnTimeout` (Laravel 8.43 and later).
     pub fail_on_timeout: bool,
+    /// `deleteWhenMissingModels` (Laravel 13).
     pub delete_when_missing_models: bool,
+    /// `data.batchId` (Laravel 12.51 and later).
     pub batch_id: bool,
+    /// `createdAt` (Laravel 12.11 and later).
     pub created_at: bool,
 }
 
@@ -55,6 +59,7 @@ pub enum JobArgument {
     /// `public $order` with `SerializesModels`: the order travels as Laravel's model identifier
     /// and `handle()` gets the fresh model from the database (already cancelled).
     Model {
+        /// The job's public property that holds the order, e.g. `order`.
         property: String,
         /// The Eloquent model class, e.g. `App\Models\Order`.
         model: String,
@@ -62,7 +67,10 @@ pub enum JobArgument {
         connection: String,
     },
     /// `public int $orderId`: the plain id.
-    Id { property: String },
+    Id {
+        /// The job's public property that holds the id, e.g. `orderId`.
+        property: String,
+    },
 }
 
 /// The job class to dispatch and what it holds.
@@ -70,6 +78,7 @@ pub enum JobArgument {
 pub struct JobClass {
     /// e.g. `App\Jobs\OrderExpired`
     pub class: String,
+    /// The property that holds the order, and whether as a model or as its id.
     pub argument: JobArgument,
 }
 
@@ -128,7 +137,9 @@ impl PayloadIds {
 /// Which queue the payload is for: the redis queue appends `id` and `attempts`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueDriver {
+    /// The database queue: the payload is stored as is in `jobs.payload`.
     Database,
+    /// The redis queue: the payload ends with the job's `id` and `attempts`.
     Redis,
 }
 

@@ -10,13 +10,17 @@ use std::fmt::Write as _;
 /// One serialized PHP value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PhpSerialized {
+    /// `i:<n>;`
     Int(i128),
+    /// `s:<byte length>:"<text>";`
     Str(String),
     /// `[]`
     EmptyArray,
     /// An object of `class` with these public properties, in order.
     Object {
+        /// The fully qualified class name, e.g. `App\Jobs\OrderExpired`.
         class: String,
+        /// Each public property's name and value.
         properties: Vec<(String, PhpSerialized)>,
     },
 }

@@ -29,13 +29,13 @@ const PAGE: usize = 1000;
 
 /// What one sweep found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SweepSummary {
+pub(crate) struct SweepSummary {
     /// Unpaid orders older than the TTL that were examined.
-    pub examined: usize,
+    pub(crate) examined: usize,
     /// Those whose key is gone: handed to the writer.
-    pub overdue: usize,
+    pub(crate) overdue: usize,
     /// Those whose key still exists (a longer TTL in the app): left for their own event.
-    pub still_keyed: usize,
+    pub(crate) still_keyed: usize,
 }
 
 pub(crate) struct Reconciler {
