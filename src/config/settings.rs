@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::dispatch::{self, DispatchSettings};
 use super::environment::Environment;
 use super::error::{ConfigError, ValueOrigin};
 use super::repository::{ConfigSource, Repository};
@@ -40,6 +41,12 @@ pub mod keys {
     pub const ORDER_TTL: &str = "ORDER_EXPIRE_TTL";
     pub const SWEEP_INTERVAL: &str = "ORDER_EXPIRE_SWEEP_INTERVAL";
     pub const LARAVEL_VERSION: &str = "ORDER_EXPIRE_LARAVEL_VERSION";
+    pub const DISPATCH: &str = "ORDER_EXPIRE_DISPATCH";
+    pub const ORDER_MODEL: &str = "ORDER_EXPIRE_ORDER_MODEL";
+    pub const DISPATCH_ARGUMENT: &str = "ORDER_EXPIRE_DISPATCH_ARGUMENT";
+    pub const DISPATCH_PROPERTY: &str = "ORDER_EXPIRE_DISPATCH_PROPERTY";
+    pub const DISPATCH_CONNECTION: &str = "ORDER_EXPIRE_DISPATCH_CONNECTION";
+    pub const DISPATCH_QUEUE: &str = "ORDER_EXPIRE_DISPATCH_QUEUE";
 }
 
 /// The command-line flag that sets our setting `name`: `ORDER_EXPIRE_ORDERS_TABLE` is
@@ -85,6 +92,8 @@ pub struct Settings {
     pub schema: Schema,
     pub timezone: TimeZoneSetting,
     pub recovery: RecoverySettings,
+    /// The Laravel job queued for every cancelled order (`ORDER_EXPIRE_DISPATCH`), if any.
+    pub dispatch: Option<DispatchSettings>,
 }
 
 impl Settings {
@@ -225,6 +234,12 @@ impl Settings {
                 TimeZoneSetting { name, tz }
             }
         };
+        let dispatch = dispatch::resolve(
+            &laravel,
+            &|name| ours.ours(name),
+            &|name, value, reason| ours.invalid(name, value, reason),
+            env_file.parent().unwrap_or(Path::new(".")),
+        )?;
         Ok(Self {
             env_file: env_file.to_path_buf(),
             dotenv: DotenvVersion::required_by(version.as_ref()),
@@ -237,6 +252,7 @@ impl Settings {
             schema,
             timezone,
             recovery: ours.recovery()?,
+            dispatch,
         })
     }
 }
