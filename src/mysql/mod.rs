@@ -6,6 +6,7 @@
 //! writing SQL themselves, so a change of the schema mapping is made here once.
 
 mod error;
+pub mod jobs;
 pub mod orders;
 mod pool;
 pub mod schema;
