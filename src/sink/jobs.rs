@@ -46,10 +46,14 @@ impl JobSink {
             ),
         };
         db.require_table(table.table(), &fix).await?;
-        let (major, minor) = settings
-            .laravel
-            .as_ref()
-            .map_or((8, None), |v| (v.major, v.minor()));
+        // composer.json holds a constraint (`^8.0`), not the installed minor: read it as the
+        // newest of its major, as for an unknown minor.
+        let (major, minor) = settings.laravel.as_ref().map_or((8, None), |v| {
+            (
+                v.major,
+                (v.source != "composer.json").then(|| v.minor()).flatten(),
+            )
+        });
         Ok(Some(Self {
             job: job_class(dispatch),
             format: PayloadFormat::of_laravel(major, minor),
