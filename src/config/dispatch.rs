@@ -12,7 +12,16 @@ use super::bounded;
 use super::error::ConfigError;
 use super::resolve::Laravel;
 use super::resolved::RedisSettings;
-use super::settings::keys;
+
+/// Our settings' names; `settings::keys` lists them with the others.
+pub(super) mod keys {
+    pub const DISPATCH: &str = "ORDER_EXPIRE_DISPATCH";
+    pub const ORDER_MODEL: &str = "ORDER_EXPIRE_ORDER_MODEL";
+    pub const DISPATCH_ARGUMENT: &str = "ORDER_EXPIRE_DISPATCH_ARGUMENT";
+    pub const DISPATCH_PROPERTY: &str = "ORDER_EXPIRE_DISPATCH_PROPERTY";
+    pub const DISPATCH_CONNECTION: &str = "ORDER_EXPIRE_DISPATCH_CONNECTION";
+    pub const DISPATCH_QUEUE: &str = "ORDER_EXPIRE_DISPATCH_QUEUE";
+}
 
 /// The job to queue for every cancelled order, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,12 +41,7 @@ pub mod keys {
     pub const ORDER_TTL: &str = "ORDER_EXPIRE_TTL";
     pub const SWEEP_INTERVAL: &str = "ORDER_EXPIRE_SWEEP_INTERVAL";
     pub const LARAVEL_VERSION: &str = "ORDER_EXPIRE_LARAVEL_VERSION";
-    pub const DISPATCH: &str = "ORDER_EXPIRE_DISPATCH";
-    pub const ORDER_MODEL: &str = "ORDER_EXPIRE_ORDER_MODEL";
-    pub const DISPATCH_ARGUMENT: &str = "ORDER_EXPIRE_DISPATCH_ARGUMENT";
-    pub const DISPATCH_PROPERTY: &str = "ORDER_EXPIRE_DISPATCH_PROPERTY";
-    pub const DISPATCH_CONNECTION: &str = "ORDER_EXPIRE_DISPATCH_CONNECTION";
-    pub const DISPATCH_QUEUE: &str = "ORDER_EXPIRE_DISPATCH_QUEUE";
+    pub use super::super::dispatch::keys::*;
 }
 
 /// The command-line flag that sets our setting `name`: `ORDER_EXPIRE_ORDERS_TABLE` is
