@@ -174,7 +174,7 @@ impl Settings {
     /// Like [`Settings::resolve`], with the stock files of the given Laravel version
     /// (`--laravel-version` wins).
     #[cfg(test)]
-    fn resolve_for(
+    pub(super) fn resolve_for(
         env_file: &Path,
         env: &Environment,
         overrides: &Overrides,
