@@ -384,3 +384,45 @@ async fn a_queue_order_expire_cannot_write_is_refused_at_start() {
         assert!(stderr.contains(named), "{extra}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_outbox_or_jobs_table_stops_the_start_with_the_migration_to_run() {
+    let redis = RedisServer::start();
+    let db = TestDb::create_empty().await;
+    for (queue, table, fix) in [
+        (
+            "redis",
+            "order_expire_outbox",
+            "deploy/laravel/2024_01_01_000000_create_order_expire_outbox_table.php",
+        ),
+        ("database", "queue_jobs", "php artisan queue:table"),
+    ] {
+        let laravel = LaravelApp::new(&App::env_text(
+            redis.port,
+            &db,
+            &format!("ORDER_EXPIRE_DISPATCH=App\\Jobs\\OrderExpired\nQUEUE_CONNECTION={queue}"),
+        ));
+        laravel.artisan(&["migrate", "--force"]);
+        if queue == "database" {
+            // The fixture's migrations create `jobs`; point the queue at a table that is not there.
+            std::fs::write(
+                laravel.dir().join("config/queue.php"),
+                "<?php return ['default' => env('QUEUE_CONNECTION'), 'connections' => ['database' => ['driver' => 'database', 'table' => 'queue_jobs', 'queue' => 'default']]];",
+            )
+            .expect("write config/queue.php");
+        }
+        let output = laravel.app.run(&[]);
+        assert_eq!(output.status.code(), Some(1), "{queue}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            last.contains(table) && last.contains(fix),
+            "{queue}: {stderr}"
+        );
+    }
+}
