@@ -57,6 +57,8 @@
 mod ascii_table;
 mod bounded;
 mod dispatch;
+#[cfg(test)]
+mod dispatch_tests;
 pub mod dotenv;
 mod env_value;
 mod environment;
