@@ -195,6 +195,27 @@ pub struct MappingArgs {
     /// exists only in 8-10) [ORDER_EXPIRE_LARAVEL_VERSION, default detected, else 8].
     #[arg(long, value_name = "VERSION", global = true)]
     pub laravel_version: Option<String>,
+    /// A Laravel job class to queue on the app's queue for every cancelled order, e.g.
+    /// App\Jobs\OrderExpired: it runs what the app's observers did after $order->save()
+    /// [ORDER_EXPIRE_DISPATCH, default none].
+    #[arg(long, value_name = "CLASS", global = true)]
+    pub dispatch: Option<String>,
+    /// The Eloquent Order model the job receives [ORDER_EXPIRE_ORDER_MODEL, default App\Models\Order].
+    #[arg(long, value_name = "CLASS", global = true)]
+    pub order_model: Option<String>,
+    /// What the job's property holds: model (the Order, with SerializesModels) or id
+    /// [ORDER_EXPIRE_DISPATCH_ARGUMENT, default model].
+    #[arg(long, value_name = "model|id", global = true)]
+    pub dispatch_argument: Option<String>,
+    /// The job's public property [ORDER_EXPIRE_DISPATCH_PROPERTY, default order, or orderId for id].
+    #[arg(long, value_name = "NAME", global = true)]
+    pub dispatch_property: Option<String>,
+    /// The queue connection of config/queue.php [ORDER_EXPIRE_DISPATCH_CONNECTION, default queue.default].
+    #[arg(long, value_name = "NAME", global = true)]
+    pub dispatch_connection: Option<String>,
+    /// The queue name [ORDER_EXPIRE_DISPATCH_QUEUE, default the connection's queue].
+    #[arg(long, value_name = "NAME", global = true)]
+    pub dispatch_queue: Option<String>,
 }
 
 impl MappingArgs {
@@ -219,6 +240,12 @@ impl MappingArgs {
             (keys::ORDER_TTL, &self.order_ttl),
             (keys::SWEEP_INTERVAL, &self.sweep_interval),
             (keys::LARAVEL_VERSION, &self.laravel_version),
+            (keys::DISPATCH, &self.dispatch),
+            (keys::ORDER_MODEL, &self.order_model),
+            (keys::DISPATCH_ARGUMENT, &self.dispatch_argument),
+            (keys::DISPATCH_PROPERTY, &self.dispatch_property),
+            (keys::DISPATCH_CONNECTION, &self.dispatch_connection),
+            (keys::DISPATCH_QUEUE, &self.dispatch_queue),
         ]
         .into_iter()
         .filter_map(|(key, value)| value.clone().map(|v| (key, v)))
@@ -284,6 +311,12 @@ mod tests {
             keys::ORDER_TTL,
             keys::SWEEP_INTERVAL,
             keys::LARAVEL_VERSION,
+            keys::DISPATCH,
+            keys::ORDER_MODEL,
+            keys::DISPATCH_ARGUMENT,
+            keys::DISPATCH_PROPERTY,
+            keys::DISPATCH_CONNECTION,
+            keys::DISPATCH_QUEUE,
         ] {
             assert!(
                 longs.contains(&config::flag_of(name)),

@@ -32,6 +32,8 @@ use crate::queue::{QueueSender, order_queue};
 use crate::redis::RedisTarget;
 use crate::sink::Writer;
 use crate::sink::dispatch::{ABANDON_GRACE, DispatchOptions, dispatch};
+use crate::sink::jobs::JobSink;
+use crate::sink::outbox::OutboxDrainer;
 use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
 use crate::source::reconcile::Reconciler;
@@ -85,7 +87,21 @@ pub(crate) async fn run(
     drop(conn);
 
     let db = Database::connect(&settings.mysql, options.concurrency).await?;
-    let writer = Arc::new(Writer::new(db, &settings.schema, settings.timezone.clone()).await?);
+    let jobs = JobSink::new(settings, &db).await?;
+    let outbox = match &jobs {
+        Some(jobs) => OutboxDrainer::new(settings, db.clone(), jobs.outbox_written()).await?,
+        None => None,
+    };
+    let writer = Arc::new(
+        Writer::new(db, &settings.schema, settings.timezone.clone())
+            .await?
+            .with_jobs(jobs),
+    );
+    if let Some(dispatch) = &settings.dispatch {
+        tracing::info!(job = %dispatch.class, connection = %dispatch.connection,
+            driver = dispatch.target.driver(), queue = %dispatch.queue,
+            "queueing a Laravel job for every cancelled order");
+    }
     tracing::info!(mysql = %writer.database().endpoint(), database = %settings.mysql.database,
         orders = %settings.schema.orders, products = %settings.schema.products,
         timezone = %settings.timezone.name, "writing to MySQL");
@@ -120,6 +136,9 @@ pub(crate) async fn run(
         tokio::spawn(source.run(subscription, queue.clone(), shutdown.clone())),
         tokio::spawn(watcher.run(queue.clone(), shutdown.clone())),
     ];
+    // The drainer stops after the writers: its own token is cancelled once they are done.
+    let outbox_stop = CancellationToken::new();
+    let outbox_task = outbox.map(|drainer| tokio::spawn(drainer.run(outbox_stop.clone())));
     match reconciler {
         Some(reconciler) => tasks.push(tokio::spawn(reconcile_loop(
             reconciler,
@@ -153,6 +172,16 @@ pub(crate) async fn run(
     )
     .await;
 
+    outbox_stop.cancel();
+    if let Some(task) = outbox_task {
+        let abort = task.abort_handle();
+        if tokio::time::timeout(ABANDON_GRACE, task).await.is_err() {
+            abort.abort();
+            tracing::warn!(
+                "the outbox was not drained at exit; the next start pushes what is left"
+            );
+        }
+    }
     // The sources stop on the same signal; none may hold the exit past the deadline.
     for task in tasks {
         let abort = task.abort_handle();

@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::config::{OrderLines, RedisEndpoint, Settings};
+use crate::config::{
+    DispatchArgument, DispatchSettings, OrderLines, QueueTarget, RedisEndpoint, Settings,
+};
 use crate::contract::Contract;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
@@ -51,8 +53,84 @@ struct Report {
     order_ttl: Option<u64>,
     /// Which signals cancel an order, and the guard every cancellation must pass.
     contract: Contract,
+    /// The Laravel job queued per cancelled order (`null`: none).
+    dispatch: Option<DispatchReport>,
     /// What each server answered (`null` with `--no-connect`).
     connections: Option<Connections>,
+}
+
+/// `ORDER_EXPIRE_DISPATCH` as resolved: the job, the queue connection and where jobs go.
+#[derive(Debug, Serialize)]
+struct DispatchReport {
+    job: String,
+    /// `model` or `id`.
+    argument: &'static str,
+    property: String,
+    /// The Eloquent model class, for `model`.
+    model: Option<String>,
+    /// The queue connection's name and driver (`database` or `redis`).
+    connection: String,
+    driver: &'static str,
+    queue: String,
+    /// The `jobs` table (database), or the list key (redis).
+    table: Option<String>,
+    key: Option<String>,
+    /// The queue's Redis database (redis).
+    redis_database: Option<i64>,
+    /// `exactly-once` (database) or `at-least-once` (redis, through the outbox).
+    delivery: &'static str,
+}
+
+impl DispatchReport {
+    fn new(d: &DispatchSettings) -> Self {
+        let (table, key, redis_database, delivery) = match &d.target {
+            QueueTarget::Database { table } => (Some(table.clone()), None, None, "exactly-once"),
+            QueueTarget::Redis { redis, prefix } => (
+                None,
+                Some(format!("{prefix}queues:{}", d.queue)),
+                Some(redis.database),
+                "at-least-once",
+            ),
+        };
+        let (argument, model) = match &d.argument {
+            DispatchArgument::Model { model, .. } => ("model", Some(model.clone())),
+            DispatchArgument::Id => ("id", None),
+        };
+        Self {
+            job: d.class.clone(),
+            argument,
+            property: d.property.clone(),
+            model,
+            connection: d.connection.clone(),
+            driver: d.target.driver(),
+            queue: d.queue.clone(),
+            table,
+            key,
+            redis_database,
+            delivery,
+        }
+    }
+
+    fn text(&self) -> String {
+        let place = match (&self.table, &self.key) {
+            (Some(table), _) => format!("table {table}"),
+            (_, Some(key)) => format!(
+                "list {key} in Redis database {}",
+                self.redis_database.unwrap_or(0)
+            ),
+            _ => String::new(),
+        };
+        format!(
+            "{} (${} = {}) on queue connection {} ({}), queue {}, {place}; {}",
+            self.job,
+            self.property,
+            self.model.as_deref().unwrap_or("the order id"),
+            self.connection,
+            self.driver,
+            self.queue,
+            self.delivery
+        )
+    }
 }
 
 /// The Laravel version whose rules apply.
@@ -218,6 +296,7 @@ impl Report {
             timezone: settings.timezone.name.clone(),
             order_ttl: settings.recovery.order_ttl.map(|d| d.as_secs()),
             contract: Contract::new(settings),
+            dispatch: settings.dispatch.as_ref().map(DispatchReport::new),
             connections: None,
         }
     }
@@ -293,6 +372,9 @@ impl Report {
             }
         );
         let _ = writeln!(out, "  contract    {}", self.contract.promise());
+        if let Some(dispatch) = &self.dispatch {
+            let _ = writeln!(out, "  dispatch    {}", dispatch.text());
+        }
         if let Some(c) = &self.connections {
             for (name, probe) in [("redis", &c.redis), ("mysql", &c.mysql)] {
                 let status = match (&probe.error, &probe.version) {

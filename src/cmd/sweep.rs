@@ -19,6 +19,7 @@ use crate::mysql::Database;
 use crate::queue::{OrderQueue, order_queue};
 use crate::redis::RedisTarget;
 use crate::sink::dispatch::{DispatchOptions, Observer, dispatch};
+use crate::sink::jobs::JobSink;
 use crate::sink::writer::MAX_BATCH;
 use crate::sink::{Outcome, Writer};
 use crate::source::reconcile::{Reconciler, SweepSummary};
@@ -96,8 +97,14 @@ impl Observer for Tally {
 async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport, Error> {
     let redis = RedisTarget::new(&settings.redis)?;
     let db = Database::connect(&settings.mysql, 2).await?;
-    let writer =
-        Arc::new(Writer::new(db.clone(), &settings.schema, settings.timezone.clone()).await?);
+    // The jobs of the orders it cancels go where the worker's would (a redis queue's outbox
+    // rows are pushed by the next drain of a running worker).
+    let jobs = JobSink::new(settings, &db).await?;
+    let writer = Arc::new(
+        Writer::new(db.clone(), &settings.schema, settings.timezone.clone())
+            .await?
+            .with_jobs(jobs),
+    );
     let reconciler = Reconciler::new(settings, db, redis, KeyPattern::new(&settings.keys)).ok_or_else(|| {
         Error::Usage(format!(
             "ORDER_EXPIRE_TTL is not set in {}: set it (or --order-ttl) to the TTL in seconds the app passes to Cache::put(), so that a missing key can be told from an early one",

@@ -45,6 +45,8 @@
 //! * `resolved` holds the resolved value types ([`RedisSettings`], [`MysqlSettings`],
 //!   [`KeySettings`]...), which `resolve` computes from that configuration as Laravel's
 //!   managers and connectors do.
+//! * `dispatch` resolves the Laravel job queued per cancelled order and its queue
+//!   connection (`config/queue.php`) as `QueueManager` does.
 //! * `settings` puts it together with order-expire's own settings (schema mapping, TTL, time
 //!   zone override); `schema` validates the table and column names.
 
@@ -54,6 +56,9 @@
 
 mod ascii_table;
 mod bounded;
+mod dispatch;
+#[cfg(test)]
+mod dispatch_tests;
 pub mod dotenv;
 mod env_value;
 mod environment;
@@ -71,6 +76,7 @@ mod url;
 pub mod version;
 
 pub use bounded::ReadError;
+pub use dispatch::{DispatchArgument, DispatchSettings, QueueTarget};
 pub use error::{ConfigError, ValueOrigin};
 pub use php::is_numeric;
 pub use php_value::Unevaluated;

@@ -21,8 +21,8 @@ use super::error::{ConfigError, is_secret_name};
 use super::php_eval::{Context, evaluate_file};
 use super::php_value::{ArrayKey, PhpArray, PhpValue, Unevaluated, parse_config_cache};
 
-/// The config files the worker reads.
-const FILES: [&str; 3] = ["app", "cache", "database"];
+/// The config files the worker reads (`queue` for dispatching jobs).
+const FILES: [&str; 4] = ["app", "cache", "database", "queue"];
 
 /// Where the configuration came from, as `check` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +152,10 @@ impl Repository {
         };
         for (name, (stock_path, stock_source)) in FILES.into_iter().zip(stock_files(major)) {
             let app = match config_dir {
-                Some(dir) => read_app_file(&dir.join(format!("{name}.php")), major)?,
+                // Only a worker that dispatches jobs needs `queue`: its absence is no news.
+                Some(dir) => {
+                    read_app_file(&dir.join(format!("{name}.php")), major, name != "queue")?
+                }
                 None => None,
             };
             if app.is_none() || major >= 11 {
@@ -217,6 +220,7 @@ impl Repository {
         let nested = match name {
             "database" => Some("connections"),
             "cache" => Some("stores"),
+            "queue" => Some("connections"),
             _ => None,
         };
         if let Some(key) = nested
@@ -310,11 +314,15 @@ pub(super) fn unsupported(u: &Unevaluated, path: &str) -> ConfigError {
 /// The text of the app's config file at `path`; `None` when the app has none (Laravel 11+
 /// then use the framework's copy; older versions would have no such configuration, and the
 /// stock file is the best reading of the `.env`).
-fn read_app_file(path: &Path, major: u32) -> Result<Option<(PathBuf, String)>, ConfigError> {
+fn read_app_file(
+    path: &Path,
+    major: u32,
+    warn_missing: bool,
+) -> Result<Option<(PathBuf, String)>, ConfigError> {
     match bounded::read_text(path, bounded::MAX_CONFIG_BYTES) {
         Ok(source) => Ok(Some((path.to_path_buf(), source))),
         Err(e) if e.kind() == Some(std::io::ErrorKind::NotFound) => {
-            if major <= 10 {
+            if major <= 10 && warn_missing {
                 tracing::warn!(
                     "{} is missing; using Laravel {major}'s stock copy with the .env",
                     path.display()
@@ -337,13 +345,14 @@ fn under(path: &str, prefix: &str) -> bool {
 
 /// The stock `app`, `cache` and `database` files of Laravel `major` (path for messages, text).
 /// Laravel 9 and 10 share their skeleton's files, 11 and later the framework's.
-fn stock_files(major: u32) -> [(&'static str, &'static str); 3] {
+fn stock_files(major: u32) -> [(&'static str, &'static str); 4] {
     macro_rules! stock {
-        ($app:literal, $cache:literal, $database:literal) => {
+        ($app:literal, $cache:literal, $database:literal, $queue:literal) => {
             [
                 (concat!("src/config/", $app), include_str!($app)),
                 (concat!("src/config/", $cache), include_str!($cache)),
                 (concat!("src/config/", $database), include_str!($database)),
+                (concat!("src/config/", $queue), include_str!($queue)),
             ]
         };
     }
@@ -351,22 +360,26 @@ fn stock_files(major: u32) -> [(&'static str, &'static str); 3] {
         0..=8 => stock!(
             "stock/laravel8/app.php",
             "stock/laravel8/cache.php",
-            "stock/laravel8/database.php"
+            "stock/laravel8/database.php",
+            "stock/laravel8/queue.php"
         ),
         9 | 10 => stock!(
             "stock/laravel9/app.php",
             "stock/laravel9/cache.php",
-            "stock/laravel9/database.php"
+            "stock/laravel9/database.php",
+            "stock/laravel9/queue.php"
         ),
         11 => stock!(
             "stock/laravel11/app.php",
             "stock/laravel11/cache.php",
-            "stock/laravel11/database.php"
+            "stock/laravel11/database.php",
+            "stock/laravel11/queue.php"
         ),
         _ => stock!(
             "stock/laravel12/app.php",
             "stock/laravel11/cache.php",
-            "stock/laravel11/database.php"
+            "stock/laravel11/database.php",
+            "stock/laravel11/queue.php"
         ),
     }
 }

@@ -34,7 +34,7 @@ pub(super) struct Laravel<'a> {
 }
 
 /// A config array (a connection) with the dotted path it sits at, for errors.
-struct Entries {
+pub(super) struct Entries {
     path: String,
     map: BTreeMap<String, PhpValue>,
     /// The driver its `url` named, when it has one (merged into `map` already).
@@ -49,11 +49,11 @@ impl Entries {
         }
     }
 
-    fn text(&self, key: &str) -> Result<Option<String>, ConfigError> {
+    pub(super) fn text(&self, key: &str) -> Result<Option<String>, ConfigError> {
         Ok(self.get(key)?.and_then(PhpValue::to_php_string))
     }
 
-    fn path(&self, key: &str) -> String {
+    pub(super) fn path(&self, key: &str) -> String {
         format!("{}.{key}", self.path)
     }
 }
@@ -64,7 +64,7 @@ impl Laravel<'_> {
     }
 
     /// `config(path)` as a string.
-    fn string(&self, path: &str) -> Result<Option<String>, ConfigError> {
+    pub(super) fn string(&self, path: &str) -> Result<Option<String>, ConfigError> {
         self.config.string(path)
     }
 
@@ -101,7 +101,7 @@ impl Laravel<'_> {
     }
 
     /// The config array at `path`, with its URL merged in as ConfigurationUrlParser does.
-    fn connection(&self, path: &str) -> Result<Option<Entries>, ConfigError> {
+    pub(super) fn connection(&self, path: &str) -> Result<Option<Entries>, ConfigError> {
         let Some(PhpValue::Array(entries)) = self.config.get(path)? else {
             return Ok(None);
         };
@@ -181,7 +181,7 @@ impl Laravel<'_> {
         }
     }
 
-    fn redis_settings(&self, conn: &Entries) -> Result<RedisSettings, ConfigError> {
+    pub(super) fn redis_settings(&self, conn: &Entries) -> Result<RedisSettings, ConfigError> {
         let tls = matches!(conn.text("driver")?.as_deref(), Some("tls"))
             || matches!(conn.text("scheme")?.as_deref(), Some("tls" | "rediss"));
         let host = conn.text("host")?.unwrap_or_default();
@@ -283,6 +283,42 @@ impl Laravel<'_> {
         client: &str,
         key_type: String,
     ) -> Result<KeySettings, ConfigError> {
+        let connection_prefix = self.connection_prefix(conn, client)?;
+        // CacheManager::getPrefix: the store's own prefix ?? cache.prefix; then
+        // RedisStore::setPrefix: Laravel 8-10 append `:` to a non-empty prefix, 11+ do not.
+        let cache_prefix = match store.get("prefix")? {
+            Some(p) if *p != PhpValue::Null => p.clone(),
+            _ => self
+                .config
+                .get("cache.prefix")?
+                .cloned()
+                .unwrap_or(PhpValue::Null),
+        };
+        let colon = self.version.is_none_or(LaravelVersion::cache_prefix_colon);
+        let text = cache_prefix.to_php_string().unwrap_or_default();
+        let store_prefix = if colon {
+            if cache_prefix.is_php_empty() {
+                String::new()
+            } else {
+                format!("{text}:")
+            }
+        } else {
+            text.clone()
+        };
+        Ok(KeySettings {
+            connection_prefix,
+            cache_prefix: text,
+            store_prefix,
+            key_type,
+        })
+    }
+
+    /// The key prefix phpredis/predis put before every key of Redis connection `conn`.
+    pub(super) fn connection_prefix(
+        &self,
+        conn: &Entries,
+        client: &str,
+    ) -> Result<String, ConfigError> {
         // The connectors merge the global options, then the connection's own `options`; a
         // connection-level `prefix` wins for predis (8.77+) and for phpredis from 9.12.
         let own_prefix_wins = client == "predis"
@@ -317,37 +353,10 @@ impl Laravel<'_> {
             other => other.map(|(p, _)| p),
         };
         // phpredis applies a prefix only when it is not PHP-empty; predis whenever it is set.
-        let connection_prefix = match prefix {
+        Ok(match prefix {
             Some(p) if client == "phpredis" && p.is_php_empty() => String::new(),
             Some(p) => p.to_php_string().unwrap_or_default(),
             None => String::new(),
-        };
-        // CacheManager::getPrefix: the store's own prefix ?? cache.prefix; then
-        // RedisStore::setPrefix: Laravel 8-10 append `:` to a non-empty prefix, 11+ do not.
-        let cache_prefix = match store.get("prefix")? {
-            Some(p) if *p != PhpValue::Null => p.clone(),
-            _ => self
-                .config
-                .get("cache.prefix")?
-                .cloned()
-                .unwrap_or(PhpValue::Null),
-        };
-        let colon = self.version.is_none_or(LaravelVersion::cache_prefix_colon);
-        let text = cache_prefix.to_php_string().unwrap_or_default();
-        let store_prefix = if colon {
-            if cache_prefix.is_php_empty() {
-                String::new()
-            } else {
-                format!("{text}:")
-            }
-        } else {
-            text.clone()
-        };
-        Ok(KeySettings {
-            connection_prefix,
-            cache_prefix: text,
-            store_prefix,
-            key_type,
         })
     }
 

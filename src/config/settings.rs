@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::dispatch::{self, DispatchSettings};
 use super::environment::Environment;
 use super::error::{ConfigError, ValueOrigin};
 use super::repository::{ConfigSource, Repository};
@@ -64,6 +65,7 @@ pub mod keys {
     /// The app's Laravel version, e.g. `10.48`; it wins over the one found in `vendor/`,
     /// `composer.lock` or `composer.json`.
     pub const LARAVEL_VERSION: &str = "ORDER_EXPIRE_LARAVEL_VERSION";
+    pub use super::super::dispatch::keys::*;
 }
 
 /// The command-line flag that sets our setting `name`: `ORDER_EXPIRE_ORDERS_TABLE` is
@@ -115,6 +117,8 @@ pub struct Settings {
     pub timezone: TimeZoneSetting,
     /// The reconciliation of orders whose event never arrived (`ORDER_EXPIRE_TTL`).
     pub recovery: RecoverySettings,
+    /// The Laravel job queued for every cancelled order (`ORDER_EXPIRE_DISPATCH`), if any.
+    pub dispatch: Option<DispatchSettings>,
 }
 
 impl Settings {
@@ -200,7 +204,7 @@ impl Settings {
     /// Like [`Settings::resolve`], with the stock files of the given Laravel version
     /// (`--laravel-version` wins).
     #[cfg(test)]
-    fn resolve_for(
+    pub(super) fn resolve_for(
         env_file: &Path,
         env: &Environment,
         overrides: &Overrides,
@@ -255,6 +259,12 @@ impl Settings {
                 TimeZoneSetting { name, tz }
             }
         };
+        let dispatch = dispatch::resolve(
+            &laravel,
+            &|name| ours.ours(name),
+            &|name, value, reason| ours.invalid(name, value, reason),
+            env_file.parent().unwrap_or(Path::new(".")),
+        )?;
         Ok(Self {
             env_file: env_file.to_path_buf(),
             dotenv: DotenvVersion::required_by(version.as_ref()),
@@ -267,6 +277,7 @@ impl Settings {
             schema,
             timezone,
             recovery: ours.recovery()?,
+            dispatch,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! writing SQL themselves, so a change of the schema mapping is made here once.
 
 mod error;
+pub(crate) mod jobs;
 pub(crate) mod orders;
 mod pool;
 pub(crate) mod schema;

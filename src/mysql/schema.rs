@@ -201,7 +201,7 @@ impl Database {
         Ok(())
     }
 
-    fn schema_error(&self, problem: String) -> MysqlError {
+    pub(crate) fn schema_error(&self, problem: String) -> MysqlError {
         MysqlError::Schema {
             endpoint: self.endpoint().to_string(),
             database: self.database.clone(),

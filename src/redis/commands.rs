@@ -129,4 +129,31 @@ impl RedisTarget {
             .await
             .map_err(|e| self.command_error(&format!("{command} ({caller})"), e))
     }
+
+    /// Pushes each payload as Laravel's `RedisQueue::pushRaw` does: `EVAL` of its push script
+    /// (`rpush` the payload on `list`, `rpush` 1 on `list:notify`), so that each job and its
+    /// notification land together; one pipeline for all of them.
+    pub async fn push_jobs(
+        &self,
+        conn: &mut MultiplexedConnection,
+        list: &str,
+        payloads: &[&str],
+    ) -> Result<(), RedisError> {
+        /// `Illuminate\Queue\LuaScripts::push()`, as Laravel 8-13 send it.
+        const PUSH: &str = "-- Push the job onto the queue...\nredis.call('rpush', KEYS[1], ARGV[1])\n-- Push a notification onto the \"notify\" queue...\nredis.call('rpush', KEYS[2], 1)";
+        let notify = format!("{list}:notify");
+        let mut pipe = ::redis::pipe();
+        for payload in payloads {
+            pipe.cmd("EVAL")
+                .arg(PUSH)
+                .arg(2)
+                .arg(list)
+                .arg(&notify)
+                .arg(*payload)
+                .ignore();
+        }
+        pipe.query_async::<()>(conn)
+            .await
+            .map_err(|e| self.command_error(&format!("EVAL push ({list})"), e))
+    }
 }

@@ -2,9 +2,14 @@
 //!
 //! * [`writer`] is the exactly-once transaction for a batch of orders; the pool, the schema
 //!   check and the statements it runs are the MySQL adapter's ([`crate::mysql`]).
+//! * [`jobs`] writes the Laravel job of each cancelled order in the same transaction
+//!   (`ORDER_EXPIRE_DISPATCH`).
+//! * [`outbox`] pushes the redis queue's jobs from the outbox after the commit.
 //! * [`dispatch`] hands queued orders to concurrent batch writes, retries and stops on time.
 
 pub(crate) mod dispatch;
+pub(crate) mod jobs;
+pub(crate) mod outbox;
 pub(crate) mod writer;
 
 pub(crate) use writer::{Outcome, Writer};

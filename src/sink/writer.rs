@@ -15,7 +15,9 @@
 //! 4. the quantities, summed per product, go back to `products.stock` in one `UPDATE` (rows are
 //!    locked in primary-key order, so concurrent batches cannot deadlock), touching
 //!    `products.updated_at` as Eloquent's `increment()` would;
-//! 5. commit. Any error rolls the whole batch back and the caller retries it.
+//! 5. with `ORDER_EXPIRE_DISPATCH`, one Laravel job row per order cancelled in step 3 (the
+//!    `jobs` table, or the outbox for a redis queue: [`super::jobs`]);
+//! 6. commit. Any error rolls the whole batch back and the caller retries it.
 //!
 //! A batch of one is the low-latency case; under a burst, batches of hundreds turn one commit
 //! (one fsync) per order into one per batch, which is where the throughput comes from.
@@ -31,6 +33,7 @@ use std::fmt;
 
 use mysql_async::{IsolationLevel, Transaction, TxOpts};
 
+use super::jobs::JobSink;
 use crate::config::{Schema, TimeZoneSetting};
 pub(crate) use crate::mysql::orders::MAX_BATCH;
 use crate::mysql::orders::{LockedOrder, OrderLine, WriteStatements};
@@ -96,6 +99,8 @@ pub(crate) struct Writer {
     unpaid: i64,
     cancelled: i64,
     timezone: TimeZoneSetting,
+    /// The job written per cancelled order, when the app wants one.
+    jobs: Option<JobSink>,
 }
 
 impl Writer {
@@ -112,10 +117,21 @@ impl Writer {
             unpaid: schema.unpaid_status,
             cancelled: schema.cancelled_status,
             timezone,
+            jobs: None,
         })
     }
 
-    pub(crate) fn database(&self) -> &Database {
+    /// Writes a Laravel job per cancelled order in the cancel transaction (step 5).
+    pub fn with_jobs(mut self, jobs: Option<JobSink>) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    pub fn jobs(&self) -> Option<&JobSink> {
+        self.jobs.as_ref()
+    }
+
+    pub fn database(&self) -> &Database {
         &self.db
     }
 
@@ -175,8 +191,16 @@ impl Writer {
             if !lines.per_product.is_empty() {
                 self.return_stock(&mut tx, &mut lines, &now).await?;
             }
+            if let Some(jobs) = &self.jobs {
+                jobs.write(&mut tx, &unpaid)
+                    .await
+                    .map_err(CancelError::query("queueing the orders' jobs"))?;
+            }
         }
         tx.commit().await.map_err(CancelError::query("COMMIT"))?;
+        if let Some(jobs) = &self.jobs {
+            jobs.committed(unpaid.len());
+        }
         Ok(self.outcomes(ids, found, &paid, lines))
     }
 

@@ -1,0 +1,199 @@
+//! Every statement against the queue's tables: Laravel's `jobs` table (the database queue) and
+//! our own outbox `order_expire_outbox` (the redis queue's rows waiting for their push).
+//!
+//! The inserts run inside the cancel transaction, one multi-row `INSERT` per chunk of a few
+//! fixed sizes, so the per-connection statement cache holds a handful of statements.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Params, Transaction, Value};
+
+use super::{Database, MysqlError};
+use crate::config::Ident;
+
+/// Our outbox table, without the app's table prefix (the migration in `deploy/laravel/`).
+pub const OUTBOX_TABLE: &str = "order_expire_outbox";
+/// The migration that creates it, for error messages.
+pub const OUTBOX_MIGRATION: &str =
+    "deploy/laravel/2024_01_01_000000_create_order_expire_outbox_table.php";
+
+/// Row counts a multi-row insert is prepared for.
+const CHUNKS: [usize; 4] = [64, 8, 1, 512];
+
+/// Where a batch's jobs are written.
+#[derive(Debug, Clone)]
+pub enum JobTable {
+    /// Laravel's `jobs` table: `(queue, payload, attempts, reserved_at, available_at,
+    /// created_at)` as `DatabaseQueue::buildDatabaseRecord` writes them.
+    Jobs { table: Ident, queue: String },
+    /// The outbox: `(order_id, payload, created_at)`, pushed to Redis after the commit.
+    Outbox { table: Ident },
+}
+
+impl JobTable {
+    pub fn table(&self) -> &Ident {
+        match self {
+            Self::Jobs { table, .. } | Self::Outbox { table } => table,
+        }
+    }
+
+    /// `INSERT` of `rows` rows.
+    fn insert(&self, rows: usize) -> String {
+        match self {
+            Self::Jobs { table, .. } => format!(
+                "INSERT INTO {table} (`queue`, `payload`, `attempts`, `reserved_at`, `available_at`, `created_at`) VALUES {}",
+                vec!["(?, ?, 0, NULL, ?, ?)"; rows].join(", ")
+            ),
+            Self::Outbox { table } => format!(
+                "INSERT INTO {table} (`order_id`, `payload`, `created_at`) VALUES {}",
+                vec!["(?, ?, ?)"; rows].join(", ")
+            ),
+        }
+    }
+
+    /// Inserts one row per `(order, payload)`, `now` in unix seconds.
+    pub async fn write(
+        &self,
+        tx: &mut Transaction<'_>,
+        jobs: &[(u64, String)],
+        now: i64,
+    ) -> Result<(), mysql_async::Error> {
+        let mut rest = jobs;
+        while !rest.is_empty() {
+            let size = chunk_size(rest.len());
+            let (chunk, after) = rest.split_at(size);
+            let mut params: Vec<Value> = Vec::with_capacity(size * 4);
+            for (order, payload) in chunk {
+                match self {
+                    Self::Jobs { queue, .. } => {
+                        params.push(queue.as_str().into());
+                        params.push(payload.as_str().into());
+                        params.push(now.into());
+                        params.push(now.into());
+                    }
+                    Self::Outbox { .. } => {
+                        params.push((*order).into());
+                        params.push(payload.as_str().into());
+                        params.push(now.into());
+                    }
+                }
+            }
+            tx.exec_drop(self.insert(size), Params::Positional(params))
+                .await?;
+            rest = after;
+        }
+        Ok(())
+    }
+}
+
+/// The largest prepared row count that fits `n`.
+fn chunk_size(n: usize) -> usize {
+    CHUNKS
+        .iter()
+        .copied()
+        .filter(|c| *c <= n)
+        .max()
+        .unwrap_or(1)
+}
+
+/// A row of the outbox: its id and the payload to push.
+pub type OutboxRow = (u64, String);
+
+impl Database {
+    /// Fails with the migration to run when `table` does not exist.
+    pub async fn require_table(&self, table: &Ident, fix: &str) -> Result<(), MysqlError> {
+        let mut conn = self.conn().await.map_err(|e| self.error("connecting", e))?;
+        let found: Option<u64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+                (table.as_str(),),
+            )
+            .await
+            .map_err(|e| self.error("reading information_schema.TABLES", e))?;
+        if found.unwrap_or(0) == 0 {
+            return Err(self.schema_error(format!("table {table} does not exist: {fix}")));
+        }
+        Ok(())
+    }
+
+    /// Whether the server has `SKIP LOCKED` (MySQL 8.0.1+, MariaDB 10.6+), so that several
+    /// workers drain the outbox side by side instead of one after the other.
+    pub async fn has_skip_locked(&self) -> Result<bool, MysqlError> {
+        let version = self.version().await?;
+        let numbers: Vec<u32> = version
+            .split(|c: char| !c.is_ascii_digit())
+            .take(2)
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let (major, minor) = (
+            numbers.first().copied().unwrap_or(0),
+            numbers.get(1).copied().unwrap_or(0),
+        );
+        Ok(if version.contains("MariaDB") {
+            (major, minor) >= (10, 6)
+        } else {
+            major >= 8
+        })
+    }
+}
+
+/// The drainer's statements on the outbox.
+pub struct OutboxStatements {
+    claim: String,
+    table: Ident,
+}
+
+impl OutboxStatements {
+    /// `page` rows at most per claim; `skip_locked` where the server has it.
+    pub fn new(table: Ident, page: usize, skip_locked: bool) -> Self {
+        let skip = if skip_locked { " SKIP LOCKED" } else { "" };
+        Self {
+            claim: format!(
+                "SELECT `id`, `payload` FROM {table} ORDER BY `id` LIMIT {page} FOR UPDATE{skip}"
+            ),
+            table,
+        }
+    }
+
+    /// Locks the oldest rows no other drainer holds.
+    pub async fn claim(
+        &self,
+        tx: &mut Transaction<'_>,
+    ) -> Result<Vec<OutboxRow>, mysql_async::Error> {
+        tx.query(&self.claim).await
+    }
+
+    /// Deletes the pushed rows.
+    pub async fn delete(
+        &self,
+        tx: &mut Transaction<'_>,
+        ids: &[u64],
+    ) -> Result<(), mysql_async::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "DELETE FROM {} WHERE `id` IN ({})",
+            self.table,
+            vec!["?"; ids.len()].join(", ")
+        );
+        tx.exec_drop(sql, ids.to_vec()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_go_in_a_few_chunk_sizes() {
+        let mut sizes = Vec::new();
+        let mut n = 600;
+        while n > 0 {
+            let s = chunk_size(n);
+            sizes.push(s);
+            n -= s;
+        }
+        assert_eq!(sizes, vec![512, 64, 8, 8, 8]);
+        assert_eq!(chunk_size(1), 1);
+    }
+}
