@@ -15,11 +15,17 @@ use super::resolved::RedisSettings;
 
 /// Our settings' names; `settings::keys` lists them with the others.
 pub(super) mod keys {
+    /// The job class queued per cancelled order; unset: no dispatch.
     pub const DISPATCH: &str = "ORDER_EXPIRE_DISPATCH";
+    /// The Eloquent model class the job's property holds (default `App\Models\Order`).
     pub const ORDER_MODEL: &str = "ORDER_EXPIRE_ORDER_MODEL";
+    /// `model` (the job uses `SerializesModels`) or `id` (a plain integer property).
     pub const DISPATCH_ARGUMENT: &str = "ORDER_EXPIRE_DISPATCH_ARGUMENT";
+    /// The job's public property that holds the order (default `order`, or `orderId` for `id`).
     pub const DISPATCH_PROPERTY: &str = "ORDER_EXPIRE_DISPATCH_PROPERTY";
+    /// The queue connection instead of `queue.default`.
     pub const DISPATCH_CONNECTION: &str = "ORDER_EXPIRE_DISPATCH_CONNECTION";
+    /// The queue name instead of the connection's own.
     pub const DISPATCH_QUEUE: &str = "ORDER_EXPIRE_DISPATCH_QUEUE";
 }
 
@@ -36,6 +42,7 @@ pub struct DispatchSettings {
     pub connection: String,
     /// The queue's name (`default`).
     pub queue: String,
+    /// Where the queue keeps its jobs: a table or a Redis list.
     pub target: QueueTarget,
 }
 
@@ -43,7 +50,12 @@ pub struct DispatchSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DispatchArgument {
     /// The Eloquent model, as `SerializesModels` stores it: class and the model's connection.
-    Model { model: String, connection: String },
+    Model {
+        /// The model class, e.g. `App\Models\Order`.
+        model: String,
+        /// The model's connection name (`database.default`), as `getQueueableConnection()`.
+        connection: String,
+    },
     /// The plain integer id.
     Id,
 }
@@ -52,9 +64,13 @@ pub enum DispatchArgument {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueTarget {
     /// `DatabaseQueue`: a table (with the connection's table prefix) in the orders' database.
-    Database { table: String },
+    Database {
+        /// The `jobs` table, with the connection's table prefix.
+        table: String,
+    },
     /// `RedisQueue`: the list `<prefix>queues:<queue>` on this Redis connection and database.
     Redis {
+        /// The queue connection's Redis (its own database, `REDIS_DB` by default).
         redis: RedisSettings,
         /// The connection's key prefix, which phpredis/predis put before `queues:`.
         prefix: String,
@@ -62,6 +78,7 @@ pub enum QueueTarget {
 }
 
 impl QueueTarget {
+    /// The Laravel queue driver's name, as `check` shows it.
     pub fn driver(&self) -> &'static str {
         match self {
             Self::Database { .. } => "database",

@@ -11,9 +11,9 @@ use super::{Database, MysqlError};
 use crate::config::Ident;
 
 /// Our outbox table, without the app's table prefix (the migration in `deploy/laravel/`).
-pub const OUTBOX_TABLE: &str = "order_expire_outbox";
+pub(crate) const OUTBOX_TABLE: &str = "order_expire_outbox";
 /// The migration that creates it, for error messages.
-pub const OUTBOX_MIGRATION: &str =
+pub(crate) const OUTBOX_MIGRATION: &str =
     "deploy/laravel/2024_01_01_000000_create_order_expire_outbox_table.php";
 
 /// Row counts a multi-row insert is prepared for.
@@ -21,7 +21,7 @@ const CHUNKS: [usize; 4] = [64, 8, 1, 512];
 
 /// Where a batch's jobs are written.
 #[derive(Debug, Clone)]
-pub enum JobTable {
+pub(crate) enum JobTable {
     /// Laravel's `jobs` table: `(queue, payload, attempts, reserved_at, available_at,
     /// created_at)` as `DatabaseQueue::buildDatabaseRecord` writes them.
     Jobs { table: Ident, queue: String },
@@ -30,7 +30,7 @@ pub enum JobTable {
 }
 
 impl JobTable {
-    pub fn table(&self) -> &Ident {
+    pub(crate) fn table(&self) -> &Ident {
         match self {
             Self::Jobs { table, .. } | Self::Outbox { table } => table,
         }
@@ -51,7 +51,7 @@ impl JobTable {
     }
 
     /// Inserts one row per `(order, payload)`, `now` in unix seconds.
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         tx: &mut Transaction<'_>,
         jobs: &[(u64, String)],
@@ -96,11 +96,11 @@ fn chunk_size(n: usize) -> usize {
 }
 
 /// A row of the outbox: its id and the payload to push.
-pub type OutboxRow = (u64, String);
+pub(crate) type OutboxRow = (u64, String);
 
 impl Database {
     /// Fails with the migration to run when `table` does not exist.
-    pub async fn require_table(&self, table: &Ident, fix: &str) -> Result<(), MysqlError> {
+    pub(crate) async fn require_table(&self, table: &Ident, fix: &str) -> Result<(), MysqlError> {
         let mut conn = self.conn().await.map_err(|e| self.error("connecting", e))?;
         let found: Option<u64> = conn
             .exec_first(
@@ -117,7 +117,7 @@ impl Database {
 
     /// Whether the server has `SKIP LOCKED` (MySQL 8.0.1+, MariaDB 10.6+), so that several
     /// workers drain the outbox side by side instead of one after the other.
-    pub async fn has_skip_locked(&self) -> Result<bool, MysqlError> {
+    pub(crate) async fn has_skip_locked(&self) -> Result<bool, MysqlError> {
         let version = self.version().await?;
         let numbers: Vec<u32> = version
             .split(|c: char| !c.is_ascii_digit())
@@ -137,14 +137,14 @@ impl Database {
 }
 
 /// The drainer's statements on the outbox.
-pub struct OutboxStatements {
+pub(crate) struct OutboxStatements {
     claim: String,
     table: Ident,
 }
 
 impl OutboxStatements {
     /// `page` rows at most per claim; `skip_locked` where the server has it.
-    pub fn new(table: Ident, page: usize, skip_locked: bool) -> Self {
+    pub(crate) fn new(table: Ident, page: usize, skip_locked: bool) -> Self {
         let skip = if skip_locked { " SKIP LOCKED" } else { "" };
         Self {
             claim: format!(
@@ -155,7 +155,7 @@ impl OutboxStatements {
     }
 
     /// Locks the oldest rows no other drainer holds.
-    pub async fn claim(
+    pub(crate) async fn claim(
         &self,
         tx: &mut Transaction<'_>,
     ) -> Result<Vec<OutboxRow>, mysql_async::Error> {
@@ -163,7 +163,7 @@ impl OutboxStatements {
     }
 
     /// Deletes the pushed rows.
-    pub async fn delete(
+    pub(crate) async fn delete(
         &self,
         tx: &mut Transaction<'_>,
         ids: &[u64],

@@ -133,7 +133,7 @@ impl RedisTarget {
     /// Pushes each payload as Laravel's `RedisQueue::pushRaw` does: `EVAL` of its push script
     /// (`rpush` the payload on `list`, `rpush` 1 on `list:notify`), so that each job and its
     /// notification land together; one pipeline for all of them.
-    pub async fn push_jobs(
+    pub(crate) async fn push_jobs(
         &self,
         conn: &mut MultiplexedConnection,
         list: &str,

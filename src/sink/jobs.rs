@@ -18,7 +18,7 @@ use crate::mysql::jobs::{JobTable, OUTBOX_MIGRATION, OUTBOX_TABLE};
 use crate::mysql::{Database, MysqlError};
 
 /// Builds and writes the job rows of a batch.
-pub struct JobSink {
+pub(crate) struct JobSink {
     job: JobClass,
     format: PayloadFormat,
     driver: QueueDriver,
@@ -31,7 +31,10 @@ pub struct JobSink {
 impl JobSink {
     /// The sink for `settings.dispatch`, after checking that its table exists; `None` when no
     /// job is dispatched.
-    pub async fn new(settings: &Settings, db: &Database) -> Result<Option<Self>, MysqlError> {
+    pub(crate) async fn new(
+        settings: &Settings,
+        db: &Database,
+    ) -> Result<Option<Self>, MysqlError> {
         let Some(dispatch) = &settings.dispatch else {
             return Ok(None);
         };
@@ -68,12 +71,12 @@ impl JobSink {
     }
 
     /// Woken whenever a commit wrote outbox rows.
-    pub fn outbox_written(&self) -> Arc<Notify> {
+    pub(crate) fn outbox_written(&self) -> Arc<Notify> {
         Arc::clone(&self.outbox_written)
     }
 
     /// Writes one job per order of `cancelled`, inside the transaction that cancels them.
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         tx: &mut Transaction<'_>,
         cancelled: &[u64],
@@ -96,7 +99,7 @@ impl JobSink {
     }
 
     /// After the commit: wakes the outbox drainer when rows were written there.
-    pub fn committed(&self, cancelled: usize) {
+    pub(crate) fn committed(&self, cancelled: usize) {
         if cancelled > 0 && matches!(self.table, JobTable::Outbox { .. }) {
             self.outbox_written.notify_one();
         }
@@ -105,7 +108,7 @@ impl JobSink {
 
 /// The table a batch's jobs go to: the queue's `jobs` table, or our outbox (with the app's
 /// table prefix, as the migration creates it).
-pub fn job_table(
+pub(crate) fn job_table(
     dispatch: &DispatchSettings,
     table_prefix: &str,
     db: &Database,

@@ -29,7 +29,7 @@ const PAGE: usize = 256;
 const DRAIN_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Pushes the outbox's rows to the app's redis queue.
-pub struct OutboxDrainer {
+pub(crate) struct OutboxDrainer {
     db: Database,
     sql: OutboxStatements,
     redis: RedisTarget,
@@ -40,7 +40,7 @@ pub struct OutboxDrainer {
 
 impl OutboxDrainer {
     /// The drainer for a redis queue; `None` for any other queue (or none).
-    pub async fn new(
+    pub(crate) async fn new(
         settings: &Settings,
         db: Database,
         written: Arc<Notify>,
@@ -67,7 +67,7 @@ impl OutboxDrainer {
 
     /// Drains now, after every commit that wrote rows, and every [`DRAIN_INTERVAL`], until
     /// `shutdown`; then once more, so that a clean stop leaves nothing behind.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut conn: Option<MultiplexedConnection> = None;
         let mut failing = false;
         loop {

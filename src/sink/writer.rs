@@ -122,16 +122,12 @@ impl Writer {
     }
 
     /// Writes a Laravel job per cancelled order in the cancel transaction (step 5).
-    pub fn with_jobs(mut self, jobs: Option<JobSink>) -> Self {
+    pub(crate) fn with_jobs(mut self, jobs: Option<JobSink>) -> Self {
         self.jobs = jobs;
         self
     }
 
-    pub fn jobs(&self) -> Option<&JobSink> {
-        self.jobs.as_ref()
-    }
-
-    pub fn database(&self) -> &Database {
+    pub(crate) fn database(&self) -> &Database {
         &self.db
     }
 
