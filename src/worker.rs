@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigSource;
@@ -28,7 +29,7 @@ use crate::contract::Contract;
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
-use crate::queue::{QueueSender, order_queue};
+use crate::queue::{OrderQueue, QueueSender, order_queue};
 use crate::redis::RedisTarget;
 use crate::sink::Writer;
 use crate::sink::dispatch::{ABANDON_GRACE, DispatchOptions, dispatch};
@@ -86,72 +87,13 @@ pub(crate) async fn run(
         .await?;
     drop(conn);
 
-    let db = Database::connect(&settings.mysql, options.concurrency).await?;
-    let jobs = JobSink::new(settings, &db).await?;
-    let outbox = match &jobs {
-        Some(jobs) => OutboxDrainer::new(settings, db.clone(), jobs.outbox_written()).await?,
-        None => None,
-    };
-    let writer = Arc::new(
-        Writer::new(db, &settings.schema, settings.timezone.clone())
-            .await?
-            .with_jobs(jobs),
-    );
-    if let Some(dispatch) = &settings.dispatch {
-        tracing::info!(job = %dispatch.class, connection = %dispatch.connection,
-            driver = dispatch.target.driver(), queue = %dispatch.queue,
-            "queueing a Laravel job for every cancelled order");
-    }
-    tracing::info!(mysql = %writer.database().endpoint(), database = %settings.mysql.database,
-        orders = %settings.schema.orders, products = %settings.schema.products,
-        timezone = %settings.timezone.name, "writing to MySQL");
-    match &settings.source {
-        ConfigSource::ConfigCache(cache) => {
-            tracing::info!(file = %cache.display(), "read the app's configuration cache (Laravel ignores .env while it exists)");
-        }
-        ConfigSource::Config => tracing::info!(
-            "read the app's config/app.php, config/cache.php and config/database.php with its .env"
-        ),
-        ConfigSource::Env => tracing::info!(
-            "no config/ folder beside the .env: using the stock config files of the app's Laravel version"
-        ),
-    }
-
-    // Reconnects of the subscription trigger a sweep: whatever expired meanwhile was missed.
-    let resubscribed = Arc::new(Notify::new());
-    let pattern = KeyPattern::new(&settings.keys);
-    let reconciler = Reconciler::new(
-        settings,
-        writer.database().clone(),
-        redis.clone(),
-        pattern.clone(),
-    );
-    let source = KeyspaceSource::new(redis.clone(), pattern.clone(), Arc::clone(&stats))
-        .on_resubscribe(Arc::clone(&resubscribed));
-    // Subscribe before the first sweep, so that nothing expires unseen between the two.
-    let subscription = source.subscribe().await?;
-    let (queue, orders) = order_queue(options.queue_size, Arc::clone(&stats));
-    let watcher = DeadlineWatcher::new(settings, writer.database().clone(), redis.clone(), pattern);
-    let mut tasks = vec![
-        tokio::spawn(source.run(subscription, queue.clone(), shutdown.clone())),
-        tokio::spawn(watcher.run(queue.clone(), shutdown.clone())),
-    ];
+    let (writer, outbox) = open_writer(settings, options).await?;
+    log_start(settings, &writer);
+    let (sources, orders) =
+        start_sources(settings, options, &redis, &writer, &stats, &shutdown).await?;
     // The drainer stops after the writers: its own token is cancelled once they are done.
     let outbox_stop = CancellationToken::new();
     let outbox_task = outbox.map(|drainer| tokio::spawn(drainer.run(outbox_stop.clone())));
-    match reconciler {
-        Some(reconciler) => tasks.push(tokio::spawn(reconcile_loop(
-            reconciler,
-            queue,
-            resubscribed,
-            settings.recovery.sweep_interval,
-            shutdown.clone(),
-        ))),
-        None => tracing::warn!(
-            "ORDER_EXPIRE_TTL is not set, so orders whose expired event is missed (worker down, \
-             Redis restarted, cache:clear) are not recovered: set it to the TTL the app passes to put()"
-        ),
-    }
     let contract = Contract::new(settings);
     tracing::info!(event = "contract", mode = contract.mode, guard = %contract.guard, "{}", contract.promise());
 
@@ -173,6 +115,104 @@ pub(crate) async fn run(
     .await;
 
     outbox_stop.cancel();
+    finish(outbox_task, sources, writer).await;
+    log_stopped(&stats);
+    Ok(stats)
+}
+
+/// The MySQL writer (with the Laravel job sink when `ORDER_EXPIRE_DISPATCH` is set), and the
+/// outbox drainer when jobs go to a redis queue.
+async fn open_writer(
+    settings: &Settings,
+    options: &WorkerOptions,
+) -> Result<(Arc<Writer>, Option<OutboxDrainer>), Error> {
+    let db = Database::connect(&settings.mysql, options.concurrency).await?;
+    let jobs = JobSink::new(settings, &db).await?;
+    let outbox = match &jobs {
+        Some(jobs) => OutboxDrainer::new(settings, db.clone(), jobs.outbox_written()).await?,
+        None => None,
+    };
+    let writer = Writer::new(db, &settings.schema, settings.timezone.clone())
+        .await?
+        .with_jobs(jobs);
+    Ok((Arc::new(writer), outbox))
+}
+
+/// What the worker writes to, and where its settings came from, as its first lines.
+fn log_start(settings: &Settings, writer: &Writer) {
+    if let Some(dispatch) = &settings.dispatch {
+        tracing::info!(job = %dispatch.class, connection = %dispatch.connection,
+            driver = dispatch.target.driver(), queue = %dispatch.queue,
+            "queueing a Laravel job for every cancelled order");
+    }
+    tracing::info!(mysql = %writer.database().endpoint(), database = %settings.mysql.database,
+        orders = %settings.schema.orders, products = %settings.schema.products,
+        timezone = %settings.timezone.name, "writing to MySQL");
+    match &settings.source {
+        ConfigSource::ConfigCache(cache) => {
+            tracing::info!(file = %cache.display(), "read the app's configuration cache (Laravel ignores .env while it exists)");
+        }
+        ConfigSource::Config => tracing::info!(
+            "read the app's config/app.php, config/cache.php and config/database.php with its .env"
+        ),
+        ConfigSource::Env => tracing::info!(
+            "no config/ folder beside the .env: using the stock config files of the app's Laravel version"
+        ),
+    }
+}
+
+/// Subscribes (before anything else, so that nothing expires unseen), then starts the three
+/// event sources on one queue; returns their tasks and the queue's receiving end.
+async fn start_sources(
+    settings: &Settings,
+    options: &WorkerOptions,
+    redis: &RedisTarget,
+    writer: &Writer,
+    stats: &Arc<Stats>,
+    shutdown: &CancellationToken,
+) -> Result<(Vec<JoinHandle<()>>, OrderQueue), Error> {
+    // Reconnects of the subscription trigger a sweep: whatever expired meanwhile was missed.
+    let resubscribed = Arc::new(Notify::new());
+    let pattern = KeyPattern::new(&settings.keys);
+    let reconciler = Reconciler::new(
+        settings,
+        writer.database().clone(),
+        redis.clone(),
+        pattern.clone(),
+    );
+    let source = KeyspaceSource::new(redis.clone(), pattern.clone(), Arc::clone(stats))
+        .on_resubscribe(Arc::clone(&resubscribed));
+    // Subscribe before the first sweep, so that nothing expires unseen between the two.
+    let subscription = source.subscribe().await?;
+    let (queue, orders) = order_queue(options.queue_size, Arc::clone(stats));
+    let watcher = DeadlineWatcher::new(settings, writer.database().clone(), redis.clone(), pattern);
+    let mut tasks = vec![
+        tokio::spawn(source.run(subscription, queue.clone(), shutdown.clone())),
+        tokio::spawn(watcher.run(queue.clone(), shutdown.clone())),
+    ];
+    match reconciler {
+        Some(reconciler) => tasks.push(tokio::spawn(reconcile_loop(
+            reconciler,
+            queue,
+            resubscribed,
+            settings.recovery.sweep_interval,
+            shutdown.clone(),
+        ))),
+        None => tracing::warn!(
+            "ORDER_EXPIRE_TTL is not set, so orders whose expired event is missed (worker down, \
+             Redis restarted, cache:clear) are not recovered: set it to the TTL the app passes to put()"
+        ),
+    }
+    Ok((tasks, orders))
+}
+
+/// Waits (briefly: nothing may hold the exit past the stop deadline) for the outbox drainer,
+/// the sources and the MySQL pool.
+async fn finish(
+    outbox_task: Option<JoinHandle<()>>,
+    sources: Vec<JoinHandle<()>>,
+    writer: Arc<Writer>,
+) {
     if let Some(task) = outbox_task {
         let abort = task.abort_handle();
         if tokio::time::timeout(ABANDON_GRACE, task).await.is_err() {
@@ -183,7 +223,7 @@ pub(crate) async fn run(
         }
     }
     // The sources stop on the same signal; none may hold the exit past the deadline.
-    for task in tasks {
+    for task in sources {
         let abort = task.abort_handle();
         match tokio::time::timeout(ABANDON_GRACE, task).await {
             Ok(Err(e)) if !e.is_cancelled() => {
@@ -201,6 +241,10 @@ pub(crate) async fn run(
     {
         tracing::debug!("MySQL connections still busy at exit; the server rolls them back");
     }
+}
+
+/// The stop summary: every counter, on the `stopped` event.
+fn log_stopped(stats: &Stats) {
     tracing::info!(
         event = "stopped",
         events = Stats::get(&stats.events),
@@ -214,7 +258,6 @@ pub(crate) async fn run(
         abandoned = Stats::get(&stats.abandoned),
         "stopped"
     );
-    Ok(stats)
 }
 
 /// The background reconciliation: a sweep now, after every resubscribe, and every `interval`.

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -202,96 +202,132 @@ pub(crate) async fn dispatch<W: BatchWriter, O: Observer>(
     shutdown: &CancellationToken,
     stats: &Arc<Stats>,
 ) -> Vec<u64> {
-    let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
-    let tracker = TaskTracker::new();
-    let writing = Arc::new(Writing {
-        writer,
-        observer,
-        stats: Arc::clone(stats),
-        health: WriteHealth::default(),
-        give_up: CancellationToken::new(),
-        parked: Mutex::new(HashSet::new()),
-        abandoned: Mutex::new(Vec::new()),
-    });
-    let spawn = |batch: Vec<u64>, permit| {
-        let writing = Arc::clone(&writing);
-        tracker.spawn(async move {
-            write_batch(&writing, batch).await;
-            drop(permit);
-        });
+    let writers = Writers {
+        slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
+        tracker: TaskTracker::new(),
+        writing: Arc::new(Writing {
+            writer,
+            observer,
+            stats: Arc::clone(stats),
+            health: WriteHealth::default(),
+            give_up: CancellationToken::new(),
+            parked: Mutex::new(HashSet::new()),
+            abandoned: Mutex::new(Vec::new()),
+        }),
+        batch_size: options.batch_size.clamp(1, W::MAX_BATCH),
     };
-    let batch_size = options.batch_size.clamp(1, W::MAX_BATCH);
-
-    // An order received when the stop came while it waited for a writer: the stop phase
-    // writes it first, if a writer frees up before the deadline.
-    let mut carried = None;
-    // Normal operation: wait for an order, then for a free writer, then take what else is
-    // queued (waiting at most `batch_wait` for more) into the same batch.
-    loop {
-        let first = tokio::select! {
-            () = shutdown.cancelled() => break,
-            order = orders.recv() => match order {
-                Some(order) => order.id,
-                None => break,
-            },
-        };
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            // Every writer may be stuck (a row lock): the stop must not wait for one here.
-            () = shutdown.cancelled() => {
-                carried = Some(first);
-                break;
-            }
-        };
-        let batch = fill_batch(first, &mut orders, batch_size, options.batch_wait).await;
-        spawn(batch, permit);
-    }
-
+    let carried = writers
+        .run_until_stop(&mut orders, options.batch_wait, shutdown)
+        .await;
     // Stopping: no new events arrive (the sources have stopped); finish what was already
     // received, until the deadline.
     orders.close();
     let deadline = tokio::time::Instant::now() + options.stop_timeout;
-    let mut left = Vec::new();
-    if let Some(order) = carried {
-        match tokio::time::timeout_at(deadline, Arc::clone(&slots).acquire_owned()).await {
-            Ok(Ok(permit)) => {
-                let batch = fill_batch(order, &mut orders, batch_size, Duration::ZERO).await;
-                spawn(batch, permit);
-            }
-            Ok(Err(_)) | Err(_) => left.push(order),
-        }
-    }
-    while let Ok(Some(order)) = tokio::time::timeout_at(deadline, orders.recv()).await {
-        match tokio::time::timeout_at(deadline, Arc::clone(&slots).acquire_owned()).await {
-            Ok(Ok(permit)) => {
-                let batch = fill_batch(order.id, &mut orders, batch_size, Duration::ZERO).await;
-                spawn(batch, permit);
-            }
-            Ok(Err(_)) | Err(_) => {
-                left.push(order.id);
-                break;
-            }
-        }
-    }
-    left.extend(orders.take_rest());
-    tracker.close();
-    if tokio::time::timeout_at(deadline, tracker.wait())
-        .await
-        .is_err()
-    {
-        // The deadline: writes in flight are dropped (their connection with them, so the
-        // server rolls them back) and retries stop; each task returns at once.
-        writing.give_up.cancel();
-        let _ = tokio::time::timeout(ABANDON_GRACE, tracker.wait()).await;
-    }
-    left.extend(lock(&writing.abandoned).drain(..));
+    let mut left = writers.drain_until(&mut orders, carried, deadline).await;
+    left.extend(writers.wait_or_abandon(deadline).await);
     left.sort_unstable();
     left.dedup();
     report_left(&left, stats, options.recovery_on);
     left
+}
+
+/// The concurrent batch writes: at most `slots` at a time, tracked so the stop can wait for
+/// them or abandon them.
+struct Writers<W, O> {
+    slots: Arc<Semaphore>,
+    tracker: TaskTracker,
+    writing: Arc<Writing<W, O>>,
+    batch_size: usize,
+}
+
+impl<W: BatchWriter, O: Observer> Writers<W, O> {
+    /// Writes `batch` in a task of its own, holding a writer's `permit` until it is done.
+    fn spawn(&self, batch: Vec<u64>, permit: OwnedSemaphorePermit) {
+        let writing = Arc::clone(&self.writing);
+        self.tracker.spawn(async move {
+            write_batch(&writing, batch).await;
+            drop(permit);
+        });
+    }
+
+    /// Normal operation: waits for an order, then for a free writer, then takes what else is
+    /// queued (waiting at most `batch_wait` for more) into the same batch; until `shutdown` or
+    /// the queue's end. Returns an order received as the stop came while it waited for a
+    /// writer: every writer may be stuck on a row lock, so the stop phase writes it first if
+    /// one frees up before the deadline.
+    async fn run_until_stop(
+        &self,
+        orders: &mut OrderQueue,
+        batch_wait: Duration,
+        shutdown: &CancellationToken,
+    ) -> Option<u64> {
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                order = orders.recv() => match order {
+                    Some(order) => order.id,
+                    None => return None,
+                },
+            };
+            let permit = tokio::select! {
+                permit = Arc::clone(&self.slots).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return Some(first),
+                },
+                () = shutdown.cancelled() => return Some(first),
+            };
+            let batch = fill_batch(first, orders, self.batch_size, batch_wait).await;
+            self.spawn(batch, permit);
+        }
+    }
+
+    /// The stop phase: writes the `carried` order and what is still queued while writers free
+    /// up before `deadline`; returns what could not be handed to one.
+    async fn drain_until(
+        &self,
+        orders: &mut OrderQueue,
+        carried: Option<u64>,
+        deadline: tokio::time::Instant,
+    ) -> Vec<u64> {
+        let mut left = Vec::new();
+        let mut next = carried;
+        loop {
+            let order = match next.take() {
+                Some(order) => order,
+                None => match tokio::time::timeout_at(deadline, orders.recv()).await {
+                    Ok(Some(order)) => order.id,
+                    Ok(None) | Err(_) => break,
+                },
+            };
+            match tokio::time::timeout_at(deadline, Arc::clone(&self.slots).acquire_owned()).await {
+                Ok(Ok(permit)) => {
+                    let batch = fill_batch(order, orders, self.batch_size, Duration::ZERO).await;
+                    self.spawn(batch, permit);
+                }
+                Ok(Err(_)) | Err(_) => {
+                    left.push(order);
+                    break;
+                }
+            }
+        }
+        left.extend(orders.take_rest());
+        left
+    }
+
+    /// Waits for the writes in flight until `deadline`; past it, abandons them (their
+    /// connections are dropped, so the server rolls them back: nothing is half-written) and
+    /// returns the orders they held.
+    async fn wait_or_abandon(&self, deadline: tokio::time::Instant) -> Vec<u64> {
+        self.tracker.close();
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            self.writing.give_up.cancel();
+            let _ = tokio::time::timeout(ABANDON_GRACE, self.tracker.wait()).await;
+        }
+        lock(&self.writing.abandoned).drain(..).collect()
+    }
 }
 
 /// Counts and logs the orders a stop left unwritten.
