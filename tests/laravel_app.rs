@@ -541,3 +541,91 @@ fn a_needed_value_outside_the_evaluated_php_is_named_and_config_cache_is_the_way
     compare(&laravel, "after config:cache", &mut differences);
     assert!(differences.is_empty(), "{differences:?}");
 }
+
+/// `.env` variants for the queue a job per cancelled order goes to, with the edits to the app's
+/// config files each needs, and whether `php artisan config:cache` runs first.
+const QUEUE_VARIANTS: &[(&str, &[Edit], bool)] = &[
+    ("QUEUE_CONNECTION=database", &[], false),
+    ("QUEUE_CONNECTION=redis", &[], false),
+    (
+        "QUEUE_CONNECTION=redis\nREDIS_QUEUE=orders\nREDIS_PREFIX=shop_\nREDIS_DB=3",
+        &[],
+        false,
+    ),
+    ("QUEUE_CONNECTION=redis\nAPP_NAME=\"My Shop\"", &[], false),
+    ("QUEUE_CONNECTION=redis\nREDIS_PREFIX=", &[], false),
+    (
+        "QUEUE_CONNECTION=redis\nREDIS_URL=redis://127.0.0.1:6380/4",
+        &[],
+        false,
+    ),
+    (
+        "QUEUE_CONNECTION=database",
+        &[(
+            "config/database.php",
+            "'prefix' => '',",
+            "'prefix' => 'shop_',",
+        )],
+        false,
+    ),
+    (
+        "QUEUE_CONNECTION=redis\nREDIS_QUEUE=orders\nREDIS_PREFIX=cached_\nREDIS_DB=2",
+        &[],
+        true,
+    ),
+    (
+        "QUEUE_CONNECTION=database\nORDER_EXPIRE_DISPATCH_QUEUE=expired",
+        &[],
+        false,
+    ),
+];
+
+/// The queue order-expire writes a job to (`check --json`'s `dispatch`) is the one Laravel's own
+/// QueueManager builds for the app (the fixture's `order-expire:config`): connection, driver,
+/// queue name, and the table (with its prefix) or the Redis list key (with the connection's
+/// prefix) and database.
+#[test]
+fn queue_settings_resolve_as_in_laravel() {
+    let mut differences = Vec::new();
+    let base =
+        "CACHE_DRIVER=redis\nDB_CONNECTION=mysql\nORDER_EXPIRE_DISPATCH=App\\Jobs\\OrderExpired\n";
+    for (variant, edits, cached) in QUEUE_VARIANTS {
+        let laravel = LaravelApp::new(&format!("{base}{variant}\n"));
+        customise(&laravel, edits);
+        if *cached {
+            laravel.artisan(&["config:cache"]);
+        }
+        let theirs: serde_json::Value =
+            serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim())
+                .expect("Laravel's JSON");
+        let output = laravel.app.run(&["check", "--json", "--no-connect"]);
+        assert!(
+            output.status.success(),
+            "{variant:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let ours: serde_json::Value = serde_json::from_slice(&output.stdout).expect("our JSON");
+        let mut fields = vec!["connection", "driver", "table", "key", "redis_database"];
+        // Laravel has no setting for another queue name than the connection's own: that
+        // variant checks ours against the override instead.
+        if variant.contains("ORDER_EXPIRE_DISPATCH_QUEUE") {
+            assert_eq!(ours["dispatch"]["queue"], "expired", "{ours}");
+        } else {
+            fields.push("queue");
+        }
+        for field in fields {
+            let their_value = theirs["queue"].get(field).cloned().unwrap_or_default();
+            let our_value = ours["dispatch"].get(field).cloned().unwrap_or_default();
+            if their_value != our_value {
+                differences.push(format!(
+                    "{variant:?} {field}: laravel {their_value}, ours {our_value}"
+                ));
+            }
+        }
+    }
+    println!(
+        "{} queue variants compared with Laravel",
+        QUEUE_VARIANTS.len()
+    );
+    assert!(differences.is_empty(), "{differences:#?}");
+}
