@@ -29,11 +29,14 @@ pub(crate) struct KeyPattern {
 
 impl KeyPattern {
     pub(crate) fn new(keys: &KeySettings) -> Self {
+        Self::of_type(keys, &keys.key_type)
+    }
+
+    /// The keys of another type under the same prefixes (`ORDER_EXPIRE_ON_<TYPE>`), read with
+    /// the same rules: canonical ids only.
+    pub(crate) fn of_type(keys: &KeySettings, key_type: &str) -> Self {
         Self {
-            prefix: format!(
-                "{}{}{}:",
-                keys.connection_prefix, keys.store_prefix, keys.key_type
-            ),
+            prefix: format!("{}{}{key_type}:", keys.connection_prefix, keys.store_prefix),
         }
     }
 
