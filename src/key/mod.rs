@@ -129,6 +129,33 @@ mod tests {
     }
 
     #[test]
+    fn other_key_types_share_the_prefixes_and_the_id_rules() {
+        let keys = KeySettings {
+            connection_prefix: "laravel_database_".into(),
+            cache_prefix: "laravel_cache".into(),
+            store_prefix: "laravel_cache:".into(),
+            key_type: "ORDER_CONFIRM".into(),
+        };
+        let other = KeyPattern::of_type(&keys, "ORDER_OTHEREVENT");
+        assert_eq!(
+            other.parse(b"laravel_database_laravel_cache:ORDER_OTHEREVENT:42"),
+            ParsedKey::Order(42)
+        );
+        assert!(matches!(
+            other.parse(b"laravel_database_laravel_cache:ORDER_OTHEREVENT:05"),
+            ParsedKey::Malformed { .. }
+        ));
+        assert_eq!(
+            other.parse(b"laravel_database_laravel_cache:ORDER_CONFIRM:42"),
+            ParsedKey::Unrelated
+        );
+        assert_eq!(
+            KeyPattern::new(&keys).parse(b"laravel_database_laravel_cache:ORDER_OTHEREVENT:42"),
+            ParsedKey::Unrelated
+        );
+    }
+
+    #[test]
     fn parses_laravel_8_default_keys() {
         let p = pattern("laravel_database_", "laravel_cache:");
         assert_eq!(

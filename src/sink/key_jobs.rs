@@ -107,12 +107,15 @@ impl KeyJobWriter {
     ) {
         let mut deadline: Option<Instant> = None;
         loop {
+            if deadline.is_some() {
+                // Stopping (perhaps noticed during a retry): no new key, what is queued is written.
+                queue.close();
+            }
             let first = match deadline {
                 None => tokio::select! {
                     biased;
                     () = shutdown.cancelled() => {
                         deadline = Some(Instant::now() + stop_timeout);
-                        queue.close();
                         continue;
                     }
                     key = queue.recv() => key,
