@@ -33,7 +33,8 @@
 //!   `mysql` holds the pool with Laravel's session settings, the schema check, and every
 //!   statement against the app's tables (`mysql::orders`). Each has its own error type.
 //! * `key`: turns the full Redis key Laravel wrote (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`)
-//!   back into an order id (canonical ids only), and builds it for `schedule`.
+//!   back into an order id (canonical ids only), and builds it for `schedule`; keys of other
+//!   types with a job are read with the same rules.
 //! * `queue`: the typed queue between the sources and the dispatcher: each order with its origin
 //!   (event, deadline, sweep) and when it became due; the full-queue policy per origin, the dedup
 //!   window and per-origin counters.
@@ -47,7 +48,8 @@
 //!   backoff, the split of a failing batch, parking of an order MySQL refuses for good, the stop
 //!   deadline), generic over the writer so it is unit-tested without servers; `sink::writer` is
 //!   the exactly-once transaction that cancels the still-unpaid orders of a batch and returns
-//!   their stock.
+//!   their stock; `sink::key_jobs` queues the Laravel job of an expired key of another type
+//!   (`ORDER_EXPIRE_ON_<TYPE>`) with the id from the key, and writes nothing else.
 //! * [`error`]: the top-level [`Error`], which wraps each layer's error; [`Error::render`] is the
 //!   one line printed before exiting and [`Error::exit_code`] its status (2 only for usage
 //!   mistakes).

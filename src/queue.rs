@@ -307,6 +307,55 @@ impl RecentlyDispatched {
     }
 }
 
+/// A key of another type than the orders' that expired (`ORDER_EXPIRE_ON_<TYPE>`): the index
+/// of its type in `Settings::key_jobs`, and the id the key carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExpiredKey {
+    pub(crate) kind: usize,
+    pub(crate) id: u64,
+}
+
+/// The queue from the keyspace source to the key-job writer, bounded by `capacity` (at least
+/// 1). Like an order event, a key never waits for room: a full queue drops it, counts it in
+/// `stats.dropped` and says so a few times a minute (no sweep recovers it: no row records it).
+pub(crate) fn key_job_queue(
+    capacity: usize,
+    stats: Arc<Stats>,
+) -> (KeyJobSender, mpsc::Receiver<ExpiredKey>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let sender = KeyJobSender {
+        tx,
+        stats,
+        full_warnings: Arc::new(Throttle::per_minute()),
+    };
+    (sender, rx)
+}
+
+/// The keyspace source's end of [`key_job_queue`].
+#[derive(Clone)]
+pub(crate) struct KeyJobSender {
+    tx: mpsc::Sender<ExpiredKey>,
+    stats: Arc<Stats>,
+    full_warnings: Arc<Throttle>,
+}
+
+impl KeyJobSender {
+    /// Queues `key` if there is room, else drops it and says so; never waits.
+    pub(crate) fn offer(&self, key: ExpiredKey) {
+        if let Err(mpsc::error::TrySendError::Full(key)) = self.tx.try_send(key) {
+            Stats::add(&self.stats.dropped);
+            if let Admission::Log { suppressed } = self.full_warnings.admit() {
+                tracing::error!(
+                    event = "key_job_queue_full",
+                    id = key.id,
+                    suppressed,
+                    "key job queue full: no job queued for this key; raise --queue-size"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,8 @@ pub(crate) struct Stats {
     pub parked: AtomicU64,
     /// Orders left unwritten when the stop deadline passed.
     pub abandoned: AtomicU64,
+    /// Jobs queued for expired keys of other types (`ORDER_EXPIRE_ON_<TYPE>`).
+    pub key_jobs: AtomicU64,
     /// Failed write attempts that were retried.
     pub retries: AtomicU64,
     /// Redis subscriptions lost and re-established.

@@ -15,6 +15,11 @@
 //! same queue with orders whose event was missed. On a stop signal the sources stop, the queue is
 //! drained and writes in flight finish until the stop deadline; what is still in flight then is
 //! abandoned (MySQL rolls it back) and listed in the log.
+//!
+//! Keys of other types with a job (`ORDER_EXPIRE_ON_<TYPE>`) take a side path: the keyspace
+//! source hands them to their own queue and writer (`sink::key_jobs`), which queues each job
+//! with the id and writes no SQL on the orders; the deadline watcher and the sweep are for
+//! orders only.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,11 +34,12 @@ use crate::contract::Contract;
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
-use crate::queue::{OrderQueue, QueueSender, order_queue};
+use crate::queue::{KeyJobSender, OrderQueue, QueueSender, key_job_queue, order_queue};
 use crate::redis::RedisTarget;
 use crate::sink::Writer;
 use crate::sink::dispatch::{ABANDON_GRACE, DispatchOptions, dispatch};
 use crate::sink::jobs::JobSink;
+use crate::sink::key_jobs::KeyJobWriter;
 use crate::sink::outbox::OutboxDrainer;
 use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
@@ -88,9 +94,29 @@ pub(crate) async fn run(
     drop(conn);
 
     let (writer, outbox) = open_writer(settings, options).await?;
+    let key_writer = KeyJobWriter::new(settings, writer.database().clone()).await?;
     log_start(settings, &writer);
-    let (sources, orders) =
-        start_sources(settings, options, &redis, &writer, &stats, &shutdown).await?;
+    let (key_sender, key_queue) = key_job_queue(options.queue_size, Arc::clone(&stats));
+    let key_jobs = key_writer.as_ref().map(|w| {
+        let types = w
+            .key_types()
+            .map(|t| (t.to_string(), KeyPattern::of_type(&settings.keys, t)))
+            .collect();
+        (types, key_sender)
+    });
+    let (sources, orders) = start_sources(
+        settings, options, &redis, &writer, key_jobs, &stats, &shutdown,
+    )
+    .await?;
+    // The key jobs have their own writer: a slow or failing queue never holds up the orders.
+    let key_task = key_writer.map(|w| {
+        tokio::spawn(w.run(
+            key_queue,
+            shutdown.clone(),
+            options.stop_timeout,
+            Arc::clone(&stats),
+        ))
+    });
     // The drainer stops after the writers: its own token is cancelled once they are done.
     let outbox_stop = CancellationToken::new();
     let outbox_task = outbox.map(|drainer| tokio::spawn(drainer.run(outbox_stop.clone())));
@@ -115,6 +141,16 @@ pub(crate) async fn run(
     .await;
 
     outbox_stop.cancel();
+    if let Some(task) = key_task {
+        // It stops at its own deadline, counted from the same stop signal.
+        let abort = task.abort_handle();
+        if tokio::time::timeout(options.stop_timeout + ABANDON_GRACE, task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
     finish(outbox_task, sources, writer).await;
     log_stopped(&stats);
     Ok(stats)
@@ -145,6 +181,11 @@ fn log_start(settings: &Settings, writer: &Writer) {
             driver = dispatch.target.driver(), queue = %dispatch.queue,
             "queueing a Laravel job for every cancelled order");
     }
+    for job in &settings.key_jobs {
+        tracing::info!(event = "key_job", key_type = %job.key_type, job = %job.class, property = %job.property,
+            connection = %job.connection, driver = job.target.driver(), queue = %job.queue, delivery = "at-least-once",
+            "queueing a Laravel job with the id whenever a key of this type expires");
+    }
     tracing::info!(mysql = %writer.database().endpoint(), database = %settings.mysql.database,
         orders = %settings.schema.orders, products = %settings.schema.products,
         timezone = %settings.timezone.name, "writing to MySQL");
@@ -168,6 +209,7 @@ async fn start_sources(
     options: &WorkerOptions,
     redis: &RedisTarget,
     writer: &Writer,
+    key_jobs: Option<(Vec<(String, KeyPattern)>, KeyJobSender)>,
     stats: &Arc<Stats>,
     shutdown: &CancellationToken,
 ) -> Result<(Vec<JoinHandle<()>>, OrderQueue), Error> {
@@ -180,8 +222,11 @@ async fn start_sources(
         redis.clone(),
         pattern.clone(),
     );
-    let source = KeyspaceSource::new(redis.clone(), pattern.clone(), Arc::clone(stats))
+    let mut source = KeyspaceSource::new(redis.clone(), pattern.clone(), Arc::clone(stats))
         .on_resubscribe(Arc::clone(&resubscribed));
+    if let Some((types, queue)) = key_jobs {
+        source = source.with_key_jobs(types, queue);
+    }
     // Subscribe before the first sweep, so that nothing expires unseen between the two.
     let subscription = source.subscribe().await?;
     let (queue, orders) = order_queue(options.queue_size, Arc::clone(stats));
@@ -249,6 +294,7 @@ fn log_stopped(stats: &Stats) {
         event = "stopped",
         events = Stats::get(&stats.events),
         cancelled = Stats::get(&stats.cancelled),
+        key_jobs = Stats::get(&stats.key_jobs),
         skipped = Stats::get(&stats.skipped),
         unrelated = Stats::get(&stats.unrelated),
         malformed = Stats::get(&stats.malformed),

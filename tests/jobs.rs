@@ -6,6 +6,10 @@
 //! database queue: the `jobs` row is written in the cancel transaction, so there is exactly one
 //! per cancelled order, through bursts, `kill -9` and concurrent workers. redis queue: the
 //! outbox is pushed after the commit, so every cancelled order's job runs at least once.
+//!
+//! Other key types (`ORDER_EXPIRE_ON_<TYPE>`): `App\Jobs\OrderIdExpired` is queued with the id
+//! of each `ORDER_OTHEREVENT:<id>` key that expires, at least once, and nothing is written to
+//! the orders or the products.
 
 mod common;
 
@@ -26,13 +30,17 @@ struct Shop {
 }
 
 async fn shop(extra: &str) -> Shop {
+    shop_with(&format!(
+        "ORDER_EXPIRE_DISPATCH=App\\Jobs\\OrderExpired\n{extra}"
+    ))
+    .await
+}
+
+/// The same with only the settings `env` (no order job unless it sets one).
+async fn shop_with(env: &str) -> Shop {
     let redis = RedisServer::start();
     let db = TestDb::create_empty().await;
-    let laravel = LaravelApp::new(&App::env_text(
-        redis.port,
-        &db,
-        &format!("ORDER_EXPIRE_DISPATCH=App\\Jobs\\OrderExpired\n{extra}"),
-    ));
+    let laravel = LaravelApp::new(&App::env_text(redis.port, &db, env));
     // The outbox's migration, shipped for apps with a redis queue.
     let migration = "2024_01_01_000000_create_order_expire_outbox_table.php";
     std::fs::copy(
@@ -425,4 +433,119 @@ async fn a_missing_outbox_or_jobs_table_stops_the_start_with_the_migration_to_ru
             "{queue}: {stderr}"
         );
     }
+}
+
+/// The key the app writes for an event of another type, `ORDER_OTHEREVENT:<id>`.
+fn other_key(id: &str) -> String {
+    format!("laravel_database_laravel_cache:ORDER_OTHEREVENT:{id}")
+}
+
+/// Every order and product row, to show they are left as they were.
+async fn orders_and_stock(db: &TestDb) -> (Vec<(u64, i64, String)>, Vec<(u64, i64)>) {
+    let mut c = db.conn().await;
+    let orders: Vec<(u64, i64, String)> = c
+        .query("SELECT id, status, CAST(updated_at AS CHAR) FROM orders ORDER BY id")
+        .await
+        .expect("orders");
+    let stock: Vec<(u64, i64)> = c
+        .query("SELECT id, stock FROM products ORDER BY id")
+        .await
+        .expect("products");
+    (orders, stock)
+}
+
+/// `ORDER_EXPIRE_ON_ORDER_OTHEREVENT`: each `ORDER_OTHEREVENT:<id>` key that expires queues
+/// `App\Jobs\OrderIdExpired` with the id (no order job configured), Laravel's worker runs each
+/// at least once, the orders and products are untouched, and `...:05` queues nothing.
+async fn other_key_type_runs_its_job(queue: &str) {
+    let shop = shop_with(&format!(
+        "QUEUE_CONNECTION={queue}\nORDER_EXPIRE_ON_ORDER_OTHEREVENT=App\\Jobs\\OrderIdExpired\nORDER_EXPIRE_ON_ORDER_OTHEREVENT_PROPERTY=orderId"
+    ))
+    .await;
+    let (unpaid, paid) = burst(&shop, 300).await;
+    let ids: Vec<u64> = [unpaid, paid]
+        .concat()
+        .into_iter()
+        .filter(|id| *id != 5)
+        .collect();
+    let before = orders_and_stock(&shop.db).await;
+
+    let check = shop.laravel.app.run(&["check", "--no-connect", "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&check.stdout).expect("check --json prints JSON");
+    assert_eq!(report["key_jobs"][0]["key_type"], "ORDER_OTHEREVENT");
+    assert_eq!(report["key_jobs"][0]["job"], "App\\Jobs\\OrderIdExpired");
+    assert_eq!(report["key_jobs"][0]["property"], "orderId");
+    assert_eq!(report["key_jobs"][0]["delivery"], "at-least-once");
+    assert_eq!(
+        report["key_jobs"][0]["pattern"],
+        format!("{}*", other_key(""))
+    );
+
+    let mut worker = shop.laravel.app.start_worker(&[]);
+    assert_eq!(worker.count_event("key_job"), 1);
+    let mut conn = shop.redis.conn(1);
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.cmd("SETEX")
+            .arg(other_key(&id.to_string()))
+            .arg(2)
+            .arg(id.to_string())
+            .ignore();
+    }
+    pipe.cmd("SETEX")
+        .arg(other_key("05"))
+        .arg(2)
+        .arg("5")
+        .ignore();
+    pipe.query::<()>(&mut conn).expect("SETEX pipeline");
+
+    wait_until(WAIT, "every key's job queued", || async {
+        let queued = if queue == "database" {
+            count(&shop.db, "SELECT COUNT(*) FROM jobs").await as usize
+        } else {
+            let mut conn = shop.redis.conn(0);
+            redis::cmd("LLEN")
+                .arg("laravel_database_queues:default")
+                .query::<usize>(&mut conn)
+                .expect("LLEN")
+        };
+        queued >= ids.len() && worker.count_event("key_malformed") >= 1
+    })
+    .await;
+    worker.stop(Duration::from_secs(20));
+    let malformed = worker.events("key_malformed");
+    assert_eq!(malformed[0]["key_type"], "ORDER_OTHEREVENT");
+    let stopped = worker.events("stopped");
+    assert!(stopped[0]["key_jobs"].as_u64().expect("key_jobs") >= ids.len() as u64);
+
+    queue_work(&shop, queue);
+    let runs = job_runs(&shop.db).await;
+    let expected: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(
+        runs.keys().copied().collect::<BTreeSet<_>>(),
+        expected,
+        "each id's job ran, and none for the malformed key"
+    );
+    assert!(!runs.contains_key(&5), "`...:05` queued nothing");
+    assert_eq!(count(&shop.db, "SELECT COUNT(*) FROM failed_jobs").await, 0);
+    assert_eq!(
+        count(&shop.db, "SELECT COUNT(*) FROM expired_job_runs WHERE job_class <> 'App\\\\Jobs\\\\OrderIdExpired'").await,
+        0
+    );
+    assert_eq!(
+        orders_and_stock(&shop.db).await,
+        before,
+        "no SQL on the orders or the products"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_key_type_database_queue_runs_its_job_with_the_id() {
+    other_key_type_runs_its_job("database").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_key_type_redis_queue_runs_its_job_with_the_id() {
+    other_key_type_runs_its_job("redis").await;
 }

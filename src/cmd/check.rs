@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::{
-    DispatchArgument, DispatchSettings, OrderLines, QueueTarget, RedisEndpoint, Settings,
+    DispatchArgument, DispatchSettings, KeyJobSettings, OrderLines, QueueTarget, RedisEndpoint,
+    Settings,
 };
 use crate::contract::Contract;
 use crate::key::KeyPattern;
@@ -55,6 +56,8 @@ struct Report {
     contract: Contract,
     /// The Laravel job queued per cancelled order (`null`: none).
     dispatch: Option<DispatchReport>,
+    /// The jobs queued when keys of other types expire (`ORDER_EXPIRE_ON_<TYPE>`).
+    key_jobs: Vec<KeyJobReport>,
     /// What each server answered (`null` with `--no-connect`).
     connections: Option<Connections>,
 }
@@ -125,6 +128,67 @@ impl DispatchReport {
             self.job,
             self.property,
             self.model.as_deref().unwrap_or("the order id"),
+            self.connection,
+            self.driver,
+            self.queue,
+            self.delivery
+        )
+    }
+}
+
+/// `ORDER_EXPIRE_ON_<TYPE>` as resolved: the key type, its job and where the job goes.
+#[derive(Debug, Serialize)]
+struct KeyJobReport {
+    key_type: String,
+    job: String,
+    /// The job's public integer property that receives the id.
+    property: String,
+    /// The full Redis key of this type as a glob, `*` in place of the id.
+    pattern: String,
+    connection: String,
+    driver: &'static str,
+    queue: String,
+    /// The `jobs` table (database), or the list key (redis).
+    table: Option<String>,
+    key: Option<String>,
+    /// Always `at-least-once`: no row guards these jobs, and keys that expire while no worker
+    /// listens are missed.
+    delivery: &'static str,
+}
+
+impl KeyJobReport {
+    fn new(settings: &Settings, j: &KeyJobSettings) -> Self {
+        let (table, key) = match &j.target {
+            QueueTarget::Database { table } => (Some(table.clone()), None),
+            QueueTarget::Redis { prefix, .. } => {
+                (None, Some(format!("{prefix}queues:{}", j.queue)))
+            }
+        };
+        Self {
+            key_type: j.key_type.clone(),
+            job: j.class.clone(),
+            property: j.property.clone(),
+            pattern: KeyPattern::of_type(&settings.keys, &j.key_type).to_string(),
+            connection: j.connection.clone(),
+            driver: j.target.driver(),
+            queue: j.queue.clone(),
+            table,
+            key,
+            delivery: "at-least-once",
+        }
+    }
+
+    fn text(&self) -> String {
+        let place = match (&self.table, &self.key) {
+            (Some(table), _) => format!("table {table}"),
+            (_, Some(key)) => format!("list {key}"),
+            _ => String::new(),
+        };
+        format!(
+            "{} -> {} (${} = the id) on queue connection {} ({}), queue {}, {place}; {}",
+            self.pattern,
+            self.job,
+            self.property,
             self.connection,
             self.driver,
             self.queue,
@@ -297,6 +361,11 @@ impl Report {
             order_ttl: settings.recovery.order_ttl.map(|d| d.as_secs()),
             contract: Contract::new(settings),
             dispatch: settings.dispatch.as_ref().map(DispatchReport::new),
+            key_jobs: settings
+                .key_jobs
+                .iter()
+                .map(|j| KeyJobReport::new(settings, j))
+                .collect(),
             connections: None,
         }
     }
@@ -374,6 +443,9 @@ impl Report {
         let _ = writeln!(out, "  contract    {}", self.contract.promise());
         if let Some(dispatch) = &self.dispatch {
             let _ = writeln!(out, "  dispatch    {}", dispatch.text());
+        }
+        for job in &self.key_jobs {
+            let _ = writeln!(out, "  key job     {}", job.text());
         }
         if let Some(c) = &self.connections {
             for (name, probe) in [("redis", &c.redis), ("mysql", &c.mysql)] {

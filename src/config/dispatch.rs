@@ -27,6 +27,11 @@ pub(super) mod keys {
     pub const DISPATCH_CONNECTION: &str = "ORDER_EXPIRE_DISPATCH_CONNECTION";
     /// The queue name instead of the connection's own.
     pub const DISPATCH_QUEUE: &str = "ORDER_EXPIRE_DISPATCH_QUEUE";
+    /// `ORDER_EXPIRE_ON_<TYPE>`: the job class queued when a key of another type expires, e.g.
+    /// `ORDER_EXPIRE_ON_ORDER_OTHEREVENT=App\Jobs\SomethingExpired` (no flag: one per type).
+    pub const ON_PREFIX: &str = "ORDER_EXPIRE_ON_";
+    /// `ORDER_EXPIRE_ON_<TYPE>_PROPERTY`: that job's public integer property (default `id`).
+    pub const ON_PROPERTY_SUFFIX: &str = "_PROPERTY";
 }
 
 /// The job to queue for every cancelled order, and where.
@@ -87,10 +92,114 @@ impl QueueTarget {
     }
 }
 
+/// The job queued when a key of another type than the orders' expires
+/// (`ORDER_EXPIRE_ON_<TYPE>`): it gets the id from the key, and no SQL is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyJobSettings {
+    /// The key type as the app writes it, e.g. `ORDER_OTHEREVENT`.
+    pub key_type: String,
+    /// The job class, e.g. `App\Jobs\SomethingExpired` (no leading `\`).
+    pub class: String,
+    /// The job's public integer property that receives the id (default `id`).
+    pub property: String,
+    /// The queue connection's name, resolved as for [`DispatchSettings`].
+    pub connection: String,
+    /// The queue's name.
+    pub queue: String,
+    /// Where the queue keeps its jobs.
+    pub target: QueueTarget,
+}
+
 /// Reads our own dispatch settings (flag, else `.env`).
-pub(super) type OurSetting<'a> = &'a dyn Fn(&'static str) -> Option<String>;
+pub(super) type OurSetting<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// A bad value of one of our settings, named as it was given.
-pub(super) type OurError<'a> = &'a dyn Fn(&'static str, &str, String) -> ConfigError;
+pub(super) type OurError<'a> = &'a dyn Fn(&str, &str, String) -> ConfigError;
+
+/// The jobs of other key types: every `ORDER_EXPIRE_ON_<TYPE>` among `names` (the variables
+/// that start with [`keys::ON_PREFIX`]), sorted by key type. `order_key_type` is the orders'
+/// own, which `ORDER_EXPIRE_DISPATCH` covers.
+pub(super) fn resolve_key_jobs(
+    laravel: &Laravel<'_>,
+    ours: OurSetting<'_>,
+    invalid: OurError<'_>,
+    root: &Path,
+    names: &[String],
+    order_key_type: &str,
+) -> Result<Vec<KeyJobSettings>, ConfigError> {
+    let mut jobs = Vec::new();
+    for name in names {
+        let Some(key_type) = name.strip_prefix(keys::ON_PREFIX) else {
+            continue;
+        };
+        let Some(raw_class) = ours(name) else {
+            continue;
+        };
+        if let Some(base) = key_type.strip_suffix(keys::ON_PROPERTY_SUFFIX) {
+            let job = format!("{}{base}", keys::ON_PREFIX);
+            if !base.is_empty() && ours(&job).is_none() {
+                return Err(invalid(
+                    name,
+                    &raw_class,
+                    format!("a job property without its job: set {job} to the job class too"),
+                ));
+            }
+            if !base.is_empty() {
+                continue;
+            }
+        }
+        if key_type.is_empty()
+            || !key_type
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(invalid(
+                name,
+                &raw_class,
+                format!(
+                    "expected {}<TYPE> with the key type as the app writes it (letters, digits and _), e.g. {}ORDER_OTHEREVENT",
+                    keys::ON_PREFIX,
+                    keys::ON_PREFIX
+                ),
+            ));
+        }
+        if key_type == order_key_type {
+            return Err(invalid(
+                name,
+                &raw_class,
+                format!(
+                    "{key_type} is the order key type: its job is {} (unset {name})",
+                    keys::DISPATCH
+                ),
+            ));
+        }
+        let class =
+            class_name(&raw_class).ok_or_else(|| invalid(name, &raw_class, CLASS_HINT.into()))?;
+        refuse_encrypted(&class, root).map_err(|reason| invalid(name, &raw_class, reason))?;
+        let property_name = format!("{name}{}", keys::ON_PROPERTY_SUFFIX);
+        let property = ours(&property_name).unwrap_or_else(|| "id".into());
+        if !is_identifier(&property) {
+            return Err(invalid(
+                &property_name,
+                &property,
+                "expected a PHP property name such as id or orderId".into(),
+            ));
+        }
+        let (connection, queue, target) = laravel.queue(
+            ours(keys::DISPATCH_CONNECTION),
+            ours(keys::DISPATCH_QUEUE),
+            invalid,
+        )?;
+        jobs.push(KeyJobSettings {
+            key_type: key_type.to_string(),
+            class,
+            property,
+            connection,
+            queue,
+            target,
+        });
+    }
+    Ok(jobs)
+}
 
 /// The dispatch settings, or `None` when `ORDER_EXPIRE_DISPATCH` is unset.
 pub(super) fn resolve(

@@ -21,6 +21,8 @@ pub(super) type ProcessEnv = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub(super) struct Environment {
     file: HashMap<String, String>,
     process: ProcessEnv,
+    /// The names set in the process environment, for settings found by their name's prefix.
+    process_names: Vec<String>,
 }
 
 impl Environment {
@@ -34,12 +36,15 @@ impl Environment {
                 source,
             })?;
         let text = dotenv::decode(&bytes);
-        Self::parse_with(&text, rules, Box::new(|name| std::env::var(name).ok())).map_err(
-            |source| ConfigError::ParseEnv {
+        let mut env = Self::parse_with(&text, rules, Box::new(|name| std::env::var(name).ok()))
+            .map_err(|source| ConfigError::ParseEnv {
                 path: path.to_path_buf(),
                 source,
-            },
-        )
+            })?;
+        env.process_names = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect();
+        Ok(env)
     }
 
     /// Builds the environment from `.env` text and a process-environment lookup, with
@@ -56,7 +61,34 @@ impl Environment {
         process: ProcessEnv,
     ) -> Result<Self, dotenv::DotenvError> {
         let file = dotenv::parse(text, rules, &*process)?.into_iter().collect();
-        Ok(Self { file, process })
+        Ok(Self {
+            file,
+            process,
+            process_names: Vec::new(),
+        })
+    }
+
+    /// The same, with `names` set in the process environment as far as [`Self::names`] is
+    /// concerned (tests inject the process environment as a lookup).
+    #[cfg(test)]
+    pub(super) fn with_process_names(mut self, names: &[&str]) -> Self {
+        self.process_names = names.iter().map(|n| (*n).to_string()).collect();
+        self
+    }
+
+    /// Every variable name that starts with `prefix`, in the process environment or the
+    /// `.env`, sorted and without repeats.
+    pub(super) fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .file
+            .keys()
+            .chain(&self.process_names)
+            .filter(|name| name.starts_with(prefix))
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The raw string of `name`, before `env()`'s mapping, or `None` if it is not set anywhere.

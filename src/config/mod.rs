@@ -45,8 +45,9 @@
 //! * `resolved` holds the resolved value types ([`RedisSettings`], [`MysqlSettings`],
 //!   [`KeySettings`]...), which `resolve` computes from that configuration as Laravel's
 //!   managers and connectors do.
-//! * `dispatch` resolves the Laravel job queued per cancelled order and its queue
-//!   connection (`config/queue.php`) as `QueueManager` does.
+//! * `dispatch` resolves the Laravel job queued per cancelled order, the jobs queued for
+//!   other key types (`ORDER_EXPIRE_ON_<TYPE>`), and their queue connection
+//!   (`config/queue.php`) as `QueueManager` does.
 //! * `settings` puts it together with order-expire's own settings (schema mapping, TTL, time
 //!   zone override); `schema` validates the table and column names.
 
@@ -76,7 +77,7 @@ mod url;
 pub mod version;
 
 pub use bounded::ReadError;
-pub use dispatch::{DispatchArgument, DispatchSettings, QueueTarget};
+pub use dispatch::{DispatchArgument, DispatchSettings, KeyJobSettings, QueueTarget};
 pub use error::{ConfigError, ValueOrigin};
 pub use php::is_numeric;
 pub use php_value::Unevaluated;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::dispatch::{self, DispatchSettings};
+use super::dispatch::{self, DispatchSettings, KeyJobSettings};
 use super::environment::Environment;
 use super::error::{ConfigError, ValueOrigin};
 use super::repository::{ConfigSource, Repository};
@@ -119,6 +119,9 @@ pub struct Settings {
     pub recovery: RecoverySettings,
     /// The Laravel job queued for every cancelled order (`ORDER_EXPIRE_DISPATCH`), if any.
     pub dispatch: Option<DispatchSettings>,
+    /// The jobs queued when keys of other types expire (`ORDER_EXPIRE_ON_<TYPE>`), sorted by
+    /// key type; empty: none.
+    pub key_jobs: Vec<KeyJobSettings>,
 }
 
 impl Settings {
@@ -241,7 +244,8 @@ impl Settings {
             env_file,
             version: version.as_ref(),
         };
-        let (redis, keys) = laravel.redis(ours.key_type()?)?;
+        let key_type = ours.key_type()?;
+        let (redis, keys) = laravel.redis(key_type.clone())?;
         let mysql = laravel.mysql()?;
         let mut schema = ours.schema()?;
         schema
@@ -265,6 +269,14 @@ impl Settings {
             &|name, value, reason| ours.invalid(name, value, reason),
             env_file.parent().unwrap_or(Path::new(".")),
         )?;
+        let key_jobs = dispatch::resolve_key_jobs(
+            &laravel,
+            &|name| ours.ours(name),
+            &|name, value, reason| ours.invalid(name, value, reason),
+            env_file.parent().unwrap_or(Path::new(".")),
+            &env.names_with_prefix(keys::ON_PREFIX),
+            &key_type,
+        )?;
         Ok(Self {
             env_file: env_file.to_path_buf(),
             dotenv: DotenvVersion::required_by(version.as_ref()),
@@ -278,6 +290,7 @@ impl Settings {
             timezone,
             recovery: ours.recovery()?,
             dispatch,
+            key_jobs,
         })
     }
 }
@@ -292,7 +305,7 @@ struct Ours<'a> {
 impl Ours<'_> {
     /// One of our own settings: the flag, else the variable, else the default. Empty and `null`
     /// count as unset, so `ORDER_EXPIRE_ITEMS_TABLE=` reads naturally as "none".
-    fn ours(&self, name: &'static str) -> Option<String> {
+    fn ours(&self, name: &str) -> Option<String> {
         if let Some(value) = self.overrides.get(name) {
             return Some(value.clone()).filter(|v| !v.is_empty());
         }

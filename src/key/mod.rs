@@ -29,11 +29,14 @@ pub(crate) struct KeyPattern {
 
 impl KeyPattern {
     pub(crate) fn new(keys: &KeySettings) -> Self {
+        Self::of_type(keys, &keys.key_type)
+    }
+
+    /// The keys of another type under the same prefixes (`ORDER_EXPIRE_ON_<TYPE>`), read with
+    /// the same rules: canonical ids only.
+    pub(crate) fn of_type(keys: &KeySettings, key_type: &str) -> Self {
         Self {
-            prefix: format!(
-                "{}{}{}:",
-                keys.connection_prefix, keys.store_prefix, keys.key_type
-            ),
+            prefix: format!("{}{}{key_type}:", keys.connection_prefix, keys.store_prefix),
         }
     }
 
@@ -123,6 +126,33 @@ mod tests {
             store_prefix: store.into(),
             key_type: "ORDER_CONFIRM".into(),
         })
+    }
+
+    #[test]
+    fn other_key_types_share_the_prefixes_and_the_id_rules() {
+        let keys = KeySettings {
+            connection_prefix: "laravel_database_".into(),
+            cache_prefix: "laravel_cache".into(),
+            store_prefix: "laravel_cache:".into(),
+            key_type: "ORDER_CONFIRM".into(),
+        };
+        let other = KeyPattern::of_type(&keys, "ORDER_OTHEREVENT");
+        assert_eq!(
+            other.parse(b"laravel_database_laravel_cache:ORDER_OTHEREVENT:42"),
+            ParsedKey::Order(42)
+        );
+        assert!(matches!(
+            other.parse(b"laravel_database_laravel_cache:ORDER_OTHEREVENT:05"),
+            ParsedKey::Malformed { .. }
+        ));
+        assert_eq!(
+            other.parse(b"laravel_database_laravel_cache:ORDER_CONFIRM:42"),
+            ParsedKey::Unrelated
+        );
+        assert_eq!(
+            KeyPattern::new(&keys).parse(b"laravel_database_laravel_cache:ORDER_OTHEREVENT:42"),
+            ParsedKey::Unrelated
+        );
     }
 
     #[test]

@@ -49,17 +49,9 @@ impl JobSink {
             ),
         };
         db.require_table(table.table(), &fix).await?;
-        // composer.json holds a constraint (`^8.0`), not the installed minor: read it as the
-        // newest of its major, as for an unknown minor.
-        let (major, minor) = settings.laravel.as_ref().map_or((8, None), |v| {
-            (
-                v.major,
-                (v.source != "composer.json").then(|| v.minor()).flatten(),
-            )
-        });
         Ok(Some(Self {
             job: job_class(dispatch),
-            format: PayloadFormat::of_laravel(major, minor),
+            format: payload_format(settings),
             driver: match dispatch.target {
                 QueueTarget::Database { .. } => QueueDriver::Database,
                 QueueTarget::Redis { .. } => QueueDriver::Redis,
@@ -104,6 +96,18 @@ impl JobSink {
             self.outbox_written.notify_one();
         }
     }
+}
+
+/// The payload fields the app's Laravel version writes. composer.json holds a constraint
+/// (`^8.0`), not the installed minor: it is read as the newest of its major, as an unknown minor.
+pub(crate) fn payload_format(settings: &Settings) -> PayloadFormat {
+    let (major, minor) = settings.laravel.as_ref().map_or((8, None), |v| {
+        (
+            v.major,
+            (v.source != "composer.json").then(|| v.minor()).flatten(),
+        )
+    });
+    PayloadFormat::of_laravel(major, minor)
 }
 
 /// The table a batch's jobs go to: the queue's `jobs` table, or our outbox (with the app's

@@ -8,6 +8,8 @@
 //!
 //! Events are read as fast as Redis sends them: redis-rs's reader task buffers them, we classify
 //! each key on the spot and put order ids into the writer queue without waiting for the database.
+//! A key of another type with a job (`ORDER_EXPIRE_ON_<TYPE>`) goes, with the same prefixes and
+//! the same id rules, to the key-job queue instead.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::SourceError;
 use crate::backoff::Backoff;
 use crate::key::{self, KeyPattern, ParsedKey};
-use crate::queue::{Origin, QueueSender};
+use crate::queue::{ExpiredKey, KeyJobSender, Origin, QueueSender};
 use crate::redis::RedisTarget;
 use crate::stats::Stats;
 use crate::throttle::{Admission, Throttle};
@@ -34,6 +36,9 @@ pub(crate) struct KeyspaceSource {
     pattern: KeyPattern,
     stats: Arc<Stats>,
     resubscribed: Option<Arc<Notify>>,
+    /// The other key types with a job, in the order of `Settings::key_jobs`, and their queue.
+    other_types: Vec<(String, KeyPattern)>,
+    key_jobs: Option<KeyJobSender>,
     /// Warnings about malformed keys: outside input repeats them at will.
     malformed_warnings: Throttle,
 }
@@ -51,6 +56,8 @@ impl KeyspaceSource {
             pattern,
             stats,
             resubscribed: None,
+            other_types: Vec::new(),
+            key_jobs: None,
             malformed_warnings: Throttle::per_minute(),
         }
     }
@@ -59,6 +66,18 @@ impl KeyspaceSource {
     /// recover what expired in between.
     pub(crate) fn on_resubscribe(mut self, notify: Arc<Notify>) -> Self {
         self.resubscribed = Some(notify);
+        self
+    }
+
+    /// Keys of `types` (each with its pattern; an [`ExpiredKey`]'s `kind` is its index) go to
+    /// `queue`.
+    pub(crate) fn with_key_jobs(
+        mut self,
+        types: Vec<(String, KeyPattern)>,
+        queue: KeyJobSender,
+    ) -> Self {
+        self.other_types = types;
+        self.key_jobs = Some(queue);
         self
     }
 
@@ -147,16 +166,45 @@ impl KeyspaceSource {
                 // Closed means the worker is stopping: the shutdown arm ends the loop.
                 let _ = queue.send(id, Origin::Event).await;
             }
-            ParsedKey::Unrelated => {
-                Stats::add(&self.stats.unrelated);
-                tracing::debug!(key = %key::shown(key), "ignored: not an order key of this app");
-            }
-            ParsedKey::Malformed { id, reason } => {
-                Stats::add(&self.stats.malformed);
-                if let Admission::Log { suppressed } = self.malformed_warnings.admit() {
-                    tracing::warn!(event = "key_malformed", key = %key::shown(key), id = %key::shown(id), reason, suppressed,
-                        "ignored a malformed order key; nothing written");
+            ParsedKey::Unrelated => self.handle_other_type(key),
+            ParsedKey::Malformed { id, reason } => self.malformed(key, id, reason, None),
+        }
+    }
+
+    /// A key that is not an order key: another type's job, else nothing.
+    fn handle_other_type(&self, key: &[u8]) {
+        for (kind, (key_type, pattern)) in self.other_types.iter().enumerate() {
+            match pattern.parse(key) {
+                ParsedKey::Order(id) => {
+                    if let Some(queue) = &self.key_jobs {
+                        queue.offer(ExpiredKey { kind, id });
+                    }
+                    return;
                 }
+                ParsedKey::Malformed { id, reason } => {
+                    return self.malformed(key, id, reason, Some(key_type));
+                }
+                ParsedKey::Unrelated => {}
+            }
+        }
+        Stats::add(&self.stats.unrelated);
+        tracing::debug!(key = %key::shown(key), "ignored: not an order key of this app");
+    }
+
+    /// Counts and (a few times a minute) reports a key of ours whose id is not canonical.
+    fn malformed(&self, key: &[u8], id: &[u8], reason: &'static str, key_type: Option<&str>) {
+        Stats::add(&self.stats.malformed);
+        let Admission::Log { suppressed } = self.malformed_warnings.admit() else {
+            return;
+        };
+        match key_type {
+            None => {
+                tracing::warn!(event = "key_malformed", key = %key::shown(key), id = %key::shown(id), reason, suppressed,
+                "ignored a malformed order key; nothing written")
+            }
+            Some(key_type) => {
+                tracing::warn!(event = "key_malformed", key = %key::shown(key), id = %key::shown(id), reason, suppressed,
+                key_type, "ignored a malformed key of a type with a job; no job queued")
             }
         }
     }
