@@ -83,7 +83,7 @@ pub use php_value::Unevaluated;
 pub use repository::ConfigSource;
 pub use resolved::{
     KeySettings, MysqlSession, MysqlSettings, RecoverySettings, RedisEndpoint, RedisSettings,
-    SqlMode, TimeZoneSetting,
+    RedisTopology, SqlMode, TimeZoneSetting,
 };
 pub use schema::{Ident, OrderLines, Schema};
 pub use settings::{Overrides, Settings, flag_of, keys};
