@@ -72,6 +72,8 @@ mod resolved;
 mod schema;
 mod settings;
 pub mod slug;
+#[cfg(test)]
+mod topology_tests;
 mod url;
 pub mod version;
 
