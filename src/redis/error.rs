@@ -32,11 +32,11 @@ pub enum RedisError {
     /// yet: subscribed to one node, it would lose the other nodes' (or the next master's)
     /// `expired` events without a sign.
     #[error(
-        "the cache store's Redis is a {kind} ({topology}), which order-expire does not follow yet: {why}, so orders would stay unpaid without any error; order-expire has no setting to point it at one server, so keep `php artisan order:expire` running for this app"
+        "the cache store's Redis is a {kind} ({detail}), which order-expire does not follow yet: {why}, so orders would stay unpaid without any error; order-expire has no setting to point it at one server, so keep `php artisan order:expire` running for this app"
     )]
     TopologyNotFollowed {
         kind: &'static str,
-        topology: String,
+        detail: String,
         why: &'static str,
     },
 }

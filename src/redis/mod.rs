@@ -36,9 +36,21 @@ pub(crate) fn refuse_unfollowed(topology: &RedisTopology) -> Result<(), RedisErr
             "after a failover the expiries come from the new master, which it would not find"
         }
     };
+    let nodes = topology
+        .nodes()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let detail = match topology {
+        RedisTopology::Sentinel { service, .. } => {
+            format!("service {service}, sentinels {nodes}")
+        }
+        _ => format!("seeds {nodes}"),
+    };
     Err(RedisError::TopologyNotFollowed {
         kind: topology.kind(),
-        topology: topology.to_string(),
+        detail,
         why,
     })
 }
