@@ -271,7 +271,8 @@ impl Laravel<'_> {
                 continue;
             }
             let path = conn.path(&key.to_string());
-            sentinels.push(self.node_endpoint(&path, value, "26379")?);
+            // Predis's default port, 6379, applies to a sentinel given without one.
+            sentinels.push(self.node_endpoint(&path, value, "6379")?);
         }
         let Some(first) = sentinels.first().cloned() else {
             return Err(self.invalid(
@@ -428,11 +429,18 @@ impl Laravel<'_> {
         match value {
             PhpValue::Array(_) => return self.connection(path),
             PhpValue::Str(raw) if !raw.is_empty() => {
-                // Predis reads `host:port` as well as `tcp://host:port`.
+                // Predis reads `host:port` as well as `tcp://host:port`, but a bare host is a
+                // path to PHP's parse_url: predis would connect to 127.0.0.1:6379 instead.
                 let with_scheme = if raw.contains("://") {
                     raw.clone()
-                } else {
+                } else if raw.contains(':') {
                     format!("tcp://{raw}")
+                } else {
+                    return Err(self.invalid(
+                        path,
+                        raw,
+                        format!("predis reads a host without a scheme or port as no host at all and would connect to 127.0.0.1:6379: write tcp://{raw}:<port>"),
+                    ));
                 };
                 let parts =
                     url::parse(&with_scheme).map_err(|reason| self.invalid(path, raw, reason))?;

@@ -173,7 +173,7 @@ fn a_predis_sentinel_connection_lists_sentinels_and_a_service() {
             sentinels: vec![
                 tcp("10.0.0.1", 26379),
                 tcp("10.0.0.2", 26380),
-                tcp("10.0.0.3", 26379)
+                tcp("10.0.0.3", 6379)
             ],
             service: "shop-master".into(),
         }
@@ -248,4 +248,12 @@ fn a_missing_connection_names_both_places_laravel_looks() {
         "",
     );
     assert!(e.contains("database.redis.clusters.cache"), "{e}");
+}
+
+#[test]
+fn a_bare_sentinel_host_is_refused_as_predis_would_misread_it() {
+    let e = error(SENTINEL, "REDIS_SENTINEL_2=10.0.0.2");
+    assert!(e.contains("database.redis.cache.1"), "{e}");
+    assert!(e.contains("tcp://10.0.0.2:<port>"), "{e}");
+    assert_eq!(e.lines().count(), 1);
 }
