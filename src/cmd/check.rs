@@ -168,7 +168,7 @@ struct RedisReport {
     port: Option<u16>,
     /// The Unix socket path, when the connection uses one.
     socket: Option<String>,
-    /// The ACL user (`REDIS_USERNAME`), sent by Laravel 9 and later only.
+    /// The ACL user: `REDIS_USERNAME` from Laravel 9; on Laravel 8 predis only (`REDIS_URL`).
     username: Option<String>,
     /// `***` when a password is set, `null` when none is.
     password: Option<&'static str>,
