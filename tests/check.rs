@@ -184,3 +184,75 @@ fn a_laravel_11_slim_app_gets_the_frameworks_config() {
     assert_eq!(report["db"]["port"], 3307);
     assert_eq!(report["db"]["database"], "shop");
 }
+
+/// `check --json --no-connect` on a cluster and a Sentinel config: the topology, its nodes,
+/// db 0 on a cluster; and exit 1 with the one problem that the worker does not follow it yet.
+#[test]
+fn check_shows_the_redis_topology_and_refuses_what_the_worker_does_not_follow() {
+    use common::{CLUSTER_REDIS, SENTINEL_REDIS, config_cache_with_redis};
+
+    let standalone = App::with_env("CACHE_DRIVER=redis\nREDIS_HOST=cache.internal\n");
+    let output = standalone.run(&["check", "--json", "--no-connect"]);
+    let report = json(&output);
+    assert!(output.status.success(), "{report:#}");
+    assert_eq!(report["redis"]["topology"], "standalone");
+    assert_eq!(
+        report["redis"]["nodes"],
+        serde_json::json!(["cache.internal:6379"])
+    );
+    assert_eq!(report["problems"], serde_json::json!([]));
+
+    let cluster = App::with_env("CACHE_DRIVER=file\n");
+    config_cache_with_redis(&cluster, CLUSTER_REDIS);
+    let output = cluster.run(&["check", "--json", "--no-connect"]);
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(1), "{report:#}");
+    assert_eq!(report["redis"]["topology"], "cluster");
+    assert_eq!(
+        report["redis"]["nodes"],
+        serde_json::json!(["10.0.0.1:7000", "10.0.0.2:7001", "10.0.0.3:7002"])
+    );
+    assert_eq!(report["redis"]["database"], 0, "no SELECT on a cluster");
+    assert_eq!(report["channel"], "__keyevent@0__:expired");
+    assert_eq!(report["redis"]["password"], "***");
+    assert_eq!(
+        report["key_pattern"],
+        "shop_database_shop_cache:ORDER_CONFIRM:*"
+    );
+    let problems = report["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 1, "{report:#}");
+    let problem = problems[0].as_str().expect("text");
+    assert!(problem.contains("cluster"), "{problem}");
+    assert!(!problem.contains("cluster-secret"), "{problem}");
+
+    let sentinel = App::with_env("CACHE_DRIVER=file\n");
+    config_cache_with_redis(&sentinel, SENTINEL_REDIS);
+    let output = sentinel.run(&["check", "--json", "--no-connect"]);
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(1), "{report:#}");
+    assert_eq!(report["redis"]["topology"], "sentinel");
+    assert_eq!(report["redis"]["service"], "shop-master");
+    assert_eq!(
+        report["redis"]["nodes"],
+        serde_json::json!(["10.0.0.1:26379", "10.0.0.2:26379"])
+    );
+    assert_eq!(report["redis"]["database"], 2);
+    assert_eq!(report["channel"], "__keyevent@2__:expired");
+    assert_eq!(report["redis"]["client"], "predis");
+    let problem = report["problems"][0].as_str().expect("one problem");
+    assert!(problem.contains("sentinel"), "{problem}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("sentinel-secret"),
+        "secrets never printed"
+    );
+
+    // The text form names the topology too.
+    let output = sentinel.run(&["check", "--no-connect"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("topology") && l.contains("shop-master")),
+        "{text}"
+    );
+}

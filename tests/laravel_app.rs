@@ -629,3 +629,161 @@ fn queue_settings_resolve_as_in_laravel() {
     );
     assert!(differences.is_empty(), "{differences:#?}");
 }
+
+/// The plain `cache` connection of the fixture's config/database.php, where the topology
+/// variants put a cluster or a Sentinel connection (the plain one renamed).
+const CACHE_CONNECTION: &str = "        'cache' => [\n            'url' => env('REDIS_URL'),";
+
+/// A cluster for the cache connection, with options at all three levels and a node database.
+const CLUSTER: &str = "        'clusters' => [
+            'options' => ['prefix' => env('CLUSTER_PREFIX', 'clusters_'), 'password' => env('REDIS_PASSWORD')],
+            'cache' => [
+                ['host' => '192.0.2.1', 'port' => 7000, 'database' => 5, 'password' => env('REDIS_PASSWORD')],
+                ['host' => 'tls://192.0.2.2', 'port' => '7001'],
+                ['url' => 'redis://192.0.2.3:7002'],
+                'options' => ['prefix' => env('OWN_PREFIX')],
+            ],
+        ],
+
+        'cache_plain' => [\n            'url' => env('REDIS_URL'),";
+
+/// A predis Sentinel connection as Laravel's docs and tests write it.
+const SENTINEL: &str = "        'cache' => [
+            env('REDIS_SENTINEL_1', 'tcp://192.0.2.1:26379'),
+            env('REDIS_SENTINEL_2', 'tcp://192.0.2.2:26380'),
+            ['host' => '192.0.2.3', 'port' => 26381],
+            'options' => [
+                'replication' => 'sentinel',
+                'service' => env('REDIS_SENTINEL_SERVICE', 'mymaster'),
+                'parameters' => ['password' => env('REDIS_PASSWORD'), 'database' => env('REDIS_CACHE_DB', 1)],
+            ],
+        ],
+
+        'cache_plain' => [\n            'url' => env('REDIS_URL'),";
+
+/// Clusters (phpredis and predis) and predis Sentinel: the topology, its nodes, the password,
+/// database, prefix, channel and key pattern must be what Laravel's own connectors build.
+#[test]
+fn redis_topologies_resolve_as_in_laravel() {
+    let base = "CACHE_DRIVER=redis\nDB_CONNECTION=mysql\n";
+    let cases: &[(&str, &str, &str)] = &[
+        ("phpredis cluster", "REDIS_PASSWORD=secret", CLUSTER),
+        (
+            "phpredis cluster, own prefix",
+            "OWN_PREFIX=own_\nREDIS_CACHE_DB=4",
+            CLUSTER,
+        ),
+        (
+            "phpredis cluster, no password, empty prefixes",
+            "CLUSTER_PREFIX=\nREDIS_PREFIX=",
+            CLUSTER,
+        ),
+        (
+            "predis cluster",
+            "REDIS_CLIENT=predis\nREDIS_PASSWORD=secret\nOWN_PREFIX=own_",
+            CLUSTER,
+        ),
+        (
+            "predis cluster, inherited prefix",
+            "REDIS_CLIENT=predis",
+            CLUSTER,
+        ),
+        (
+            "predis sentinel",
+            "REDIS_CLIENT=predis\nREDIS_PASSWORD=secret\nREDIS_CACHE_DB=3\nREDIS_SENTINEL_SERVICE=shop",
+            SENTINEL,
+        ),
+        (
+            "predis sentinel, defaults",
+            "REDIS_CLIENT=predis\nREDIS_SENTINEL_2=192.0.2.2:26390",
+            SENTINEL,
+        ),
+        (
+            "predis sentinel, no prefix",
+            "REDIS_CLIENT=predis\nREDIS_PREFIX=",
+            SENTINEL,
+        ),
+    ];
+    let mut differences = Vec::new();
+    for (label, env, replacement) in cases {
+        let laravel = LaravelApp::new(&format!("{base}{env}\n"));
+        customise(
+            &laravel,
+            &[("config/database.php", CACHE_CONNECTION, replacement)],
+        );
+        let theirs: serde_json::Value =
+            serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim())
+                .expect("Laravel's JSON");
+        let output = laravel.app.run(&["check", "--json", "--no-connect"]);
+        let ours: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{label}: our JSON ({e}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{label}: check fails until followed"
+        );
+        println!("{label}: laravel {}", theirs["topology"]);
+        let password_set =
+            |v: &serde_json::Value| serde_json::Value::Bool(v["redis"]["password"] == "***");
+        let pairs = [
+            (
+                "kind",
+                theirs["topology"]["kind"].clone(),
+                ours["redis"]["topology"].clone(),
+            ),
+            (
+                "nodes",
+                theirs["topology"]["nodes"].clone(),
+                ours["redis"]["nodes"].clone(),
+            ),
+            (
+                "password",
+                theirs["topology"]["password_set"].clone(),
+                password_set(&ours),
+            ),
+            (
+                "database",
+                theirs["redis"]["database"].clone(),
+                ours["redis"]["database"].clone(),
+            ),
+            (
+                "prefix",
+                theirs["redis"]["prefix"].clone(),
+                ours["redis"]["prefix"].clone(),
+            ),
+            (
+                "channel",
+                theirs["channel"].clone(),
+                ours["channel"].clone(),
+            ),
+            (
+                "key_pattern",
+                theirs["key_pattern"].clone(),
+                ours["key_pattern"].clone(),
+            ),
+        ];
+        for (field, t, o) in pairs {
+            if t != o {
+                differences.push(format!("{label} {field}: laravel {t}, ours {o}"));
+            }
+        }
+        if theirs["topology"]["kind"] == "sentinel"
+            && theirs["topology"]["service"] != ours["redis"]["service"]
+        {
+            differences.push(format!(
+                "{label} service: laravel {}, ours {}",
+                theirs["topology"]["service"], ours["redis"]["service"]
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} differences:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+}

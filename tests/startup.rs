@@ -141,3 +141,33 @@ async fn where_config_is_forbidden_the_worker_warns_and_still_works() {
     .await;
     assert!(worker.stop(Duration::from_secs(10)).success());
 }
+
+/// The worker, `sweep` and `schedule` on a cluster or Sentinel config: they refuse at start,
+/// exit 1, one line naming the topology, before connecting to anything.
+#[test]
+fn a_cluster_or_sentinel_topology_is_refused_at_start_in_one_line() {
+    use common::{CLUSTER_REDIS, SENTINEL_REDIS, config_cache_with_redis};
+
+    for (kind, redis) in [("cluster", CLUSTER_REDIS), ("sentinel", SENTINEL_REDIS)] {
+        let app = App::with_env("CACHE_DRIVER=file\nORDER_EXPIRE_TTL=60\n");
+        config_cache_with_redis(&app, redis);
+        for args in [
+            &[][..],
+            &["sweep"][..],
+            &["schedule", "7", "--ttl", "60"][..],
+        ] {
+            let output = app.run(args);
+            assert_eq!(output.status.code(), Some(1), "{kind} {args:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{kind} {args:?}: one line, got:\n{stderr}");
+            assert!(
+                lines[0].contains(&format!("is a {kind}")),
+                "{kind} {args:?}: {}",
+                lines[0]
+            );
+            assert!(lines[0].contains("does not follow"), "{}", lines[0]);
+            assert!(!lines[0].contains("secret"), "{}", lines[0]);
+        }
+    }
+}

@@ -34,6 +34,8 @@ oe_install_packages() {
   # PHP and Debian's Laravel 8, for the tests that compare order-expire with Laravel itself.
   command -v php >/dev/null 2>&1 || missing+=(php-cli)
   [ -f /usr/share/php/Illuminate/autoload.php ] || missing+=(php-laravel-framework)
+  # predis, for Laravel's own resolution of predis clusters and sentinel connections.
+  [ -f /usr/share/php/Predis/Autoloader.php ] || missing+=(php-nrk-predis)
   php -m 2>/dev/null | grep -qx redis || missing+=(php-redis)
   php -m 2>/dev/null | grep -qx pdo_mysql || missing+=(php-mysql)
   php -m 2>/dev/null | grep -qx mbstring || missing+=(php-mbstring)

@@ -12,12 +12,14 @@ use serde::Serialize;
 
 use crate::config::{
     DispatchArgument, DispatchSettings, KeyJobSettings, OrderLines, QueueTarget, RedisEndpoint,
-    Settings,
+    RedisTopology, Settings,
 };
 use crate::contract::Contract;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
-use crate::redis::{RedisError, RedisTarget, expired_channel, publishes_expired};
+use crate::redis::{
+    RedisError, RedisTarget, expired_channel, publishes_expired, refuse_unfollowed,
+};
 use crate::sink::Writer;
 
 /// Everything `check` prints: the settings as resolved, then what each server answered. The
@@ -37,6 +39,9 @@ struct Report {
     dotenv: String,
     /// Warnings about the settings themselves.
     warnings: Vec<String>,
+    /// What stops the worker whatever the servers answer (a topology it does not follow):
+    /// `check` fails when this is not empty, `--no-connect` included.
+    problems: Vec<String>,
     /// The cache store's Redis connection.
     redis: RedisReport,
     /// How the cache store names its keys.
@@ -211,13 +216,22 @@ struct LaravelReport {
 /// The Redis connection, password masked.
 #[derive(Debug, Serialize)]
 struct RedisReport {
-    /// The host, or the socket path for a Unix socket.
+    /// `standalone`, `cluster` (`redis.clusters.<connection>`) or `sentinel` (predis
+    /// `'replication' => 'sentinel'`).
+    topology: &'static str,
+    /// The configured nodes as `host:port` (`tls://` first for TLS): the server, the cluster's
+    /// seed nodes or the sentinels.
+    nodes: Vec<String>,
+    /// The Sentinel service (the master's name), for `sentinel`.
+    service: Option<String>,
+    /// The host, or the socket path for a Unix socket (the first node of a cluster or
+    /// sentinel list).
     host: String,
     /// The TCP port (`null` for a Unix socket).
     port: Option<u16>,
     /// The Unix socket path, when the connection uses one.
     socket: Option<String>,
-    /// The ACL user (`REDIS_USERNAME`), sent by Laravel 9 and later only.
+    /// The ACL user: `REDIS_USERNAME` from Laravel 9; on Laravel 8 predis only (`REDIS_URL`).
     username: Option<String>,
     /// `***` when a password is set, `null` when none is.
     password: Option<&'static str>,
@@ -315,6 +329,11 @@ impl Report {
             env_file: settings.env_file.display().to_string(),
             config_files: settings.config_files.clone(),
             warnings: Vec::new(),
+            problems: refuse_unfollowed(&r.topology)
+                .err()
+                .map(|e| e.to_string())
+                .into_iter()
+                .collect(),
             dotenv: settings.dotenv.to_string(),
             laravel: settings.laravel.as_ref().map(|v| LaravelReport {
                 version: v.text.clone(),
@@ -322,6 +341,12 @@ impl Report {
                 source: v.source,
             }),
             redis: RedisReport {
+                topology: r.topology.kind(),
+                nodes: r.topology.nodes().iter().map(ToString::to_string).collect(),
+                service: match &r.topology {
+                    RedisTopology::Sentinel { service, .. } => Some(service.clone()),
+                    _ => None,
+                },
                 host,
                 port,
                 socket,
@@ -372,9 +397,11 @@ impl Report {
 
     /// True when nothing stops the worker.
     fn healthy(&self) -> bool {
-        self.connections
-            .as_ref()
-            .is_none_or(|c| c.redis.ok && c.mysql.ok)
+        self.problems.is_empty()
+            && self
+                .connections
+                .as_ref()
+                .is_none_or(|c| c.redis.ok && c.mysql.ok)
     }
 
     /// The human-readable form.
@@ -399,6 +426,18 @@ impl Report {
             (None, Some(port)) => format!("{}{}:{port}", if r.tls { "tls://" } else { "" }, r.host),
             (None, None) => r.host.clone(),
         };
+        if r.topology != "standalone" {
+            let _ = writeln!(
+                out,
+                "  topology    {}{}, nodes {}",
+                r.topology,
+                r.service
+                    .as_ref()
+                    .map(|s| format!(", service {s}"))
+                    .unwrap_or_default(),
+                r.nodes.join(", ")
+            );
+        }
         let _ = writeln!(
             out,
             "  redis       {redis_at}, database {}, user {}, password {}",
@@ -430,6 +469,9 @@ impl Report {
         let _ = writeln!(out, "  timezone    {}", self.timezone);
         for warning in &self.warnings {
             let _ = writeln!(out, "  warning     {warning}");
+        }
+        for problem in &self.problems {
+            let _ = writeln!(out, "  problem     {problem}");
         }
         let _ = writeln!(
             out,

@@ -73,6 +73,8 @@ mod resolved;
 mod schema;
 mod settings;
 pub mod slug;
+#[cfg(test)]
+mod topology_tests;
 mod url;
 pub mod version;
 
@@ -84,7 +86,7 @@ pub use php_value::Unevaluated;
 pub use repository::ConfigSource;
 pub use resolved::{
     KeySettings, MysqlSession, MysqlSettings, RecoverySettings, RedisEndpoint, RedisSettings,
-    SqlMode, TimeZoneSetting,
+    RedisTopology, SqlMode, TimeZoneSetting,
 };
 pub use schema::{Ident, OrderLines, Schema};
 pub use settings::{Overrides, Settings, flag_of, keys};

@@ -16,7 +16,7 @@ use super::php;
 use super::php_value::PhpValue;
 use super::repository::{ConfigSource, Origin, Repository, unsupported};
 use super::resolved::{
-    KeySettings, MysqlSession, MysqlSettings, RedisEndpoint, RedisSettings, SqlMode,
+    KeySettings, MysqlSession, MysqlSettings, RedisEndpoint, RedisSettings, RedisTopology, SqlMode,
 };
 use super::url;
 use super::version::LaravelVersion;
@@ -152,33 +152,345 @@ impl Laravel<'_> {
         })
     }
 
-    /// The Redis connection and the key prefixes of the default cache store.
+    /// The Redis connection and the key prefixes of the default cache store, as
+    /// `RedisManager::resolve` finds it: `database.redis.<name>` first (a predis Sentinel
+    /// connection when its options say `'replication' => 'sentinel'`), else
+    /// `database.redis.clusters.<name>`.
     pub(super) fn redis(
         &self,
         key_type: String,
     ) -> Result<(RedisSettings, KeySettings), ConfigError> {
         let store = self.store()?;
-        let conn = self.redis_connection(&store)?;
-        let redis = self.redis_settings(&conn)?;
-        let keys = self.keys(&store, &conn, &redis.client, key_type)?;
-        Ok((redis, keys))
-    }
-
-    /// The store's Redis connection (RedisManager: `database.redis.<name>`).
-    fn redis_connection(&self, store: &Entries) -> Result<Entries, ConfigError> {
         let name = store
             .text("connection")?
             .unwrap_or_else(|| "default".into());
-        match self.connection(&format!("database.redis.{name}"))? {
-            Some(conn) => Ok(conn),
-            None => Err(self.invalid(
-                &store.path("connection"),
-                &name,
-                format!(
-                    "Redis connection [{name}] not configured in database.redis (a cluster is not supported yet)"
-                ),
+        let client = self.client()?;
+        if let Some(conn) = self.connection(&format!("database.redis.{name}"))? {
+            if let Some(service) = self.sentinel_service(&conn, &client)? {
+                let (redis, prefix) = self.sentinel(&conn, &name, service)?;
+                let keys = self.keys(&store, prefix, key_type)?;
+                return Ok((redis, keys));
+            }
+            let redis = self.redis_settings(&conn)?;
+            let prefix = self.connection_prefix(&conn, &redis.client)?;
+            let keys = self.keys(&store, prefix, key_type)?;
+            return Ok((redis, keys));
+        }
+        let cluster = format!("database.redis.clusters.{name}");
+        if let Some(PhpValue::Array(nodes)) = self.config.get(&cluster)? {
+            let (redis, prefix) = self.cluster(&cluster, nodes, &client)?;
+            let keys = self.keys(&store, prefix, key_type)?;
+            return Ok((redis, keys));
+        }
+        Err(self.invalid(
+            &store.path("connection"),
+            &name,
+            format!(
+                "Redis connection [{name}] not configured: neither database.redis.{name} nor database.redis.clusters.{name} exists"
+            ),
+        ))
+    }
+
+    /// `database.redis.client`: phpredis or predis. The `phpredis-sentinel` client of
+    /// namoshek/laravel-redis-sentinel is refused by name.
+    fn client(&self) -> Result<String, ConfigError> {
+        let client = self
+            .string("database.redis.client")?
+            .unwrap_or_else(|| "phpredis".into());
+        match client.as_str() {
+            "phpredis" | "predis" => Ok(client),
+            "phpredis-sentinel" => Err(self.invalid(
+                "database.redis.client",
+                &client,
+                "the phpredis-sentinel client of the namoshek/laravel-redis-sentinel package is not supported: order-expire reads Laravel's own phpredis and predis connections (for Sentinel, use predis with 'replication' => 'sentinel' in the connection's options)",
+            )),
+            _ => Err(self.invalid(
+                "database.redis.client",
+                &client,
+                "expected phpredis or predis",
             )),
         }
+    }
+
+    /// The Sentinel service name when `conn` is a predis Sentinel connection
+    /// (`'replication' => 'sentinel'` in its options or the global ones), else `None`.
+    fn sentinel_service(
+        &self,
+        conn: &Entries,
+        client: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        let global = self.config.get("database.redis.options")?;
+        let own = conn.get("options")?;
+        let option = |key: &str| {
+            own.and_then(|o| o.get(key))
+                .or_else(|| global.and_then(|o| o.get(key)))
+        };
+        let (replication, path) = match own.and_then(|o| o.get("replication")) {
+            Some(r) => (Some(r), conn.path("options.replication")),
+            None => (
+                global.and_then(|o| o.get("replication")),
+                "database.redis.options.replication".to_string(),
+            ),
+        };
+        match replication.and_then(PhpValue::to_php_string).as_deref() {
+            None | Some("") => Ok(None),
+            Some("sentinel") if client == "predis" => Ok(Some(
+                option("service")
+                    .and_then(PhpValue::to_php_string)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "mymaster".into()),
+            )),
+            Some("sentinel") => Err(self.invalid(
+                &path,
+                "sentinel",
+                "Laravel supports Sentinel with the predis client only: set REDIS_CLIENT=predis (phpredis would not connect)",
+            )),
+            Some(other) => Err(self.invalid(
+                &path,
+                other,
+                "only 'replication' => 'sentinel' is supported (predis's client-side replication is not)",
+            )),
+        }
+    }
+
+    /// A predis Sentinel connection: its entries are the sentinels; password, username and
+    /// database come from `options.parameters` (the connection's own, else the global
+    /// `options.parameters.<name>`, else the global `options.parameters`).
+    fn sentinel(
+        &self,
+        conn: &Entries,
+        name: &str,
+        service: String,
+    ) -> Result<(RedisSettings, String), ConfigError> {
+        let Some(PhpValue::Array(raw)) = self.config.get(&conn.path)? else {
+            return Err(self.invalid(&conn.path, "", "expected a list of sentinels"));
+        };
+        let mut sentinels = Vec::new();
+        for (key, value) in raw {
+            if !matches!(key, super::php_value::ArrayKey::Int(_)) {
+                continue;
+            }
+            let path = conn.path(&key.to_string());
+            // Predis's default port, 6379, applies to a sentinel given without one.
+            sentinels.push(self.node_endpoint(&path, value, "6379")?);
+        }
+        let Some(first) = sentinels.first().cloned() else {
+            return Err(self.invalid(
+                &conn.path,
+                "",
+                "a Sentinel connection lists its sentinels (e.g. 'tcp://10.0.0.1:26379'); none found",
+            ));
+        };
+        let parameters = match conn.get("options")?.and_then(|o| o.get("parameters")) {
+            Some(p) => Some(p.clone()),
+            None => {
+                let global = self.config.get("database.redis.options.parameters")?;
+                global.and_then(|p| p.get(name)).or(global).cloned()
+            }
+        };
+        let param = |key: &str| {
+            parameters
+                .as_ref()
+                .and_then(|p| p.get(key))
+                .filter(|v| !v.is_php_empty())
+                .and_then(PhpValue::to_php_string)
+        };
+        let database = param("database").map_or(0, |d| php::int_cast(&d));
+        if database < 0 {
+            return Err(self.invalid(
+                &conn.path("options.parameters.database"),
+                &database.to_string(),
+                "a database index cannot be negative",
+            ));
+        }
+        let redis = RedisSettings {
+            endpoint: first,
+            topology: RedisTopology::Sentinel { sentinels, service },
+            username: param("username"),
+            password: param("password"),
+            database,
+            client: "predis".into(),
+        };
+        let prefix = self.connection_prefix(conn, "predis")?;
+        Ok((redis, prefix))
+    }
+
+    /// A cluster (`database.redis.clusters.<name>` at `path`): its seed nodes, and the options
+    /// merged as the connectors merge them: `database.redis.options`, then
+    /// `database.redis.clusters.options`, then the cluster's own `options`. phpredis takes the
+    /// password and prefix from those options only, predis from each node's parameters;
+    /// neither selects a database.
+    fn cluster(
+        &self,
+        path: &str,
+        nodes: &[(super::php_value::ArrayKey, PhpValue)],
+        client: &str,
+    ) -> Result<(RedisSettings, String), ConfigError> {
+        let mut options: BTreeMap<String, PhpValue> = BTreeMap::new();
+        for source in [
+            "database.redis.options".to_string(),
+            "database.redis.clusters.options".to_string(),
+            format!("{path}.options"),
+        ] {
+            if let Some(PhpValue::Array(entries)) = self.config.get(&source)? {
+                for (k, v) in entries {
+                    if let PhpValue::Unevaluated(u) = v {
+                        return Err(unsupported(u, &format!("{source}.{k}")));
+                    }
+                    options.insert(k.to_string(), v.clone());
+                }
+            }
+        }
+        let default_port = if client == "predis" { "6379" } else { "" };
+        let mut seeds = Vec::new();
+        let mut first_node: Option<Entries> = None;
+        for (key, value) in nodes {
+            let key = key.to_string();
+            if key == "options" || key == "prefix" {
+                continue;
+            }
+            let node_path = format!("{path}.{key}");
+            seeds.push(self.node_endpoint(&node_path, value, default_port)?);
+            if first_node.is_none() {
+                first_node = self.node_entries(&node_path, value)?;
+            }
+        }
+        let Some(first) = seeds.first().cloned() else {
+            return Err(self.invalid(
+                path,
+                "",
+                "a cluster lists its seed nodes (['host' => ..., 'port' => ...]); none found",
+            ));
+        };
+        let option = |key: &str| {
+            options
+                .get(key)
+                .filter(|v| !v.is_php_empty())
+                .and_then(PhpValue::to_php_string)
+        };
+        let parameter = |key: &str| {
+            options
+                .get("parameters")
+                .and_then(|p| p.get(key))
+                .filter(|v| !v.is_php_empty())
+                .and_then(PhpValue::to_php_string)
+        };
+        let node = |key: &str| -> Result<Option<String>, ConfigError> {
+            Ok(match &first_node {
+                Some(n) => n
+                    .get(key)?
+                    .filter(|v| !v.is_php_empty())
+                    .and_then(PhpValue::to_php_string),
+                None => None,
+            })
+        };
+        let (username, password, prefix) = if client == "predis" {
+            // Predis: each node's parameters, the cluster's own `prefix` over the options'.
+            let prefix = match nodes.iter().rev().find(|(k, _)| k.to_string() == "prefix") {
+                Some((_, p)) => Some(p.clone()),
+                None => options.get("prefix").cloned(),
+            };
+            (
+                node("username")?.or_else(|| parameter("username")),
+                node("password")?.or_else(|| parameter("password")),
+                prefix.and_then(|p| p.to_php_string()).unwrap_or_default(),
+            )
+        } else {
+            // PhpRedisConnector::createRedisClusterInstance: the merged options only.
+            (
+                if self.major() >= 9 {
+                    option("username")
+                } else {
+                    None
+                },
+                option("password"),
+                option("prefix").unwrap_or_default(),
+            )
+        };
+        let redis = RedisSettings {
+            endpoint: first,
+            topology: RedisTopology::Cluster { seeds },
+            username,
+            password,
+            database: 0,
+            client: client.to_string(),
+        };
+        Ok((redis, prefix))
+    }
+
+    /// A node given as a URL string or an array (`host`, `port`, `scheme`, `url`), as
+    /// `parseConnectionConfiguration` reads it.
+    fn node_entries(&self, path: &str, value: &PhpValue) -> Result<Option<Entries>, ConfigError> {
+        let mut entries = Entries {
+            path: path.to_string(),
+            map: BTreeMap::new(),
+            url_driver: None,
+        };
+        match value {
+            PhpValue::Array(_) => return self.connection(path),
+            PhpValue::Str(raw) if !raw.is_empty() => {
+                // Predis reads `host:port` as well as `tcp://host:port`, but a bare host is a
+                // path to PHP's parse_url: predis would connect to 127.0.0.1:6379 instead.
+                let with_scheme = if raw.contains("://") {
+                    raw.clone()
+                } else if raw.contains(':') {
+                    format!("tcp://{raw}")
+                } else {
+                    return Err(self.invalid(
+                        path,
+                        raw,
+                        format!("predis reads a host without a scheme or port as no host at all and would connect to 127.0.0.1:6379: write tcp://{raw}:<port>"),
+                    ));
+                };
+                let parts =
+                    url::parse(&with_scheme).map_err(|reason| self.invalid(path, raw, reason))?;
+                merge_url(&mut entries.map, &parts);
+                if let Some(driver) = parts.driver {
+                    entries.map.insert("scheme".into(), PhpValue::Str(driver));
+                }
+            }
+            PhpValue::Unevaluated(u) => return Err(unsupported(u, path)),
+            _ => return Ok(None),
+        }
+        Ok(Some(entries))
+    }
+
+    /// The endpoint of a cluster node or a sentinel at `path`.
+    fn node_endpoint(
+        &self,
+        path: &str,
+        value: &PhpValue,
+        default_port: &str,
+    ) -> Result<RedisEndpoint, ConfigError> {
+        let Some(node) = self.node_entries(path, value)? else {
+            return Err(self.invalid(
+                path,
+                &value.to_php_string().unwrap_or_default(),
+                "expected a node address (e.g. 'tcp://10.0.0.1:6379' or ['host' => ..., 'port' => ...])",
+            ));
+        };
+        let tls = matches!(node.text("driver")?.as_deref(), Some("tls"))
+            || matches!(node.text("scheme")?.as_deref(), Some("tls" | "rediss"));
+        let host = node.text("host")?.unwrap_or_default();
+        let port_text = node
+            .text("port")?
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| default_port.to_string());
+        let port = php::int_cast(&port_text);
+        let endpoint = self.redis_endpoint(
+            host,
+            (port, &port_text),
+            tls,
+            (&node.path("host"), &node.path("port")),
+        )?;
+        if let RedisEndpoint::Unix { .. } = endpoint {
+            return Err(self.invalid(
+                &node.path("host"),
+                &endpoint.to_string(),
+                "a cluster node or sentinel is reached over TCP",
+            ));
+        }
+        Ok(endpoint)
     }
 
     pub(super) fn redis_settings(&self, conn: &Entries) -> Result<RedisSettings, ConfigError> {
@@ -199,8 +511,10 @@ impl Laravel<'_> {
             .get("password")?
             .filter(|v| !v.is_php_empty())
             .and_then(PhpValue::to_php_string);
-        // Laravel 9+ sends an ACL username; Laravel 8's connectors never do.
-        let username = if self.major() >= 9 {
+        let client = self.client()?;
+        // Laravel 9+ sends an ACL username; on Laravel 8 only predis does (it passes every
+        // parameter, `REDIS_URL`'s user part included), phpredis never.
+        let username = if self.major() >= 9 || client == "predis" {
             conn.get("username")?
                 .filter(|v| !v.is_php_empty())
                 .and_then(PhpValue::to_php_string)
@@ -219,17 +533,8 @@ impl Laravel<'_> {
                 "a database index cannot be negative",
             ));
         }
-        let client = self
-            .string("database.redis.client")?
-            .unwrap_or_else(|| "phpredis".into());
-        if client != "phpredis" && client != "predis" {
-            return Err(self.invalid(
-                "database.redis.client",
-                &client,
-                "expected phpredis or predis",
-            ));
-        }
         Ok(RedisSettings {
+            topology: RedisTopology::Standalone(endpoint.clone()),
             endpoint,
             username,
             password,
@@ -279,11 +584,9 @@ impl Laravel<'_> {
     fn keys(
         &self,
         store: &Entries,
-        conn: &Entries,
-        client: &str,
+        connection_prefix: String,
         key_type: String,
     ) -> Result<KeySettings, ConfigError> {
-        let connection_prefix = self.connection_prefix(conn, client)?;
         // CacheManager::getPrefix: the store's own prefix ?? cache.prefix; then
         // RedisStore::setPrefix: Laravel 8-10 append `:` to a non-empty prefix, 11+ do not.
         let cache_prefix = match store.get("prefix")? {

@@ -22,9 +22,14 @@ pub struct RecoverySettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
     /// Where the server is: host and port (`REDIS_HOST`, `REDIS_PORT`), with TLS or not, or a
-    /// Unix socket.
+    /// Unix socket. On a cluster the first seed node, under Sentinel the first sentinel:
+    /// [`RedisSettings::topology`] says which.
     pub endpoint: RedisEndpoint,
-    /// The ACL user (`REDIS_USERNAME`); Laravel 8 never sends one, so `None` there.
+    /// One server, a cluster or a Sentinel-managed master, as Laravel's `RedisManager` and
+    /// connectors would connect.
+    pub topology: RedisTopology,
+    /// The ACL user: `REDIS_USERNAME` from Laravel 9; on Laravel 8 only predis sends one (from
+    /// `REDIS_URL`'s user part or a `username` key), phpredis never does.
     pub username: Option<String>,
     /// `REDIS_PASSWORD`, `None` when PHP-empty (`null`, `''`, `'0'`): phpredis then sends no
     /// `AUTH`.
@@ -33,6 +38,65 @@ pub struct RedisSettings {
     pub database: i64,
     /// `phpredis` or `predis` (`database.redis.client`): they apply prefixes differently.
     pub client: String,
+}
+
+/// How the app's Redis is deployed, as Laravel reads it from `config/database.php`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server: `database.redis.<connection>` with a host and port (or a socket).
+    Standalone(RedisEndpoint),
+    /// Redis Cluster: `database.redis.clusters.<connection>`, used only when
+    /// `database.redis.<connection>` does not exist. No database is ever selected (db 0).
+    Cluster {
+        /// The seed nodes as configured, in order.
+        seeds: Vec<RedisEndpoint>,
+    },
+    /// A master found through Sentinel (predis `'replication' => 'sentinel'`): the
+    /// connection's entries are the sentinels.
+    Sentinel {
+        /// The sentinels as configured, in order.
+        sentinels: Vec<RedisEndpoint>,
+        /// The monitored master's name (`options.service`, `mymaster` by default).
+        service: String,
+    },
+}
+
+impl RedisTopology {
+    /// `standalone`, `cluster` or `sentinel`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Standalone(_) => "standalone",
+            Self::Cluster { .. } => "cluster",
+            Self::Sentinel { .. } => "sentinel",
+        }
+    }
+
+    /// The configured nodes: the server, the cluster's seeds or the sentinels.
+    pub fn nodes(&self) -> Vec<&RedisEndpoint> {
+        match self {
+            Self::Standalone(endpoint) => vec![endpoint],
+            Self::Cluster { seeds } => seeds.iter().collect(),
+            Self::Sentinel { sentinels, .. } => sentinels.iter().collect(),
+        }
+    }
+}
+
+impl fmt::Display for RedisTopology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes = self
+            .nodes()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self {
+            Self::Standalone(endpoint) => write!(f, "{endpoint}"),
+            Self::Cluster { .. } => write!(f, "cluster, seeds {nodes}"),
+            Self::Sentinel { service, .. } => {
+                write!(f, "sentinel, service {service}, sentinels {nodes}")
+            }
+        }
+    }
 }
 
 /// Where phpredis connects, from the connection's `host`, `port` and `scheme`.

@@ -27,4 +27,16 @@ pub enum RedisError {
         "keyspace notifications are off on Redis at {endpoint} (notify-keyspace-events is {current:?}), so no `expired` event would ever arrive: run `redis-cli -h <host> CONFIG SET notify-keyspace-events Ex` and add `notify-keyspace-events Ex` to redis.conf, set it in the parameter group (AWS ElastiCache), the Advanced settings (Azure) or --redis-config (Google Memorystore), or start order-expire with --configure-redis"
     )]
     NotificationsOff { endpoint: String, current: String },
+
+    /// The app's cache Redis is a cluster or Sentinel-managed, which the worker does not follow
+    /// yet: subscribed to one node, it would lose the other nodes' (or the next master's)
+    /// `expired` events without a sign.
+    #[error(
+        "the cache store's Redis is a {kind} ({detail}), which order-expire does not follow yet: {why}, so orders would stay unpaid without any error; order-expire has no setting to point it at one server, so keep `php artisan order:expire` running for this app"
+    )]
+    TopologyNotFollowed {
+        kind: &'static str,
+        detail: String,
+        why: &'static str,
+    },
 }

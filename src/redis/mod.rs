@@ -21,7 +21,39 @@ use ::redis::{
     RedisConnectionInfo,
 };
 
-use crate::config::{RedisEndpoint, RedisSettings};
+use crate::config::{RedisEndpoint, RedisSettings, RedisTopology};
+
+/// Refuses a topology whose events one connection cannot all receive: a cluster publishes
+/// each key's expiry on the master that holds its slot only, and after a Sentinel failover the
+/// events come from another server.
+pub(crate) fn refuse_unfollowed(topology: &RedisTopology) -> Result<(), RedisError> {
+    let why = match topology {
+        RedisTopology::Standalone(_) => return Ok(()),
+        RedisTopology::Cluster { .. } => {
+            "each master publishes the expiries of its own slots only, and one subscription would miss the others"
+        }
+        RedisTopology::Sentinel { .. } => {
+            "after a failover the expiries come from the new master, which it would not find"
+        }
+    };
+    let nodes = topology
+        .nodes()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let detail = match topology {
+        RedisTopology::Sentinel { service, .. } => {
+            format!("service {service}, sentinels {nodes}")
+        }
+        _ => format!("seeds {nodes}"),
+    };
+    Err(RedisError::TopologyNotFollowed {
+        kind: topology.kind(),
+        detail,
+        why,
+    })
+}
 
 /// How long a connection attempt may take before we call the server unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +71,7 @@ pub(crate) struct RedisTarget {
 
 impl RedisTarget {
     pub(crate) fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
+        refuse_unfollowed(&settings.topology)?;
         let endpoint = settings.endpoint.to_string();
         let addr = match &settings.endpoint {
             RedisEndpoint::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),

@@ -832,3 +832,23 @@ pub fn append(path: &Path, text: &str) {
         .expect("open");
     f.write_all(text.as_bytes()).expect("append");
 }
+
+/// A `bootstrap/cache/config.php` whose `database.redis` array is `redis` (PHP `array (...)`
+/// syntax or `[...]`): the Laravel 8 stock settings otherwise, MySQL at `db.internal`.
+pub fn config_cache_with_redis(app: &App, redis: &str) {
+    let root = app.env_file().parent().expect("app root").to_path_buf();
+    fs::create_dir_all(root.join("bootstrap/cache")).expect("mkdir");
+    fs::write(
+        root.join("bootstrap/cache/config.php"),
+        format!(
+            "<?php return array (\n  'app' => array ('timezone' => 'UTC'),\n  'cache' => array ('default' => 'redis', 'stores' => array ('redis' => array ('driver' => 'redis', 'connection' => 'cache')), 'prefix' => 'shop_cache'),\n  'database' => array ('default' => 'mysql', 'connections' => array ('mysql' => array ('driver' => 'mysql', 'url' => NULL, 'host' => 'db.internal', 'port' => '3307', 'database' => 'shop', 'username' => 'shop', 'password' => 'secret', 'unix_socket' => '', 'prefix' => '')), 'redis' => {redis}),\n);\n"
+        ),
+    )
+    .expect("write config cache");
+}
+
+/// A Redis Cluster config: three seeds, the password in the global options.
+pub const CLUSTER_REDIS: &str = "array ('client' => 'phpredis', 'options' => array ('cluster' => 'redis', 'prefix' => 'shop_database_', 'password' => 'cluster-secret'), 'clusters' => array ('cache' => array (0 => array ('host' => '10.0.0.1', 'port' => 7000, 'database' => 3), 1 => array ('host' => '10.0.0.2', 'port' => 7001), 2 => array ('host' => '10.0.0.3', 'port' => 7002))))";
+
+/// A predis Sentinel config: two sentinels, service `shop-master`, database 2.
+pub const SENTINEL_REDIS: &str = "array ('client' => 'predis', 'options' => array ('prefix' => 'shop_database_'), 'cache' => array (0 => 'tcp://10.0.0.1:26379', 1 => 'tcp://10.0.0.2:26379', 'options' => array ('replication' => 'sentinel', 'service' => 'shop-master', 'parameters' => array ('password' => 'sentinel-secret', 'database' => 2))))";
