@@ -210,7 +210,7 @@ fn check_shows_the_redis_topology_and_refuses_what_the_worker_does_not_follow() 
     assert_eq!(report["redis"]["topology"], "cluster");
     assert_eq!(
         report["redis"]["nodes"],
-        serde_json::json!(["10.0.0.1:7000", "10.0.0.2:7001", "10.0.0.3:7002"])
+        serde_json::json!(["127.0.0.11:7000", "127.0.0.12:7001", "127.0.0.13:7002"])
     );
     assert_eq!(report["redis"]["database"], 0, "no SELECT on a cluster");
     assert_eq!(report["channel"], "__keyevent@0__:expired");
@@ -234,7 +234,7 @@ fn check_shows_the_redis_topology_and_refuses_what_the_worker_does_not_follow() 
     assert_eq!(report["redis"]["service"], "shop-master");
     assert_eq!(
         report["redis"]["nodes"],
-        serde_json::json!(["10.0.0.1:26379", "10.0.0.2:26379"])
+        serde_json::json!(["127.0.0.11:26379", "127.0.0.12:26379"])
     );
     assert_eq!(report["redis"]["database"], 2);
     assert_eq!(report["channel"], "__keyevent@2__:expired");

@@ -638,9 +638,9 @@ const CACHE_CONNECTION: &str = "        'cache' => [\n            'url' => env('
 const CLUSTER: &str = "        'clusters' => [
             'options' => ['prefix' => env('CLUSTER_PREFIX', 'clusters_'), 'password' => env('REDIS_PASSWORD')],
             'cache' => [
-                ['host' => '192.0.2.1', 'port' => 7000, 'database' => 5, 'password' => env('REDIS_PASSWORD')],
-                ['host' => 'tls://192.0.2.2', 'port' => '7001'],
-                ['url' => 'redis://192.0.2.3:7002'],
+                ['host' => '127.0.0.11', 'port' => 7000, 'database' => 5, 'password' => env('REDIS_PASSWORD')],
+                ['host' => 'tls://127.0.0.12', 'port' => '7001'],
+                ['url' => 'redis://127.0.0.13:7002'],
                 'options' => ['prefix' => env('OWN_PREFIX')],
             ],
         ],
@@ -649,9 +649,9 @@ const CLUSTER: &str = "        'clusters' => [
 
 /// A predis Sentinel connection as Laravel's docs and tests write it.
 const SENTINEL: &str = "        'cache' => [
-            env('REDIS_SENTINEL_1', 'tcp://192.0.2.1:26379'),
-            env('REDIS_SENTINEL_2', 'tcp://192.0.2.2:26380'),
-            ['host' => '192.0.2.3', 'port' => 26381],
+            env('REDIS_SENTINEL_1', 'tcp://127.0.0.11:26379'),
+            env('REDIS_SENTINEL_2', 'tcp://127.0.0.12:26380'),
+            ['host' => '127.0.0.13', 'port' => 26381],
             'options' => [
                 'replication' => 'sentinel',
                 'service' => env('REDIS_SENTINEL_SERVICE', 'mymaster'),
@@ -695,7 +695,7 @@ fn redis_topologies_resolve_as_in_laravel() {
         ),
         (
             "predis sentinel, defaults",
-            "REDIS_CLIENT=predis\nREDIS_SENTINEL_2=192.0.2.2:26390",
+            "REDIS_CLIENT=predis\nREDIS_SENTINEL_2=127.0.0.12:26390",
             SENTINEL,
         ),
         (

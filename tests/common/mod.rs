@@ -848,7 +848,7 @@ pub fn config_cache_with_redis(app: &App, redis: &str) {
 }
 
 /// A Redis Cluster config: three seeds, the password in the global options.
-pub const CLUSTER_REDIS: &str = "array ('client' => 'phpredis', 'options' => array ('cluster' => 'redis', 'prefix' => 'shop_database_', 'password' => 'cluster-secret'), 'clusters' => array ('cache' => array (0 => array ('host' => '10.0.0.1', 'port' => 7000, 'database' => 3), 1 => array ('host' => '10.0.0.2', 'port' => 7001), 2 => array ('host' => '10.0.0.3', 'port' => 7002))))";
+pub const CLUSTER_REDIS: &str = "array ('client' => 'phpredis', 'options' => array ('cluster' => 'redis', 'prefix' => 'shop_database_', 'password' => 'cluster-secret'), 'clusters' => array ('cache' => array (0 => array ('host' => '127.0.0.11', 'port' => 7000, 'database' => 3), 1 => array ('host' => '127.0.0.12', 'port' => 7001), 2 => array ('host' => '127.0.0.13', 'port' => 7002))))";
 
 /// A predis Sentinel config: two sentinels, service `shop-master`, database 2.
-pub const SENTINEL_REDIS: &str = "array ('client' => 'predis', 'options' => array ('prefix' => 'shop_database_'), 'cache' => array (0 => 'tcp://10.0.0.1:26379', 1 => 'tcp://10.0.0.2:26379', 'options' => array ('replication' => 'sentinel', 'service' => 'shop-master', 'parameters' => array ('password' => 'sentinel-secret', 'database' => 2))))";
+pub const SENTINEL_REDIS: &str = "array ('client' => 'predis', 'options' => array ('prefix' => 'shop_database_'), 'cache' => array (0 => 'tcp://127.0.0.11:26379', 1 => 'tcp://127.0.0.12:26379', 'options' => array ('replication' => 'sentinel', 'service' => 'shop-master', 'parameters' => array ('password' => 'sentinel-secret', 'database' => 2))))";
