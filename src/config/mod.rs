@@ -82,7 +82,7 @@ pub use php::is_numeric;
 pub use php_value::Unevaluated;
 pub use repository::ConfigSource;
 pub use resolved::{
-    KeySettings, MysqlSession, MysqlSettings, RecoverySettings, RedisEndpoint, RedisSettings,
+    KeySettings, MysqlSession, MysqlSettings, RecoverySettings, RedisEndpoint, RedisSettings, RedisTls,
     SqlMode, TimeZoneSetting,
 };
 pub use schema::{Ident, OrderLines, Schema};

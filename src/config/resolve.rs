@@ -16,7 +16,7 @@ use super::php;
 use super::php_value::PhpValue;
 use super::repository::{ConfigSource, Origin, Repository, unsupported};
 use super::resolved::{
-    KeySettings, MysqlSession, MysqlSettings, RedisEndpoint, RedisSettings, SqlMode,
+    KeySettings, MysqlSession, MysqlSettings, RedisEndpoint, RedisSettings, RedisTls, SqlMode,
 };
 use super::url;
 use super::version::LaravelVersion;
@@ -199,8 +199,21 @@ impl Laravel<'_> {
             .get("password")?
             .filter(|v| !v.is_php_empty())
             .and_then(PhpValue::to_php_string);
-        // Laravel 9+ sends an ACL username; Laravel 8's connectors never do.
-        let username = if self.major() >= 9 {
+        let client = self
+            .string("database.redis.client")?
+            .unwrap_or_else(|| "phpredis".into());
+        if client != "phpredis" && client != "predis" {
+            return Err(self.invalid(
+                "database.redis.client",
+                &client,
+                "expected phpredis or predis",
+            ));
+        }
+        // Laravel 9+ sends an ACL username with either client. On Laravel 8 phpredis never
+        // does (PhpRedisConnector::createClient calls `auth($config['password'])` only), but
+        // predis (1.1.7+) sends `AUTH <username> <password>` from its parameters, which are the
+        // connection array (PredisConnector.php line 30), `username` from REDIS_URL included.
+        let username = if self.major() >= 9 || client == "predis" {
             conn.get("username")?
                 .filter(|v| !v.is_php_empty())
                 .and_then(PhpValue::to_php_string)
@@ -219,23 +232,109 @@ impl Laravel<'_> {
                 "a database index cannot be negative",
             ));
         }
-        let client = self
-            .string("database.redis.client")?
-            .unwrap_or_else(|| "phpredis".into());
-        if client != "phpredis" && client != "predis" {
-            return Err(self.invalid(
-                "database.redis.client",
-                &client,
-                "expected phpredis or predis",
-            ));
-        }
+        let tls = self.redis_tls(conn, &client)?;
         Ok(RedisSettings {
             endpoint,
             username,
             password,
             database,
             client,
+            tls,
         })
+    }
+
+    /// The TLS options as the app's Redis client hands them to PHP's `ssl` stream context.
+    ///
+    /// phpredis (Laravel 8.83, Illuminate/Redis/Connectors/PhpRedisConnector.php): `connect()`
+    /// merges the connection, `database.redis.options` and the connection's own `options`, the
+    /// later winning (lines 27-29); `establishConnection()` passes the merged `context` to
+    /// `Redis::connect()` (lines 148-150), and phpredis sets each entry of its `stream` array
+    /// as an `ssl` context option. predis (PredisConnector.php line 30): the connection array
+    /// is predis's parameters, whose `ssl` array is the `ssl` context of a `tls` connection.
+    /// PHP's defaults apply to what is unset: the system's CAs, `verify_peer` and
+    /// `verify_peer_name` on; a client key in `local_cert` itself when `local_pk` is unset.
+    fn redis_tls(&self, conn: &Entries, client: &str) -> Result<RedisTls, ConfigError> {
+        let (options, setting) = if client == "predis" {
+            (conn.get("ssl")?.cloned(), conn.path("ssl"))
+        } else {
+            let own = match conn.get("options")? {
+                Some(options) => options
+                    .get("context")
+                    .map(|c| (c.clone(), conn.path("options.context"))),
+                None => None,
+            };
+            let global = "database.redis.options.context";
+            let context = match own {
+                Some(found) => Some(found),
+                None => match self.config.get(global)? {
+                    Some(c) => Some((c.clone(), global.to_string())),
+                    None => conn
+                        .get("context")?
+                        .map(|c| (c.clone(), conn.path("context"))),
+                },
+            };
+            match context {
+                Some((context, path)) => (
+                    context.get("stream").cloned(),
+                    format!("{path}.stream"),
+                ),
+                None => (None, conn.path("context.stream")),
+            }
+        };
+        let mut tls = RedisTls::system_default(setting.clone());
+        let Some(options) = options else {
+            return Ok(tls);
+        };
+        if let PhpValue::Unevaluated(u) = &options {
+            return Err(unsupported(u, &setting));
+        }
+        let entry = |key: &str| -> Result<Option<(PhpValue, String)>, ConfigError> {
+            let path = format!("{setting}.{key}");
+            match options.get(key) {
+                Some(PhpValue::Unevaluated(u)) => Err(unsupported(u, &path)),
+                Some(PhpValue::Null) | None => Ok(None),
+                Some(v) => Ok(Some((v.clone(), path))),
+            }
+        };
+        let root = self.env_file.parent().unwrap_or(Path::new("."));
+        let file = |key: &str| -> Result<Option<PathBuf>, ConfigError> {
+            Ok(entry(key)?
+                .and_then(|(v, _)| v.to_php_string())
+                .filter(|p| !p.is_empty())
+                .map(|p| root.join(p)))
+        };
+        if let Some((v, path)) = entry("capath")?.filter(|(v, _)| !v.is_php_empty()) {
+            return Err(self.invalid(
+                &path,
+                &v.to_php_string().unwrap_or_default(),
+                "a CA directory is not supported: put its certificates in one PEM file and set `cafile` to it",
+            ));
+        }
+        if let Some((_, path)) = entry("passphrase")?.filter(|(v, _)| !v.is_php_empty()) {
+            return Err(self.invalid(
+                &path,
+                "***",
+                "an encrypted client key is not supported: decrypt it (`openssl pkey -in key.pem -out plain.pem`) and set `local_pk` to the result",
+            ));
+        }
+        tls.verify_peer = entry("verify_peer")?.is_none_or(|(v, _)| v.truthy());
+        let verify_name = entry("verify_peer_name")?;
+        if tls.verify_peer
+            && let Some((v, path)) = verify_name.filter(|(v, _)| !v.truthy())
+        {
+            return Err(self.invalid(
+                &path,
+                &v.to_php_string().unwrap_or_default(),
+                "checking the certificate without its name is not supported: connect by a name the server's certificate holds, or set verify_peer to false as well",
+            ));
+        }
+        tls.ca_file = file("cafile")?;
+        tls.client_cert = file("local_cert")?;
+        tls.client_key = match tls.client_cert {
+            Some(_) => file("local_pk")?.or_else(|| tls.client_cert.clone()),
+            None => None,
+        };
+        Ok(tls)
     }
 
     /// Where phpredis connects for `host` and `port`: a Unix socket for a path with a port below

@@ -33,6 +33,41 @@ pub struct RedisSettings {
     pub database: i64,
     /// `phpredis` or `predis` (`database.redis.client`): they apply prefixes differently.
     pub client: String,
+    /// The TLS options (CA file, client certificate, peer verification), used when the
+    /// endpoint is [`RedisEndpoint::Tls`].
+    pub tls: RedisTls,
+}
+
+/// The TLS options of the Redis connection, as phpredis (`context.stream`) or predis (`ssl`)
+/// hand them to PHP's `ssl` stream context. Only file paths: the files are read when connecting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    /// `cafile`: the CA certificates (PEM) the server's certificate must chain to; `None`:
+    /// the system's trust store, as PHP's `openssl.cafile` default.
+    pub ca_file: Option<PathBuf>,
+    /// `local_cert`: the client certificate (PEM) sent to the server, if any.
+    pub client_cert: Option<PathBuf>,
+    /// `local_pk`: the client certificate's key (PEM); PHP reads it from `local_cert` when
+    /// unset, and so do we.
+    pub client_key: Option<PathBuf>,
+    /// `verify_peer` (PHP's default `true`): whether the server's certificate is checked.
+    pub verify_peer: bool,
+    /// The config key holding these options (`database.redis.cache.context.stream`, or
+    /// `database.redis.cache.ssl` for predis), for messages.
+    pub setting: String,
+}
+
+impl RedisTls {
+    /// PHP's defaults: the system's CAs, no client certificate, the peer verified.
+    pub fn system_default(setting: String) -> Self {
+        Self {
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            verify_peer: true,
+            setting,
+        }
+    }
 }
 
 /// Where phpredis connects, from the connection's `host`, `port` and `scheme`.

@@ -10,7 +10,18 @@ pub enum RedisError {
     Connect {
         endpoint: String,
         cause: String,
-        hint: &'static str,
+        hint: String,
+    },
+
+    /// A TLS file of the connection (`cafile`, `local_cert`, `local_pk`) could not be read or
+    /// holds no usable PEM; `setting` is the config key that names it.
+    #[error(
+        "cannot use the Redis TLS file {path} ({setting}): {cause}; fix the path in config/database.php or the file (PEM)"
+    )]
+    TlsFile {
+        path: String,
+        setting: String,
+        cause: String,
     },
 
     /// A command failed on an open connection; `action` names it as the log should.
