@@ -72,6 +72,8 @@ mod resolved;
 mod schema;
 mod settings;
 pub mod slug;
+#[cfg(test)]
+mod tls_tests;
 mod url;
 pub mod version;
 
@@ -82,8 +84,8 @@ pub use php::is_numeric;
 pub use php_value::Unevaluated;
 pub use repository::ConfigSource;
 pub use resolved::{
-    KeySettings, MysqlSession, MysqlSettings, RecoverySettings, RedisEndpoint, RedisSettings, RedisTls,
-    SqlMode, TimeZoneSetting,
+    KeySettings, MysqlSession, MysqlSettings, RecoverySettings, RedisEndpoint, RedisSettings,
+    RedisTls, SqlMode, TimeZoneSetting,
 };
 pub use schema::{Ident, OrderLines, Schema};
 pub use settings::{Overrides, Settings, flag_of, keys};

@@ -274,10 +274,7 @@ impl Laravel<'_> {
                 },
             };
             match context {
-                Some((context, path)) => (
-                    context.get("stream").cloned(),
-                    format!("{path}.stream"),
-                ),
+                Some((context, path)) => (context.get("stream").cloned(), format!("{path}.stream")),
                 None => (None, conn.path("context.stream")),
             }
         };

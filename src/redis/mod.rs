@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use ::redis::aio::{MultiplexedConnection, PubSub};
 use ::redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ErrorKind,
-    IntoConnectionInfo, RedisConnectionInfo, TlsCertificates,
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ErrorKind, IntoConnectionInfo,
+    RedisConnectionInfo, TlsCertificates,
 };
 
 use crate::config::{RedisEndpoint, RedisSettings, RedisTls};
@@ -71,13 +71,13 @@ impl RedisTarget {
             None
         };
         let client = match certificates {
-            Some(certificates) => Client::build_with_tls(info, certificates).map_err(|e| {
-                RedisError::TlsFile {
+            Some(certificates) => {
+                Client::build_with_tls(info, certificates).map_err(|e| RedisError::TlsFile {
                     path: tls_files(&settings.tls),
                     setting: settings.tls.setting.clone(),
                     cause: e.to_string(),
-                }
-            })?,
+                })?
+            }
             None => Client::open(info).map_err(|e| connect_error(&endpoint, None, &e))?,
         };
         Ok(Self {
@@ -113,7 +113,11 @@ impl RedisTarget {
         .await
         {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(connect_error(&self.endpoint, self.tls_setting.as_deref(), &e)),
+            Ok(Err(e)) => Err(connect_error(
+                &self.endpoint,
+                self.tls_setting.as_deref(),
+                &e,
+            )),
             Err(_) => Err(timeout_error(&self.endpoint)),
         }
     }
@@ -122,7 +126,11 @@ impl RedisTarget {
     pub(crate) async fn pubsub(&self) -> Result<PubSub, RedisError> {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub()).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(connect_error(&self.endpoint, self.tls_setting.as_deref(), &e)),
+            Ok(Err(e)) => Err(connect_error(
+                &self.endpoint,
+                self.tls_setting.as_deref(),
+                &e,
+            )),
             Err(_) => Err(timeout_error(&self.endpoint)),
         }
     }
