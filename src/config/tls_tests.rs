@@ -120,7 +120,7 @@ fn unsupported_options_are_refused_naming_the_setting() {
             "cafile",
         ),
         (
-            "'passphrase' => 'pw'",
+            "'passphrase' => 'Hunter2Passphrase'",
             "context.stream.passphrase",
             "local_pk",
         ),
@@ -133,7 +133,7 @@ fn unsupported_options_are_refused_naming_the_setting() {
         );
         assert!(e.contains(named), "{e}");
         assert!(e.contains(fix), "{e}");
-        assert!(!e.contains("pw"), "{e}");
+        assert!(!e.contains("Hunter2Passphrase"), "{e}");
         assert_eq!(e.lines().count(), 1, "{e}");
     }
 }
