@@ -33,7 +33,7 @@ pub fn default_key(id: u64) -> String {
 }
 
 /// Makes a child die with the test process, so no server outlives a crashed test run.
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
     unsafe {
         command.pre_exec(|| {
