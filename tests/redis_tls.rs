@@ -439,6 +439,11 @@ async fn an_acl_user_missing_a_permission_stops_the_start_in_one_line() {
         ("&__keyevent@1__:expired", "__keyevent@1__:expired"),
         ("+subscribe", "subscribe"),
         ("+pttl", "PTTL"),
+        ("+exists", "EXISTS"),
+        (
+            "~laravel_database_laravel_cache_:ORDER_CONFIRM:*",
+            "~laravel_database_laravel_cache_:ORDER_CONFIRM:*",
+        ),
     ] {
         set_user(&redis, &acl_rules(leave_out));
         let line = failing_start(&acl_app(&redis, &db));
@@ -447,5 +452,6 @@ async fn an_acl_user_missing_a_permission_stops_the_start_in_one_line() {
             "{leave_out}: {line}"
         );
         assert!(line.contains(named), "{leave_out}: {line}");
+        assert!(line.contains("ACL SETUSER"), "{leave_out}: {line}");
     }
 }

@@ -33,6 +33,18 @@ pub enum RedisError {
         source: redis::RedisError,
     },
 
+    /// The ACL user may not run a command the worker needs; `rules` are the `ACL SETUSER`
+    /// rules that grant everything it needs.
+    #[error(
+        "Redis at {endpoint}: the user may not run {action} ({cause}); grant what the worker needs with `ACL SETUSER <user> {rules}` (README, Topologies)"
+    )]
+    Permission {
+        endpoint: String,
+        action: String,
+        cause: String,
+        rules: String,
+    },
+
     /// `notify-keyspace-events` lacks `E` and `x`: no `expired` event would ever arrive.
     #[error(
         "keyspace notifications are off on Redis at {endpoint} (notify-keyspace-events is {current:?}), so no `expired` event would ever arrive: run `redis-cli -h <host> CONFIG SET notify-keyspace-events Ex` and add `notify-keyspace-events Ex` to redis.conf, set it in the parameter group (AWS ElastiCache), the Advanced settings (Azure) or --redis-config (Google Memorystore), or start order-expire with --configure-redis"

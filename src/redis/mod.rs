@@ -173,6 +173,14 @@ impl RedisTarget {
 
     /// Wraps a command's failure with where it happened; `action` names the command.
     pub(crate) fn command_error(&self, action: &str, source: ::redis::RedisError) -> RedisError {
+        if commands::is_no_perm(&source) {
+            return RedisError::Permission {
+                endpoint: self.endpoint.clone(),
+                action: action.to_string(),
+                cause: source.to_string(),
+                rules: self.acl_rules("<the order keys' prefix>"),
+            };
+        }
         RedisError::Command {
             endpoint: self.endpoint.clone(),
             action: action.to_string(),
