@@ -215,6 +215,8 @@ struct DbReport {
     charset: Option<String>,
     /// The collation sent with `SET NAMES`, if any.
     collation: Option<String>,
+    /// TLS from the connection's PDO SSL attributes (null: none set, a plain connection).
+    tls: Option<TlsReport>,
     /// The connection's `timezone` key (`SET time_zone`), when it has one.
     timezone: Option<String>,
     /// The orders table, prefix included.
@@ -312,6 +314,13 @@ impl Report {
                 table_prefix: m.table_prefix.clone(),
                 charset: m.session.charset.clone(),
                 collation: m.session.collation.clone(),
+                tls: m.tls.as_ref().map(|t| TlsReport {
+                    ca_file: t.ca_file.as_ref().map(|p| p.display().to_string()),
+                    client_cert: t.client_cert.as_ref().map(|p| p.display().to_string()),
+                    client_key: t.client_key.as_ref().map(|p| p.display().to_string()),
+                    verify_peer: t.verify_peer,
+                    setting: t.setting.clone(),
+                }),
                 timezone: m.session.timezone.clone(),
                 orders_table: settings.schema.orders.as_str().to_string(),
                 products_table: settings.schema.products.as_str().to_string(),
@@ -382,6 +391,16 @@ impl Report {
             "  mysql       {mysql_at}, database {}, user {}, password {}",
             d.database, d.username, d.password
         );
+        if let Some(t) = &d.tls {
+            let _ = writeln!(
+                out,
+                "  mysql tls   CA {}, client certificate {}, verify peer {} ({})",
+                t.ca_file.as_deref().unwrap_or("(system)"),
+                t.client_cert.as_deref().unwrap_or("(none)"),
+                if t.verify_peer { "on" } else { "off" },
+                t.setting
+            );
+        }
         let _ = writeln!(
             out,
             "  tables      {}, {}{}",

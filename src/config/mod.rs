@@ -84,8 +84,8 @@ pub use php::is_numeric;
 pub use php_value::Unevaluated;
 pub use repository::ConfigSource;
 pub use resolved::{
-    KeySettings, MysqlSession, MysqlSettings, RecoverySettings, RedisEndpoint, RedisSettings,
-    RedisTls, SqlMode, TimeZoneSetting,
+    KeySettings, MysqlSession, MysqlSettings, MysqlTls, RecoverySettings, RedisEndpoint,
+    RedisSettings, RedisTls, SqlMode, TimeZoneSetting,
 };
 pub use schema::{Ident, OrderLines, Schema};
 pub use settings::{Overrides, Settings, flag_of, keys};

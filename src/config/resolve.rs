@@ -16,7 +16,8 @@ use super::php;
 use super::php_value::PhpValue;
 use super::repository::{ConfigSource, Origin, Repository, unsupported};
 use super::resolved::{
-    KeySettings, MysqlSession, MysqlSettings, RedisEndpoint, RedisSettings, RedisTls, SqlMode,
+    KeySettings, MysqlSession, MysqlSettings, MysqlTls, RedisEndpoint, RedisSettings, RedisTls,
+    SqlMode,
 };
 use super::url;
 use super::version::LaravelVersion;
@@ -532,7 +533,65 @@ impl Laravel<'_> {
             password: conn.text("password")?.unwrap_or_default(),
             table_prefix: conn.text("prefix")?.unwrap_or_default(),
             session: self.session(&conn)?,
+            tls: self.mysql_tls(&conn)?,
         })
+    }
+
+    /// TLS from the connection's PDO attributes, which Laravel's Connector::getOptions merges
+    /// into the PDO constructor's options (Illuminate/Database/Connectors/Connector.php,
+    /// Laravel 8.83). mysqlnd turns TLS on as soon as one SSL attribute is set, and then
+    /// verifies the server's certificate unless `PDO::MYSQL_ATTR_SSL_VERIFY_SERVER_CERT` is
+    /// `false` (ext/mysqlnd/mysqlnd_vio.c). The keys are the attributes' values on PHP 8.
+    fn mysql_tls(&self, conn: &Entries) -> Result<Option<MysqlTls>, ConfigError> {
+        const SSL_KEY: &str = "1007";
+        const SSL_CERT: &str = "1008";
+        const SSL_CA: &str = "1009";
+        const SSL_CAPATH: &str = "1010";
+        const SSL_CIPHER: &str = "1011";
+        const SSL_VERIFY_SERVER_CERT: &str = "1014";
+        let setting = conn.path("options");
+        let Some(options) = conn.get("options")? else {
+            return Ok(None);
+        };
+        let entry = |key: &str| -> Result<Option<PhpValue>, ConfigError> {
+            match options.get(key) {
+                Some(PhpValue::Unevaluated(u)) => Err(unsupported(u, &format!("{setting}.{key}"))),
+                Some(v) if !v.is_php_empty() || key == SSL_VERIFY_SERVER_CERT => {
+                    Ok(Some(v.clone()))
+                }
+                _ => Ok(None),
+            }
+        };
+        let root = self.env_file.parent().unwrap_or(Path::new("."));
+        let file = |key: &str| -> Result<Option<PathBuf>, ConfigError> {
+            Ok(entry(key)?
+                .and_then(|v| v.to_php_string())
+                .map(|p| root.join(p)))
+        };
+        if let Some(v) = entry(SSL_CAPATH)? {
+            return Err(self.invalid(
+                &format!("{setting}.{SSL_CAPATH}"),
+                &v.to_php_string().unwrap_or_default(),
+                "PDO::MYSQL_ATTR_SSL_CAPATH (a CA directory) is not supported: put its certificates in one PEM file and set PDO::MYSQL_ATTR_SSL_CA to it",
+            ));
+        }
+        let ca_file = file(SSL_CA)?;
+        let client_cert = file(SSL_CERT)?;
+        let client_key = file(SSL_KEY)?;
+        if ca_file.is_none()
+            && client_cert.is_none()
+            && client_key.is_none()
+            && entry(SSL_CIPHER)?.is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(MysqlTls {
+            client_key: client_key.or_else(|| client_cert.clone()),
+            ca_file,
+            client_cert,
+            verify_peer: entry(SSL_VERIFY_SERVER_CERT)?.is_none_or(|v| v.truthy()),
+            setting,
+        }))
     }
 
     /// MySqlConnector's `configureEncoding`, `configureTimezone` and `setModes`. The values go

@@ -140,6 +140,25 @@ pub struct MysqlSettings {
     /// What Laravel's MySqlConnector sets on every connection, so that our writes mean what
     /// Eloquent's mean (a `timezone` key changes how a TIMESTAMP literal is stored).
     pub session: MysqlSession,
+    /// TLS, when the connection's PDO `options` set an SSL attribute (`PDO::MYSQL_ATTR_SSL_CA`
+    /// ...), as mysqlnd then uses it; `None`: plain, as PDO connects without them.
+    pub tls: Option<MysqlTls>,
+}
+
+/// The TLS options of the MySQL connection, from its PDO attributes as mysqlnd reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlTls {
+    /// `PDO::MYSQL_ATTR_SSL_CA`: the CA file; `None`: the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// `PDO::MYSQL_ATTR_SSL_CERT`: a client certificate.
+    pub client_cert: Option<PathBuf>,
+    /// `PDO::MYSQL_ATTR_SSL_KEY`: its key (else read from the certificate's file).
+    pub client_key: Option<PathBuf>,
+    /// `PDO::MYSQL_ATTR_SSL_VERIFY_SERVER_CERT`: mysqlnd verifies the server's certificate
+    /// (chain and name) unless it is `false`.
+    pub verify_peer: bool,
+    /// The config key holding these options (`database.connections.mysql.options`).
+    pub setting: String,
 }
 
 /// The session settings of a Laravel MySQL connection (`charset`, `collation`, `timezone`,
@@ -222,6 +241,7 @@ impl fmt::Debug for MysqlSettings {
             .field("password", &"***")
             .field("table_prefix", &self.table_prefix)
             .field("session", &self.session)
+            .field("tls", &self.tls)
             .finish()
     }
 }

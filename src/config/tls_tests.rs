@@ -148,3 +148,60 @@ fn verify_peer_name_off_is_fine_without_verify_peer() {
     .expect("resolves");
     assert!(!r.tls.verify_peer);
 }
+
+/// The MySQL settings' TLS of an app whose `mysql` connection has the PDO `options` (PHP).
+fn mysql_tls(options: &str) -> Result<Option<crate::config::resolved::MysqlTls>, ConfigError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
+    std::fs::write(
+        dir.path().join(".env"),
+        "CACHE_DRIVER=redis\nORDER_EXPIRE_LARAVEL_VERSION=8.83\nMYSQL_ATTR_SSL_CA=/etc/mysql/ca.pem\n",
+    )
+    .expect("write .env");
+    std::fs::write(
+        dir.path().join("config/database.php"),
+        format!(
+            "<?php\nreturn [\n'default' => 'mysql',\n'connections' => ['mysql' => ['driver' => 'mysql', 'host' => 'db', 'port' => '3306', 'database' => 'shop', 'username' => 'shop', 'password' => '', 'options' => {options}]],\n'redis' => ['client' => 'phpredis', 'cache' => ['host' => '127.0.0.1', 'port' => 6379]],\n];\n"
+        ),
+    )
+    .expect("write database.php");
+    Settings::load(&dir.path().join(".env"), &Overrides::new()).map(|s| s.mysql.tls)
+}
+
+#[test]
+fn mysql_tls_comes_from_the_pdo_ssl_attributes_as_mysqlnd_reads_them() {
+    // Laravel 8's stock option, fed by MYSQL_ATTR_SSL_CA.
+    let tls = mysql_tls(
+        "extension_loaded('pdo_mysql') ? array_filter([PDO::MYSQL_ATTR_SSL_CA => env('MYSQL_ATTR_SSL_CA')]) : []",
+    )
+    .expect("resolves")
+    .expect("tls on");
+    assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/mysql/ca.pem")));
+    assert!(
+        tls.verify_peer,
+        "mysqlnd verifies once an SSL attribute is set"
+    );
+    assert_eq!(tls.client_cert, None);
+    assert_eq!(tls.setting, "database.connections.mysql.options");
+
+    let tls = mysql_tls(
+        "[PDO::MYSQL_ATTR_SSL_CERT => '/c.pem', PDO::MYSQL_ATTR_SSL_KEY => '/k.pem', PDO::MYSQL_ATTR_SSL_VERIFY_SERVER_CERT => false]",
+    )
+    .expect("resolves")
+    .expect("tls on");
+    assert_eq!(tls.ca_file, None);
+    assert_eq!(tls.client_cert.as_deref(), Some(Path::new("/c.pem")));
+    assert_eq!(tls.client_key.as_deref(), Some(Path::new("/k.pem")));
+    assert!(!tls.verify_peer);
+
+    assert_eq!(mysql_tls("[]").expect("resolves"), None);
+    assert_eq!(
+        mysql_tls("array_filter([PDO::MYSQL_ATTR_SSL_CA => null])").expect("resolves"),
+        None
+    );
+    let e = mysql_tls("[PDO::MYSQL_ATTR_SSL_CAPATH => '/etc/ssl/certs']")
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("MYSQL_ATTR_SSL_CA"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
