@@ -1,6 +1,7 @@
 //! TLS and ACL users against real servers started here: a TLS-only `redis-server` with a test CA
-//! and server and client certificates made by the `openssl` command, and an ACL user with only
-//! the permissions the README's "Topologies" section lists.
+//! and server and client certificates made by the `openssl` command, a MariaDB whose user
+//! requires a client certificate, and a Redis ACL user with only the permissions the README's
+//! "Topologies" section lists.
 //!
 //! In each: every unpaid order is cancelled once, the stock is exact and no paid order changes;
 //! a wrong CA, or a user missing a permission, stops the start with one line naming the fix.
@@ -11,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{App, RedisServer, TestDb, default_key, die_with_parent, run_bounded, wait_until};
+use common::{
+    App, MariaServer, RedisServer, TestDb, default_key, die_with_parent, run_bounded, wait_until,
+};
 use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -213,6 +216,17 @@ impl Drop for TlsRedis {
 /// An app whose `config/database.php` connects the cache over TLS with phpredis's stream
 /// context: `stream` is the PHP array of `ssl` options.
 fn tls_app(port: u16, db: &TestDb, stream: &str) -> App {
+    app_with(
+        port,
+        db,
+        &format!("'scheme' => 'tls', 'context' => ['stream' => {stream}]"),
+        "[]",
+    )
+}
+
+/// An app whose `config/database.php` has `cache_extra` (PHP entries) in its Redis `cache`
+/// connection and `mysql_options` (a PHP array) as its MySQL PDO options.
+fn app_with(port: u16, db: &TestDb, cache_extra: &str, mysql_options: &str) -> App {
     let app = App::with_env(&format!(
         "APP_NAME=Laravel\nCACHE_DRIVER=redis\nREDIS_HOST=127.0.0.1\nREDIS_PORT={port}\n{}",
         db.env_lines()
@@ -226,7 +240,7 @@ fn tls_app(port: u16, db: &TestDb, stream: &str) -> App {
     std::fs::write(
         root.join("config/database.php"),
         format!(
-            "<?php\nreturn [\n    'default' => env('DB_CONNECTION', 'mysql'),\n    'connections' => [\n        'mysql' => ['driver' => 'mysql', 'host' => env('DB_HOST'), 'port' => env('DB_PORT'), 'database' => env('DB_DATABASE'), 'username' => env('DB_USERNAME'), 'password' => env('DB_PASSWORD', ''), 'charset' => 'utf8mb4', 'collation' => 'utf8mb4_unicode_ci', 'prefix' => '', 'strict' => true],\n    ],\n    'redis' => [\n        'client' => 'phpredis',\n        'options' => ['prefix' => 'laravel_database_'],\n        'cache' => [\n            'scheme' => 'tls',\n            'host' => env('REDIS_HOST'),\n            'port' => env('REDIS_PORT'),\n            'database' => 1,\n            'context' => ['stream' => {stream}],\n        ],\n    ],\n];\n"
+            "<?php\nreturn [\n    'default' => env('DB_CONNECTION', 'mysql'),\n    'connections' => [\n        'mysql' => ['driver' => 'mysql', 'host' => env('DB_HOST'), 'port' => env('DB_PORT'), 'database' => env('DB_DATABASE'), 'username' => env('DB_USERNAME'), 'password' => env('DB_PASSWORD', ''), 'charset' => 'utf8mb4', 'collation' => 'utf8mb4_unicode_ci', 'prefix' => '', 'strict' => true, 'options' => {mysql_options}],\n    ],\n    'redis' => [\n        'client' => 'phpredis',\n        'options' => ['prefix' => 'laravel_database_'],\n        'cache' => [\n            'host' => env('REDIS_HOST'),\n            'port' => env('REDIS_PORT'),\n            'database' => 1,\n            {cache_extra},\n        ],\n    ],\n];\n"
         ),
     )
     .expect("write config/database.php");
@@ -454,4 +468,73 @@ async fn an_acl_user_missing_a_permission_stops_the_start_in_one_line() {
         assert!(line.contains(named), "{leave_out}: {line}");
         assert!(line.contains("ACL SETUSER"), "{leave_out}: {line}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_over_tls_with_the_pdo_ssl_options_and_a_user_that_requires_a_certificate() {
+    let certs = Certs::make();
+    let maria = MariaServer::start_with(&[
+        format!("--ssl-ca={}", certs.path("ca.crt").display()),
+        format!("--ssl-cert={}", certs.path("server.crt").display()),
+        format!("--ssl-key={}", certs.path("server.key").display()),
+    ]);
+    let db = TestDb::create_on(&maria.url()).await;
+    let mut admin = db.conn().await;
+    for statement in [
+        "CREATE USER 'shop'@'%' IDENTIFIED BY 'shop-secret' REQUIRE X509".to_string(),
+        format!("GRANT ALL ON `{}`.* TO 'shop'@'%'", db.name),
+    ] {
+        mysql_async::prelude::Queryable::query_drop(&mut admin, statement)
+            .await
+            .expect("create the TLS user");
+    }
+    drop(admin);
+    let redis = RedisServer::start();
+    let shop_env = |app: &App| {
+        let env = app.env_file();
+        let text = std::fs::read_to_string(&env).expect("read .env");
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("DB_USERNAME=") && !l.starts_with("DB_PASSWORD="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(
+            &env,
+            format!("{text}DB_USERNAME=shop\nDB_PASSWORD=shop-secret\n"),
+        )
+        .expect("write .env");
+    };
+    let options = format!(
+        "[PDO::MYSQL_ATTR_SSL_CA => '{}', PDO::MYSQL_ATTR_SSL_CERT => '{}', PDO::MYSQL_ATTR_SSL_KEY => '{}']",
+        certs.path("ca.crt").display(),
+        certs.path("client.crt").display(),
+        certs.path("client.key").display(),
+    );
+    let app = app_with(redis.port, &db, "'timeout' => 5", &options);
+    shop_env(&app);
+    let report = check_json(&app);
+    assert_eq!(report["db"]["tls"]["verify_peer"], true, "{report}");
+    assert_eq!(
+        report["db"]["tls"]["ca_file"],
+        certs.path("ca.crt").display().to_string()
+    );
+    assert_eq!(report["connections"]["mysql"]["ok"], true, "{report}");
+
+    // Without the client certificate the user is refused, in one line.
+    let without = app_with(
+        redis.port,
+        &db,
+        "'timeout' => 5",
+        &format!(
+            "[PDO::MYSQL_ATTR_SSL_CA => '{}']",
+            certs.path("ca.crt").display()
+        ),
+    );
+    shop_env(&without);
+    let line = failing_start(&without);
+    assert!(line.contains("MySQL"), "{line}");
+
+    let _worker = app.start_worker(&[]);
+    let mut conn = redis.conn(1);
+    expire_and_check(&db, &mut conn, 12, default_key).await;
 }
