@@ -91,6 +91,9 @@ pub(crate) async fn run(
     redis
         .ensure_notifications(&mut conn, options.configure_redis)
         .await?;
+    redis
+        .check_permissions(&mut conn, KeyPattern::new(&settings.keys).prefix())
+        .await?;
     drop(conn);
 
     let (writer, outbox) = open_writer(settings, options).await?;

@@ -239,10 +239,27 @@ struct RedisReport {
     database: i64,
     /// Whether the connection uses TLS (a `tls://` host, or a `tls` scheme).
     tls: bool,
+    /// The TLS options of a TLS connection (file paths only, never their content).
+    tls_options: Option<TlsReport>,
     /// `phpredis` or `predis`.
     client: String,
     /// The connection prefix (`database.redis.options.prefix`).
     prefix: String,
+}
+
+/// A TLS connection's options, as the app's Redis client reads them.
+#[derive(Debug, Serialize)]
+struct TlsReport {
+    /// `cafile`, or null for the system's trust store.
+    ca_file: Option<String>,
+    /// `local_cert`, the client certificate, if any.
+    client_cert: Option<String>,
+    /// `local_pk` (or `local_cert` itself), the client certificate's key, if any.
+    client_key: Option<String>,
+    /// `verify_peer`: whether the server's certificate is checked.
+    verify_peer: bool,
+    /// The config key holding these options.
+    setting: String,
 }
 
 /// The cache store's key naming.
@@ -276,6 +293,8 @@ struct DbReport {
     charset: Option<String>,
     /// The collation sent with `SET NAMES`, if any.
     collation: Option<String>,
+    /// TLS from the connection's PDO SSL attributes (null: none set, a plain connection).
+    tls: Option<TlsReport>,
     /// The connection's `timezone` key (`SET time_zone`), when it has one.
     timezone: Option<String>,
     /// The orders table, prefix included.
@@ -354,6 +373,13 @@ impl Report {
                 password: r.password.as_ref().map(|_| "***"),
                 database: r.database,
                 tls,
+                tls_options: tls.then(|| TlsReport {
+                    ca_file: r.tls.ca_file.as_ref().map(|p| p.display().to_string()),
+                    client_cert: r.tls.client_cert.as_ref().map(|p| p.display().to_string()),
+                    client_key: r.tls.client_key.as_ref().map(|p| p.display().to_string()),
+                    verify_peer: r.tls.verify_peer,
+                    setting: r.tls.setting.clone(),
+                }),
                 client: r.client.clone(),
                 prefix: settings.keys.connection_prefix.clone(),
             },
@@ -377,6 +403,13 @@ impl Report {
                 table_prefix: m.table_prefix.clone(),
                 charset: m.session.charset.clone(),
                 collation: m.session.collation.clone(),
+                tls: m.tls.as_ref().map(|t| TlsReport {
+                    ca_file: t.ca_file.as_ref().map(|p| p.display().to_string()),
+                    client_cert: t.client_cert.as_ref().map(|p| p.display().to_string()),
+                    client_key: t.client_key.as_ref().map(|p| p.display().to_string()),
+                    verify_peer: t.verify_peer,
+                    setting: t.setting.clone(),
+                }),
                 timezone: m.session.timezone.clone(),
                 orders_table: settings.schema.orders.as_str().to_string(),
                 products_table: settings.schema.products.as_str().to_string(),
@@ -445,6 +478,16 @@ impl Report {
             r.username.as_deref().unwrap_or("(none)"),
             r.password.unwrap_or("(none)")
         );
+        if let Some(t) = &r.tls_options {
+            let _ = writeln!(
+                out,
+                "  tls         CA {}, client certificate {}, verify peer {} ({})",
+                t.ca_file.as_deref().unwrap_or("(system)"),
+                t.client_cert.as_deref().unwrap_or("(none)"),
+                if t.verify_peer { "on" } else { "off" },
+                t.setting
+            );
+        }
         let _ = writeln!(out, "  channel     {}", self.channel);
         let _ = writeln!(out, "  keys        {}", self.key_pattern);
         let mysql_at = d
@@ -456,6 +499,16 @@ impl Report {
             "  mysql       {mysql_at}, database {}, user {}, password {}",
             d.database, d.username, d.password
         );
+        if let Some(t) = &d.tls {
+            let _ = writeln!(
+                out,
+                "  mysql tls   CA {}, client certificate {}, verify peer {} ({})",
+                t.ca_file.as_deref().unwrap_or("(system)"),
+                t.client_cert.as_deref().unwrap_or("(none)"),
+                if t.verify_peer { "on" } else { "off" },
+                t.setting
+            );
+        }
         let _ = writeln!(
             out,
             "  tables      {}, {}{}",

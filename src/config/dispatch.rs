@@ -76,7 +76,7 @@ pub enum QueueTarget {
     /// `RedisQueue`: the list `<prefix>queues:<queue>` on this Redis connection and database.
     Redis {
         /// The queue connection's Redis (its own database, `REDIS_DB` by default).
-        redis: RedisSettings,
+        redis: Box<RedisSettings>,
         /// The connection's key prefix, which phpredis/predis put before `queues:`.
         prefix: String,
     },
@@ -422,7 +422,10 @@ impl Laravel<'_> {
         };
         let redis = self.redis_settings(&redis_conn)?;
         let prefix = self.connection_prefix(&redis_conn, &redis.client)?;
-        Ok(QueueTarget::Redis { redis, prefix })
+        Ok(QueueTarget::Redis {
+            redis: Box::new(redis),
+            prefix,
+        })
     }
 }
 

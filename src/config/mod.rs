@@ -74,6 +74,8 @@ mod schema;
 mod settings;
 pub mod slug;
 #[cfg(test)]
+mod tls_tests;
+#[cfg(test)]
 mod topology_tests;
 mod url;
 pub mod version;
@@ -85,8 +87,8 @@ pub use php::is_numeric;
 pub use php_value::Unevaluated;
 pub use repository::ConfigSource;
 pub use resolved::{
-    KeySettings, MysqlSession, MysqlSettings, RecoverySettings, RedisEndpoint, RedisSettings,
-    RedisTopology, SqlMode, TimeZoneSetting,
+    KeySettings, MysqlSession, MysqlSettings, MysqlTls, RecoverySettings, RedisEndpoint,
+    RedisSettings, RedisTls, RedisTopology, SqlMode, TimeZoneSetting,
 };
 pub use schema::{Ident, OrderLines, Schema};
 pub use settings::{Overrides, Settings, flag_of, keys};

@@ -16,7 +16,8 @@ use super::php;
 use super::php_value::PhpValue;
 use super::repository::{ConfigSource, Origin, Repository, unsupported};
 use super::resolved::{
-    KeySettings, MysqlSession, MysqlSettings, RedisEndpoint, RedisSettings, RedisTopology, SqlMode,
+    KeySettings, MysqlSession, MysqlSettings, MysqlTls, RedisEndpoint, RedisSettings, RedisTls,
+    RedisTopology, SqlMode,
 };
 use super::url;
 use super::version::LaravelVersion;
@@ -310,6 +311,7 @@ impl Laravel<'_> {
             password: param("password"),
             database,
             client: "predis".into(),
+            tls: self.redis_tls(conn, "predis")?,
         };
         let prefix = self.connection_prefix(conn, "predis")?;
         Ok((redis, prefix))
@@ -414,6 +416,9 @@ impl Laravel<'_> {
             password,
             database: 0,
             client: client.to_string(),
+            // A cluster's TLS options are read with its source; until then the worker refuses
+            // clusters at start, so these defaults are never used to connect.
+            tls: RedisTls::system_default(format!("{path}.options.context")),
         };
         Ok((redis, prefix))
     }
@@ -512,8 +517,10 @@ impl Laravel<'_> {
             .filter(|v| !v.is_php_empty())
             .and_then(PhpValue::to_php_string);
         let client = self.client()?;
-        // Laravel 9+ sends an ACL username; on Laravel 8 only predis does (it passes every
-        // parameter, `REDIS_URL`'s user part included), phpredis never.
+        // Laravel 9+ sends an ACL username with either client. On Laravel 8 phpredis never
+        // does (PhpRedisConnector::createClient calls `auth($config['password'])` only), but
+        // predis (1.1.7+) sends `AUTH <username> <password>` from its parameters, which are the
+        // connection array (PredisConnector.php line 30), `username` from REDIS_URL included.
         let username = if self.major() >= 9 || client == "predis" {
             conn.get("username")?
                 .filter(|v| !v.is_php_empty())
@@ -533,6 +540,7 @@ impl Laravel<'_> {
                 "a database index cannot be negative",
             ));
         }
+        let tls = self.redis_tls(conn, &client)?;
         Ok(RedisSettings {
             topology: RedisTopology::Standalone(endpoint.clone()),
             endpoint,
@@ -540,7 +548,99 @@ impl Laravel<'_> {
             password,
             database,
             client,
+            tls,
         })
+    }
+
+    /// The TLS options as the app's Redis client hands them to PHP's `ssl` stream context.
+    ///
+    /// phpredis (Laravel 8.83, Illuminate/Redis/Connectors/PhpRedisConnector.php): `connect()`
+    /// merges the connection, `database.redis.options` and the connection's own `options`, the
+    /// later winning (lines 27-29); `establishConnection()` passes the merged `context` to
+    /// `Redis::connect()` (lines 148-150), and phpredis sets each entry of its `stream` array
+    /// as an `ssl` context option. predis (PredisConnector.php line 30): the connection array
+    /// is predis's parameters, whose `ssl` array is the `ssl` context of a `tls` connection.
+    /// PHP's defaults apply to what is unset: the system's CAs, `verify_peer` and
+    /// `verify_peer_name` on; a client key in `local_cert` itself when `local_pk` is unset.
+    fn redis_tls(&self, conn: &Entries, client: &str) -> Result<RedisTls, ConfigError> {
+        let (options, setting) = if client == "predis" {
+            (conn.get("ssl")?.cloned(), conn.path("ssl"))
+        } else {
+            let own = match conn.get("options")? {
+                Some(options) => options
+                    .get("context")
+                    .map(|c| (c.clone(), conn.path("options.context"))),
+                None => None,
+            };
+            let global = "database.redis.options.context";
+            let context = match own {
+                Some(found) => Some(found),
+                None => match self.config.get(global)? {
+                    Some(c) => Some((c.clone(), global.to_string())),
+                    None => conn
+                        .get("context")?
+                        .map(|c| (c.clone(), conn.path("context"))),
+                },
+            };
+            match context {
+                Some((context, path)) => (context.get("stream").cloned(), format!("{path}.stream")),
+                None => (None, conn.path("context.stream")),
+            }
+        };
+        let mut tls = RedisTls::system_default(setting.clone());
+        let Some(options) = options else {
+            return Ok(tls);
+        };
+        if let PhpValue::Unevaluated(u) = &options {
+            return Err(unsupported(u, &setting));
+        }
+        let entry = |key: &str| -> Result<Option<(PhpValue, String)>, ConfigError> {
+            let path = format!("{setting}.{key}");
+            match options.get(key) {
+                Some(PhpValue::Unevaluated(u)) => Err(unsupported(u, &path)),
+                Some(PhpValue::Null) | None => Ok(None),
+                Some(v) => Ok(Some((v.clone(), path))),
+            }
+        };
+        let root = self.env_file.parent().unwrap_or(Path::new("."));
+        let file = |key: &str| -> Result<Option<PathBuf>, ConfigError> {
+            Ok(entry(key)?
+                .and_then(|(v, _)| v.to_php_string())
+                .filter(|p| !p.is_empty())
+                .map(|p| root.join(p)))
+        };
+        if let Some((v, path)) = entry("capath")?.filter(|(v, _)| !v.is_php_empty()) {
+            return Err(self.invalid(
+                &path,
+                &v.to_php_string().unwrap_or_default(),
+                "a CA directory is not supported: put its certificates in one PEM file and set `cafile` to it",
+            ));
+        }
+        if let Some((_, path)) = entry("passphrase")?.filter(|(v, _)| !v.is_php_empty()) {
+            return Err(self.invalid(
+                &path,
+                "***",
+                "an encrypted client key is not supported: decrypt it (`openssl pkey -in key.pem -out plain.pem`) and set `local_pk` to the result",
+            ));
+        }
+        tls.verify_peer = entry("verify_peer")?.is_none_or(|(v, _)| v.truthy());
+        let verify_name = entry("verify_peer_name")?;
+        if tls.verify_peer
+            && let Some((v, path)) = verify_name.filter(|(v, _)| !v.truthy())
+        {
+            return Err(self.invalid(
+                &path,
+                &v.to_php_string().unwrap_or_default(),
+                "checking the certificate without its name is not supported: connect by a name the server's certificate holds, or set verify_peer to false as well",
+            ));
+        }
+        tls.ca_file = file("cafile")?;
+        tls.client_cert = file("local_cert")?;
+        tls.client_key = match tls.client_cert {
+            Some(_) => file("local_pk")?.or_else(|| tls.client_cert.clone()),
+            None => None,
+        };
+        Ok(tls)
     }
 
     /// Where phpredis connects for `host` and `port`: a Unix socket for a path with a port below
@@ -739,7 +839,65 @@ impl Laravel<'_> {
             password: conn.text("password")?.unwrap_or_default(),
             table_prefix: conn.text("prefix")?.unwrap_or_default(),
             session: self.session(&conn)?,
+            tls: self.mysql_tls(&conn)?,
         })
+    }
+
+    /// TLS from the connection's PDO attributes, which Laravel's Connector::getOptions merges
+    /// into the PDO constructor's options (Illuminate/Database/Connectors/Connector.php,
+    /// Laravel 8.83). mysqlnd turns TLS on as soon as one SSL attribute is set, and then
+    /// verifies the server's certificate unless `PDO::MYSQL_ATTR_SSL_VERIFY_SERVER_CERT` is
+    /// `false` (ext/mysqlnd/mysqlnd_vio.c). The keys are the attributes' values on PHP 8.
+    fn mysql_tls(&self, conn: &Entries) -> Result<Option<MysqlTls>, ConfigError> {
+        const SSL_KEY: &str = "1007";
+        const SSL_CERT: &str = "1008";
+        const SSL_CA: &str = "1009";
+        const SSL_CAPATH: &str = "1010";
+        const SSL_CIPHER: &str = "1011";
+        const SSL_VERIFY_SERVER_CERT: &str = "1014";
+        let setting = conn.path("options");
+        let Some(options) = conn.get("options")? else {
+            return Ok(None);
+        };
+        let entry = |key: &str| -> Result<Option<PhpValue>, ConfigError> {
+            match options.get(key) {
+                Some(PhpValue::Unevaluated(u)) => Err(unsupported(u, &format!("{setting}.{key}"))),
+                Some(v) if !v.is_php_empty() || key == SSL_VERIFY_SERVER_CERT => {
+                    Ok(Some(v.clone()))
+                }
+                _ => Ok(None),
+            }
+        };
+        let root = self.env_file.parent().unwrap_or(Path::new("."));
+        let file = |key: &str| -> Result<Option<PathBuf>, ConfigError> {
+            Ok(entry(key)?
+                .and_then(|v| v.to_php_string())
+                .map(|p| root.join(p)))
+        };
+        if let Some(v) = entry(SSL_CAPATH)? {
+            return Err(self.invalid(
+                &format!("{setting}.{SSL_CAPATH}"),
+                &v.to_php_string().unwrap_or_default(),
+                "PDO::MYSQL_ATTR_SSL_CAPATH (a CA directory) is not supported: put its certificates in one PEM file and set PDO::MYSQL_ATTR_SSL_CA to it",
+            ));
+        }
+        let ca_file = file(SSL_CA)?;
+        let client_cert = file(SSL_CERT)?;
+        let client_key = file(SSL_KEY)?;
+        if ca_file.is_none()
+            && client_cert.is_none()
+            && client_key.is_none()
+            && entry(SSL_CIPHER)?.is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(MysqlTls {
+            client_key: client_key.or_else(|| client_cert.clone()),
+            ca_file,
+            client_cert,
+            verify_peer: entry(SSL_VERIFY_SERVER_CERT)?.is_none_or(|v| v.truthy()),
+            setting,
+        }))
     }
 
     /// MySqlConnector's `configureEncoding`, `configureTimezone` and `setModes`. The values go

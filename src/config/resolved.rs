@@ -38,6 +38,41 @@ pub struct RedisSettings {
     pub database: i64,
     /// `phpredis` or `predis` (`database.redis.client`): they apply prefixes differently.
     pub client: String,
+    /// The TLS options (CA file, client certificate, peer verification), used when the
+    /// endpoint is [`RedisEndpoint::Tls`].
+    pub tls: RedisTls,
+}
+
+/// The TLS options of the Redis connection, as phpredis (`context.stream`) or predis (`ssl`)
+/// hand them to PHP's `ssl` stream context. Only file paths: the files are read when connecting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    /// `cafile`: the CA certificates (PEM) the server's certificate must chain to; `None`:
+    /// the system's trust store, as PHP's `openssl.cafile` default.
+    pub ca_file: Option<PathBuf>,
+    /// `local_cert`: the client certificate (PEM) sent to the server, if any.
+    pub client_cert: Option<PathBuf>,
+    /// `local_pk`: the client certificate's key (PEM); PHP reads it from `local_cert` when
+    /// unset, and so do we.
+    pub client_key: Option<PathBuf>,
+    /// `verify_peer` (PHP's default `true`): whether the server's certificate is checked.
+    pub verify_peer: bool,
+    /// The config key holding these options (`database.redis.cache.context.stream`, or
+    /// `database.redis.cache.ssl` for predis), for messages.
+    pub setting: String,
+}
+
+impl RedisTls {
+    /// PHP's defaults: the system's CAs, no client certificate, the peer verified.
+    pub fn system_default(setting: String) -> Self {
+        Self {
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            verify_peer: true,
+            setting,
+        }
+    }
 }
 
 /// How the app's Redis is deployed, as Laravel reads it from `config/database.php`.
@@ -169,6 +204,25 @@ pub struct MysqlSettings {
     /// What Laravel's MySqlConnector sets on every connection, so that our writes mean what
     /// Eloquent's mean (a `timezone` key changes how a TIMESTAMP literal is stored).
     pub session: MysqlSession,
+    /// TLS, when the connection's PDO `options` set an SSL attribute (`PDO::MYSQL_ATTR_SSL_CA`
+    /// ...), as mysqlnd then uses it; `None`: plain, as PDO connects without them.
+    pub tls: Option<MysqlTls>,
+}
+
+/// The TLS options of the MySQL connection, from its PDO attributes as mysqlnd reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlTls {
+    /// `PDO::MYSQL_ATTR_SSL_CA`: the CA file; `None`: the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// `PDO::MYSQL_ATTR_SSL_CERT`: a client certificate.
+    pub client_cert: Option<PathBuf>,
+    /// `PDO::MYSQL_ATTR_SSL_KEY`: its key (else read from the certificate's file).
+    pub client_key: Option<PathBuf>,
+    /// `PDO::MYSQL_ATTR_SSL_VERIFY_SERVER_CERT`: mysqlnd verifies the server's certificate
+    /// (chain and name) unless it is `false`.
+    pub verify_peer: bool,
+    /// The config key holding these options (`database.connections.mysql.options`).
+    pub setting: String,
 }
 
 /// The session settings of a Laravel MySQL connection (`charset`, `collation`, `timezone`,
@@ -251,6 +305,7 @@ impl fmt::Debug for MysqlSettings {
             .field("password", &"***")
             .field("table_prefix", &self.table_prefix)
             .field("session", &self.session)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -61,7 +61,6 @@ impl KeyPattern {
     }
 
     /// The prefix every order key starts with.
-    #[cfg(test)]
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }

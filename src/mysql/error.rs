@@ -17,6 +17,17 @@ pub enum MysqlError {
         hint: &'static str,
     },
 
+    /// A TLS file named by the connection's PDO options could not be read.
+    #[error(
+        "cannot read the MySQL TLS file {path} ({setting}, PDO::MYSQL_ATTR_{attribute}): {cause}; fix the path in config/database.php"
+    )]
+    TlsFile {
+        path: String,
+        setting: String,
+        attribute: &'static str,
+        cause: String,
+    },
+
     /// A query failed; `action` says what it was for.
     #[error("MySQL at {endpoint}: {action} failed: {source}")]
     Query {

@@ -3,13 +3,14 @@
 //! Sessions are set up as Laravel's MySqlConnector sets them up (`utf8mb4_unicode_ci` and the
 //! strict `sql_mode`), so a write behaves the same from PHP and from here.
 
+use std::path::Path;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use mysql_async::{ClientIdentity, Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts};
 
 use super::MysqlError;
-use crate::config::{MysqlSession, MysqlSettings};
+use crate::config::{MysqlSession, MysqlSettings, MysqlTls};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,6 +54,9 @@ impl Database {
             );
         if let Some(socket) = &settings.socket {
             opts = opts.socket(Some(socket.to_string_lossy().into_owned()));
+        }
+        if let Some(tls) = &settings.tls {
+            opts = opts.ssl_opts(Some(ssl_opts(tls)?));
         }
         let db = Self {
             pool: Pool::new(opts),
@@ -115,6 +119,34 @@ impl Database {
             tracing::debug!(error = %e, "closing the MySQL pool");
         }
     }
+}
+
+/// mysql_async's TLS options for the connection's PDO SSL attributes. The files are read here,
+/// so that a wrong path is named with its setting rather than failing inside the handshake.
+fn ssl_opts(tls: &MysqlTls) -> Result<SslOpts, MysqlError> {
+    let read = |path: &Path, attribute: &'static str| {
+        std::fs::read(path)
+            .map(Into::into)
+            .map_err(|e| MysqlError::TlsFile {
+                path: path.display().to_string(),
+                setting: tls.setting.clone(),
+                attribute,
+                cause: e.to_string(),
+            })
+    };
+    let mut opts = SslOpts::default()
+        // mysqlnd checks the chain and the name, or nothing when verification is off.
+        .with_danger_accept_invalid_certs(!tls.verify_peer);
+    if let Some(ca) = &tls.ca_file {
+        opts = opts.with_root_certs(vec![read(ca, "SSL_CA")?]);
+    }
+    if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+        opts = opts.with_client_identity(Some(ClientIdentity::new(
+            read(cert, "SSL_CERT")?,
+            read(key, "SSL_KEY")?,
+        )));
+    }
+    Ok(opts)
 }
 
 fn connect_error(settings: &MysqlSettings, e: &mysql_async::Error) -> MysqlError {

@@ -113,6 +113,47 @@ impl RedisTarget {
         self.per_key(conn, "EXISTS", keys, caller).await
     }
 
+    /// The `ACL SETUSER` rules that let a user do everything the worker and `schedule` do, and
+    /// nothing else: the order keys (`key_prefix*`) and this database's `expired` channel;
+    /// `SELECT` the database, `PING` and `(UN)SUBSCRIBE` the subscription, `PTTL` and `EXISTS`
+    /// (deadline watcher, sweep), `SETEX` (`schedule`), `INFO` (the server's version) and
+    /// `CONFIG GET` (reading `notify-keyspace-events`; without it the worker warns and goes on).
+    pub(crate) fn acl_rules(&self, key_prefix: &str) -> String {
+        format!(
+            "on resetkeys ~{key_prefix}* resetchannels &{} -@all +select +ping +subscribe +unsubscribe +pttl +exists +setex +info +config|get",
+            self.channel
+        )
+    }
+
+    /// Sends `PTTL` and `EXISTS` for a key under the order keys' prefix that is never an
+    /// order (so nothing is read or changed), to stop the start with the ACL rules to grant
+    /// when the user may not: otherwise the deadline watcher and the sweep would fail later,
+    /// again and again.
+    pub(crate) async fn check_permissions(
+        &self,
+        conn: &mut MultiplexedConnection,
+        key_prefix: &str,
+    ) -> Result<(), RedisError> {
+        let probe = format!("{key_prefix}permission-check");
+        for command in ["PTTL", "EXISTS"] {
+            let reply: ::redis::RedisResult<i64> =
+                ::redis::cmd(command).arg(&probe).query_async(conn).await;
+            match reply {
+                Ok(_) => {}
+                Err(e) if is_no_perm(&e) => {
+                    return Err(RedisError::Permission {
+                        endpoint: self.endpoint().to_string(),
+                        action: format!("{command} on the order keys"),
+                        cause: e.to_string(),
+                        rules: self.acl_rules(key_prefix),
+                    });
+                }
+                Err(e) => return Err(self.command_error(command, e)),
+            }
+        }
+        Ok(())
+    }
+
     /// One pipelined `command key` per key, read as a list of `T`.
     async fn per_key<T: ::redis::FromRedisValue>(
         &self,
@@ -156,4 +197,9 @@ impl RedisTarget {
             .await
             .map_err(|e| self.command_error(&format!("EVAL push ({list})"), e))
     }
+}
+
+/// Whether Redis refused a command for the user's ACL permissions (`NOPERM`).
+pub(crate) fn is_no_perm(e: &::redis::RedisError) -> bool {
+    e.code() == Some("NOPERM")
 }

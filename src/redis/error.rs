@@ -10,7 +10,18 @@ pub enum RedisError {
     Connect {
         endpoint: String,
         cause: String,
-        hint: &'static str,
+        hint: String,
+    },
+
+    /// A TLS file of the connection (`cafile`, `local_cert`, `local_pk`) could not be read or
+    /// holds no usable PEM; `setting` is the config key that names it.
+    #[error(
+        "cannot use the Redis TLS file {path} ({setting}): {cause}; fix the path in config/database.php or the file (PEM)"
+    )]
+    TlsFile {
+        path: String,
+        setting: String,
+        cause: String,
     },
 
     /// A command failed on an open connection; `action` names it as the log should.
@@ -20,6 +31,18 @@ pub enum RedisError {
         action: String,
         #[source]
         source: redis::RedisError,
+    },
+
+    /// The ACL user may not run a command the worker needs; `rules` are the `ACL SETUSER`
+    /// rules that grant everything it needs.
+    #[error(
+        "Redis at {endpoint}: the user may not run {action} ({cause}); grant what the worker needs with `ACL SETUSER <user> {rules}` (README, Topologies)"
+    )]
+    Permission {
+        endpoint: String,
+        action: String,
+        cause: String,
+        rules: String,
     },
 
     /// `notify-keyspace-events` lacks `E` and `x`: no `expired` event would ever arrive.

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use ::redis::aio::{MultiplexedConnection, PubSub};
 use ::redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo,
-    RedisConnectionInfo,
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ErrorKind, IntoConnectionInfo,
+    RedisConnectionInfo, TlsCertificates,
 };
 
-use crate::config::{RedisEndpoint, RedisSettings, RedisTopology};
+use crate::config::{RedisEndpoint, RedisSettings, RedisTls, RedisTopology};
 
 /// Refuses a topology whose events one connection cannot all receive: a cluster publishes
 /// each key's expiry on the master that holds its slot only, and after a Sentinel failover the
@@ -67,6 +67,8 @@ pub(crate) struct RedisTarget {
     endpoint: String,
     /// This database's `expired` channel, computed once.
     channel: String,
+    /// The config key of the TLS options, for a TLS connection: named when the handshake fails.
+    tls_setting: Option<String>,
 }
 
 impl RedisTarget {
@@ -78,11 +80,13 @@ impl RedisTarget {
             RedisEndpoint::Tls { host, port } => ConnectionAddr::TcpTls {
                 host: host.clone(),
                 port: *port,
-                insecure: false,
+                // PHP's `verify_peer => false`: no check of the server's certificate at all.
+                insecure: !settings.tls.verify_peer,
                 tls_params: None,
             },
             RedisEndpoint::Unix { path } => ConnectionAddr::Unix(path.clone()),
         };
+        let tls = matches!(settings.endpoint, RedisEndpoint::Tls { .. });
         let mut redis = RedisConnectionInfo::default().set_db(settings.database);
         if let Some(username) = &settings.username {
             redis = redis.set_username(username);
@@ -90,15 +94,30 @@ impl RedisTarget {
         if let Some(password) = &settings.password {
             redis = redis.set_password(password);
         }
-        let client = addr
+        let info = addr
             .into_connection_info()
             .map(|info| info.set_redis_settings(redis))
-            .and_then(Client::open)
-            .map_err(|e| connect_error(&endpoint, &e))?;
+            .map_err(|e| connect_error(&endpoint, None, &e))?;
+        let certificates = if tls {
+            tls_certificates(&settings.tls)?
+        } else {
+            None
+        };
+        let client = match certificates {
+            Some(certificates) => {
+                Client::build_with_tls(info, certificates).map_err(|e| RedisError::TlsFile {
+                    path: tls_files(&settings.tls),
+                    setting: settings.tls.setting.clone(),
+                    cause: e.to_string(),
+                })?
+            }
+            None => Client::open(info).map_err(|e| connect_error(&endpoint, None, &e))?,
+        };
         Ok(Self {
             client,
             endpoint,
             channel: expired_channel(settings.database),
+            tls_setting: tls.then(|| settings.tls.setting.clone()),
         })
     }
 
@@ -127,7 +146,11 @@ impl RedisTarget {
         .await
         {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(connect_error(&self.endpoint, &e)),
+            Ok(Err(e)) => Err(connect_error(
+                &self.endpoint,
+                self.tls_setting.as_deref(),
+                &e,
+            )),
             Err(_) => Err(timeout_error(&self.endpoint)),
         }
     }
@@ -136,7 +159,11 @@ impl RedisTarget {
     pub(crate) async fn pubsub(&self) -> Result<PubSub, RedisError> {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub()).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(connect_error(&self.endpoint, &e)),
+            Ok(Err(e)) => Err(connect_error(
+                &self.endpoint,
+                self.tls_setting.as_deref(),
+                &e,
+            )),
             Err(_) => Err(timeout_error(&self.endpoint)),
         }
     }
@@ -179,6 +206,14 @@ impl RedisTarget {
 
     /// Wraps a command's failure with where it happened; `action` names the command.
     pub(crate) fn command_error(&self, action: &str, source: ::redis::RedisError) -> RedisError {
+        if commands::is_no_perm(&source) {
+            return RedisError::Permission {
+                endpoint: self.endpoint.clone(),
+                action: action.to_string(),
+                cause: source.to_string(),
+                rules: self.acl_rules("<the order keys' prefix>"),
+            };
+        }
         RedisError::Command {
             endpoint: self.endpoint.clone(),
             action: action.to_string(),
@@ -205,24 +240,74 @@ fn timeout_error(endpoint: &str) -> RedisError {
     RedisError::Connect {
         endpoint: endpoint.to_string(),
         cause: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-        hint: "; check REDIS_HOST and REDIS_PORT and that a firewall lets the connection through",
+        hint: "; check REDIS_HOST and REDIS_PORT and that a firewall lets the connection through"
+            .into(),
     }
 }
 
-fn connect_error(endpoint: &str, e: &::redis::RedisError) -> RedisError {
+/// The CA file and the client certificate and key of a TLS connection, read as PEM; `None`
+/// when the connection uses the system's CAs and no client certificate.
+fn tls_certificates(tls: &RedisTls) -> Result<Option<TlsCertificates>, RedisError> {
+    let read = |path: &std::path::Path, key: &str| {
+        std::fs::read(path).map_err(|e| RedisError::TlsFile {
+            path: path.display().to_string(),
+            setting: format!("{}.{key}", tls.setting),
+            cause: e.to_string(),
+        })
+    };
+    let root_cert = match &tls.ca_file {
+        Some(path) => Some(read(path, "cafile")?),
+        None => None,
+    };
+    let client_tls = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read(cert, "local_cert")?,
+            client_key: read(key, "local_pk")?,
+        }),
+        _ => None,
+    };
+    if root_cert.is_none() && client_tls.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
+}
+
+/// The TLS files in use, for a message about one of them that redis-rs could not parse.
+fn tls_files(tls: &RedisTls) -> String {
+    let files: Vec<String> = [&tls.ca_file, &tls.client_cert, &tls.client_key]
+        .into_iter()
+        .flatten()
+        .map(|p| p.display().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    files.join(", ")
+}
+
+fn connect_error(endpoint: &str, tls_setting: Option<&str>, e: &::redis::RedisError) -> RedisError {
     let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
     let hint = if matches!(e.kind(), ErrorKind::AuthenticationFailed)
         || text.contains("WRONGPASS")
         || text.contains("NOAUTH")
         || text.contains("invalid password")
     {
-        "; check REDIS_PASSWORD (and REDIS_USERNAME for an ACL user)"
+        "; check REDIS_PASSWORD (and REDIS_USERNAME for an ACL user)".to_string()
     } else if text.contains("DB index is out of range") || text.contains("invalid DB index") {
-        "; check REDIS_CACHE_DB"
+        "; check REDIS_CACHE_DB".to_string()
+    } else if let Some(setting) = tls_setting
+        && (lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake"))
+    {
+        format!(
+            "; check {setting}: `cafile` must hold the CA that signed the server's certificate, the host must be a name in it, and `local_cert` must be a client certificate the server trusts"
+        )
     } else if e.is_io_error() || e.is_connection_refusal() {
-        "; is Redis running there? check REDIS_HOST and REDIS_PORT"
+        "; is Redis running there? check REDIS_HOST and REDIS_PORT".to_string()
     } else {
-        ""
+        String::new()
     };
     RedisError::Connect {
         endpoint: endpoint.to_string(),

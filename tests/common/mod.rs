@@ -33,7 +33,7 @@ pub fn default_key(id: u64) -> String {
 }
 
 /// Makes a child die with the test process, so no server outlives a crashed test run.
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
     unsafe {
         command.pre_exec(|| {
@@ -187,11 +187,17 @@ pub struct MariaServer {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    extra: Vec<String>,
 }
 
 impl MariaServer {
     /// Initialises a datadir and starts `mariadbd` on a free port; root has an empty password.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// The same, with extra `mariadbd` arguments (`--ssl-ca=...`).
+    pub fn start_with(extra: &[String]) -> Self {
         let dir = TempDir::new().expect("temp dir");
         let datadir = dir.path().join("data");
         let status = Command::new("mariadb-install-db")
@@ -211,6 +217,7 @@ impl MariaServer {
             child: None,
             port: free_port(),
             dir,
+            extra: extra.to_vec(),
         };
         server.launch();
         server
@@ -236,6 +243,7 @@ impl MariaServer {
             .arg(format!("--pid-file={}", d.join("m.pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
             .args(["--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         die_with_parent(&mut command);
