@@ -48,7 +48,9 @@
 //!   backoff, the split of a failing batch, parking of an order MySQL refuses for good, the stop
 //!   deadline), generic over the writer so it is unit-tested without servers; `sink::writer` is
 //!   the exactly-once transaction that cancels the still-unpaid orders of a batch and returns
-//!   their stock; `sink::key_jobs` queues the Laravel job of an expired key of another type
+//!   their stock; `sink::jobs` adds the app's Laravel job for each cancelled order to that
+//!   transaction (the `jobs` row, or an outbox row that `sink::outbox` pushes to a redis queue
+//!   after the commit); `sink::key_jobs` queues the Laravel job of an expired key of another type
 //!   (`ORDER_EXPIRE_ON_<TYPE>`) with the id from the key, and writes nothing else.
 //! * [`error`]: the top-level [`Error`], which wraps each layer's error; [`Error::render`] is the
 //!   one line printed before exiting and [`Error::exit_code`] its status (2 only for usage
