@@ -191,18 +191,6 @@ impl QueueSender {
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
         }
     }
-
-    /// The per-origin counters this queue keeps.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "exported by the metrics endpoint; read by the tests until then"
-        )
-    )]
-    pub(crate) fn counters(&self) -> Arc<QueueCounters> {
-        Arc::clone(&self.shared.counters)
-    }
 }
 
 /// The dispatcher's end: hands out each order once within the dedup window.
@@ -381,7 +369,7 @@ mod tests {
             Ok(()),
             "dropped, not an error"
         );
-        let counters = tx.counters();
+        let counters = rx.counters();
         assert_eq!(counters.received(Origin::Event), 1);
         assert_eq!(counters.dropped(Origin::Event), 1);
         assert_eq!(Stats::get(&stats.dropped), 1);
@@ -403,7 +391,7 @@ mod tests {
         assert_eq!(waiting.await.expect("joined"), Ok(()));
         let second = rx.recv().await.expect("queued");
         assert_eq!((second.id, second.origin), (2, Origin::Deadline));
-        assert_eq!(tx.counters().dropped(Origin::Deadline), 0);
+        assert_eq!(rx.counters().dropped(Origin::Deadline), 0);
     }
 
     #[tokio::test(start_paused = true)]

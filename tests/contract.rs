@@ -202,15 +202,25 @@ async fn wait_for_lock_wait(db: &TestDb, worker: &Worker, order: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stop_timeout_is_a_deadline_while_a_write_waits_on_a_row_lock() {
+/// A worker whose write of `order` waits on a row lock held by `lock` (a test session's
+/// `SELECT ... FOR UPDATE` on the order's product), started with `--stop-timeout`.
+struct StuckWrite {
+    _redis: RedisServer,
+    db: TestDb,
+    product: u64,
+    order: u64,
+    worker: Worker,
+    lock: mysql_async::Conn,
+}
+
+async fn worker_stuck_on_a_row_lock(stop_timeout: &str) -> StuckWrite {
     let redis = RedisServer::start();
     let db = TestDb::create().await;
     let product = db.add_product("Tea", 100).await;
     let order = db.place_order(product, 5).await;
     let app = App::new(&redis, &db, "");
-    let mut worker = app.start_worker(&["--log-format", "json", "--stop-timeout", "2"]);
-    let mut lock = lock_product(&db, product).await;
+    let worker = app.start_worker(&["--log-format", "json", "--stop-timeout", stop_timeout]);
+    let lock = lock_product(&db, product).await;
     setex(
         &mut redis.conn(1),
         &default_key(order),
@@ -218,6 +228,26 @@ async fn stop_timeout_is_a_deadline_while_a_write_waits_on_a_row_lock() {
         &order.to_string(),
     );
     wait_for_lock_wait(&db, &worker, order).await;
+    StuckWrite {
+        _redis: redis,
+        db,
+        product,
+        order,
+        worker,
+        lock,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_timeout_is_a_deadline_while_a_write_waits_on_a_row_lock() {
+    let StuckWrite {
+        _redis,
+        db,
+        product,
+        order,
+        mut worker,
+        mut lock,
+    } = worker_stuck_on_a_row_lock("2").await;
 
     let stopping = Instant::now();
     let status = worker.stop(Duration::from_secs(30));
@@ -256,20 +286,14 @@ async fn conn_rollback(conn: &mut mysql_async::Conn) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_signal_exits_at_once() {
-    let redis = RedisServer::start();
-    let db = TestDb::create().await;
-    let product = db.add_product("Tea", 100).await;
-    let order = db.place_order(product, 5).await;
-    let app = App::new(&redis, &db, "");
-    let mut worker = app.start_worker(&["--log-format", "json", "--stop-timeout", "60"]);
-    let mut lock = lock_product(&db, product).await;
-    setex(
-        &mut redis.conn(1),
-        &default_key(order),
-        1,
-        &order.to_string(),
-    );
-    wait_for_lock_wait(&db, &worker, order).await;
+    let StuckWrite {
+        _redis,
+        db,
+        product,
+        order,
+        mut worker,
+        mut lock,
+    } = worker_stuck_on_a_row_lock("60").await;
 
     send(&worker, libc::SIGINT);
     worker.wait_for_event("stopping", 1, WAIT);

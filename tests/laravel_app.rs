@@ -31,9 +31,7 @@ async fn orders_placed_by_laravel_are_cancelled(extra: &str, edits: &[Edit]) {
     customise(&laravel, edits);
     laravel.artisan(&["migrate", "--force"]);
     // The table prefix the customised config/database.php may set.
-    let config: serde_json::Value =
-        serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim())
-            .expect("Laravel's JSON");
+    let config = laravel_view(&laravel);
     let prefix = config["db"]["table_prefix"]
         .as_str()
         .unwrap_or("")
@@ -398,18 +396,26 @@ const FIELDS: &[(&str, &str)] = &[
     ("/timezone", "/timezone"),
 ];
 
-/// Compares what Laravel resolves for the app with `check --json`; records differences.
-fn compare(laravel: &LaravelApp, label: &str, differences: &mut Vec<String>) {
-    let theirs: serde_json::Value =
-        serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim())
-            .expect("Laravel's JSON");
+/// What Laravel itself resolves for the app (the fixture's `php artisan order-expire:config`).
+fn laravel_view(laravel: &LaravelApp) -> serde_json::Value {
+    serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim()).expect("Laravel's JSON")
+}
+
+/// What order-expire resolves for the app (`check --json --no-connect`), which must succeed.
+fn our_view(laravel: &LaravelApp, label: &str) -> serde_json::Value {
     let output = laravel.app.run(&["check", "--json", "--no-connect"]);
     assert!(
         output.status.success(),
         "{label}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let ours: serde_json::Value = serde_json::from_slice(&output.stdout).expect("our JSON");
+    serde_json::from_slice(&output.stdout).expect("our JSON")
+}
+
+/// Compares what Laravel resolves for the app with `check --json`; records differences.
+fn compare(laravel: &LaravelApp, label: &str, differences: &mut Vec<String>) {
+    let theirs = laravel_view(laravel);
+    let ours = our_view(laravel, label);
     for side in [&theirs, &ours] {
         assert!(
             side["key_pattern"].is_string() && side["channel"].is_string(),
@@ -595,16 +601,8 @@ fn queue_settings_resolve_as_in_laravel() {
         if *cached {
             laravel.artisan(&["config:cache"]);
         }
-        let theirs: serde_json::Value =
-            serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim())
-                .expect("Laravel's JSON");
-        let output = laravel.app.run(&["check", "--json", "--no-connect"]);
-        assert!(
-            output.status.success(),
-            "{variant:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let ours: serde_json::Value = serde_json::from_slice(&output.stdout).expect("our JSON");
+        let theirs = laravel_view(&laravel);
+        let ours = our_view(&laravel, &format!("{variant:?}"));
         let mut fields = vec!["connection", "driver", "table", "key", "redis_database"];
         // Laravel has no setting for another queue name than the connection's own: that
         // variant checks ours against the override instead.
@@ -711,9 +709,7 @@ fn redis_topologies_resolve_as_in_laravel() {
             &laravel,
             &[("config/database.php", CACHE_CONNECTION, replacement)],
         );
-        let theirs: serde_json::Value =
-            serde_json::from_str(laravel.artisan(&["order-expire:config"]).trim())
-                .expect("Laravel's JSON");
+        let theirs = laravel_view(&laravel);
         let output = laravel.app.run(&["check", "--json", "--no-connect"]);
         let ours: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
             panic!(

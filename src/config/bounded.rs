@@ -15,6 +15,9 @@ pub(super) const MAX_ENV_BYTES: u64 = 1024 * 1024;
 /// The largest config file or configuration cache read: real ones are tens of kilobytes.
 pub(super) const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 
+/// The largest TLS certificate, chain or key read: a PEM chain is a few kilobytes.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
 /// Why a file was not read; rendered as the end of a one-line error.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -56,6 +59,12 @@ pub(super) fn read(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
         return Err(ReadError::TooLarge(cap));
     }
     Ok(bytes)
+}
+
+/// A TLS certificate, chain or key file the app's config names (PEM), read with the same
+/// checks: the Redis and MySQL adapters load them once, when they are built.
+pub fn read_pem(path: &Path) -> Result<Vec<u8>, ReadError> {
+    read(path, MAX_PEM_BYTES)
 }
 
 /// The same, as UTF-8 text (PHP source and `composer` JSON are UTF-8).

@@ -80,7 +80,7 @@ mod topology_tests;
 mod url;
 pub mod version;
 
-pub use bounded::ReadError;
+pub use bounded::{ReadError, read_pem};
 pub use dispatch::{DispatchArgument, DispatchSettings, KeyJobSettings, QueueTarget};
 pub use error::{ConfigError, ValueOrigin};
 pub use php::is_numeric;

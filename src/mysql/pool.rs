@@ -125,7 +125,7 @@ impl Database {
 /// so that a wrong path is named with its setting rather than failing inside the handshake.
 fn ssl_opts(tls: &MysqlTls) -> Result<SslOpts, MysqlError> {
     let read = |path: &Path, attribute: &'static str| {
-        std::fs::read(path)
+        crate::config::read_pem(path)
             .map(Into::into)
             .map_err(|e| MysqlError::TlsFile {
                 path: path.display().to_string(),

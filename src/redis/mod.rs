@@ -138,26 +138,25 @@ impl RedisTarget {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        match tokio::time::timeout(
-            CONNECT_TIMEOUT,
+        self.within_connect_timeout(
             self.client
                 .get_multiplexed_async_connection_with_config(&config),
         )
         .await
-        {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(connect_error(
-                &self.endpoint,
-                self.tls_setting.as_deref(),
-                &e,
-            )),
-            Err(_) => Err(timeout_error(&self.endpoint)),
-        }
     }
 
     /// A dedicated pub/sub connection.
     pub(crate) async fn pubsub(&self) -> Result<PubSub, RedisError> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub()).await {
+        self.within_connect_timeout(self.client.get_async_pubsub())
+            .await
+    }
+
+    /// Runs a connection attempt for at most `CONNECT_TIMEOUT`, its failure explained.
+    async fn within_connect_timeout<T>(
+        &self,
+        attempt: impl std::future::Future<Output = ::redis::RedisResult<T>>,
+    ) -> Result<T, RedisError> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(connect_error(
                 &self.endpoint,
@@ -249,7 +248,7 @@ fn timeout_error(endpoint: &str) -> RedisError {
 /// when the connection uses the system's CAs and no client certificate.
 fn tls_certificates(tls: &RedisTls) -> Result<Option<TlsCertificates>, RedisError> {
     let read = |path: &std::path::Path, key: &str| {
-        std::fs::read(path).map_err(|e| RedisError::TlsFile {
+        crate::config::read_pem(path).map_err(|e| RedisError::TlsFile {
             path: path.display().to_string(),
             setting: format!("{}.{key}", tls.setting),
             cause: e.to_string(),
