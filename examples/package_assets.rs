@@ -120,7 +120,8 @@ fn extra_sections() -> String {
             ),
             (
                 "/usr/share/doc/order-expire/examples/",
-                "order-expire.env (the ORDER_EXPIRE_* settings and their defaults) and a supervisor program",
+                "order-expire.env (the ORDER_EXPIRE_* settings and their defaults), a supervisor \
+                 program, Prometheus alert rules and a Grafana dashboard",
             ),
         ],
     );

@@ -11,6 +11,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -354,6 +355,19 @@ fn kubernetes_manifests_match_the_api_schemas() {
     }
 }
 
+/// Inside a container the listener must take connections on the pod's address (the kubelet's
+/// probes, Prometheus), so its host is the unspecified address, on [`METRICS_PORT`].
+fn assert_listens_on_every_interface(addr: &str) {
+    let parsed: SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("metrics address {addr:?}: {e}"));
+    assert!(
+        parsed.ip().is_unspecified(),
+        "{addr} listens on every interface"
+    );
+    assert_eq!(u64::from(parsed.port()), METRICS_PORT, "{addr}");
+}
+
 /// The one document of a manifest file.
 fn manifest(path: &str) -> Value {
     let mut documents = yaml_documents(path);
@@ -395,7 +409,7 @@ fn kubernetes_manifests_agree_with_each_other_and_the_image() {
         .find(|e| e["name"] == "ORDER_EXPIRE_METRICS_ADDR")
         .and_then(|e| e["value"].as_str())
         .expect("ORDER_EXPIRE_METRICS_ADDR");
-    assert_eq!(addr, format!("0.0.0.0:{METRICS_PORT}"));
+    assert_listens_on_every_interface(addr);
     let port = &container["ports"][0];
     assert_eq!(port["containerPort"], METRICS_PORT);
     let port_name = port["name"].as_str().expect("a named port");
@@ -477,10 +491,11 @@ fn containerfile_matches_the_kubernetes_files() {
     };
     assert_eq!(instruction("USER"), "65532:65532");
     assert_eq!(instruction("EXPOSE"), METRICS_PORT.to_string());
-    assert_eq!(
-        instruction("ENV"),
-        format!("ORDER_EXPIRE_METRICS_ADDR=0.0.0.0:{METRICS_PORT}")
-    );
+    let env = instruction("ENV");
+    let addr = env
+        .strip_prefix("ORDER_EXPIRE_METRICS_ADDR=")
+        .unwrap_or_else(|| panic!("ENV sets the metrics address: {env}"));
+    assert_listens_on_every_interface(addr);
     assert_eq!(
         instruction("ENTRYPOINT"),
         r#"["/usr/local/bin/order-expire", "--env", "/app/.env"]"#

@@ -224,7 +224,15 @@ fn debian_package_installs_runs_and_removes() {
         .find_map(|l| l.strip_prefix("ExecStart="))
         .expect("ExecStart");
     assert_eq!(exec_start.split_whitespace().next(), binary.to_str());
-    assert!(Path::new("/usr/share/doc/order-expire/examples/order-expire.env").is_file());
+    for example in [
+        "order-expire.env",
+        "supervisor.conf",
+        "prometheus-alerts.yml",
+        "grafana-dashboard.json",
+    ] {
+        let path = Path::new("/usr/share/doc/order-expire/examples").join(example);
+        assert!(path.is_file(), "{} is installed", path.display());
+    }
 
     let removed = dpkg(&["--remove", PACKAGE]);
     assert!(removed.status.success(), "dpkg --remove {PACKAGE}");
@@ -305,7 +313,13 @@ impl Podman {
             "--volume",
             &mount,
         ]);
-        command.args(["--env", "RUST_LOG=info"]);
+        // The image's metrics address listens on every interface, for a pod; on the host's
+        // network a test listens on loopback only, on a free port.
+        let metrics = format!(
+            "ORDER_EXPIRE_METRICS_ADDR=127.0.0.1:{}",
+            common::free_port()
+        );
+        command.args(["--env", "RUST_LOG=info", "--env", &metrics]);
         command.arg(image).args(args);
         command
     }
