@@ -33,6 +33,10 @@ pub(crate) struct ClusterView {
     /// The masters whose `expired` events must be heard: every master the cluster has not marked
     /// failed, with or without slots, sorted.
     pub(crate) masters: Vec<NodeAddr>,
+    /// Masters the cluster has marked failed that still own slots (`CLUSTER SHARDS` only):
+    /// until a replica takes over they may come back. A failed master that was replaced is
+    /// listed without slots, and is not one of these.
+    pub(crate) failed: Vec<NodeAddr>,
     /// The slot ranges and their owners (a failed master still owns its slots until a replica
     /// takes over).
     pub(crate) slots: Vec<SlotRange>,
@@ -94,6 +98,7 @@ fn not_a_cluster(target: &RedisTarget) -> RedisError {
 pub(crate) fn parse_shards(reply: &Value, asked: &str, tls: bool) -> Result<ClusterView, String> {
     let shards = items(reply).ok_or("expected a list of shards")?;
     let mut masters = Vec::new();
+    let mut failed = Vec::new();
     let mut slots = Vec::new();
     for shard in shards {
         let fields = pairs(shard).ok_or("expected a shard's fields")?;
@@ -110,7 +115,12 @@ pub(crate) fn parse_shards(reply: &Value, asked: &str, tls: bool) -> Result<Clus
                 continue;
             }
             let addr = shard_node_addr(&node, asked, tls)?;
-            if field(&node, "health").and_then(text).as_deref() != Some("fail") {
+            if field(&node, "health").and_then(text).as_deref() == Some("fail") {
+                // Replaced by a replica, it stays listed as a master without slots.
+                if !ranges.is_empty() {
+                    failed.push(addr.clone());
+                }
+            } else {
                 masters.push(addr.clone());
             }
             owner = Some(addr);
@@ -131,7 +141,13 @@ pub(crate) fn parse_shards(reply: &Value, asked: &str, tls: bool) -> Result<Clus
     }
     masters.sort();
     masters.dedup();
-    Ok(ClusterView { masters, slots })
+    failed.sort();
+    failed.dedup();
+    Ok(ClusterView {
+        masters,
+        failed,
+        slots,
+    })
 }
 
 /// A master's address in `CLUSTER SHARDS`: its preferred `endpoint`, else its `ip`, else the
@@ -189,7 +205,11 @@ pub(crate) fn parse_slots(reply: &Value, asked: &str) -> Result<ClusterView, Str
     let mut masters: Vec<NodeAddr> = slots.iter().map(|r| r.owner.clone()).collect();
     masters.sort();
     masters.dedup();
-    Ok(ClusterView { masters, slots })
+    Ok(ClusterView {
+        masters,
+        failed: Vec::new(),
+        slots,
+    })
 }
 
 fn slot_number(value: &Value) -> Result<u16, String> {
@@ -333,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_master_owns_its_slots_but_is_not_heard_and_an_empty_master_is() {
+    fn a_failed_master_owns_its_slots_until_replaced_and_an_empty_master_is_heard() {
         let reply = Value::Array(vec![
             shard(
                 &[0, 8191],
@@ -350,12 +370,15 @@ mod tests {
                 &[],
                 vec![cluster_node("127.0.0.1", 7006, "master", "online")],
             ),
+            // replaced by its replica: still a master, without slots
+            shard(&[], vec![cluster_node("127.0.0.1", 7007, "master", "fail")]),
         ]);
         let view = parse_shards(&reply, "seed", false).expect("parsed");
         assert_eq!(
             view.masters,
             vec![addr("127.0.0.1", 7001), addr("127.0.0.1", 7006)]
         );
+        assert_eq!(view.failed, vec![addr("127.0.0.1", 7000)]);
         assert_eq!(view.slots[0].owner, addr("127.0.0.1", 7000));
     }
 

@@ -30,6 +30,9 @@ pub(crate) struct Topology {
     /// The servers whose `expired` events must be heard: the one server, every master of a
     /// cluster, the Sentinel's master.
     masters: Vec<RedisTarget>,
+    /// A cluster's masters marked failed: not heard from now, but still masters (see
+    /// [`Topology::failed`]).
+    failed: Vec<String>,
     /// On a cluster, the master serving each slot.
     slots: Option<SlotOwners>,
 }
@@ -47,8 +50,16 @@ impl Topology {
     fn one(target: RedisTarget) -> Self {
         Self {
             masters: vec![target],
+            failed: Vec::new(),
             slots: None,
         }
+    }
+
+    /// The endpoints of the cluster's masters marked failed. Until a replica takes over (the
+    /// failed master is then listed as a replica, or not at all) such a master keeps its slots
+    /// and may come back, so a subscription to it is kept, reconnecting on its own.
+    pub(crate) fn failed(&self) -> &[String] {
+        &self.failed
     }
 
     /// The servers whose `expired` events must be heard.
@@ -87,7 +98,9 @@ impl Topology {
                     .collect::<Vec<_>>()
             })
         }
-        self.names() == other.names() && owners(self) == owners(other)
+        self.names() == other.names()
+            && self.failed == other.failed
+            && owners(self) == owners(other)
     }
 }
 
@@ -359,14 +372,20 @@ impl RedisServers {
             .iter()
             .map(|m| RedisTarget::at(&endpoint(&m.host, m.port, tls), &self.0.access))
             .collect::<Result<Vec<_>, _>>()?;
+        let failed = view
+            .failed
+            .iter()
+            .map(|m| endpoint(&m.host, m.port, tls).to_string())
+            .collect();
         Ok(Topology {
             masters,
+            failed,
             slots: Some(SlotOwners { owner, nodes }),
         })
     }
 
-    /// The master of `service` as a sentinel names it and `ROLE` confirms, from the sentinel the
-    /// last discovery used, else from the first that gives one.
+    /// The master of `service` as a sentinel names it and `ROLE` confirms, asking the sentinel
+    /// that answered last first (on its kept connection), then the others in order.
     async fn discover_master(
         &self,
         sentinels: &[RedisEndpoint],
@@ -375,31 +394,49 @@ impl RedisServers {
         access: &Access,
     ) -> Result<Topology, RedisError> {
         let mut discovery = self.0.discovery.lock().await;
+        let mut kept = discovery.take();
+        let mut order: Vec<&RedisEndpoint> = sentinels.iter().collect();
+        if let Some((sentinel, _)) = &kept
+            && let Some(i) = order.iter().position(|a| **a == sentinel.addr)
+        {
+            let last = order.remove(i);
+            order.insert(0, last);
+        }
         let mut tried = String::new();
-        if let Some((sentinel, conn)) = discovery.as_mut() {
-            match self.verified_master(sentinel, conn, service, tls).await {
-                Ok(master) => return Ok(Topology::one(master)),
+        for addr in order {
+            let (sentinel, mut conn) = match kept.take().filter(|(s, _)| s.addr == *addr) {
+                Some(kept) => kept,
+                None => {
+                    let sentinel = RedisTarget::at(addr, access)?;
+                    match sentinel.connect().await {
+                        Ok(conn) => (sentinel, conn),
+                        Err(e) => {
+                            note(&mut tried, &e);
+                            continue;
+                        }
+                    }
+                }
+            };
+            let named = match sentinel::master_addr(&sentinel, &mut conn, service).await {
+                Ok(named) => named,
                 Err(e) => {
                     note(&mut tried, &e);
-                    *discovery = None;
+                    continue;
                 }
-            }
-        }
-        for addr in sentinels {
-            let sentinel = RedisTarget::at(addr, access)?;
-            let result = async {
-                let mut conn = sentinel.connect().await?;
-                let master = self
-                    .verified_master(&sentinel, &mut conn, service, tls)
-                    .await?;
-                Ok::<_, RedisError>((conn, master))
-            }
-            .await;
-            match result {
-                Ok((conn, master)) => {
-                    *discovery = Some((sentinel, conn));
-                    return Ok(Topology::one(master));
-                }
+            };
+            let endpoint = sentinel.endpoint().to_string();
+            // This sentinel answers: the next discovery asks it first, on this connection.
+            *discovery = Some((sentinel, conn));
+            let verified = match named {
+                Some(master) => self.verified_master(&master, service, tls).await,
+                None => Err(RedisError::Reply {
+                    endpoint,
+                    command: "SENTINEL get-master-addr-by-name",
+                    reason: format!("no master named `{service}` is monitored there"),
+                }),
+            };
+            match verified {
+                Ok(master) => return Ok(Topology::one(master)),
                 Err(e) => note(&mut tried, &e),
             }
         }
@@ -413,30 +450,22 @@ impl RedisServers {
         })
     }
 
-    /// The master a sentinel names for `service`, once `ROLE` on it says `master`.
+    /// The server at `addr`, once `ROLE` on it says `master`.
     async fn verified_master(
         &self,
-        sentinel: &RedisTarget,
-        conn: &mut MultiplexedConnection,
+        addr: &NodeAddr,
         service: &str,
         tls: bool,
     ) -> Result<RedisTarget, RedisError> {
-        let Some(addr) = sentinel::master_addr(sentinel, conn, service).await? else {
-            return Err(RedisError::Reply {
-                endpoint: sentinel.endpoint().to_string(),
-                command: "SENTINEL get-master-addr-by-name",
-                reason: format!("no master named `{service}` is monitored there"),
-            });
-        };
         let master = RedisTarget::at(&endpoint(&addr.host, addr.port, tls), &self.0.access)?;
-        let mut master_conn = master.connect().await?;
-        let role = sentinel::role(&master, &mut master_conn).await?;
+        let mut conn = master.connect().await?;
+        let role = sentinel::role(&master, &mut conn).await?;
         if role != "master" {
             return Err(RedisError::Reply {
                 endpoint: master.endpoint().to_string(),
                 command: "ROLE",
                 reason: format!(
-                    "the sentinel names it master of `{service}` but it is a {role} (a failover in progress?)"
+                    "the sentinels name it master of `{service}` but it is a {role} (a failover in progress?)"
                 ),
             });
         }

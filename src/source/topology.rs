@@ -11,7 +11,9 @@
 //!   open but silent, so only a look at the topology notices it, never a disconnect;
 //! * under Sentinel when a sentinel announces `+switch-master`, and every few seconds;
 //! * and on any lost subscription, then four times a second for a while: a master that went
-//!   away is replaced only once the cluster or the sentinels have promoted another.
+//!   away is replaced only once the cluster or the sentinels have promoted another. Until then
+//!   its subscription stays and keeps reconnecting (a cluster master marked failed still owns
+//!   its slots, and may come back); the change is one `topology_changed` once it is replaced.
 //!
 //! A new master gets its `notify-keyspace-events` checked (turned on with `--configure-redis`,
 //! else one warning: the deadline watcher and the sweep still cancel its orders), then its
@@ -245,10 +247,13 @@ impl TopologySource {
                 }
             }
         }
+        // A master marked failed keeps its subscription (reconnecting on its own) until the
+        // cluster says who replaces it.
         let wanted: BTreeSet<&str> = topology
             .masters()
             .iter()
             .map(RedisTarget::endpoint)
+            .chain(topology.failed().iter().map(String::as_str))
             .collect();
         let removed: Vec<String> = watch
             .running
