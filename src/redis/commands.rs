@@ -1,4 +1,6 @@
-//! Every command the pipeline sends to Redis, as a named function on [`RedisTarget`].
+//! The commands the pipeline sends to one server, as named functions on [`RedisTarget`]; the
+//! per-key commands routed to each key's server are in `routed`, the topology's in `cluster`
+//! and `sentinel`.
 //!
 //! Each one says in its error which command failed and for whom, so a log line is enough to
 //! tell a sweep's `EXISTS` from the deadline watcher's `PTTL`.
