@@ -7,6 +7,10 @@
 //!                                                              semaphore)      retried w/ backoff)
 //! ```
 //!
+//! There is one `KeyspaceSource` per server that publishes the cache's expiries (the one
+//! server, each master of a cluster, the Sentinel's master), kept in step with the topology by a
+//! `TopologySource`; a change of masters starts a sweep like a resubscribe does.
+//!
 //! The reader never waits for the database: it only parses and enqueues. Writers retry an order
 //! that fails for a transient reason with capped backoff until it succeeds, so a MySQL outage
 //! delays cancellations but loses none that reached the queue; an order that fails with a

@@ -531,6 +531,18 @@ async fn a_sentinel_failover_is_followed_to_the_new_master() {
     assert_eq!(change["kind"], "sentinel");
     assert_eq!(change["masters"], format!("127.0.0.1:{}", replica.port));
 
+    // schedule writes to the new master, in the cache database.
+    let output = app.run(&["schedule", "900001", "--ttl", "600"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written: Option<String> = redis::cmd("GET")
+        .arg(key(900_001))
+        .query(&mut replica.conn(1))
+        .expect("GET on the new master");
+    assert_eq!(written.as_deref(), Some("900001"));
     // The new master's expiries cancel the orders.
     let orders = db.place_orders(&[product], 20).await;
     let mut conn = replica.conn(1);
