@@ -345,6 +345,24 @@ impl RedisServers {
 
     /// The [`Topology`] of a cluster view: a target per master and per slot owner.
     fn cluster_topology(&self, view: &ClusterView, tls: bool) -> Result<Topology, RedisError> {
+        // The targets of the current topology are reused: a TLS client is costly to build.
+        let mut known: BTreeMap<String, RedisTarget> = BTreeMap::new();
+        if let Some((_, current)) = self.current() {
+            let slot_owners = current.slots.iter().flat_map(|s| s.nodes.iter());
+            for target in current.masters.iter().chain(slot_owners) {
+                known.insert(target.endpoint().to_string(), target.clone());
+            }
+        }
+        let mut target = |addr: &NodeAddr| -> Result<RedisTarget, RedisError> {
+            let at = endpoint(&addr.host, addr.port, tls);
+            let name = at.to_string();
+            if let Some(target) = known.get(&name) {
+                return Ok(target.clone());
+            }
+            let target = RedisTarget::at(&at, &self.0.access)?;
+            known.insert(name, target.clone());
+            Ok(target)
+        };
         let mut index: BTreeMap<&NodeAddr, u16> = BTreeMap::new();
         let mut nodes = Vec::new();
         let mut owner = vec![NO_OWNER; SLOTS];
@@ -353,10 +371,7 @@ impl RedisServers {
                 Some(i) => *i,
                 None => {
                     let i = u16::try_from(nodes.len()).unwrap_or(NO_OWNER);
-                    nodes.push(RedisTarget::at(
-                        &endpoint(&range.owner.host, range.owner.port, tls),
-                        &self.0.access,
-                    )?);
+                    nodes.push(target(&range.owner)?);
                     index.insert(&range.owner, i);
                     i
                 }
@@ -370,7 +385,7 @@ impl RedisServers {
         let masters = view
             .masters
             .iter()
-            .map(|m| RedisTarget::at(&endpoint(&m.host, m.port, tls), &self.0.access))
+            .map(&mut target)
             .collect::<Result<Vec<_>, _>>()?;
         let failed = view
             .failed

@@ -155,9 +155,12 @@ impl TopologySource {
                 }
             }
         }
-        for (_, running) in std::mem::take(&mut watch.running) {
-            running.stop.cancel();
-            let _ = tokio::time::timeout(STOP_GRACE, running.task).await;
+        let running = std::mem::take(&mut watch.running);
+        for subscription in running.values() {
+            subscription.stop.cancel();
+        }
+        for (_, subscription) in running {
+            let _ = tokio::time::timeout(STOP_GRACE, subscription.task).await;
         }
     }
 
