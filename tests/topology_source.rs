@@ -524,6 +524,7 @@ async fn a_sentinel_failover_is_followed_to_the_new_master() {
         started.elapsed()
     );
     let followed = &worker.events("failover_followed")[0];
+    println!("failover_followed took_ms {}", followed["took_ms"]);
     assert_eq!(followed["from"], format!("127.0.0.1:{}", master.port));
     assert_eq!(followed["to"], format!("127.0.0.1:{}", replica.port));
     assert!(followed["took_ms"].as_u64().is_some(), "{followed}");
