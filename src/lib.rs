@@ -29,7 +29,11 @@
 //!   stock files of its Laravel version) and resolves every [`config::Settings`] the worker needs
 //!   as Laravel's managers would. Its errors are [`config::ConfigError`].
 //! * `redis` and `mysql`: the server adapters. `redis` opens connections to the app's cache
-//!   Redis and holds every command we send (`PTTL`, `EXISTS`, `SETEX`, `CONFIG`, `SUBSCRIBE`);
+//!   Redis and holds every command we send (`PTTL`, `EXISTS`, `SETEX`, `CONFIG`, `SUBSCRIBE`,
+//!   `CLUSTER SHARDS`, `SENTINEL`, `ROLE`): `redis::RedisTarget` is one server,
+//!   `redis::RedisServers` the cache Redis whatever its topology (the servers whose events must
+//!   be heard: the one server, a cluster's masters, the Sentinel's master), and
+//!   `redis::RoutedConnection` sends each key's command to the master of its slot;
 //!   `mysql` holds the pool with Laravel's session settings, the schema check, and every
 //!   statement against the app's tables (`mysql::orders`). Each has its own error type.
 //! * `key`: turns the full Redis key Laravel wrote (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`)
@@ -41,7 +45,9 @@
 //! * [`job`]: Laravel queue job payloads per Laravel version; `contract`: what cancels an order
 //!   and what keeps it (the mode and the guard `check` and the worker state).
 //! * `source`: where expired orders come from: `source::keyspace` keeps a subscription to
-//!   `__keyevent@<db>__:expired` alive across disconnects; `source::deadline` makes Redis expire
+//!   `__keyevent@<db>__:expired` on one server alive across disconnects; `source::topology`
+//!   keeps one per master, re-reading the cluster's or the Sentinel's topology and moving the
+//!   subscriptions when the masters change; `source::deadline` makes Redis expire
 //!   each order key at its deadline; `source::reconcile` reconciles the database with the cache
 //!   for events that were never delivered.
 //! * `sink`: `sink::dispatch` hands queued orders to concurrent batch writes (dedup, retries with

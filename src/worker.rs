@@ -7,6 +7,10 @@
 //!                                                              semaphore)      retried w/ backoff)
 //! ```
 //!
+//! There is one `KeyspaceSource` per server that publishes the cache's expiries (the one
+//! server, each master of a cluster, the Sentinel's master), kept in step with the topology by a
+//! `TopologySource`; a change of masters starts a sweep like a resubscribe does.
+//!
 //! The reader never waits for the database: it only parses and enqueues. Writers retry an order
 //! that fails for a transient reason with capped backoff until it succeeds, so a MySQL outage
 //! delays cancellations but loses none that reached the queue; an order that fails with a
@@ -35,7 +39,7 @@ use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::queue::{KeyJobSender, OrderQueue, QueueSender, key_job_queue, order_queue};
-use crate::redis::RedisTarget;
+use crate::redis::{RedisServers, RedisTarget};
 use crate::sink::Writer;
 use crate::sink::dispatch::{ABANDON_GRACE, DispatchOptions, dispatch};
 use crate::sink::jobs::JobSink;
@@ -44,7 +48,9 @@ use crate::sink::outbox::OutboxDrainer;
 use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
 use crate::source::reconcile::Reconciler;
+use crate::source::topology::{SourceFactory, TopologySource};
 use crate::stats::Stats;
+use crate::throttle::Throttle;
 
 /// Tuning knobs of the worker, from the command line.
 #[derive(Debug, Clone)]
@@ -86,15 +92,11 @@ pub(crate) async fn run(
 ) -> Result<Arc<Stats>, Error> {
     let stats = Arc::new(Stats::default());
 
-    let redis = RedisTarget::new(&settings.redis)?;
-    let mut conn = redis.connect().await?;
-    redis
-        .ensure_notifications(&mut conn, options.configure_redis)
-        .await?;
-    redis
-        .check_permissions(&mut conn, KeyPattern::new(&settings.keys).prefix())
-        .await?;
-    drop(conn);
+    let redis = RedisServers::new(&settings.redis)?;
+    let (_, topology) = redis.refresh().await?;
+    for master in topology.masters() {
+        check_master(master, settings, options).await?;
+    }
 
     let (writer, outbox) = open_writer(settings, options).await?;
     let key_writer = KeyJobWriter::new(settings, writer.database().clone()).await?;
@@ -159,6 +161,23 @@ pub(crate) async fn run(
     Ok(stats)
 }
 
+/// Makes sure a master publishes `expired` events (turning them on with `--configure-redis`)
+/// and lets the user run what the worker sends; at start any failure stops the worker.
+async fn check_master(
+    master: &RedisTarget,
+    settings: &Settings,
+    options: &WorkerOptions,
+) -> Result<(), Error> {
+    let mut conn = master.connect().await?;
+    master
+        .ensure_notifications(&mut conn, options.configure_redis)
+        .await?;
+    master
+        .check_permissions(&mut conn, KeyPattern::new(&settings.keys).prefix())
+        .await?;
+    Ok(())
+}
+
 /// The MySQL writer (with the Laravel job sink when `ORDER_EXPIRE_DISPATCH` is set), and the
 /// outbox drainer when jobs go to a redis queue.
 async fn open_writer(
@@ -210,7 +229,7 @@ fn log_start(settings: &Settings, writer: &Writer) {
 async fn start_sources(
     settings: &Settings,
     options: &WorkerOptions,
-    redis: &RedisTarget,
+    redis: &RedisServers,
     writer: &Writer,
     key_jobs: Option<(Vec<(String, KeyPattern)>, KeyJobSender)>,
     stats: &Arc<Stats>,
@@ -225,17 +244,18 @@ async fn start_sources(
         redis.clone(),
         pattern.clone(),
     );
-    let mut source = KeyspaceSource::new(redis.clone(), pattern.clone(), Arc::clone(stats))
-        .on_resubscribe(Arc::clone(&resubscribed));
-    if let Some((types, queue)) = key_jobs {
-        source = source.with_key_jobs(types, queue);
-    }
+    let sources = TopologySource::new(
+        redis.clone(),
+        keyspace_sources(&pattern, stats, &resubscribed, key_jobs),
+        options.configure_redis,
+        Arc::clone(&resubscribed),
+    );
     // Subscribe before the first sweep, so that nothing expires unseen between the two.
-    let subscription = source.subscribe().await?;
+    let subscriptions = sources.subscribe().await?;
     let (queue, orders) = order_queue(options.queue_size, Arc::clone(stats));
     let watcher = DeadlineWatcher::new(settings, writer.database().clone(), redis.clone(), pattern);
     let mut tasks = vec![
-        tokio::spawn(source.run(subscription, queue.clone(), shutdown.clone())),
+        tokio::spawn(sources.run(subscriptions, queue.clone(), shutdown.clone())),
         tokio::spawn(watcher.run(queue.clone(), shutdown.clone())),
     ];
     match reconciler {
@@ -252,6 +272,29 @@ async fn start_sources(
         ),
     }
     Ok((tasks, orders))
+}
+
+/// Makes each master's keyspace subscription: the same keys, queues and counters for all, and
+/// one limit on their malformed-key warnings.
+fn keyspace_sources(
+    pattern: &KeyPattern,
+    stats: &Arc<Stats>,
+    resubscribed: &Arc<Notify>,
+    key_jobs: Option<(Vec<(String, KeyPattern)>, KeyJobSender)>,
+) -> SourceFactory {
+    let pattern = pattern.clone();
+    let stats = Arc::clone(stats);
+    let resubscribed = Arc::clone(resubscribed);
+    let warnings = Arc::new(Throttle::per_minute());
+    Box::new(move |target| {
+        let source = KeyspaceSource::new(target, pattern.clone(), Arc::clone(&stats))
+            .on_resubscribe(Arc::clone(&resubscribed))
+            .with_warnings(Arc::clone(&warnings));
+        match &key_jobs {
+            Some((types, queue)) => source.with_key_jobs(types.clone(), queue.clone()),
+            None => source,
+        }
+    })
 }
 
 /// Waits (briefly: nothing may hold the exit past the stop deadline) for the outbox drainer,

@@ -30,7 +30,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::error::SourceError;
@@ -39,7 +38,7 @@ use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::mysql::orders::DeadlineQueries;
 use crate::queue::{Origin, QueueSender};
-use crate::redis::RedisTarget;
+use crate::redis::{RedisServers, RoutedConnection};
 
 /// How often new orders are looked up and due deadlines checked.
 const TICK: Duration = Duration::from_millis(200);
@@ -53,7 +52,7 @@ const PAGE: usize = 2000;
 
 pub(crate) struct DeadlineWatcher {
     db: Database,
-    redis: RedisTarget,
+    redis: RedisServers,
     pattern: KeyPattern,
     timezone: TimeZoneSetting,
     ttl: Option<Duration>,
@@ -86,7 +85,7 @@ impl DeadlineWatcher {
     pub(crate) fn new(
         settings: &Settings,
         db: Database,
-        redis: RedisTarget,
+        redis: RedisServers,
         pattern: KeyPattern,
     ) -> Self {
         Self {
@@ -133,7 +132,7 @@ impl DeadlineWatcher {
                 }
                 Ok(()) => {}
                 Err(e) if !failing => {
-                    tracing::warn!(error = %e, "deadline watcher failed; retrying (sweeps still recover overdue orders)");
+                    tracing::warn!(event = "deadline_watcher_failing", error = %e, "deadline watcher failed; retrying (sweeps still recover overdue orders)");
                     failing = true;
                 }
                 Err(e) => tracing::debug!(error = %e, "deadline watcher still failing"),
@@ -162,7 +161,7 @@ impl DeadlineWatcher {
     async fn discover(
         &self,
         state: &mut State,
-        redis: &mut MultiplexedConnection,
+        redis: &mut RoutedConnection,
     ) -> Result<(), SourceError> {
         let mut db = self
             .db
@@ -256,7 +255,7 @@ impl DeadlineWatcher {
     async fn check_due(
         &self,
         state: &mut State,
-        redis: &mut MultiplexedConnection,
+        redis: &mut RoutedConnection,
         queue: &QueueSender,
     ) -> Result<(), SourceError> {
         loop {
@@ -334,16 +333,16 @@ fn next_look(order: u64, pttl: i64, now: Instant, waiting: Option<KeyWait>) -> O
 impl DeadlineWatcher {
     async fn pttl(
         &self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut RoutedConnection,
         orders: impl Iterator<Item = u64>,
     ) -> Result<Vec<i64>, SourceError> {
         let keys = orders.map(|order| self.pattern.key_for(order));
-        Ok(self.redis.pttl(redis, keys, "deadline watcher").await?)
+        Ok(redis.pttl(keys, "deadline watcher").await?)
     }
 }
 
 struct State {
-    redis: Option<MultiplexedConnection>,
+    redis: Option<RoutedConnection>,
     /// Where the first discovery starts: orders created since then may still be pending.
     since: jiff::civil::DateTime,
     /// The newest order id discovered so far.

@@ -36,11 +36,14 @@ pub(crate) struct KeyspaceSource {
     pattern: KeyPattern,
     stats: Arc<Stats>,
     resubscribed: Option<Arc<Notify>>,
+    /// Signalled each time the subscription is lost, for whoever follows the topology.
+    lost: Option<Arc<Notify>>,
     /// The other key types with a job, in the order of `Settings::key_jobs`, and their queue.
     other_types: Vec<(String, KeyPattern)>,
     key_jobs: Option<KeyJobSender>,
-    /// Warnings about malformed keys: outside input repeats them at will.
-    malformed_warnings: Throttle,
+    /// Warnings about malformed keys: outside input repeats them at will. Shared by the
+    /// subscriptions to every server, so that their sum is limited.
+    malformed_warnings: Arc<Throttle>,
 }
 
 /// Why a subscription ended.
@@ -56,10 +59,29 @@ impl KeyspaceSource {
             pattern,
             stats,
             resubscribed: None,
+            lost: None,
             other_types: Vec::new(),
             key_jobs: None,
-            malformed_warnings: Throttle::per_minute(),
+            malformed_warnings: Arc::new(Throttle::per_minute()),
         }
+    }
+
+    /// The server this subscription listens to.
+    pub(crate) fn target(&self) -> &RedisTarget {
+        &self.target
+    }
+
+    /// `notify` is signalled each time the subscription is lost: a cluster's master or a
+    /// Sentinel's master may be gone for good, which only a look at the topology tells.
+    pub(crate) fn on_loss(mut self, notify: Arc<Notify>) -> Self {
+        self.lost = Some(notify);
+        self
+    }
+
+    /// Malformed-key warnings count against `throttle` (shared with other subscriptions).
+    pub(crate) fn with_warnings(mut self, throttle: Arc<Throttle>) -> Self {
+        self.malformed_warnings = throttle;
+        self
     }
 
     /// `notify` is signalled each time a lost subscription is restored, so that a sweep can
@@ -89,11 +111,17 @@ impl KeyspaceSource {
         Ok(pubsub)
     }
 
+    /// The `listening` line, once subscribed: the server, its channel and the keys read.
+    pub(crate) fn log_listening(&self) {
+        tracing::info!(event = "listening", redis = %self.target.endpoint(), channel = %self.target.expired_channel(),
+            keys = %self.pattern, "listening for expired order keys");
+    }
+
     /// Forwards order ids to `queue` until `shutdown`, resubscribing whenever the subscription
-    /// is lost. `first` is the subscription made at start-up.
+    /// is lost. `first` is the subscription made by [`Self::subscribe`], already announced
+    /// with [`Self::log_listening`].
     pub(crate) async fn run(self, first: PubSub, queue: QueueSender, shutdown: CancellationToken) {
         let channel = self.target.expired_channel();
-        tracing::info!(event = "listening", redis = %self.target.endpoint(), %channel, keys = %self.pattern, "listening for expired order keys");
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut subscription = Some(first);
         let mut outage: Option<Instant> = None;
@@ -129,6 +157,9 @@ impl KeyspaceSource {
                     tracing::warn!(event = "subscription_lost", redis = %self.target.endpoint(), %channel, %reason,
                         "lost the Redis subscription; reconnecting with backoff");
                     outage = Some(Instant::now());
+                    if let Some(notify) = &self.lost {
+                        notify.notify_one();
+                    }
                 }
             }
         }

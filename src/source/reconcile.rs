@@ -14,15 +14,13 @@
 //! * an order whose key is gone is overdue: it goes into the writer queue and through the same
 //!   exactly-once transaction as an event, so a sweep racing an event is harmless.
 
-use redis::aio::MultiplexedConnection;
-
 use super::error::SourceError;
 use crate::config::{Settings, TimeZoneSetting};
 use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::mysql::orders::{CreatedAt, ReconcileQueries};
 use crate::queue::{Origin, QueueSender};
-use crate::redis::RedisTarget;
+use crate::redis::{RedisServers, RoutedConnection};
 
 /// Orders read (and keys checked) per round trip.
 const PAGE: usize = 1000;
@@ -40,7 +38,7 @@ pub(crate) struct SweepSummary {
 
 pub(crate) struct Reconciler {
     db: Database,
-    redis: RedisTarget,
+    redis: RedisServers,
     pattern: KeyPattern,
     timezone: TimeZoneSetting,
     ttl: std::time::Duration,
@@ -54,7 +52,7 @@ impl Reconciler {
     pub(crate) fn new(
         settings: &Settings,
         db: Database,
-        redis: RedisTarget,
+        redis: RedisServers,
         pattern: KeyPattern,
     ) -> Option<Self> {
         let ttl = settings.recovery.order_ttl?;
@@ -119,10 +117,10 @@ impl Reconciler {
 
     async fn exists(
         &self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut RoutedConnection,
         ids: &[u64],
     ) -> Result<Vec<bool>, SourceError> {
         let keys = ids.iter().map(|id| self.pattern.key_for(*id));
-        Ok(self.redis.exists(redis, keys, "sweep").await?)
+        Ok(redis.exists(keys, "sweep").await?)
     }
 }
