@@ -41,7 +41,7 @@ pub struct Plan {
 #[derive(Debug, Clone, Copy)]
 pub struct Placed {
     pub id: u64,
-    /// Unix milliseconds, read by the app just before its `put()`.
+    /// Unix milliseconds, read by the app when its `put()` returned.
     pub deadline_ms: i64,
     pub paid: bool,
 }
