@@ -13,6 +13,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::burst::{self, Plan, listening_ports, now_ms};
@@ -130,7 +131,7 @@ fn each_expiry_is_published_only_by_the_master_holding_the_key() {
     let key = key_on(&cluster, from, "migrated");
     psetex(&cluster, from, &key, 1500);
     let moved = cluster.migrate_slot(cluster.slot_of(&key), from, to);
-    assert!(moved >= 1, "the key moved with its slot");
+    assert!(moved.contains(&key), "the key moved with its slot");
     assert_eq!(
         watch.wait_for(&key, Duration::from_secs(10)),
         vec![to],
@@ -176,12 +177,18 @@ async fn every_unpaid_order_is_cancelled_once_through_a_cluster_failover_and_a_s
         !slots.is_empty(),
         "master {from} holds pending keys to migrate"
     );
-    let moved: usize = blocking(|| {
+    let moved: Vec<String> = blocking(|| {
         slots
             .iter()
-            .map(|(slot, _)| cluster.migrate_slot(*slot, from, to))
-            .sum()
+            .flat_map(|(slot, _)| cluster.migrate_slot(*slot, from, to))
+            .collect()
     });
+    // The orders behind the moved keys (`...:ORDER_CONFIRM:<id>`).
+    let migrated: HashSet<u64> = moved
+        .iter()
+        .filter_map(|key| key.rsplit(':').next()?.parse().ok())
+        .collect();
+    assert!(!migrated.is_empty(), "order keys were migrated: {moved:?}");
     let migration_done = now_ms();
 
     let burst = placing.await.expect("the burst task");
@@ -201,17 +208,19 @@ async fn every_unpaid_order_is_cancelled_once_through_a_cluster_failover_and_a_s
         )
     });
 
-    let all = burst::lateness(&worker, &burst, 0);
-    let after_failover = burst::lateness(&worker, &burst, failover_done);
-    let after_migration = burst::lateness(&worker, &burst, migration_done);
+    let all = burst::lateness(&worker, &burst, |_| true);
+    let after_failover = burst::lateness(&worker, &burst, |o| o.deadline_ms >= failover_done);
+    let after_migration = burst::lateness(&worker, &burst, |o| o.deadline_ms >= migration_done);
+    let migrated_orders = burst::lateness(&worker, &burst, |o| migrated.contains(&o.id));
     println!(
-        "cluster (3 masters + 3 replicas), CLUSTER FAILOVER of {old} to {new} at {:.0} s (settled {:.1} s later) and {} slots ({moved} keys) migrated {from} -> {to} mid-burst: \
+        "cluster (3 masters + 3 replicas), CLUSTER FAILOVER of {old} to {new} at {:.0} s (settled {:.1} s later) and {} slots ({} keys) migrated {from} -> {to} mid-burst: \
          {} orders ({} paid, untouched), {} cancelled exactly once, stock exact, {} app batches failed; \
-         lateness after the key deadline: all {all}; deadline after the failover {after_failover}; after the migration {after_migration}; \
+         lateness after the key deadline: all {all}; deadline after the failover {after_failover}; after the migration {after_migration}; the migrated keys' orders {migrated_orders}; \
          topology_changed x{}, listening x{}",
         FAILOVER_AT.as_secs_f64(),
         failover_took.as_secs_f64(),
         slots.len(),
+        moved.len(),
         audit.orders,
         audit.paid,
         audit.cancelled,

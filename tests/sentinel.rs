@@ -185,8 +185,8 @@ async fn every_unpaid_order_is_cancelled_once_when_the_master_is_replaced(switch
         .iter()
         .map(|e| e["took_ms"].to_string())
         .collect();
-    let all = burst::lateness(&worker, &burst, 0);
-    let after = burst::lateness(&worker, &burst, switched);
+    let all = burst::lateness(&worker, &burst, |_| true);
+    let after = burst::lateness(&worker, &burst, |o| o.deadline_ms >= switched);
     let how = match switch {
         Switch::SentinelFailover => "SENTINEL FAILOVER",
         Switch::KillMaster => "master killed (SIGKILL)",

@@ -271,14 +271,14 @@ impl std::fmt::Display for Lateness {
     }
 }
 
-/// How late the worker cancelled the unpaid orders of `burst` whose deadline is at or after
-/// `since_ms` (the cancel time is the `timestamp` of the `orders_cancelled` line naming it).
-pub fn lateness(worker: &Worker, burst: &Burst, since_ms: i64) -> Lateness {
+/// How late the worker cancelled the unpaid orders of `burst` that `which` selects (the cancel
+/// time is the `timestamp` of the `orders_cancelled` line naming the order).
+pub fn lateness(worker: &Worker, burst: &Burst, which: impl Fn(&Placed) -> bool) -> Lateness {
     let cancelled_at = cancel_times(worker);
     let mut values: Vec<i64> = burst
         .orders
         .iter()
-        .filter(|o| !o.paid && o.deadline_ms >= since_ms)
+        .filter(|o| !o.paid && which(o))
         .filter_map(|o| Some(cancelled_at.get(&o.id)? - o.deadline_ms))
         .collect();
     values.sort_unstable();

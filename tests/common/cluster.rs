@@ -142,9 +142,9 @@ impl RedisCluster {
 
     /// Moves `slot` and its keys from the master on `from` to the master on `to`, as a
     /// resharding does: `SETSLOT IMPORTING`/`MIGRATING`, `MIGRATE` in batches (each key keeps its
-    /// TTL), then `SETSLOT NODE` on the target, the source and every other master. Returns how
-    /// many keys were moved.
-    pub fn migrate_slot(&self, slot: u16, from: u16, to: u16) -> usize {
+    /// TTL), then `SETSLOT NODE` on the target, the source and every other master. Returns the
+    /// keys moved.
+    pub fn migrate_slot(&self, slot: u16, from: u16, to: u16) -> Vec<String> {
         let from_id = self.id(from);
         let to_id = self.id(to);
         self.command(
@@ -163,7 +163,7 @@ impl RedisCluster {
                 .arg("MIGRATING")
                 .arg(&to_id),
         );
-        let mut moved = 0;
+        let mut moved = Vec::new();
         loop {
             let keys: Vec<String> = self.query(
                 from,
@@ -187,7 +187,7 @@ impl RedisCluster {
                 .arg("KEYS")
                 .arg(&keys);
             let _: String = self.query(from, &mut migrate);
-            moved += keys.len();
+            moved.extend(keys);
         }
         let others: Vec<u16> = self
             .masters()
