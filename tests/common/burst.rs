@@ -8,7 +8,7 @@
 //! lateness the tests print.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -94,7 +94,7 @@ pub fn start(
 }
 
 /// Runs one `php artisan orders:place`; its orders' ids and deadlines.
-async fn place_batch(app_dir: &PathBuf, plan: Plan) -> Result<Vec<(u64, i64)>, String> {
+async fn place_batch(app_dir: &Path, plan: Plan) -> Result<Vec<(u64, i64)>, String> {
     let mut command = tokio::process::Command::new("php");
     command
         .current_dir(app_dir)
