@@ -3,8 +3,9 @@
 # installed and running, and remember what we started so that we can stop exactly that.
 #
 # Functions:
-#   oe_install_packages        apt-get install what is missing (redis-server, mariadb-server,
-#                              openssl, php-cli and Debian's Laravel 8 for the parity tests)
+#   oe_install_packages        apt-get install what is missing (redis-server, redis-sentinel,
+#                              mariadb-server, openssl, php-cli and Debian's Laravel 8 for the
+#                              parity tests)
 #   oe_start_mariadb           start MariaDB if nothing answers on 127.0.0.1:3306
 #   oe_stop_started_services   stop what oe_start_mariadb started (for a trap on EXIT)
 #   oe_test_mysql_url          print a URL the tests may create oe_test_% databases with
@@ -28,6 +29,8 @@ oe_install_packages() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  # The Sentinel failover tests run three sentinels next to a master and its replica.
+  command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   # The TLS tests make their CA and certificates with the openssl command.
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)

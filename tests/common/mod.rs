@@ -7,10 +7,17 @@
 //!   `mysql://root@127.0.0.1:3306` (`scripts/test` sets it up).
 //! * [`App`]: a Laravel app folder holding a `.env` for both.
 //! * [`Worker`]: the `order-expire` binary as a child process, its output in a log file.
+//! * [`cluster::RedisCluster`] and [`sentinel::SentinelSet`]: real Redis Cluster and Sentinel
+//!   topologies (of [`redis_node::RedisNode`]s), and [`burst`]: orders placed by the Laravel app
+//!   while a test changes the topology, and the audit of the outcome.
 
 #![allow(dead_code)]
 
+pub mod burst;
+pub mod cluster;
 pub mod proxy;
+pub mod redis_node;
+pub mod sentinel;
 
 use std::fs;
 use std::io::Write;
@@ -592,6 +599,18 @@ impl LaravelApp {
     pub fn dir(&self) -> &Path {
         self.app.dir.path()
     }
+
+    /// Replaces the `'redis' => [...]` array of the copied `config/database.php` (the last
+    /// entry of the file) with `redis`, as an app on a cluster or Sentinel edits it.
+    pub fn set_redis_config(&self, redis: &str) {
+        let path = self.dir().join("config/database.php");
+        let text = fs::read_to_string(&path).expect("read config/database.php");
+        let at = text
+            .find("    'redis' => [")
+            .expect("config/database.php has a redis array");
+        fs::write(&path, format!("{}{}\n];\n", &text[..at], redis.trim_end()))
+            .expect("write config/database.php");
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -710,7 +729,7 @@ impl Worker {
         command.args(args).stdout(out).stderr(err);
         die_with_parent(&mut command);
         let child = command.spawn().expect("spawn order-expire");
-        let worker = Self {
+        let mut worker = Self {
             child: Some(child),
             log,
             _dir: dir,
@@ -718,6 +737,13 @@ impl Worker {
         let start = Instant::now();
         while worker.count_event("listening") == 0 && !worker.log().contains("event=\"listening\"")
         {
+            // A worker that refused to start has said why: no need to wait for it.
+            if let Some(Ok(Some(status))) = worker.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "the worker exited ({status}) before listening; log:\n{}",
+                    worker.log()
+                );
+            }
             if start.elapsed() > Duration::from_secs(20) {
                 panic!(
                     "the worker did not start listening within 20 s; log:\n{}",
