@@ -66,6 +66,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 mod contract;
+mod endpoint;
 pub mod error;
 pub mod job;
 mod key;
@@ -77,6 +78,7 @@ mod shutdown;
 mod sink;
 mod source;
 mod stats;
+mod systemd;
 mod throttle;
 mod worker;
 
