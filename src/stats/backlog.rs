@@ -142,14 +142,14 @@ impl Collector for Backlog {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let depth = encoder.encode_descriptor(
             "order_expire_queue_depth",
-            "Expired orders waiting in the queue for a writer",
+            "Expired orders waiting in the queue for a writer.",
             None,
             MetricType::Gauge,
         )?;
         ConstGauge::new(i64::try_from(self.len()).unwrap_or(i64::MAX)).encode(depth)?;
         let oldest = encoder.encode_descriptor(
             "order_expire_oldest_pending_seconds",
-            "Seconds the oldest order in the queue has waited for a writer (0 when the queue is empty)",
+            "Seconds the oldest order in the queue has waited for a writer (0 when the queue is empty).",
             None,
             MetricType::Gauge,
         )?;

@@ -289,7 +289,7 @@ impl Collector for Health {
             .collect();
         let mut up = encoder.encode_descriptor(
             "order_expire_subscription_up",
-            "1 while the subscription to the node's expired events is up, else 0; one series per node the worker must hear",
+            "1 while the subscription to the node's expired events is up, else 0; one series per node the worker must hear.",
             None,
             MetricType::Gauge,
         )?;
