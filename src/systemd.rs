@@ -30,6 +30,15 @@ pub(crate) fn ready(stats: &Stats) {
     ]);
 }
 
+/// Tells systemd the worker is stopping: sent by the signal handler before any task sees the
+/// stop, so it comes before the drain.
+pub(crate) fn stopping() {
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: writing the orders already received"),
+    ]);
+}
+
 /// Sends `states`; a failure is only worth a debug line (systemd may be gone at shutdown).
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -52,16 +61,21 @@ fn status_line(stats: &Stats, stuck: &[String]) -> String {
         stats.backlog.len()
     );
     if !stuck.is_empty() {
+        // The names only: the status changes when a loop gets stuck, not every second.
+        let names: Vec<&str> = stuck
+            .iter()
+            .map(|s| s.split(" (").next().unwrap_or(s))
+            .collect();
         line.push_str("; stuck: ");
-        line.push_str(&stuck.join(", "));
+        line.push_str(&names.join(", "));
     }
     line
 }
 
 /// Until the process exits: pings the watchdog (every half of `watchdog`) while no loop is
-/// stuck, keeps `STATUS=` current, logs when loops get stuck and when they move again, and
-/// sends `STOPPING=1` when `shutdown` fires. During the stop, which has its own deadline, the
-/// pings go on whatever the loops do.
+/// stuck, keeps `STATUS=` current, and logs when loops get stuck and when they move again.
+/// Once `shutdown` fires (`STOPPING=1` is sent by the signal handler), the stop has its own
+/// deadline: the pings go on whatever the loops do.
 pub(crate) async fn supervise(
     stats: Arc<Stats>,
     watchdog: Option<Duration>,
@@ -81,7 +95,6 @@ pub(crate) async fn supervise(
             _ = tick.tick() => {}
             () = shutdown.cancelled(), if !stopping => {
                 stopping = true;
-                send(&[NotifyState::Stopping, NotifyState::Status("stopping: writing the orders already received")]);
                 continue;
             }
         }
@@ -94,16 +107,14 @@ pub(crate) async fn supervise(
         let stuck = stats.health.stalled();
         match (stuck.is_empty(), was_stuck) {
             (true, true) => {
-                tracing::info!(
-                    event = "loops_moving",
-                    "every work loop moves again; watchdog pings resume"
-                );
+                tracing::info!(event = "loops_moving", "every work loop moves again");
                 was_stuck = false;
             }
             (false, false) => {
                 tracing::warn!(event = "loops_stuck", loops = %stuck.join(", "),
+                    stuck_after_ms = stats.health.stall_after().as_millis() as u64,
                     watchdog = if watchdog.is_some() { "withheld" } else { "off" },
-                    "a work loop has not moved for longer than the watchdog allows; /healthz answers 503 and systemd's watchdog is no longer pinged");
+                    "a work loop has waited on a server for too long; /healthz answers 503 and systemd's watchdog (if any) is no longer pinged");
                 was_stuck = true;
             }
             _ => {}
@@ -135,7 +146,7 @@ mod tests {
         Stats::add_n(&stats.cancelled, 1234);
         assert_eq!(
             status_line(&stats, &["writer (no progress for 3.0 s)".into()]),
-            "listening on 1 node; 1234 cancelled; queue 0; stuck: writer (no progress for 3.0 s)"
+            "listening on 1 node; 1234 cancelled; queue 0; stuck: writer"
         );
     }
 }
