@@ -132,8 +132,8 @@ pub struct RunArgs {
 
     /// Serve GET /metrics (Prometheus), /healthz (200 while the worker's loops run) and /readyz
     /// (200 while it is subscribed to Redis and MySQL answers, else 503 with the reason) on
-    /// HOST:PORT, an IP address and a port, e.g. 127.0.0.1:9464. Off unless given
-    /// [ORDER_EXPIRE_METRICS_ADDR].
+    /// HOST:PORT, an IP address and a port, e.g. 127.0.0.1:9464 [ORDER_EXPIRE_METRICS_ADDR,
+    /// default off].
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
 }

@@ -19,8 +19,9 @@
 //! source, sink      pipeline stages
 //! key, queue, job,  transforms and the contract with the app
 //!   contract
-//! redis, mysql      server adapters
-//! config, ...       the leaf, and small shared pieces
+//! redis, mysql,     server adapters, and the HTTP endpoint
+//!   endpoint
+//! config, ...       the leaf, and small shared pieces (stats, systemd...)
 //! ```
 //!
 //! * [`config`] (the leaf: it uses nothing else of the crate): reads the Laravel app's
@@ -31,7 +32,10 @@
 //! * `redis` and `mysql`: the server adapters. `redis` opens connections to the app's cache
 //!   Redis and holds every command we send (`PTTL`, `EXISTS`, `SETEX`, `CONFIG`, `SUBSCRIBE`);
 //!   `mysql` holds the pool with Laravel's session settings, the schema check, and every
-//!   statement against the app's tables (`mysql::orders`). Each has its own error type.
+//!   statement against the app's tables (`mysql::orders`), and the readiness check on a
+//!   connection of its own (`mysql::probe`). Each has its own error type. `endpoint` serves
+//!   `/metrics`, `/healthz` and `/readyz` over HTTP (`--metrics-addr`); its error is
+//!   `EndpointError`.
 //! * `key`: turns the full Redis key Laravel wrote (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`)
 //!   back into an order id (canonical ids only), and builds it for `schedule`; keys of other
 //!   types with a job are read with the same rules.
@@ -59,7 +63,12 @@
 //! * [`cmd`]: the subcommands (`run`, `check`, `sweep`, `schedule`); [`cli`]: the command line
 //!   and its `--help`. `main.rs` only parses the arguments and calls them.
 //! * `backoff`, `shutdown` (signals), [`logging`] (text lines escape control characters),
-//!   `throttle` (rate limits for warnings outside input can repeat), `stats`: small shared pieces.
+//!   `throttle` (rate limits for warnings outside input can repeat): small shared pieces.
+//!   `stats` is what the worker knows about itself: the metrics every stage records (one
+//!   Prometheus registry, handles made up front), the queue's backlog, and the health of the
+//!   work loops (heartbeats: liveness) and of the subscriptions and MySQL (readiness).
+//!   `systemd` tells systemd `READY=1`, `STATUS=`, `STOPPING=1`, and pings its watchdog while the
+//!   work loops move.
 
 mod backoff;
 pub mod cli;
