@@ -196,7 +196,7 @@ impl QueueSender {
         };
         if queued {
             QueueCounters::add(&self.shared.counters.received, origin);
-            self.shared.stats.backlog.push(std::time::Instant::now());
+            self.shared.stats.backlog.push(order.due_at.into_std());
         }
         Ok(())
     }
@@ -402,8 +402,10 @@ mod tests {
         assert_eq!(counters.received(Origin::Event), 1);
         assert_eq!(counters.dropped(Origin::Event), 1);
         assert_eq!(Stats::get(&stats.dropped), 1);
+        assert_eq!(stats.backlog.len(), 1, "only what entered is waiting");
         assert_eq!(rx.recv().await.map(|o| o.id), Some(1));
         assert_eq!(rx.try_recv(), None);
+        assert_eq!(stats.backlog.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -435,6 +437,18 @@ mod tests {
         tokio::time::advance(RecentlyDispatched::KEEP).await;
         tx.send(7, Origin::Event).await.expect("room");
         assert_eq!(rx.try_recv().map(|o| o.id), Some(7), "window passed");
+    }
+
+    #[test]
+    fn an_order_knows_its_deadline() {
+        let now = Instant::now();
+        let order = DueOrder {
+            id: 1,
+            origin: Origin::Sweep,
+            due_at: now,
+            overdue_ms: 1500,
+        };
+        assert_eq!(now - order.deadline(), Duration::from_millis(1500));
     }
 
     #[tokio::test(start_paused = true)]

@@ -721,6 +721,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn commits_feed_the_histograms_with_each_orders_deadline() {
+        let writer = FakeWriter::new(|_, _| Reply::Commit);
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = order_queue(16, Arc::clone(&stats));
+        tx.send(1, Origin::Event).await.expect("room");
+        tx.send_overdue(2, Origin::Sweep, Duration::from_secs(90))
+            .await
+            .expect("room");
+        tokio::time::advance(Duration::from_millis(300)).await;
+        drop(tx);
+        let never = CancellationToken::new();
+        dispatch(rx, writer, Arc::new(()), &options(8), &never, &stats).await;
+        assert_eq!((stats.batch_size.count(), stats.batch_size.sum()), (1, 2.0));
+        assert_eq!(stats.event_to_commit.count(), 1, "the event only");
+        assert!((stats.event_to_commit.sum() - 0.3).abs() < 0.01);
+        assert_eq!(stats.lateness.count(), 2);
+        assert!(
+            (stats.lateness.sum() - 90.6).abs() < 0.01,
+            "{}",
+            stats.lateness.sum()
+        );
+        assert_eq!(Stats::get(&stats.units_returned), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_batch_size_is_capped_by_the_writer() {
         let writer = FakeWriter::new(|_, _| Reply::Commit);
         let ids: Vec<u64> = (1..=10).collect();
