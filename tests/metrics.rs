@@ -433,6 +433,27 @@ fn a_taken_port_or_a_bad_address_stops_the_start_in_one_line() {
 }
 
 #[test]
+fn check_shows_the_address_from_the_env_file_or_the_flag() {
+    let app = App::with_env(
+        "CACHE_DRIVER=redis\nREDIS_HOST=127.0.0.1\nORDER_EXPIRE_METRICS_ADDR=127.0.0.1:9464\n",
+    );
+    let report = |args: &[&str]| -> serde_json::Value {
+        let output = app.run(args);
+        serde_json::from_slice(&output.stdout).expect("check --json prints JSON")
+    };
+    let from_env = report(&["check", "--json", "--no-connect"]);
+    assert_eq!(from_env["metrics_addr"], "127.0.0.1:9464");
+    let from_flag = report(&[
+        "--metrics-addr",
+        "[::1]:9000",
+        "check",
+        "--json",
+        "--no-connect",
+    ]);
+    assert_eq!(from_flag["metrics_addr"], "[::1]:9000", "the flag wins");
+}
+
+#[test]
 fn the_help_documents_the_flag_and_its_setting() {
     let output = Command::new(common::BIN)
         .arg("--help")
