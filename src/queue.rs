@@ -74,11 +74,10 @@ pub(crate) struct DueOrder {
 }
 
 impl DueOrder {
-    /// When the order's deadline was, as far as the source knew.
-    pub(crate) fn deadline(&self) -> Instant {
-        self.due_at
-            .checked_sub(Duration::from_millis(u64::from(self.overdue_ms)))
-            .unwrap_or(self.due_at)
+    /// How long past its deadline the order was when queued. Kept as a duration, not as an
+    /// instant: an order found overdue by days may predate the monotonic clock's start.
+    pub(crate) fn overdue(&self) -> Duration {
+        Duration::from_millis(u64::from(self.overdue_ms))
     }
 }
 
@@ -439,16 +438,23 @@ mod tests {
         assert_eq!(rx.try_recv().map(|o| o.id), Some(7), "window passed");
     }
 
-    #[test]
-    fn an_order_knows_its_deadline() {
-        let now = Instant::now();
-        let order = DueOrder {
-            id: 1,
-            origin: Origin::Sweep,
-            due_at: now,
-            overdue_ms: 1500,
-        };
-        assert_eq!(now - order.deadline(), Duration::from_millis(1500));
+    #[tokio::test(start_paused = true)]
+    async fn an_order_carries_how_overdue_it_was() {
+        let (tx, mut rx, _) = queue(4);
+        tx.send_overdue(1, Origin::Sweep, Duration::from_secs(40 * 24 * 3600))
+            .await
+            .expect("room");
+        tx.send(2, Origin::Event).await.expect("room");
+        let overdue: Vec<Duration> = [rx.recv().await, rx.recv().await]
+            .into_iter()
+            .flatten()
+            .map(|o| o.overdue())
+            .collect();
+        assert_eq!(
+            overdue,
+            [Duration::from_secs(40 * 24 * 3600), Duration::ZERO],
+            "days overdue fit, an event is on time"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -517,8 +517,10 @@ fn record(
             } => {
                 Stats::add(&stats.cancelled);
                 if let Some(due) = due {
-                    let late = committed.saturating_duration_since(due.deadline());
-                    stats.lateness.observe(late.as_secs_f64());
+                    let waited = committed.saturating_duration_since(due.due_at);
+                    stats
+                        .lateness
+                        .observe((waited + due.overdue()).as_secs_f64());
                 }
                 cancelled.push(order);
                 units_returned += units;
