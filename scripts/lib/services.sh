@@ -52,7 +52,7 @@ oe_install_packages() {
 
 # promtool, Prometheus's own parser, checks the worker's /metrics (tests/metrics.rs). Debian
 # ships it in the prometheus package, with the Prometheus server, which the installation may
-# start: only the tool is wanted, so a server that installation started is stopped and disabled
+# start: only promtool is wanted, so a server that installation started is stopped and disabled
 # again, and the recommended node exporter is not installed.
 oe_install_promtool() {
   if command -v promtool >/dev/null 2>&1; then
