@@ -43,6 +43,11 @@ async fn check_reports_settings_and_healthy_connections() {
     );
     assert_eq!(report["db"]["database"], db.name.as_str());
     assert_eq!(report["order_ttl"], 900);
+    assert_eq!(
+        report["metrics_addr"],
+        serde_json::Value::Null,
+        "off by default"
+    );
     assert_eq!(report["connections"]["redis"]["ok"], true);
     assert_eq!(report["connections"]["mysql"]["ok"], true, "{report:#}");
 

@@ -55,6 +55,8 @@ struct Report {
     timezone: String,
     /// `ORDER_EXPIRE_TTL` in seconds (`null`: no reconciliation).
     order_ttl: Option<u64>,
+    /// Where the worker serves `/metrics`, `/healthz` and `/readyz` (`null`: nowhere).
+    metrics_addr: Option<String>,
     /// Which signals cancel an order, and the guard every cancellation must pass.
     contract: Contract,
     /// The Laravel job queued per cancelled order (`null`: none).
@@ -432,6 +434,7 @@ impl Report {
             },
             timezone: settings.timezone.name.clone(),
             order_ttl: settings.recovery.order_ttl.map(|d| d.as_secs()),
+            metrics_addr: settings.metrics_addr.map(|a| a.to_string()),
             contract: Contract::new(settings),
             dispatch: settings.dispatch.as_ref().map(DispatchReport::new),
             key_jobs: settings
@@ -548,6 +551,15 @@ impl Report {
                 Some(ttl) =>
                     format!("orders overdue {ttl} s after created_at once their key is gone"),
                 None => "off: set ORDER_EXPIRE_TTL to the TTL the app passes to put()".into(),
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  metrics     {}",
+            match &self.metrics_addr {
+                Some(addr) => format!("http://{addr}/metrics, /healthz and /readyz"),
+                None => "off: set --metrics-addr or ORDER_EXPIRE_METRICS_ADDR, e.g. 127.0.0.1:9464"
+                    .into(),
             }
         );
         let _ = writeln!(out, "  contract    {}", self.contract.promise());

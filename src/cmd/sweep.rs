@@ -116,7 +116,8 @@ async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport, Err
     let tally = Arc::new(Tally::default());
     let (overdue, found) = order_queue(QUEUE_SIZE, Arc::clone(&stats));
     let sweeping = async {
-        let result = reconciler.sweep(&overdue).await;
+        let heartbeat = stats.health.task_heartbeat("sweep");
+        let result = reconciler.sweep(&overdue, &heartbeat).await;
         drop(overdue);
         result
     };

@@ -39,6 +39,7 @@ use crate::mysql::Database;
 use crate::mysql::orders::DeadlineQueries;
 use crate::queue::{Origin, QueueSender};
 use crate::redis::{RedisServers, RoutedConnection};
+use crate::stats::health::Heartbeat;
 
 /// How often new orders are looked up and due deadlines checked.
 const TICK: Duration = Duration::from_millis(200);
@@ -99,7 +100,13 @@ impl DeadlineWatcher {
     }
 
     /// Watches until `shutdown`; orders that reach their deadline without a key go to `queue`.
-    pub(crate) async fn run(self, queue: QueueSender, shutdown: CancellationToken) {
+    /// `heartbeat` beats every tick and page, and while waiting for room in the queue.
+    pub(crate) async fn run(
+        self,
+        queue: QueueSender,
+        shutdown: CancellationToken,
+        heartbeat: Heartbeat,
+    ) {
         let horizon = self.ttl.unwrap_or(DEFAULT_HORIZON) + Duration::from_secs(1);
         let start = jiff::Timestamp::now()
             .checked_sub(
@@ -118,11 +125,11 @@ impl DeadlineWatcher {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = heartbeat.waiting(tick.tick()) => {}
                 () = shutdown.cancelled() => return,
             }
             let result = tokio::select! {
-                result = self.step(&mut state, &queue) => result,
+                result = self.step(&mut state, &queue, &heartbeat) => result,
                 () = shutdown.cancelled() => return,
             };
             match result {
@@ -140,13 +147,18 @@ impl DeadlineWatcher {
         }
     }
 
-    async fn step(&self, state: &mut State, queue: &QueueSender) -> Result<(), SourceError> {
+    async fn step(
+        &self,
+        state: &mut State,
+        queue: &QueueSender,
+        heartbeat: &Heartbeat,
+    ) -> Result<(), SourceError> {
         let mut redis = match state.redis.take() {
             Some(conn) => conn,
             None => self.redis.connect().await?,
         };
-        self.discover(state, &mut redis).await?;
-        self.check_due(state, &mut redis, queue).await?;
+        self.discover(state, &mut redis, heartbeat).await?;
+        self.check_due(state, &mut redis, queue, heartbeat).await?;
         // Kept only after a clean step: any error above drops it and the next tick reconnects.
         state.redis = Some(redis);
         Ok(())
@@ -162,6 +174,7 @@ impl DeadlineWatcher {
         &self,
         state: &mut State,
         redis: &mut RoutedConnection,
+        heartbeat: &Heartbeat,
     ) -> Result<(), SourceError> {
         let mut db = self
             .db
@@ -192,6 +205,7 @@ impl DeadlineWatcher {
         let mut after = floor;
         let mut newest = cursor;
         loop {
+            heartbeat.beat();
             let page = self
                 .sql
                 .new_orders(&mut db, after)
@@ -257,8 +271,10 @@ impl DeadlineWatcher {
         state: &mut State,
         redis: &mut RoutedConnection,
         queue: &QueueSender,
+        heartbeat: &Heartbeat,
     ) -> Result<(), SourceError> {
         loop {
+            heartbeat.beat();
             let now = Instant::now();
             let mut due = Vec::new();
             while let Some(Reverse(next)) = state.heap.peek() {
@@ -292,7 +308,17 @@ impl DeadlineWatcher {
                     && entry
                         .waiting_for_key
                         .is_none_or(|w| w.fallback.is_some_and(|f| f <= now));
-                if overdue && queue.send(entry.order, Origin::Deadline).await.is_err() {
+                if !overdue {
+                    continue;
+                }
+                // The deadline: the key's TTL as last read, else created_at + ORDER_EXPIRE_TTL.
+                let deadline = entry
+                    .waiting_for_key
+                    .and_then(|w| w.fallback)
+                    .unwrap_or(entry.at);
+                let late = now.saturating_duration_since(deadline);
+                let sent = queue.send_overdue(entry.order, Origin::Deadline, late);
+                if heartbeat.waiting(sent).await.is_err() {
                     return Ok(());
                 }
             }

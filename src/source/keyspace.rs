@@ -10,6 +10,12 @@
 //! each key on the spot and put order ids into the writer queue without waiting for the database.
 //! A key of another type with a job (`ORDER_EXPIRE_ON_<TYPE>`) goes, with the same prefixes and
 //! the same id rules, to the key-job queue instead.
+//!
+//! The source registers its node with the worker's health (readiness holds while every node's
+//! subscription is up) and keeps a heartbeat: it beats on every event and idle tick, and not
+//! while it waits for Redis to answer a PING or a SUBSCRIBE. The PING comes at least every half
+//! of the time a loop may go without a beat, so a watchdog ping also vouches that the
+//! subscription answered within `WatchdogSec`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +31,11 @@ use crate::key::{self, KeyPattern, ParsedKey};
 use crate::queue::{ExpiredKey, KeyJobSender, Origin, QueueSender};
 use crate::redis::RedisTarget;
 use crate::stats::Stats;
+use crate::stats::health::{Heartbeat, NodeWatch};
 use crate::throttle::{Admission, Throttle};
 
-/// How often an idle subscription is checked with PING, and how long the answer may take.
+/// How often an idle subscription is checked with PING (more often when a loop may go without a
+/// beat for less than twice that), and how long the answer may take.
 const PING_EVERY: Duration = Duration::from_secs(15);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -44,6 +52,8 @@ pub(crate) struct KeyspaceSource {
     /// Warnings about malformed keys: outside input repeats them at will. Shared by the
     /// subscriptions to every server, so that their sum is limited.
     malformed_warnings: Arc<Throttle>,
+    /// This node, as readiness sees it: expected from the start, subscribed or not.
+    node: NodeWatch,
 }
 
 /// Why a subscription ended.
@@ -54,7 +64,9 @@ enum End {
 
 impl KeyspaceSource {
     pub(crate) fn new(target: RedisTarget, pattern: KeyPattern, stats: Arc<Stats>) -> Self {
+        let node = stats.health.expect_node(target.endpoint());
         Self {
+            node,
             target,
             pattern,
             stats,
@@ -108,6 +120,7 @@ impl KeyspaceSource {
     pub(crate) async fn subscribe(&self) -> Result<PubSub, SourceError> {
         let mut pubsub = self.target.pubsub().await?;
         self.target.subscribe_expired(&mut pubsub).await?;
+        self.node.subscribed(true);
         Ok(pubsub)
     }
 
@@ -122,6 +135,10 @@ impl KeyspaceSource {
     /// with [`Self::log_listening`].
     pub(crate) async fn run(self, first: PubSub, queue: QueueSender, shutdown: CancellationToken) {
         let channel = self.target.expired_channel();
+        let heartbeat = self
+            .stats
+            .health
+            .heartbeat(format!("subscription {}", self.target.endpoint()));
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut subscription = Some(first);
         let mut outage: Option<Instant> = None;
@@ -145,15 +162,16 @@ impl KeyspaceSource {
                     Err(e) => {
                         tracing::debug!(error = %e, attempt = backoff.attempts(), "resubscribe failed");
                         tokio::select! {
-                            () = tokio::time::sleep(backoff.next_delay()) => continue,
-                            () = shutdown.cancelled() => return,
+                            () = heartbeat.idle(backoff.next_delay()) => continue,
+                            () = shutdown.cancelled() => return heartbeat.retire(),
                         }
                     }
                 },
             };
-            match self.pump(pubsub, &queue, &shutdown).await {
-                End::Shutdown => return,
+            match self.pump(pubsub, &queue, &shutdown, &heartbeat).await {
+                End::Shutdown => return heartbeat.retire(),
                 End::Lost(reason) => {
+                    self.node.subscribed(false);
                     tracing::warn!(event = "subscription_lost", redis = %self.target.endpoint(), %channel, %reason,
                         "lost the Redis subscription; reconnecting with backoff");
                     outage = Some(Instant::now());
@@ -165,25 +183,38 @@ impl KeyspaceSource {
         }
     }
 
-    async fn pump(&self, pubsub: PubSub, queue: &QueueSender, shutdown: &CancellationToken) -> End {
+    async fn pump(
+        &self,
+        pubsub: PubSub,
+        queue: &QueueSender,
+        shutdown: &CancellationToken,
+        heartbeat: &Heartbeat,
+    ) -> End {
         let (mut sink, mut stream) = pubsub.split();
+        let ping_every = PING_EVERY.min(self.stats.health.stall_after() / 2);
         let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut idle = tokio::time::interval(heartbeat.every());
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
                 message = stream.next() => match message {
-                    Some(message) => self.handle(message.get_payload_bytes(), queue).await,
+                    Some(message) => {
+                        heartbeat.beat();
+                        self.handle(message.get_payload_bytes(), queue).await;
+                    }
                     None => return End::Lost("the connection was closed".into()),
                 },
                 _ = ping.tick() => {
                     match tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => {}
+                        Ok(Ok(_)) => heartbeat.beat(),
                         Ok(Err(e)) => return End::Lost(format!("PING failed: {e}")),
                         Err(_) => return End::Lost(format!("no answer to PING within {} s", PING_TIMEOUT.as_secs())),
                     }
                 }
+                _ = idle.tick() => heartbeat.beat(),
             }
         }
     }

@@ -37,6 +37,7 @@ use super::keyspace::KeyspaceSource;
 use crate::backoff::Backoff;
 use crate::queue::QueueSender;
 use crate::redis::{RedisError, RedisServers, RedisTarget, Topology};
+use crate::stats::health::Heartbeat;
 
 /// How often a cluster's topology is read.
 const CLUSTER_CHECK: Duration = Duration::from_secs(1);
@@ -126,6 +127,7 @@ impl TopologySource {
         first: Subscribed,
         queue: QueueSender,
         shutdown: CancellationToken,
+        heartbeat: Heartbeat,
     ) {
         let mut watch = Watch::default();
         for (source, pubsub) in first.0 {
@@ -138,7 +140,7 @@ impl TopologySource {
         };
         match period {
             // One server: its subscription reconnects by itself.
-            None => shutdown.cancelled().await,
+            None => heartbeat.waiting(shutdown.cancelled()).await,
             Some(period) => {
                 let announced = Arc::new(Notify::new());
                 let listener = (self.servers.kind() == "sentinel").then(|| {
@@ -148,8 +150,10 @@ impl TopologySource {
                         shutdown.clone(),
                     ))
                 });
-                self.follow(period, &mut watch, &announced, &queue, &shutdown)
-                    .await;
+                self.follow(
+                    period, &mut watch, &announced, &queue, &shutdown, &heartbeat,
+                )
+                .await;
                 if let Some(listener) = listener {
                     let _ = tokio::time::timeout(STOP_GRACE, listener).await;
                 }
@@ -162,6 +166,7 @@ impl TopologySource {
         for (_, subscription) in running {
             let _ = tokio::time::timeout(STOP_GRACE, subscription.task).await;
         }
+        heartbeat.retire();
     }
 
     fn source_for(&self, target: RedisTarget) -> KeyspaceSource {
@@ -177,8 +182,10 @@ impl TopologySource {
         announced: &Notify,
         queue: &QueueSender,
         shutdown: &CancellationToken,
+        heartbeat: &Heartbeat,
     ) {
         loop {
+            heartbeat.beat();
             let hurried = watch.hurry_until.is_some_and(|t| t > Instant::now());
             let wait = if hurried { HURRIED_CHECK } else { period };
             tokio::select! {

@@ -10,6 +10,8 @@
 //! * [`cluster::RedisCluster`] and [`sentinel::SentinelSet`]: real Redis Cluster and Sentinel
 //!   topologies (of [`redis_node::RedisNode`]s), and [`burst`]: orders placed by the Laravel app
 //!   while a test changes the topology, and the audit of the outcome.
+//! * [`http_get`] and [`Scrape`]: the worker's `/metrics`, `/healthz` and `/readyz`, read over
+//!   a plain TCP connection.
 
 #![allow(dead_code)]
 
@@ -19,9 +21,10 @@ pub mod proxy;
 pub mod redis_node;
 pub mod sentinel;
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -482,6 +485,17 @@ impl TestDb {
         ids
     }
 
+    /// Holds `SELECT ... FOR UPDATE` on order `id` in an open transaction, as a request of the
+    /// app would: a worker writing the order waits until the test sends `ROLLBACK`.
+    pub async fn lock_order(&self, id: u64) -> mysql_async::Conn {
+        let mut conn = self.conn().await;
+        conn.query_drop("BEGIN").await.expect("begin");
+        conn.exec_drop("SELECT id FROM orders WHERE id = ? FOR UPDATE", (id,))
+            .await
+            .expect("lock the order");
+        conn
+    }
+
     pub async fn set_status(&self, order: u64, status: i64) {
         self.conn()
             .await
@@ -667,7 +681,12 @@ impl App {
     }
 
     pub fn start_worker(&self, args: &[&str]) -> Worker {
-        Worker::start(self, args)
+        Worker::start(self, args, &[])
+    }
+
+    /// The same, with `env` in the worker's (otherwise empty) environment.
+    pub fn start_worker_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Worker {
+        Worker::start(self, args, env)
     }
 
     /// Stops the worker with SIGKILL: no clean shutdown, as in a crash or an OOM kill.
@@ -711,7 +730,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn start(app: &App, args: &[&str]) -> Self {
+    fn start(app: &App, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = TempDir::new().expect("temp dir");
         let log = dir.path().join("worker.log");
         let out = fs::File::create(&log).expect("log file");
@@ -720,6 +739,7 @@ impl Worker {
         command
             .env_clear()
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .arg("--env")
             .arg(app.env_file());
         // Tests read the log's fields, not its sentences: JSON unless a test asks for text.
@@ -797,6 +817,16 @@ impl Worker {
                     .collect::<Vec<u64>>()
             })
             .collect()
+    }
+
+    /// The address of the worker's metrics endpoint (`--metrics-addr`, port 0 allowed), from its
+    /// `metrics_listening` event.
+    pub fn metrics_addr(&self) -> String {
+        self.wait_for_event("metrics_listening", 1, Duration::from_secs(10));
+        self.events("metrics_listening")[0]["addr"]
+            .as_str()
+            .expect("metrics_listening has an addr")
+            .to_string()
     }
 
     /// Waits until `times` log lines have `event` = `name`; fails with the log otherwise.
@@ -886,3 +916,87 @@ pub const CLUSTER_REDIS: &str = "array ('client' => 'phpredis', 'options' => arr
 
 /// A predis Sentinel config: two sentinels, service `shop-master`, database 2.
 pub const SENTINEL_REDIS: &str = "array ('client' => 'predis', 'options' => array ('prefix' => 'shop_database_'), 'cache' => array (0 => 'tcp://127.0.0.11:26379', 1 => 'tcp://127.0.0.12:26379', 'options' => array ('replication' => 'sentinel', 'service' => 'shop-master', 'parameters' => array ('password' => 'sentinel-secret', 'database' => 2))))";
+
+/// `GET path` from the HTTP endpoint at `addr` (`host:port`), bounded: the status code and
+/// the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .unwrap_or_else(|e| panic!("read the answer to GET {path}: {e}"));
+    let response = String::from_utf8(response).expect("a UTF-8 answer");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("an HTTP answer: {response:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {head:?}"));
+    (status, body.to_string())
+}
+
+/// One scrape of `/metrics`: each sample's value by its series as written, e.g.
+/// `order_expire_orders_skipped_total{reason="paid"}`.
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    pub text: String,
+    samples: BTreeMap<String, f64>,
+}
+
+impl Scrape {
+    /// Scrapes the worker's endpoint at `addr`.
+    pub fn take(addr: &str) -> Self {
+        let (status, text) = http_get(addr, "/metrics");
+        assert_eq!(status, 200, "GET /metrics: {text}");
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let samples = text
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .map(|line| {
+                let (series, value) = line
+                    .rsplit_once(' ')
+                    .unwrap_or_else(|| panic!("a sample line: {line:?}"));
+                let value = match value {
+                    "+Inf" => f64::INFINITY,
+                    "-Inf" => f64::NEG_INFINITY,
+                    v => v.parse().unwrap_or_else(|_| panic!("a value: {line:?}")),
+                };
+                (series.to_string(), value)
+            })
+            .collect();
+        Self {
+            text: text.to_string(),
+            samples,
+        }
+    }
+
+    /// The value of `series`; fails the test when the scrape does not have it.
+    pub fn get(&self, series: &str) -> f64 {
+        self.samples
+            .get(series)
+            .copied()
+            .unwrap_or_else(|| panic!("no series {series} in the scrape:\n{}", self.text))
+    }
+
+    /// The series whose name starts with `prefix`.
+    pub fn series(&self, prefix: &str) -> Vec<(String, f64)> {
+        self.samples
+            .iter()
+            .filter(|(series, _)| series.starts_with(prefix))
+            .map(|(series, value)| (series.clone(), *value))
+            .collect()
+    }
+}
