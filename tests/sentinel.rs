@@ -100,7 +100,7 @@ fn env(db: &TestDb, sentinels: &[u16]) -> String {
 
 #[test]
 fn after_a_failover_only_the_promoted_replica_publishes_expiries() {
-    let set = SentinelSet::start();
+    let set = SentinelSet::start(3);
     let (master, replica) = (set.master(), set.other_server(set.master()));
     let watch = ExpiredWatch::start(&[master, replica], Some(PASSWORD), 0);
     let psetex = |port: u16, key: &str| {
@@ -108,7 +108,7 @@ fn after_a_failover_only_the_promoted_replica_publishes_expiries() {
             .arg(key)
             .arg(300)
             .arg("1")
-            .query::<()>(&mut set.conn(port))
+            .query::<()>(&mut set.conn(port, 0))
             .unwrap_or_else(|e| panic!("PSETEX on {port}: {e}"));
     };
 
@@ -140,7 +140,7 @@ enum Switch {
 }
 
 async fn every_unpaid_order_is_cancelled_once_when_the_master_is_replaced(switch: Switch) {
-    let mut set = blocking(SentinelSet::start);
+    let mut set = blocking(|| SentinelSet::start(3));
     let first = set.master();
     let db = TestDb::create().await;
     let laravel = LaravelApp::new(&env(&db, &set.sentinel_ports()));

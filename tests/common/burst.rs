@@ -300,15 +300,12 @@ pub fn lateness(worker: &Worker, burst: &Burst, which: impl Fn(&Placed) -> bool)
 fn cancel_times(worker: &Worker) -> HashMap<u64, i64> {
     let mut times = HashMap::new();
     for line in worker.events("orders_cancelled") {
-        let Some(at) = line["timestamp"]
-            .as_str()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        else {
+        let Some(at) = Worker::timestamp_ms(&line) else {
             continue;
         };
         let ids = line["order_ids"].as_str().unwrap_or("");
         for id in ids.split(',').filter_map(|id| id.parse().ok()) {
-            times.entry(id).or_insert(at.as_millisecond());
+            times.entry(id).or_insert(at);
         }
     }
     times
