@@ -20,8 +20,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::burst::{self, Plan, listening_ports, now_ms};
-use common::redis_node::{ExpiredWatch, PASSWORD, wait_for};
+use common::burst::{self, PLAN, blocking, listening_ports, now_ms};
+use common::redis_node::{ExpiredWatch, PASSWORD};
 use common::sentinel::{SERVICE, SentinelSet};
 use common::{LaravelApp, TestDb};
 
@@ -63,26 +63,9 @@ const SENTINEL_CONFIG: &str = r"    'redis' => [
         ],
     ],";
 
-/// The burst: batches of 20 orders for 14 s, keys of 5 s, one order in 7 paid.
-const PLAN: Plan = Plan {
-    batch: 20,
-    ttl: 5,
-    pay_every: 7,
-    duration: Duration::from_secs(14),
-};
-
-/// How long after the burst every unpaid order may take to be cancelled: the TTL, a predis
-/// batch still retrying, two sweeps, and room for a loaded machine.
-const DRAIN: Duration = Duration::from_secs(45);
-
 /// When in the burst the master is replaced: once the first deadlines have passed, so that some
 /// orders expire before the switch and most after it.
 const SWITCH_AT: Duration = Duration::from_secs(7);
-
-/// Runs a blocking harness step (a failover) without stalling the burst.
-fn blocking<T>(step: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(step)
-}
 
 /// The app's `.env`: predis, the three sentinels, the service, the password; a 2 s sweep.
 fn env(db: &TestDb, sentinels: &[u16]) -> String {
@@ -163,22 +146,8 @@ async fn every_unpaid_order_is_cancelled_once_when_the_master_is_replaced(switch
     let switch_took = started.elapsed().saturating_sub(SWITCH_AT);
     assert_eq!(old, first);
 
-    let burst = placing.await.expect("the burst task");
-    assert!(
-        burst.orders.len() >= 100,
-        "the app placed a real burst ({} orders; failed batches: {:?})",
-        burst.orders.len(),
-        burst.failed_batches
-    );
-    let audit = burst::audit(&db, &worker, &burst, DRAIN).await;
-    blocking(|| {
-        wait_for(
-            Duration::from_secs(30),
-            &format!("the worker to listen on the new master {new}"),
-            || listening_ports(&worker).contains(&new),
-            || burst::tail(&worker.log(), 40),
-        )
-    });
+    let (burst, audit) = burst::finish(placing, &db, &worker).await;
+    burst::wait_listening_on(&worker, new).await;
 
     let followed_ms: Vec<String> = worker
         .events("failover_followed")
