@@ -16,7 +16,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::burst::{self, Plan, listening_ports, now_ms};
+use common::burst::{self, PLAN, blocking, listening_ports, now_ms};
 use common::cluster::RedisCluster;
 use common::redis_node::{ExpiredWatch, PASSWORD};
 use common::{LaravelApp, TestDb};
@@ -56,25 +56,9 @@ const CLUSTER_CONFIG: &str = r"    'redis' => [
         ],
     ],";
 
-/// The burst: batches of 20 orders for 14 s, keys of 5 s, one order in 7 paid.
-const PLAN: Plan = Plan {
-    batch: 20,
-    ttl: 5,
-    pay_every: 7,
-    duration: Duration::from_secs(14),
-};
-
-/// How long after the burst every unpaid order may take to be cancelled.
-const DRAIN: Duration = Duration::from_secs(45);
-
 /// When in the burst a master is failed over, and when slots are migrated.
 const FAILOVER_AT: Duration = Duration::from_secs(7);
 const MIGRATION_AT: Duration = Duration::from_secs(10);
-
-/// Runs a blocking harness step (a failover, a migration) without stalling the burst.
-fn blocking<T>(step: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(step)
-}
 
 /// The app's `.env`: the first master as the one seed, the cluster's password, a short sweep.
 fn env(db: &TestDb, seed: u16) -> String {
@@ -89,7 +73,7 @@ fn env(db: &TestDb, seed: u16) -> String {
 fn key_on(cluster: &RedisCluster, master: u16, tag: &str) -> String {
     (0..10_000)
         .map(|i| format!("harness:{tag}:{i}"))
-        .find(|key| cluster.master_of_slot(cluster.slot_of(key)) == master)
+        .find(|key| cluster.master_of_key(key) == master)
         .unwrap_or_else(|| panic!("no key lands on master {master}"))
 }
 
@@ -191,22 +175,8 @@ async fn every_unpaid_order_is_cancelled_once_through_a_cluster_failover_and_a_s
     assert!(!migrated.is_empty(), "order keys were migrated: {moved:?}");
     let migration_done = now_ms();
 
-    let burst = placing.await.expect("the burst task");
-    assert!(
-        burst.orders.len() >= 100,
-        "the app placed a real burst ({} orders; failed batches: {:?})",
-        burst.orders.len(),
-        burst.failed_batches
-    );
-    let audit = burst::audit(&db, &worker, &burst, DRAIN).await;
-    blocking(|| {
-        common::redis_node::wait_for(
-            Duration::from_secs(30),
-            &format!("the worker to listen on the promoted master {new}"),
-            || listening_ports(&worker).contains(&new),
-            || burst::tail(&worker.log(), 40),
-        )
-    });
+    let (burst, audit) = burst::finish(placing, &db, &worker).await;
+    burst::wait_listening_on(&worker, new).await;
 
     let all = burst::lateness(&worker, &burst, |_| true);
     let after_failover = burst::lateness(&worker, &burst, |o| o.deadline_ms >= failover_done);

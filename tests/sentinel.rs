@@ -20,8 +20,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::burst::{self, Plan, listening_ports, now_ms};
-use common::redis_node::{ExpiredWatch, PASSWORD, wait_for};
+use common::burst::{self, PLAN, blocking, listening_ports, now_ms};
+use common::redis_node::{ExpiredWatch, PASSWORD};
 use common::sentinel::{SERVICE, SentinelSet};
 use common::{LaravelApp, TestDb};
 
@@ -63,26 +63,9 @@ const SENTINEL_CONFIG: &str = r"    'redis' => [
         ],
     ],";
 
-/// The burst: batches of 20 orders for 14 s, keys of 5 s, one order in 7 paid.
-const PLAN: Plan = Plan {
-    batch: 20,
-    ttl: 5,
-    pay_every: 7,
-    duration: Duration::from_secs(14),
-};
-
-/// How long after the burst every unpaid order may take to be cancelled: the TTL, a predis
-/// batch still retrying, two sweeps, and room for a loaded machine.
-const DRAIN: Duration = Duration::from_secs(45);
-
 /// When in the burst the master is replaced: once the first deadlines have passed, so that some
 /// orders expire before the switch and most after it.
 const SWITCH_AT: Duration = Duration::from_secs(7);
-
-/// Runs a blocking harness step (a failover) without stalling the burst.
-fn blocking<T>(step: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(step)
-}
 
 /// The app's `.env`: predis, the three sentinels, the service, the password; a 2 s sweep.
 fn env(db: &TestDb, sentinels: &[u16]) -> String {
@@ -100,7 +83,7 @@ fn env(db: &TestDb, sentinels: &[u16]) -> String {
 
 #[test]
 fn after_a_failover_only_the_promoted_replica_publishes_expiries() {
-    let set = SentinelSet::start();
+    let set = SentinelSet::start(3);
     let (master, replica) = (set.master(), set.other_server(set.master()));
     let watch = ExpiredWatch::start(&[master, replica], Some(PASSWORD), 0);
     let psetex = |port: u16, key: &str| {
@@ -108,7 +91,7 @@ fn after_a_failover_only_the_promoted_replica_publishes_expiries() {
             .arg(key)
             .arg(300)
             .arg("1")
-            .query::<()>(&mut set.conn(port))
+            .query::<()>(&mut set.conn(port, 0))
             .unwrap_or_else(|e| panic!("PSETEX on {port}: {e}"));
     };
 
@@ -140,7 +123,7 @@ enum Switch {
 }
 
 async fn every_unpaid_order_is_cancelled_once_when_the_master_is_replaced(switch: Switch) {
-    let mut set = blocking(SentinelSet::start);
+    let mut set = blocking(|| SentinelSet::start(3));
     let first = set.master();
     let db = TestDb::create().await;
     let laravel = LaravelApp::new(&env(&db, &set.sentinel_ports()));
@@ -163,22 +146,8 @@ async fn every_unpaid_order_is_cancelled_once_when_the_master_is_replaced(switch
     let switch_took = started.elapsed().saturating_sub(SWITCH_AT);
     assert_eq!(old, first);
 
-    let burst = placing.await.expect("the burst task");
-    assert!(
-        burst.orders.len() >= 100,
-        "the app placed a real burst ({} orders; failed batches: {:?})",
-        burst.orders.len(),
-        burst.failed_batches
-    );
-    let audit = burst::audit(&db, &worker, &burst, DRAIN).await;
-    blocking(|| {
-        wait_for(
-            Duration::from_secs(30),
-            &format!("the worker to listen on the new master {new}"),
-            || listening_ports(&worker).contains(&new),
-            || burst::tail(&worker.log(), 40),
-        )
-    });
+    let (burst, audit) = burst::finish(placing, &db, &worker).await;
+    burst::wait_listening_on(&worker, new).await;
 
     let followed_ms: Vec<String> = worker
         .events("failover_followed")

@@ -23,6 +23,22 @@ const INITIAL_STOCK: i64 = 1000;
 /// during a failover (predis asks the sentinels again for up to 20 s).
 const BATCH_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long after the burst every unpaid order may take to be cancelled: the TTL, a batch still
+/// retrying, two sweeps, and room for a loaded machine.
+const DRAIN: Duration = Duration::from_secs(45);
+
+/// How long the worker may take to report listening on a new master once the burst is over.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The burst the topology tests place: batches of 20 orders for 14 s, keys of 5 s, one order in
+/// 7 paid.
+pub const PLAN: Plan = Plan {
+    batch: 20,
+    ttl: 5,
+    pay_every: 7,
+    duration: Duration::from_secs(14),
+};
+
 /// What to place.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
@@ -91,6 +107,30 @@ pub fn start(
         }
         burst
     })
+}
+
+/// Runs a blocking harness step (a failover, a migration) from the test's task without stalling
+/// the burst's.
+pub fn blocking<T>(step: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(step)
+}
+
+/// Waits until the burst of [`start`] is over, checks that the app placed a real one (100
+/// orders at least), then audits it (see [`audit`]), giving the worker [`DRAIN`] to finish.
+pub async fn finish(
+    placing: tokio::task::JoinHandle<Burst>,
+    db: &TestDb,
+    worker: &Worker,
+) -> (Burst, Audit) {
+    let burst = placing.await.expect("the burst task");
+    assert!(
+        burst.orders.len() >= 100,
+        "the app placed a real burst ({} orders; failed batches: {:?})",
+        burst.orders.len(),
+        burst.failed_batches
+    );
+    let audit = audit(db, worker, &burst, DRAIN).await;
+    (burst, audit)
 }
 
 /// Runs one `php artisan orders:place`; its orders' ids and deadlines.
@@ -163,7 +203,7 @@ pub struct Audit {
 /// shop owner would check: every order not paid is cancelled, and by exactly one cancellation
 /// (the worker's `orders_cancelled` events name each one once); every paid order is untouched;
 /// each product's stock is its initial stock less what the orders still hold.
-pub async fn audit(db: &TestDb, worker: &Worker, burst: &Burst, timeout: Duration) -> Audit {
+async fn audit(db: &TestDb, worker: &Worker, burst: &Burst, timeout: Duration) -> Audit {
     let start = Instant::now();
     loop {
         let left = unpaid(db).await;
@@ -300,15 +340,12 @@ pub fn lateness(worker: &Worker, burst: &Burst, which: impl Fn(&Placed) -> bool)
 fn cancel_times(worker: &Worker) -> HashMap<u64, i64> {
     let mut times = HashMap::new();
     for line in worker.events("orders_cancelled") {
-        let Some(at) = line["timestamp"]
-            .as_str()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        else {
+        let Some(at) = Worker::timestamp_ms(&line) else {
             continue;
         };
         let ids = line["order_ids"].as_str().unwrap_or("");
         for id in ids.split(',').filter_map(|id| id.parse().ok()) {
-            times.entry(id).or_insert(at.as_millisecond());
+            times.entry(id).or_insert(at);
         }
     }
     times
@@ -321,6 +358,20 @@ pub fn listening_ports(worker: &Worker) -> Vec<u16> {
         .iter()
         .filter_map(|line| line["redis"].as_str()?.rsplit(':').next()?.parse().ok())
         .collect()
+}
+
+/// Waits until the worker reports listening on the server on `port` (the new master after a
+/// change); fails with the log's tail after [`LISTEN_TIMEOUT`].
+pub async fn wait_listening_on(worker: &Worker, port: u16) {
+    let start = Instant::now();
+    while !listening_ports(worker).contains(&port) {
+        assert!(
+            start.elapsed() < LISTEN_TIMEOUT,
+            "timed out after {LISTEN_TIMEOUT:?} waiting for the worker to listen on the new master {port}; worker log tail:\n{}",
+            tail(&worker.log(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The last `lines` lines of `text`.

@@ -1,5 +1,6 @@
 //! A real Redis Cluster started by a test: `masters` masters, each with `replicas_per_master`
-//! replicas, on free loopback ports (each with its bus port, port + 10000, free too).
+//! replicas (none is a cluster too), on free loopback ports (each with its bus port, port +
+//! 10000, free too); [`RedisCluster::add_replica`] gives one master a replica later.
 //!
 //! Every node has `notify-keyspace-events Ex` in its own config file (keyspace events are
 //! node-local and `CONFIG SET` is not replicated, so a replica promoted later must have it too),
@@ -9,7 +10,9 @@
 //! [`RedisCluster::start`] returns once every node agrees on the slots and roles and every
 //! replica is in sync, so a test starts from a settled cluster. Each change the harness makes
 //! ([`RedisCluster::failover`], [`RedisCluster::migrate_slot`]) likewise returns only once it
-//! has settled. Everything is killed and removed on drop.
+//! has settled. Keys are written and read on the master of their slot ([`RedisCluster::setex`],
+//! [`RedisCluster::get`]), as a cluster client sends them. Everything is killed and removed on
+//! drop.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,7 +43,8 @@ pub struct NodeView {
 
 pub struct RedisCluster {
     nodes: Vec<RedisNode>,
-    _dir: TempDir,
+    /// Where every node, also one added later, keeps its config and log.
+    dir: TempDir,
 }
 
 impl RedisCluster {
@@ -51,7 +55,7 @@ impl RedisCluster {
         let dir = TempDir::new().expect("temp dir");
         let total = masters * (1 + replicas_per_master);
         let nodes: Vec<RedisNode> = (0..total).map(|_| spawn_node(&dir)).collect();
-        let cluster = Self { nodes, _dir: dir };
+        let cluster = Self { nodes, dir };
 
         // Distinct config epochs before the nodes meet, as `redis-cli --cluster create` does.
         for (i, node) in cluster.nodes.iter().enumerate() {
@@ -69,15 +73,8 @@ impl RedisCluster {
                     .arg(last),
             );
         }
-        let seed = cluster.nodes[0].port;
         for node in &cluster.nodes[1..] {
-            cluster.command(
-                seed,
-                redis::cmd("CLUSTER")
-                    .arg("MEET")
-                    .arg("127.0.0.1")
-                    .arg(node.port),
-            );
+            cluster.meet(node.port);
         }
         cluster.wait_settled("every node to know every other", |views| {
             views.len() == total
@@ -85,17 +82,34 @@ impl RedisCluster {
 
         let ids: Vec<String> = cluster.nodes.iter().map(|n| cluster.id(n.port)).collect();
         for r in 0..masters * replicas_per_master {
-            let replica = cluster.nodes[masters + r].port;
-            let master_id = &ids[r % masters];
-            cluster.command(
-                replica,
-                redis::cmd("CLUSTER").arg("REPLICATE").arg(master_id),
-            );
+            cluster.replicate(cluster.nodes[masters + r].port, &ids[r % masters]);
         }
         cluster.wait_settled("the replicas attached and in sync", |views| {
             views.iter().filter(|v| v.master).count() == masters
         });
         cluster
+    }
+
+    /// Starts one more node, joins it to the cluster and makes it a replica of the master on
+    /// `master`, as `redis-cli --cluster add-node --cluster-slave` does; returns its port once
+    /// it is in sync and every node agrees.
+    pub fn add_replica(&mut self, master: u16) -> u16 {
+        let master_id = self.id(master);
+        let node = spawn_node(&self.dir);
+        let port = node.port;
+        self.nodes.push(node);
+        self.meet(port);
+        let total = self.nodes.len();
+        self.wait_settled(&format!("{port} to know every node"), |views| {
+            views.len() == total
+        });
+        self.replicate(port, &master_id);
+        self.wait_settled(&format!("{port} in sync with {master}"), |views| {
+            views
+                .iter()
+                .any(|v| v.port == port && !v.master && v.master_id.as_deref() == Some(&master_id))
+        });
+        port
     }
 
     /// Every node's port (killed ones included), masters of the start first.
@@ -252,6 +266,24 @@ impl RedisCluster {
         slots
     }
 
+    /// `SETEX key ttl value` on the master of the key's slot, as Laravel's `RedisStore` writes
+    /// through a cluster client; returns that master's port.
+    pub fn setex(&self, key: &str, ttl: u64, value: &str) -> u16 {
+        let port = self.master_of_key(key);
+        self.command(port, redis::cmd("SETEX").arg(key).arg(ttl).arg(value));
+        port
+    }
+
+    /// `GET key` on the master of the key's slot.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.query(self.master_of_key(key), redis::cmd("GET").arg(key))
+    }
+
+    /// The port of the master serving the slot of `key`.
+    pub fn master_of_key(&self, key: &str) -> u16 {
+        self.master_of_slot(self.slot_of(key))
+    }
+
     /// The slot of `key` (`CLUSTER KEYSLOT`).
     pub fn slot_of(&self, key: &str) -> u16 {
         let port = self.masters()[0];
@@ -323,6 +355,28 @@ impl RedisCluster {
                 true
             },
             || self.logs(),
+        );
+    }
+
+    /// `CLUSTER MEET` from a live node of the cluster to the node on `port`: gossip then
+    /// introduces it to every other.
+    fn meet(&self, port: u16) {
+        let from = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running() && n.port != port)
+            .map_or_else(|| panic!("no live node to meet {port}"), |n| n.port);
+        self.command(
+            from,
+            redis::cmd("CLUSTER").arg("MEET").arg("127.0.0.1").arg(port),
+        );
+    }
+
+    /// `CLUSTER REPLICATE`: the node on `replica` follows the master whose node id is `master_id`.
+    fn replicate(&self, replica: u16, master_id: &str) {
+        self.command(
+            replica,
+            redis::cmd("CLUSTER").arg("REPLICATE").arg(master_id),
         );
     }
 

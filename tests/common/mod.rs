@@ -397,6 +397,17 @@ impl TestDb {
         )
     }
 
+    /// This database as the `mysql` connection of a configuration cache (a PHP array).
+    pub fn config_array(&self) -> String {
+        mysql_config_array(
+            self.opts.ip_or_hostname(),
+            self.opts.tcp_port(),
+            &self.name,
+            self.opts.user().unwrap_or("root"),
+            self.opts.pass().unwrap_or(""),
+        )
+    }
+
     pub fn host_port(&self) -> String {
         format!("{}:{}", self.opts.ip_or_hostname(), self.opts.tcp_port())
     }
@@ -800,6 +811,15 @@ impl Worker {
             .collect()
     }
 
+    /// When the worker wrote `line`: its `timestamp` field, in Unix milliseconds.
+    pub fn timestamp_ms(line: &serde_json::Value) -> Option<i64> {
+        line["timestamp"]
+            .as_str()?
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .map(|at| at.as_millisecond())
+    }
+
     /// How many log lines have `event` = `name`.
     pub fn count_event(&self, name: &str) -> usize {
         self.events(name).len()
@@ -898,14 +918,37 @@ pub fn append(path: &Path, text: &str) {
 }
 
 /// A `bootstrap/cache/config.php` whose `database.redis` array is `redis` (PHP `array (...)`
-/// syntax or `[...]`): the Laravel 8 stock settings otherwise, MySQL at `db.internal`.
+/// syntax or `[...]`): the Laravel 8 stock settings otherwise, MySQL at `db.internal`, which no
+/// test reaches (for commands that read the settings without connecting).
 pub fn config_cache_with_redis(app: &App, redis: &str) {
+    let mysql = mysql_config_array("db.internal", 3307, "shop", "shop", "secret");
+    write_config_cache(app, &mysql, redis);
+}
+
+/// A MySQL connection of a configuration cache, as `php artisan config:cache` writes it (PHP
+/// `var_export` syntax, every string single-quoted and escaped).
+fn mysql_config_array(host: &str, port: u16, database: &str, user: &str, password: &str) -> String {
+    let quoted = |text: &str| format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"));
+    format!(
+        "array ('driver' => 'mysql', 'url' => NULL, 'host' => {}, 'port' => '{port}', 'database' => {}, 'username' => {}, 'password' => {}, 'unix_socket' => '', 'prefix' => '')",
+        quoted(host),
+        quoted(database),
+        quoted(user),
+        quoted(password)
+    )
+}
+
+/// A `bootstrap/cache/config.php` with the cache store on Redis connection `cache` (prefix
+/// `shop_cache`), `redis` as the `database.redis` array and `mysql` as the MySQL connection
+/// (see [`TestDb::config_array`]): what the app's `php artisan config:cache` leaves, read in
+/// place of its `config/*.php`.
+pub fn write_config_cache(app: &App, mysql: &str, redis: &str) {
     let root = app.env_file().parent().expect("app root").to_path_buf();
     fs::create_dir_all(root.join("bootstrap/cache")).expect("mkdir");
     fs::write(
         root.join("bootstrap/cache/config.php"),
         format!(
-            "<?php return array (\n  'app' => array ('timezone' => 'UTC'),\n  'cache' => array ('default' => 'redis', 'stores' => array ('redis' => array ('driver' => 'redis', 'connection' => 'cache')), 'prefix' => 'shop_cache'),\n  'database' => array ('default' => 'mysql', 'connections' => array ('mysql' => array ('driver' => 'mysql', 'url' => NULL, 'host' => 'db.internal', 'port' => '3307', 'database' => 'shop', 'username' => 'shop', 'password' => 'secret', 'unix_socket' => '', 'prefix' => '')), 'redis' => {redis}),\n);\n"
+            "<?php return array (\n  'app' => array ('timezone' => 'UTC'),\n  'cache' => array ('default' => 'redis', 'stores' => array ('redis' => array ('driver' => 'redis', 'connection' => 'cache')), 'prefix' => 'shop_cache'),\n  'database' => array ('default' => 'mysql', 'connections' => array ('mysql' => {mysql}), 'redis' => {redis}),\n);\n"
         ),
     )
     .expect("write config cache");

@@ -115,9 +115,18 @@ impl Drop for RedisNode {
 /// A connection to the Redis process on loopback `port`, authenticated with `password` when
 /// given; every command on it times out after a few seconds.
 pub fn connect(port: u16, password: Option<&str>) -> redis::RedisResult<redis::Connection> {
+    connect_db(port, password, 0)
+}
+
+/// The same, on database `db` (a server's cache database, as Laravel's `REDIS_CACHE_DB`).
+pub fn connect_db(
+    port: u16,
+    password: Option<&str>,
+    db: u32,
+) -> redis::RedisResult<redis::Connection> {
     let url = match password {
-        Some(password) => format!("redis://:{password}@127.0.0.1:{port}/"),
-        None => format!("redis://127.0.0.1:{port}/"),
+        Some(password) => format!("redis://:{password}@127.0.0.1:{port}/{db}"),
+        None => format!("redis://127.0.0.1:{port}/{db}"),
     };
     let conn = redis::Client::open(url)?.get_connection_with_timeout(IO_TIMEOUT)?;
     conn.set_read_timeout(Some(IO_TIMEOUT))?;

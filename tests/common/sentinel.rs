@@ -1,5 +1,6 @@
-//! A real Sentinel set-up started by a test: one master, one replica and three `redis-sentinel`
-//! processes (quorum 2) on free loopback ports, monitoring the service [`SERVICE`].
+//! A real Sentinel set-up started by a test: one master, one replica and as many
+//! `redis-sentinel` processes as the test asks for (the quorum their majority: 2 of 3, 1 of 1) on
+//! free loopback ports, monitoring the service [`SERVICE`].
 //!
 //! Both servers have `notify-keyspace-events Ex` in their own config file (the replica becomes
 //! the master on a failover, and `CONFIG SET` on the old master would not follow it) and the
@@ -8,14 +9,14 @@
 //! `sentinel auth-pass`. Failure detection is quick
 //! (`down-after-milliseconds` 2 s) and a failed election is retried soon (`failover-timeout`
 //! 10 s). [`SentinelSet::start`] returns once the replica is in sync and every sentinel knows
-//! the replica and the two other sentinels, so a failover can start at once. Everything is
-//! killed and removed on drop.
+//! the replica and every other sentinel, so a failover can start at once. Everything is killed
+//! and removed on drop.
 
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::redis_node::{PASSWORD, RedisNode, connect, free_port, wait_for};
+use super::redis_node::{PASSWORD, RedisNode, connect, connect_db, free_port, wait_for};
 
 /// The master's name in the sentinels, as Laravel's `options.service` names it.
 pub const SERVICE: &str = "mymaster";
@@ -31,8 +32,10 @@ pub struct SentinelSet {
 }
 
 impl SentinelSet {
-    /// Starts the master, its replica and three sentinels; returns once all is settled.
-    pub fn start() -> Self {
+    /// Starts the master, its replica and `sentinels` sentinels; returns once all is settled.
+    pub fn start(sentinels: usize) -> Self {
+        assert!(sentinels > 0, "a Sentinel set-up needs a sentinel");
+        let quorum = sentinels / 2 + 1;
         let dir = TempDir::new().expect("temp dir");
         let master = spawn(&dir, "redis-server", &server_config(None), Some(PASSWORD));
         let replica = spawn(
@@ -42,14 +45,14 @@ impl SentinelSet {
             Some(PASSWORD),
         );
         let sentinel_config = format!(
-            "sentinel monitor {SERVICE} 127.0.0.1 {} 2\n\
+            "sentinel monitor {SERVICE} 127.0.0.1 {} {quorum}\n\
              sentinel auth-pass {SERVICE} {PASSWORD}\n\
              sentinel down-after-milliseconds {SERVICE} 2000\n\
              sentinel failover-timeout {SERVICE} 10000\n\
              sentinel parallel-syncs {SERVICE} 1\n",
             master.port
         );
-        let sentinels = (0..3)
+        let sentinels = (0..sentinels)
             .map(|_| spawn(&dir, "redis-sentinel", &sentinel_config, None))
             .collect();
         let set = Self {
@@ -60,14 +63,14 @@ impl SentinelSet {
         let (master, replica) = (set.servers[0].port, set.servers[1].port);
         wait_for(
             SETTLE,
-            "the replica in sync and every sentinel aware of it and of the two others",
+            "the replica in sync and every sentinel aware of it and of every other sentinel",
             || {
                 replica_in_sync(replica, master)
                     && set.sentinels.iter().all(|s| {
                         sentinel_master_state(s.port).is_some_and(|state| {
                             state.flags == "master"
                                 && state.replicas == 1
-                                && state.other_sentinels == 2
+                                && state.other_sentinels + 1 == set.sentinels.len()
                         })
                     })
             },
@@ -139,9 +142,9 @@ impl SentinelSet {
         (old, new)
     }
 
-    /// A connection to the server on `port` (authenticated; commands time out).
-    pub fn conn(&self, port: u16) -> redis::Connection {
-        connect(port, Some(PASSWORD))
+    /// A connection to database `db` of the server on `port` (authenticated; commands time out).
+    pub fn conn(&self, port: u16, db: u32) -> redis::Connection {
+        connect_db(port, Some(PASSWORD), db)
             .unwrap_or_else(|e| panic!("connect to server {port}: {e}\n{}", self.logs()))
     }
 
@@ -201,7 +204,7 @@ fn spawn(dir: &TempDir, program: &str, config: &str, password: Option<&str>) -> 
 struct MasterState {
     flags: String,
     replicas: u64,
-    other_sentinels: u64,
+    other_sentinels: usize,
 }
 
 fn sentinel_master_state(sentinel: u16) -> Option<MasterState> {
