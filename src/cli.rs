@@ -129,6 +129,25 @@ pub struct RunArgs {
     /// log. A second signal exits at once with status 130.
     #[arg(long, value_name = "SECONDS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub stop_timeout: u64,
+
+    /// Serve GET /metrics (Prometheus), /healthz (200 while the worker's loops run) and /readyz
+    /// (200 while it is subscribed to Redis and MySQL answers, else 503 with the reason) on
+    /// HOST:PORT, an IP address and a port, e.g. 127.0.0.1:9464 [ORDER_EXPIRE_METRICS_ADDR,
+    /// default off].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+}
+
+impl Cli {
+    /// The flags that override `.env` settings, keyed by the setting: the schema mapping and
+    /// `--metrics-addr`.
+    pub fn overrides(&self) -> Overrides {
+        let mut overrides = self.mapping.overrides();
+        if let Some(addr) = &self.run.metrics_addr {
+            overrides.insert(keys::METRICS_ADDR, addr.clone());
+        }
+        overrides
+    }
 }
 
 /// The schema mapping and key type. Each flag overrides the .env setting named in brackets.
@@ -317,6 +336,7 @@ mod tests {
             keys::DISPATCH_PROPERTY,
             keys::DISPATCH_CONNECTION,
             keys::DISPATCH_QUEUE,
+            keys::METRICS_ADDR,
         ] {
             assert!(
                 longs.contains(&config::flag_of(name)),

@@ -5,6 +5,7 @@
 //! which table) and most end with the fix.
 
 use crate::config::ConfigError;
+use crate::endpoint::EndpointError;
 use crate::logging::one_line;
 use crate::mysql::MysqlError;
 use crate::redis::RedisError;
@@ -25,6 +26,10 @@ pub enum Error {
     /// The MySQL adapter: connecting, a query, the schema.
     #[error(transparent)]
     Mysql(#[from] MysqlError),
+
+    /// The metrics and probes endpoint could not listen where it was asked to.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
 
     /// A mistake in how order-expire was started (a flag, a missing setting): exit code 2.
     #[error("{0}")]

@@ -19,8 +19,9 @@
 //! source, sink      pipeline stages
 //! key, queue, job,  transforms and the contract with the app
 //!   contract
-//! redis, mysql      server adapters
-//! config, ...       the leaf, and small shared pieces
+//! redis, mysql,     server adapters, and the HTTP endpoint
+//!   endpoint
+//! config, ...       the leaf, and small shared pieces (stats, systemd...)
 //! ```
 //!
 //! * [`config`] (the leaf: it uses nothing else of the crate): reads the Laravel app's
@@ -29,9 +30,16 @@
 //!   stock files of its Laravel version) and resolves every [`config::Settings`] the worker needs
 //!   as Laravel's managers would. Its errors are [`config::ConfigError`].
 //! * `redis` and `mysql`: the server adapters. `redis` opens connections to the app's cache
-//!   Redis and holds every command we send (`PTTL`, `EXISTS`, `SETEX`, `CONFIG`, `SUBSCRIBE`);
+//!   Redis and holds every command we send (`PTTL`, `EXISTS`, `SETEX`, `CONFIG`, `SUBSCRIBE`,
+//!   `CLUSTER SHARDS`, `SENTINEL`, `ROLE`): `redis::RedisTarget` is one server,
+//!   `redis::RedisServers` the cache Redis whatever its topology (the servers whose events must
+//!   be heard: the one server, a cluster's masters, the Sentinel's master), and
+//!   `redis::RoutedConnection` sends each key's command to the master of its slot;
 //!   `mysql` holds the pool with Laravel's session settings, the schema check, and every
-//!   statement against the app's tables (`mysql::orders`). Each has its own error type.
+//!   statement against the app's tables (`mysql::orders`), and the readiness check on a
+//!   connection of its own (`mysql::probe`). Each has its own error type. `endpoint` serves
+//!   `/metrics`, `/healthz` and `/readyz` over HTTP (`--metrics-addr`); its error is
+//!   `EndpointError`.
 //! * `key`: turns the full Redis key Laravel wrote (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`)
 //!   back into an order id (canonical ids only), and builds it for `schedule`; keys of other
 //!   types with a job are read with the same rules.
@@ -41,7 +49,9 @@
 //! * [`job`]: Laravel queue job payloads per Laravel version; `contract`: what cancels an order
 //!   and what keeps it (the mode and the guard `check` and the worker state).
 //! * `source`: where expired orders come from: `source::keyspace` keeps a subscription to
-//!   `__keyevent@<db>__:expired` alive across disconnects; `source::deadline` makes Redis expire
+//!   `__keyevent@<db>__:expired` on one server alive across disconnects; `source::topology`
+//!   keeps one per master, re-reading the cluster's or the Sentinel's topology and moving the
+//!   subscriptions when the masters change; `source::deadline` makes Redis expire
 //!   each order key at its deadline; `source::reconcile` reconciles the database with the cache
 //!   for events that were never delivered.
 //! * `sink`: `sink::dispatch` hands queued orders to concurrent batch writes (dedup, retries with
@@ -59,13 +69,19 @@
 //! * [`cmd`]: the subcommands (`run`, `check`, `sweep`, `schedule`); [`cli`]: the command line
 //!   and its `--help`. `main.rs` only parses the arguments and calls them.
 //! * `backoff`, `shutdown` (signals), [`logging`] (text lines escape control characters),
-//!   `throttle` (rate limits for warnings outside input can repeat), `stats`: small shared pieces.
+//!   `throttle` (rate limits for warnings outside input can repeat): small shared pieces.
+//!   `stats` is what the worker knows about itself: the metrics every stage records (one
+//!   Prometheus registry, handles made up front), the queue's backlog, and the health of the
+//!   work loops (heartbeats: liveness) and of the subscriptions and MySQL (readiness).
+//!   `systemd` tells systemd `READY=1`, `STATUS=`, `STOPPING=1`, and pings its watchdog while the
+//!   work loops move.
 
 mod backoff;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 mod contract;
+mod endpoint;
 pub mod error;
 pub mod job;
 mod key;
@@ -77,6 +93,7 @@ mod shutdown;
 mod sink;
 mod source;
 mod stats;
+mod systemd;
 mod throttle;
 mod worker;
 

@@ -30,12 +30,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    let overrides = cli.overrides();
     let env_file = cli.env_file.ok_or_else(|| {
         Error::Usage(
             "--env FILE is required: the Laravel app's .env, e.g. --env /var/www/app/.env".into(),
         )
     })?;
-    let settings = Settings::load(&env_file, &cli.mapping.overrides())?;
+    let settings = Settings::load(&env_file, &overrides)?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => cmd::run::run(&settings, &cli.run).await,
         Command::Schedule {

@@ -12,13 +12,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::stats::Stats;
+use crate::stats::backlog::Backlog;
 use crate::throttle::{Admission, Throttle};
 
 /// Where a due order was found.
@@ -34,13 +35,6 @@ pub(crate) enum Origin {
 
 impl Origin {
     /// Every origin, in the order of the counters.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "exported by the metrics endpoint; read by the tests until then"
-        )
-    )]
     pub(crate) const ALL: [Origin; 3] = [Origin::Event, Origin::Deadline, Origin::Sweep];
 
     /// The stable lowercase name logs and metrics use: `event`, `deadline`, `sweep`.
@@ -72,41 +66,62 @@ pub(crate) struct DueOrder {
     pub origin: Origin,
     /// When it was queued: how long it waited is the queue's share of the latency.
     pub due_at: Instant,
+    /// How long past its deadline the order already was when queued, in milliseconds (at most
+    /// about 49 days): 0 for an event, whose deadline is its expiry; what the deadline watcher
+    /// or the sweep computed otherwise. Carried so that the lateness of the cancellation needs
+    /// no second look at Redis or MySQL.
+    pub overdue_ms: u32,
 }
 
-/// Counts per origin, read by the stop summary and (later) by a metrics endpoint.
-#[derive(Debug, Default)]
+impl DueOrder {
+    /// How long past its deadline the order was when queued. Kept as a duration, not as an
+    /// instant: an order found overdue by days may predate the monotonic clock's start.
+    pub(crate) fn overdue(&self) -> Duration {
+        Duration::from_millis(u64::from(self.overdue_ms))
+    }
+}
+
+/// Counts per origin, exported as metrics (`received` and `deduplicated`) and read by the tests.
+#[derive(Debug)]
 pub(crate) struct QueueCounters {
-    received: [AtomicU64; 3],
-    dropped: [AtomicU64; 3],
-    deduplicated: [AtomicU64; 3],
+    received: [Counter; 3],
+    dropped: [Counter; 3],
+    deduplicated: [Counter; 3],
 }
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "exported by the metrics endpoint; read by the tests until then"
-    )
-)]
 impl QueueCounters {
+    /// The handles of `stats`' per-origin metrics, one per origin, made once.
+    fn new(stats: &Stats) -> Self {
+        let handles = |family: &prometheus_client::metrics::family::Family<_, Counter>| {
+            Origin::ALL.map(|origin| family.get_or_create_owned(&[("origin", origin.name())]))
+        };
+        Self {
+            received: handles(&stats.received),
+            dropped: Default::default(),
+            deduplicated: handles(&stats.deduplicated),
+        }
+    }
+
     /// Orders from `origin` that entered the queue.
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
     pub(crate) fn received(&self, origin: Origin) -> u64 {
-        self.received[origin.index()].load(Ordering::Relaxed)
+        self.received[origin.index()].get()
     }
 
     /// Orders from `origin` that did not fit in the queue.
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
     pub(crate) fn dropped(&self, origin: Origin) -> u64 {
-        self.dropped[origin.index()].load(Ordering::Relaxed)
+        self.dropped[origin.index()].get()
     }
 
     /// Orders from `origin` the dispatcher skipped because they were dispatched moments before.
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
     pub(crate) fn deduplicated(&self, origin: Origin) -> u64 {
-        self.deduplicated[origin.index()].load(Ordering::Relaxed)
+        self.deduplicated[origin.index()].get()
     }
 
-    fn add(counters: &[AtomicU64; 3], origin: Origin) {
-        counters[origin.index()].fetch_add(1, Ordering::Relaxed);
+    fn add(counters: &[Counter; 3], origin: Origin) {
+        counters[origin.index()].inc();
     }
 }
 
@@ -122,10 +137,11 @@ struct Shared {
 pub(crate) struct Closed;
 
 /// A bounded queue of due orders holding `capacity` (at least 1). `stats.dropped` counts the
-/// orders a full queue turned away, as before there were per-origin counters.
+/// orders a full queue turned away, and `stats.backlog` follows its length and its oldest order.
 pub(crate) fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, OrderQueue) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let counters = Arc::new(QueueCounters::default());
+    let counters = Arc::new(QueueCounters::new(&stats));
+    let backlog = Arc::clone(&stats.backlog);
     let shared = Arc::new(Shared {
         counters: Arc::clone(&counters),
         stats,
@@ -135,6 +151,7 @@ pub(crate) fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, O
     let queue = OrderQueue {
         rx,
         counters,
+        backlog,
         recent: RecentlyDispatched::new(),
     };
     (sender, queue)
@@ -148,14 +165,26 @@ pub(crate) struct QueueSender {
 }
 
 impl QueueSender {
-    /// Queues `id` found by `origin`, with the policy of that origin when the queue is full: an
-    /// event is dropped (counted, and logged a few times a minute) and never waits; a deadline
-    /// or a sweep waits for room. `Err(Closed)` once the dispatcher has stopped.
+    /// Queues `id` found by `origin` at its deadline (an event), with the policy of that origin
+    /// when the queue is full: an event is dropped (counted, and logged a few times a minute)
+    /// and never waits; a deadline or a sweep waits for room. `Err(Closed)` once the dispatcher
+    /// has stopped.
     pub(crate) async fn send(&self, id: u64, origin: Origin) -> Result<(), Closed> {
+        self.send_overdue(id, origin, Duration::ZERO).await
+    }
+
+    /// Like [`Self::send`], for an order found `overdue` past its deadline.
+    pub(crate) async fn send_overdue(
+        &self,
+        id: u64,
+        origin: Origin,
+        overdue: Duration,
+    ) -> Result<(), Closed> {
         let order = DueOrder {
             id,
             origin,
             due_at: Instant::now(),
+            overdue_ms: u32::try_from(overdue.as_millis()).unwrap_or(u32::MAX),
         };
         let queued = match origin {
             Origin::Event => self.offer(order)?,
@@ -166,6 +195,7 @@ impl QueueSender {
         };
         if queued {
             QueueCounters::add(&self.shared.counters.received, origin);
+            self.shared.stats.backlog.push(order.due_at.into_std());
         }
         Ok(())
     }
@@ -197,6 +227,7 @@ impl QueueSender {
 pub(crate) struct OrderQueue {
     rx: mpsc::Receiver<DueOrder>,
     counters: Arc<QueueCounters>,
+    backlog: Arc<Backlog>,
     recent: RecentlyDispatched,
 }
 
@@ -206,6 +237,7 @@ impl OrderQueue {
     pub(crate) async fn recv(&mut self) -> Option<DueOrder> {
         loop {
             let order = self.rx.recv().await?;
+            self.backlog.pop(1);
             if self.first(&order) {
                 return Some(order);
             }
@@ -215,6 +247,7 @@ impl OrderQueue {
     /// Like [`Self::recv`] without waiting: `None` when nothing new is queued right now.
     pub(crate) fn try_recv(&mut self) -> Option<DueOrder> {
         while let Ok(order) = self.rx.try_recv() {
+            self.backlog.pop(1);
             if self.first(&order) {
                 return Some(order);
             }
@@ -233,6 +266,7 @@ impl OrderQueue {
         while let Ok(order) = self.rx.try_recv() {
             rest.push(order.id);
         }
+        self.backlog.pop(rest.len() as u64);
         rest
     }
 
@@ -242,13 +276,7 @@ impl OrderQueue {
     }
 
     /// The per-origin counters this queue keeps.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "exported by the metrics endpoint; read by the tests until then"
-        )
-    )]
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
     pub(crate) fn counters(&self) -> Arc<QueueCounters> {
         Arc::clone(&self.counters)
     }
@@ -373,8 +401,10 @@ mod tests {
         assert_eq!(counters.received(Origin::Event), 1);
         assert_eq!(counters.dropped(Origin::Event), 1);
         assert_eq!(Stats::get(&stats.dropped), 1);
+        assert_eq!(stats.backlog.len(), 1, "only what entered is waiting");
         assert_eq!(rx.recv().await.map(|o| o.id), Some(1));
         assert_eq!(rx.try_recv(), None);
+        assert_eq!(stats.backlog.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -406,6 +436,25 @@ mod tests {
         tokio::time::advance(RecentlyDispatched::KEEP).await;
         tx.send(7, Origin::Event).await.expect("room");
         assert_eq!(rx.try_recv().map(|o| o.id), Some(7), "window passed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_carries_how_overdue_it_was() {
+        let (tx, mut rx, _) = queue(4);
+        tx.send_overdue(1, Origin::Sweep, Duration::from_secs(40 * 24 * 3600))
+            .await
+            .expect("room");
+        tx.send(2, Origin::Event).await.expect("room");
+        let overdue: Vec<Duration> = [rx.recv().await, rx.recv().await]
+            .into_iter()
+            .flatten()
+            .map(|o| o.overdue())
+            .collect();
+        assert_eq!(
+            overdue,
+            [Duration::from_secs(40 * 24 * 3600), Duration::ZERO],
+            "days overdue fit, an event is on time"
+        );
     }
 
     #[tokio::test(start_paused = true)]

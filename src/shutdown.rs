@@ -13,6 +13,8 @@
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+use crate::systemd;
+
 /// Exit status after a second stop signal: 128 + SIGINT, as a shell reports an interrupted job.
 pub(crate) const FORCED_EXIT: i32 = 130;
 
@@ -33,8 +35,8 @@ const HANDLED: [(SignalKind, &str, Meaning); 6] = [
     (SignalKind::user_defined2(), "SIGUSR2", Meaning::Ignore),
 ];
 
-/// Spawns a task that cancels `token` on the first stop signal and exits the process on the
-/// second; it logs every signal it handles.
+/// Spawns a task that cancels `token` on the first stop signal (telling systemd `STOPPING=1`
+/// first) and exits the process on the second; it logs every signal it handles.
 pub(crate) fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
     let mut streams = Vec::with_capacity(HANDLED.len());
     for (kind, name, meaning) in HANDLED {
@@ -55,6 +57,7 @@ pub(crate) fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> 
                         signal = name,
                         "stopping: no new events are taken, writes in flight finish until --stop-timeout (a second signal exits at once)"
                     );
+                    systemd::stopping();
                     token.cancel();
                 }
                 Meaning::Stop => {

@@ -7,6 +7,10 @@
 //!                                                              semaphore)      retried w/ backoff)
 //! ```
 //!
+//! There is one `KeyspaceSource` per server that publishes the cache's expiries (the one
+//! server, each master of a cluster, the Sentinel's master), kept in step with the topology by a
+//! `TopologySource`; a change of masters starts a sweep like a resubscribe does.
+//!
 //! The reader never waits for the database: it only parses and enqueues. Writers retry an order
 //! that fails for a transient reason with capped backoff until it succeeds, so a MySQL outage
 //! delays cancellations but loses none that reached the queue; an order that fails with a
@@ -20,6 +24,11 @@
 //! source hands them to their own queue and writer (`sink::key_jobs`), which queues each job
 //! with the id and writes no SQL on the orders; the deadline watcher and the sweep are for
 //! orders only.
+//!
+//! Beside the pipeline: the metrics and probes endpoint when `--metrics-addr` is set (bound
+//! first, so a taken port stops the start at once), a MySQL check for readiness on a connection
+//! of its own, and the systemd notifications (`READY=1` once subscribed with MySQL checked; the
+//! watchdog, pinged while the loops move; `STOPPING=1`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,15 +36,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::ConfigSource;
 use crate::config::Settings;
 use crate::contract::Contract;
+use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
+use crate::mysql::probe::MysqlProbe;
 use crate::queue::{KeyJobSender, OrderQueue, QueueSender, key_job_queue, order_queue};
-use crate::redis::RedisTarget;
+use crate::redis::{RedisServers, RedisTarget};
 use crate::sink::Writer;
 use crate::sink::dispatch::{ABANDON_GRACE, DispatchOptions, dispatch};
 use crate::sink::jobs::JobSink;
@@ -44,7 +56,14 @@ use crate::sink::outbox::OutboxDrainer;
 use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
 use crate::source::reconcile::Reconciler;
+use crate::source::topology::{SourceFactory, TopologySource};
 use crate::stats::Stats;
+use crate::stats::health::{DEFAULT_STALL_AFTER, HealthOptions, Heartbeat};
+use crate::systemd;
+use crate::throttle::Throttle;
+
+/// How often MySQL is checked for readiness.
+const MYSQL_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Tuning knobs of the worker, from the command line.
 #[derive(Debug, Clone)]
@@ -84,17 +103,34 @@ pub(crate) async fn run(
     options: &WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<Arc<Stats>, Error> {
-    let stats = Arc::new(Stats::default());
+    let watchdog = systemd::watchdog_interval();
+    let stats = Arc::new(Stats::new(
+        settings.laravel.as_ref().map(|v| v.text.as_str()),
+        HealthOptions {
+            stall_after: watchdog.unwrap_or(DEFAULT_STALL_AFTER),
+        },
+    ));
+    stats.health.bind_stop(shutdown.clone());
+    let _endpoint = match settings.metrics_addr {
+        Some(addr) => {
+            let endpoint = Endpoint::bind(addr).await?;
+            Some(AbortOnDropHandle::new(tokio::spawn(
+                endpoint.serve(Arc::clone(&stats)),
+            )))
+        }
+        None => None,
+    };
+    let _systemd = AbortOnDropHandle::new(tokio::spawn(systemd::supervise(
+        Arc::clone(&stats),
+        watchdog,
+        shutdown.clone(),
+    )));
 
-    let redis = RedisTarget::new(&settings.redis)?;
-    let mut conn = redis.connect().await?;
-    redis
-        .ensure_notifications(&mut conn, options.configure_redis)
-        .await?;
-    redis
-        .check_permissions(&mut conn, KeyPattern::new(&settings.keys).prefix())
-        .await?;
-    drop(conn);
+    let redis = RedisServers::new(&settings.redis)?;
+    let (_, topology) = redis.refresh().await?;
+    for master in topology.masters() {
+        check_master(master, settings, options).await?;
+    }
 
     let (writer, outbox) = open_writer(settings, options).await?;
     let key_writer = KeyJobWriter::new(settings, writer.database().clone()).await?;
@@ -125,6 +161,15 @@ pub(crate) async fn run(
     let outbox_task = outbox.map(|drainer| tokio::spawn(drainer.run(outbox_stop.clone())));
     let contract = Contract::new(settings);
     tracing::info!(event = "contract", mode = contract.mode, guard = %contract.guard, "{}", contract.promise());
+    // Subscribed, and the writer has just checked MySQL's schema: ready.
+    stats.health.mysql_checked(Ok(()));
+    let _mysql_checks = AbortOnDropHandle::new(tokio::spawn(check_mysql(
+        MysqlProbe::new(writer.database().clone()),
+        Arc::clone(&stats),
+        shutdown.clone(),
+    )));
+    stats.health.started();
+    systemd::ready(&stats);
 
     let dispatching = DispatchOptions {
         concurrency: options.concurrency,
@@ -157,6 +202,23 @@ pub(crate) async fn run(
     finish(outbox_task, sources, writer).await;
     log_stopped(&stats);
     Ok(stats)
+}
+
+/// Makes sure a master publishes `expired` events (turning them on with `--configure-redis`)
+/// and lets the user run what the worker sends; at start any failure stops the worker.
+async fn check_master(
+    master: &RedisTarget,
+    settings: &Settings,
+    options: &WorkerOptions,
+) -> Result<(), Error> {
+    let mut conn = master.connect().await?;
+    master
+        .ensure_notifications(&mut conn, options.configure_redis)
+        .await?;
+    master
+        .check_permissions(&mut conn, KeyPattern::new(&settings.keys).prefix())
+        .await?;
+    Ok(())
 }
 
 /// The MySQL writer (with the Laravel job sink when `ORDER_EXPIRE_DISPATCH` is set), and the
@@ -210,7 +272,7 @@ fn log_start(settings: &Settings, writer: &Writer) {
 async fn start_sources(
     settings: &Settings,
     options: &WorkerOptions,
-    redis: &RedisTarget,
+    redis: &RedisServers,
     writer: &Writer,
     key_jobs: Option<(Vec<(String, KeyPattern)>, KeyJobSender)>,
     stats: &Arc<Stats>,
@@ -225,18 +287,25 @@ async fn start_sources(
         redis.clone(),
         pattern.clone(),
     );
-    let mut source = KeyspaceSource::new(redis.clone(), pattern.clone(), Arc::clone(stats))
-        .on_resubscribe(Arc::clone(&resubscribed));
-    if let Some((types, queue)) = key_jobs {
-        source = source.with_key_jobs(types, queue);
-    }
+    let sources = TopologySource::new(
+        redis.clone(),
+        keyspace_sources(&pattern, stats, &resubscribed, key_jobs),
+        options.configure_redis,
+        Arc::clone(&resubscribed),
+    );
     // Subscribe before the first sweep, so that nothing expires unseen between the two.
-    let subscription = source.subscribe().await?;
+    let subscriptions = sources.subscribe().await?;
     let (queue, orders) = order_queue(options.queue_size, Arc::clone(stats));
     let watcher = DeadlineWatcher::new(settings, writer.database().clone(), redis.clone(), pattern);
+    let watching = stats.health.heartbeat("deadline watcher");
     let mut tasks = vec![
-        tokio::spawn(source.run(subscription, queue.clone(), shutdown.clone())),
-        tokio::spawn(watcher.run(queue.clone(), shutdown.clone())),
+        tokio::spawn(sources.run(
+            subscriptions,
+            queue.clone(),
+            shutdown.clone(),
+            stats.health.heartbeat("topology"),
+        )),
+        tokio::spawn(watcher.run(queue.clone(), shutdown.clone(), watching)),
     ];
     match reconciler {
         Some(reconciler) => tasks.push(tokio::spawn(reconcile_loop(
@@ -244,6 +313,7 @@ async fn start_sources(
             queue,
             resubscribed,
             settings.recovery.sweep_interval,
+            Arc::clone(stats),
             shutdown.clone(),
         ))),
         None => tracing::warn!(
@@ -252,6 +322,29 @@ async fn start_sources(
         ),
     }
     Ok((tasks, orders))
+}
+
+/// Makes each master's keyspace subscription: the same keys, queues and counters for all, and
+/// one limit on their malformed-key warnings.
+fn keyspace_sources(
+    pattern: &KeyPattern,
+    stats: &Arc<Stats>,
+    resubscribed: &Arc<Notify>,
+    key_jobs: Option<(Vec<(String, KeyPattern)>, KeyJobSender)>,
+) -> SourceFactory {
+    let pattern = pattern.clone();
+    let stats = Arc::clone(stats);
+    let resubscribed = Arc::clone(resubscribed);
+    let warnings = Arc::new(Throttle::per_minute());
+    Box::new(move |target| {
+        let source = KeyspaceSource::new(target, pattern.clone(), Arc::clone(&stats))
+            .on_resubscribe(Arc::clone(&resubscribed))
+            .with_warnings(Arc::clone(&warnings));
+        match &key_jobs {
+            Some((types, queue)) => source.with_key_jobs(types.clone(), queue.clone()),
+            None => source,
+        }
+    })
 }
 
 /// Waits (briefly: nothing may hold the exit past the stop deadline) for the outbox drainer,
@@ -298,7 +391,7 @@ fn log_stopped(stats: &Stats) {
         events = Stats::get(&stats.events),
         cancelled = Stats::get(&stats.cancelled),
         key_jobs = Stats::get(&stats.key_jobs),
-        skipped = Stats::get(&stats.skipped),
+        skipped = stats.skipped(),
         unrelated = Stats::get(&stats.unrelated),
         malformed = Stats::get(&stats.malformed),
         retries = Stats::get(&stats.retries),
@@ -309,20 +402,44 @@ fn log_stopped(stats: &Stats) {
     );
 }
 
+/// Checks MySQL for readiness every [`MYSQL_CHECK_EVERY`], until `shutdown`.
+async fn check_mysql(mut probe: MysqlProbe, stats: Arc<Stats>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(MYSQL_CHECK_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let result = probe.check().await.map_err(|e| e.to_string());
+        stats.health.mysql_checked(result);
+    }
+}
+
+/// When a sweep finished, in seconds since the Unix epoch (for the metric).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// The background reconciliation: a sweep now, after every resubscribe, and every `interval`.
 async fn reconcile_loop(
     reconciler: Reconciler,
     queue: QueueSender,
     resubscribed: Arc<Notify>,
     interval: Duration,
+    stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
+    let heartbeat = stats.health.heartbeat("sweep loop");
     let mut failing = false;
     loop {
         let started = Instant::now();
         tokio::select! {
-            result = reconciler.sweep(&queue) => match result {
+            result = reconciler.sweep(&queue, &heartbeat) => match result {
                 Ok(summary) => {
+                    stats.last_sweep.set(unix_now());
+                    Stats::add_n(&stats.sweep_recovered, summary.overdue as u64);
                     if failing {
                         tracing::info!("sweeps work again");
                         failing = false;
@@ -345,10 +462,25 @@ async fn reconcile_loop(
             },
             () = shutdown.cancelled() => return,
         }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = resubscribed.notified() => {}
-            () = shutdown.cancelled() => return,
+        if pause(&heartbeat, interval, &resubscribed, &shutdown).await {
+            return;
         }
     }
+}
+
+/// Waits `interval` or a resubscribe, beating meanwhile; `true` at the stop.
+async fn pause(
+    heartbeat: &Heartbeat,
+    interval: Duration,
+    resubscribed: &Notify,
+    shutdown: &CancellationToken,
+) -> bool {
+    let next = async {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => false,
+            () = resubscribed.notified() => false,
+            () = shutdown.cancelled() => true,
+        }
+    };
+    heartbeat.waiting(next).await
 }

@@ -2,7 +2,8 @@
 //! rules by `promtool` (syntax, and unit tests of what fires), the dashboard's queries by the
 //! same PromQL parser, the Kubernetes manifests against the API's schemas
 //! (`kubernetes-validate`) and against each other, and the example settings against the
-//! worker's own defaults.
+//! worker's own defaults. Every series the dashboard and the alerts name is scraped from a real
+//! worker's `/metrics`.
 //!
 //! `promtool` comes from Debian's `prometheus` package and `kubernetes-validate` from PyPI, in a
 //! venv under `target/deploy-tools`; `scripts/test` installs both.
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::{App, RedisServer, Scrape, TestDb, default_key, setex, wait_until};
 use serde_json::Value;
 
 /// The metrics the worker serves, by the names the issue fixed; histograms are also queried
@@ -280,6 +282,50 @@ fn dashboard_is_importable() {
             assert_eq!(target["datasource"]["uid"], "${datasource}", "panel {id}");
         }
     }
+}
+
+/// Every series name (`order_expire_*`) a file mentions, in a query or in a text.
+fn series_named_in(path: &str) -> BTreeSet<String> {
+    metrics_in(&read(path))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_and_alerts_name_only_series_a_worker_serves() {
+    let redis = RedisServer::start();
+    let db = TestDb::create().await;
+    let product = db.add_product("Tea", 10).await;
+    let unpaid = db.place_order(product, 1).await;
+    let paid = db.place_order(product, 1).await;
+    db.set_status(paid, 1).await;
+    // With ORDER_EXPIRE_TTL the sweep runs too.
+    let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=3600");
+    let worker = app.start_worker(&["--metrics-addr", "127.0.0.1:0"]);
+    let addr = worker.metrics_addr();
+    let mut conn = redis.conn(1);
+    for id in [unpaid, paid] {
+        setex(&mut conn, &default_key(id), 1, &id.to_string());
+    }
+    setex(&mut conn, "laravel_database_laravel_cache:CART:1", 1, "1");
+    worker.wait_for_event("order_skipped", 1, Duration::from_secs(60));
+    wait_until(
+        Duration::from_secs(60),
+        "the unpaid order cancelled",
+        || async { db.status(unpaid).await == 2 },
+    )
+    .await;
+
+    let scrape = Scrape::take(&addr);
+    let mut named = series_named_in("deploy/grafana/order-expire.json");
+    named.extend(series_named_in("deploy/prometheus/alerts.yml"));
+    let missing: Vec<_> = named
+        .iter()
+        .filter(|name| scrape.series(name).is_empty())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard or the alerts name {missing:?}, which the worker does not serve:\n{}",
+        scrape.text
+    );
 }
 
 /// A dashboard query with Grafana's variables replaced by what Grafana sends Prometheus.

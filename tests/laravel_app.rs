@@ -717,10 +717,9 @@ fn redis_topologies_resolve_as_in_laravel() {
                 String::from_utf8_lossy(&output.stderr)
             )
         });
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{label}: check fails until followed"
+        assert!(
+            output.status.success(),
+            "{label}: the worker follows it, so check passes: {ours:#}"
         );
         println!("{label}: laravel {}", theirs["topology"]);
         let password_set =

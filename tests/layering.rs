@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 /// Layers from the bottom up; each top-level module of `src/` must be in exactly one.
 const LAYERS: &[&[&str]] = &[
     &[
-        "config", "backoff", "throttle", "logging", "stats", "shutdown",
+        "config", "backoff", "throttle", "logging", "stats", "shutdown", "systemd",
     ],
-    &["redis", "mysql"],
+    &["redis", "mysql", "endpoint"],
     &["key", "queue", "job", "contract"],
     &["source", "sink"],
     &["error"],

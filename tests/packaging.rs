@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{App, RedisServer, TestDb, Worker, default_key, setex, wait_until};
+use common::{App, RedisServer, Scrape, TestDb, Worker, default_key, http_get, setex, wait_until};
 
 /// A cold first run builds the static binary (about 3 minutes on 2 cores) and installs
 /// cargo-deb (about 3 more); later runs take seconds.
@@ -314,12 +314,13 @@ impl Podman {
             &mount,
         ]);
         // The image's metrics address listens on every interface, for a pod; on the host's
-        // network a test listens on loopback only, on a free port.
-        let metrics = format!(
-            "ORDER_EXPIRE_METRICS_ADDR=127.0.0.1:{}",
-            common::free_port()
-        );
-        command.args(["--env", "RUST_LOG=info", "--env", &metrics]);
+        // network a test listens on loopback only, on a free port (logged).
+        command.args([
+            "--env",
+            "RUST_LOG=info",
+            "--env",
+            "ORDER_EXPIRE_METRICS_ADDR=127.0.0.1:0",
+        ]);
         command.arg(image).args(args);
         command
     }
@@ -390,6 +391,13 @@ async fn container_image_cancels_orders_as_a_non_root_user() {
     let mut worker = Worker::spawn(podman.run(image, &app.env_file(), &[]));
     let pid = podman.inspect("{{.State.Pid}}", &podman.container);
     assert_eq!(uid_of(&pid), "65532", "the worker runs as the image's user");
+    // The probes the Kubernetes manifests use answer from inside the container.
+    let metrics = worker.metrics_addr();
+    assert_eq!(http_get(&metrics, "/healthz").0, 200);
+    wait_until(WAIT, "/readyz answers 200", || async {
+        http_get(&metrics, "/readyz").0 == 200
+    })
+    .await;
 
     let mut conn = redis.conn(1);
     for id in &ids {
@@ -403,6 +411,9 @@ async fn container_image_cancels_orders_as_a_non_root_user() {
     let mut cancelled = worker.cancelled_orders();
     cancelled.sort_unstable();
     assert_eq!(cancelled, ids);
+    let scrape = Scrape::take(&metrics);
+    assert_eq!(scrape.get("order_expire_orders_cancelled_total"), 20.0);
+    assert_eq!(scrape.get("order_expire_stock_units_returned_total"), 40.0);
 
     // SIGTERM, as `podman stop` and the kubelet send it, reaches the worker through podman, and
     // the worker stops cleanly.

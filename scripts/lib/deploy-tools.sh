@@ -57,8 +57,8 @@ oe_install_container_tools() {
 }
 
 oe_install_checkers() {
+  oe_install_promtool
   local missing=()
-  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v man >/dev/null 2>&1 || missing+=(man-db)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   oe_apt_install "${missing[@]}"

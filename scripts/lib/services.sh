@@ -4,7 +4,8 @@
 #
 # Functions:
 #   oe_install_packages        apt-get install what is missing (redis-server, mariadb-server,
-#                              openssl, php-cli and Debian's Laravel 8 for the parity tests)
+#                              openssl, php-cli and Debian's Laravel 8 for the parity tests,
+#                              promtool from Debian's prometheus for the metrics tests)
 #   oe_start_mariadb           start MariaDB if nothing answers on 127.0.0.1:3306
 #   oe_stop_started_services   stop what oe_start_mariadb started (for a trap on EXIT)
 #   oe_test_mysql_url          print a URL the tests may create oe_test_% databases with
@@ -28,6 +29,8 @@ oe_install_packages() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  # The Sentinel failover tests run three sentinels next to a master and its replica.
+  command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
   # The TLS tests make their CA and certificates with the openssl command.
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
@@ -41,12 +44,33 @@ oe_install_packages() {
   php -m 2>/dev/null | grep -qx redis || missing+=(php-redis)
   php -m 2>/dev/null | grep -qx pdo_mysql || missing+=(php-mysql)
   php -m 2>/dev/null | grep -qx mbstring || missing+=(php-mbstring)
-  if [ "${#missing[@]}" -eq 0 ]; then
+  if [ "${#missing[@]}" -gt 0 ]; then
+    oe_log "installing ${missing[*]}"
+    oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  oe_install_promtool
+}
+
+# promtool, Prometheus's own parser, checks the worker's /metrics (tests/metrics.rs). Debian
+# ships it in the prometheus package, with the Prometheus server, which the installation may
+# start: only promtool is wanted, so a server that installation started is stopped and disabled
+# again, and the recommended node exporter is not installed.
+oe_install_promtool() {
+  if command -v promtool >/dev/null 2>&1; then
     return 0
   fi
-  oe_log "installing ${missing[*]}"
+  oe_log "installing prometheus (for promtool)"
   oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if pidof prometheus >/dev/null 2>&1; then
+    oe_log "stopping the Prometheus server the package started (only promtool is used)"
+    if [ -d /run/systemd/system ]; then
+      oe_sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+    else
+      oe_sudo service prometheus stop >/dev/null 2>&1 || true
+    fi
+  fi
 }
 
 oe_mariadb_answers() {

@@ -17,9 +17,7 @@ use crate::config::{
 use crate::contract::Contract;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
-use crate::redis::{
-    RedisError, RedisTarget, expired_channel, publishes_expired, refuse_unfollowed,
-};
+use crate::redis::{RedisError, RedisServers, expired_channel, publishes_expired};
 use crate::sink::Writer;
 
 /// Everything `check` prints: the settings as resolved, then what each server answered. The
@@ -39,8 +37,8 @@ struct Report {
     dotenv: String,
     /// Warnings about the settings themselves.
     warnings: Vec<String>,
-    /// What stops the worker whatever the servers answer (a topology it does not follow):
-    /// `check` fails when this is not empty, `--no-connect` included.
+    /// What stops the worker whatever the servers answer: `check` fails when this is not
+    /// empty, `--no-connect` included.
     problems: Vec<String>,
     /// The cache store's Redis connection.
     redis: RedisReport,
@@ -57,6 +55,8 @@ struct Report {
     timezone: String,
     /// `ORDER_EXPIRE_TTL` in seconds (`null`: no reconciliation).
     order_ttl: Option<u64>,
+    /// Where the worker serves `/metrics`, `/healthz` and `/readyz` (`null`: nowhere).
+    metrics_addr: Option<String>,
     /// Which signals cancel an order, and the guard every cancellation must pass.
     contract: Contract,
     /// The Laravel job queued per cancelled order (`null`: none).
@@ -308,8 +308,29 @@ struct DbReport {
 /// What each server answered.
 #[derive(Debug, Default, Serialize)]
 struct Connections {
-    redis: Probe,
+    redis: RedisProbe,
     mysql: Probe,
+}
+
+/// What the cache Redis answered, and the servers the worker would subscribe to.
+#[derive(Debug, Default, Serialize)]
+struct RedisProbe {
+    #[serde(flatten)]
+    probe: Probe,
+    /// One entry per server whose `expired` events the worker would hear: the server, every
+    /// master of a cluster, the master the sentinels name now (as far as they were found).
+    subscriptions: Vec<SubscriptionReport>,
+}
+
+/// A server the worker would subscribe to.
+#[derive(Debug, Serialize)]
+struct SubscriptionReport {
+    /// `host:port` (`tls://` first for TLS).
+    redis: String,
+    /// The channel, `__keyevent@<db>__:expired` (db 0 on a cluster).
+    channel: String,
+    /// Its `notify-keyspace-events` (`null`: `CONFIG` is not allowed there).
+    notifications: Option<String>,
 }
 
 /// One connection attempt and what it found.
@@ -348,11 +369,7 @@ impl Report {
             env_file: settings.env_file.display().to_string(),
             config_files: settings.config_files.clone(),
             warnings: Vec::new(),
-            problems: refuse_unfollowed(&r.topology)
-                .err()
-                .map(|e| e.to_string())
-                .into_iter()
-                .collect(),
+            problems: Vec::new(),
             dotenv: settings.dotenv.to_string(),
             laravel: settings.laravel.as_ref().map(|v| LaravelReport {
                 version: v.text.clone(),
@@ -417,6 +434,7 @@ impl Report {
             },
             timezone: settings.timezone.name.clone(),
             order_ttl: settings.recovery.order_ttl.map(|d| d.as_secs()),
+            metrics_addr: settings.metrics_addr.map(|a| a.to_string()),
             contract: Contract::new(settings),
             dispatch: settings.dispatch.as_ref().map(DispatchReport::new),
             key_jobs: settings
@@ -434,7 +452,7 @@ impl Report {
             && self
                 .connections
                 .as_ref()
-                .is_none_or(|c| c.redis.ok && c.mysql.ok)
+                .is_none_or(|c| c.redis.probe.ok && c.mysql.ok)
     }
 
     /// The human-readable form.
@@ -535,6 +553,15 @@ impl Report {
                 None => "off: set ORDER_EXPIRE_TTL to the TTL the app passes to put()".into(),
             }
         );
+        let _ = writeln!(
+            out,
+            "  metrics     {}",
+            match &self.metrics_addr {
+                Some(addr) => format!("http://{addr}/metrics, /healthz and /readyz"),
+                None => "off: set --metrics-addr or ORDER_EXPIRE_METRICS_ADDR, e.g. 127.0.0.1:9464"
+                    .into(),
+            }
+        );
         let _ = writeln!(out, "  contract    {}", self.contract.promise());
         if let Some(dispatch) = &self.dispatch {
             let _ = writeln!(out, "  dispatch    {}", dispatch.text());
@@ -543,7 +570,7 @@ impl Report {
             let _ = writeln!(out, "  key job     {}", job.text());
         }
         if let Some(c) = &self.connections {
-            for (name, probe) in [("redis", &c.redis), ("mysql", &c.mysql)] {
+            for (name, probe) in [("redis", &c.redis.probe), ("mysql", &c.mysql)] {
                 let status = match (&probe.error, &probe.version) {
                     (Some(e), _) => format!("FAILED: {e}"),
                     (None, Some(v)) => format!("ok ({v})"),
@@ -552,6 +579,20 @@ impl Report {
                 let _ = writeln!(out, "  {name:<11} {status}");
                 for warning in &probe.warnings {
                     let _ = writeln!(out, "              warning: {warning}");
+                }
+                if name == "redis" && !c.redis.subscriptions.is_empty() {
+                    let servers: Vec<&str> = c
+                        .redis
+                        .subscriptions
+                        .iter()
+                        .map(|s| s.redis.as_str())
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "  subscribe   {} ({})",
+                        servers.join(", "),
+                        self.channel
+                    );
                 }
             }
         }
@@ -589,29 +630,49 @@ async fn run(settings: &Settings, connect: bool) -> Report {
     report
 }
 
-async fn probe_redis(settings: &Settings) -> Probe {
+/// Finds the servers the worker would subscribe to and checks each one's notifications.
+async fn probe_redis(settings: &Settings) -> RedisProbe {
     let mut probe = Probe::default();
+    let mut subscriptions = Vec::new();
     let result = async {
-        let target = RedisTarget::new(&settings.redis)?;
-        let mut conn = target.connect().await?;
-        probe.version = Some(target.version(&mut conn).await?);
-        match target.notification_flags(&mut conn).await? {
-            Some(flags) if publishes_expired(&flags) => {}
-            Some(flags) => {
-                return Err(crate::Error::from(RedisError::NotificationsOff {
-                    endpoint: target.endpoint().to_string(),
-                    current: flags,
-                }));
+        let servers = RedisServers::new(&settings.redis)?;
+        let (_, topology) = servers.refresh().await?;
+        let mut off = None;
+        for master in topology.masters() {
+            let mut conn = master.connect().await?;
+            if probe.version.is_none() {
+                probe.version = Some(master.version(&mut conn).await?);
             }
-            None => probe.warnings.push(
-                "CONFIG is not allowed: cannot verify that notify-keyspace-events contains Ex"
-                    .into(),
-            ),
+            let flags = master.notification_flags(&mut conn).await?;
+            match &flags {
+                Some(flags) if publishes_expired(flags) => {}
+                Some(flags) => {
+                    off.get_or_insert_with(|| RedisError::NotificationsOff {
+                        endpoint: master.endpoint().to_string(),
+                        current: flags.clone(),
+                    });
+                }
+                None => probe.warnings.push(format!(
+                    "CONFIG is not allowed on {}: cannot verify that notify-keyspace-events contains Ex",
+                    master.endpoint()
+                )),
+            }
+            subscriptions.push(SubscriptionReport {
+                redis: master.endpoint().to_string(),
+                channel: master.expired_channel(),
+                notifications: flags,
+            });
         }
-        Ok(())
+        match off {
+            Some(e) => Err(crate::Error::from(e)),
+            None => Ok(()),
+        }
     }
     .await;
-    finish(probe, result)
+    RedisProbe {
+        probe: finish(probe, result),
+        subscriptions,
+    }
 }
 
 async fn probe_mysql(settings: &Settings) -> Probe {

@@ -1,7 +1,8 @@
 //! Writing an order's expiry key exactly as Laravel does.
 //!
 //! `Cache::store('redis')->put('ORDER_CONFIRM:'.$id, $id, $ttl)` sends
-//! `SETEX <REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id> <ttl> <value>` to the cache database,
+//! `SETEX <REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id> <ttl> <value>` to the cache database
+//! (on a cluster, to the master of the key's slot; under Sentinel, to the current master),
 //! where RedisStore stores a numeric value as its plain digits and anything else through PHP's
 //! `serialize()`. A key written here is indistinguishable from one written by the app, so the
 //! demo, the tests and services not written in PHP can place orders that the worker (and the app)
@@ -11,7 +12,7 @@ use crate::config::Settings;
 use crate::config::is_numeric;
 use crate::error::Error;
 use crate::key::KeyPattern;
-use crate::redis::RedisTarget;
+use crate::redis::RedisServers;
 
 /// The bytes RedisStore stores for `value` (`RedisStore::serialize`): numbers raw, anything else
 /// PHP-serialized, so that Laravel's `Cache::get()` reads back the same value.
@@ -49,9 +50,9 @@ pub async fn schedule(
     let key = KeyPattern::new(&settings.keys).key_for(order);
     let id = order.to_string();
     let bytes = laravel_cache_value(value.unwrap_or(&id));
-    let target = RedisTarget::new(&settings.redis)?;
-    let mut conn = target.connect().await?;
-    target.setex(&mut conn, &key, ttl_seconds, &bytes).await?;
+    // On a cluster the key's master takes it, in database 0 as Laravel's cluster connection.
+    let mut conn = RedisServers::new(&settings.redis)?.connect().await?;
+    conn.setex(&key, ttl_seconds, &bytes).await?;
     Ok(key)
 }
 

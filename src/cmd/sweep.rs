@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::queue::{OrderQueue, order_queue};
-use crate::redis::RedisTarget;
+use crate::redis::RedisServers;
 use crate::sink::dispatch::{DispatchOptions, Observer, dispatch};
 use crate::sink::jobs::JobSink;
 use crate::sink::writer::MAX_BATCH;
@@ -95,7 +95,7 @@ impl Observer for Tally {
 /// Runs one pass; prints a line per overdue order on stdout. The orders go through the
 /// worker's own queue, dispatcher and writer.
 async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport, Error> {
-    let redis = RedisTarget::new(&settings.redis)?;
+    let redis = RedisServers::new(&settings.redis)?;
     let db = Database::connect(&settings.mysql, 2).await?;
     // The jobs of the orders it cancels go where the worker's would (a redis queue's outbox
     // rows are pushed by the next drain of a running worker).
@@ -116,7 +116,8 @@ async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport, Err
     let tally = Arc::new(Tally::default());
     let (overdue, found) = order_queue(QUEUE_SIZE, Arc::clone(&stats));
     let sweeping = async {
-        let result = reconciler.sweep(&overdue).await;
+        let heartbeat = stats.health.task_heartbeat("sweep");
+        let result = reconciler.sweep(&overdue, &heartbeat).await;
         drop(overdue);
         result
     };

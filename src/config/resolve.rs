@@ -329,6 +329,8 @@ impl Laravel<'_> {
         client: &str,
     ) -> Result<(RedisSettings, String), ConfigError> {
         let mut options: BTreeMap<String, PhpValue> = BTreeMap::new();
+        // Where each merged option came from, for messages.
+        let mut option_paths: BTreeMap<String, String> = BTreeMap::new();
         for source in [
             "database.redis.options".to_string(),
             "database.redis.clusters.options".to_string(),
@@ -340,6 +342,7 @@ impl Laravel<'_> {
                         return Err(unsupported(u, &format!("{source}.{k}")));
                     }
                     options.insert(k.to_string(), v.clone());
+                    option_paths.insert(k.to_string(), format!("{source}.{k}"));
                 }
             }
         }
@@ -409,6 +412,23 @@ impl Laravel<'_> {
                 option("prefix").unwrap_or_default(),
             )
         };
+        // The TLS options, for seeds given as `tls://`: phpredis hands the merged options'
+        // `context` to RedisCluster, which sets each of its entries as an `ssl` context option
+        // (no `stream` level, unlike Redis::connect); predis reads each node's `ssl` parameters.
+        let (tls_options, tls_setting) = if client == "predis" {
+            match &first_node {
+                Some(node) => (node.get("ssl")?.cloned(), node.path("ssl")),
+                None => (None, format!("{path}.0.ssl")),
+            }
+        } else {
+            (
+                options.get("context").cloned(),
+                option_paths
+                    .get("context")
+                    .cloned()
+                    .unwrap_or_else(|| format!("{path}.options.context")),
+            )
+        };
         let redis = RedisSettings {
             endpoint: first,
             topology: RedisTopology::Cluster { seeds },
@@ -416,9 +436,7 @@ impl Laravel<'_> {
             password,
             database: 0,
             client: client.to_string(),
-            // A cluster's TLS options are read with its source; until then the worker refuses
-            // clusters at start, so these defaults are never used to connect.
-            tls: RedisTls::system_default(format!("{path}.options.context")),
+            tls: self.tls_options(tls_options, tls_setting)?,
         };
         Ok((redis, prefix))
     }
@@ -587,6 +605,16 @@ impl Laravel<'_> {
                 None => (None, conn.path("context.stream")),
             }
         };
+        self.tls_options(options, setting)
+    }
+
+    /// The `ssl` context options `options` (at `setting`) as PHP reads them; `None`: PHP's
+    /// defaults.
+    fn tls_options(
+        &self,
+        options: Option<PhpValue>,
+        setting: String,
+    ) -> Result<RedisTls, ConfigError> {
         let mut tls = RedisTls::system_default(setting.clone());
         let Some(options) = options else {
             return Ok(tls);

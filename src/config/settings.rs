@@ -65,6 +65,9 @@ pub mod keys {
     /// The app's Laravel version, e.g. `10.48`; it wins over the one found in `vendor/`,
     /// `composer.lock` or `composer.json`.
     pub const LARAVEL_VERSION: &str = "ORDER_EXPIRE_LARAVEL_VERSION";
+    /// `HOST:PORT` of the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz` (unset:
+    /// none).
+    pub const METRICS_ADDR: &str = "ORDER_EXPIRE_METRICS_ADDR";
     pub use super::super::dispatch::keys::*;
 }
 
@@ -122,6 +125,9 @@ pub struct Settings {
     /// The jobs queued when keys of other types expire (`ORDER_EXPIRE_ON_<TYPE>`), sorted by
     /// key type; empty: none.
     pub key_jobs: Vec<KeyJobSettings>,
+    /// Where the worker serves `/metrics`, `/healthz` and `/readyz` (`ORDER_EXPIRE_METRICS_ADDR`);
+    /// `None`: nowhere. Port 0 takes a free port, which the worker logs.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -291,6 +297,7 @@ impl Settings {
             recovery: ours.recovery()?,
             dispatch,
             key_jobs,
+            metrics_addr: ours.metrics_addr()?,
         })
     }
 }
@@ -434,6 +441,21 @@ impl Ours<'_> {
             }),
             None => Ok(detected),
         }
+    }
+
+    /// `ORDER_EXPIRE_METRICS_ADDR`: an IP address and a port, so that where the endpoint listens
+    /// never depends on a name lookup.
+    fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(value) = self.ours(keys::METRICS_ADDR) else {
+            return Ok(None);
+        };
+        value.trim().parse().map(Some).map_err(|_| {
+            self.invalid(
+                keys::METRICS_ADDR,
+                &value,
+                "expected HOST:PORT with an IP address, e.g. 127.0.0.1:9464 or [::1]:9464",
+            )
+        })
     }
 
     /// The key type after the cache prefix (`ORDER_CONFIRM`).
@@ -793,6 +815,39 @@ mod tests {
             m.contains("-9223372036854775808 to 9223372036854775807"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn the_metrics_address_is_an_ip_and_a_port() {
+        let s = resolve("CACHE_DRIVER=redis\n").expect("resolves");
+        assert_eq!(s.metrics_addr, None, "off by default");
+        let s = resolve("CACHE_DRIVER=redis\nORDER_EXPIRE_METRICS_ADDR=127.0.0.1:9464\n")
+            .expect("resolves");
+        assert_eq!(s.metrics_addr, Some(([127, 0, 0, 1], 9464).into()));
+        let s = resolve("CACHE_DRIVER=redis\nORDER_EXPIRE_METRICS_ADDR=\n").expect("resolves");
+        assert_eq!(s.metrics_addr, None, "empty is off");
+        let mut flags = Overrides::new();
+        flags.insert(keys::METRICS_ADDR, "[::1]:0".into());
+        let s = resolve_with("CACHE_DRIVER=redis\nORDER_EXPIRE_METRICS_ADDR=x\n", &flags)
+            .expect("the flag wins");
+        assert_eq!(
+            s.metrics_addr.map(|a| (a.is_ipv6(), a.port())),
+            Some((true, 0))
+        );
+        for bad in ["localhost:9464", "9464", "127.0.0.1", "127.0.0.1:99999"] {
+            let m = resolve(&format!(
+                "CACHE_DRIVER=redis\nORDER_EXPIRE_METRICS_ADDR={bad}\n"
+            ))
+            .map(|_| ())
+            .expect_err("must fail")
+            .to_string();
+            assert!(
+                m.starts_with(&format!(
+                    "ORDER_EXPIRE_METRICS_ADDR=\"{bad}\" in /app/.env:"
+                )) && m.contains("127.0.0.1:9464"),
+                "{m}"
+            );
+        }
     }
 
     #[test]

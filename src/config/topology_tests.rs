@@ -145,6 +145,35 @@ fn cluster_seeds_may_be_urls_and_tls() {
     );
 }
 
+/// phpredis hands the merged options' `context` to RedisCluster as its `ssl` options (no
+/// `stream` level); predis reads the first node's `ssl` parameters.
+#[test]
+fn cluster_tls_options_are_read_where_each_client_reads_them() {
+    let phpredis = "[
+        'client' => 'phpredis',
+        'options' => ['context' => ['cafile' => '/global.pem']],
+        'clusters' => [
+            'options' => ['context' => ['cafile' => '/clusters.pem', 'verify_peer' => false]],
+            'cache' => [['host' => 'tls://10.0.0.1', 'port' => 7000]],
+        ],
+    ]";
+    let tls = resolve(phpredis, "").expect("resolves").redis.tls;
+    assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/clusters.pem")));
+    assert!(!tls.verify_peer);
+    assert_eq!(tls.setting, "database.redis.clusters.options.context");
+
+    let predis = "[
+        'client' => 'predis',
+        'clusters' => ['cache' => [
+            ['host' => '10.0.0.1', 'port' => 7000, 'scheme' => 'tls', 'ssl' => ['cafile' => '/node.pem']],
+        ]],
+    ]";
+    let tls = resolve(predis, "").expect("resolves").redis.tls;
+    assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/node.pem")));
+    assert!(tls.verify_peer, "PHP's default");
+    assert_eq!(tls.setting, "database.redis.clusters.cache.0.ssl");
+}
+
 const SENTINEL: &str = "[
     'client' => env('REDIS_CLIENT', 'predis'),
     'options' => ['prefix' => 'shop_'],

@@ -1,6 +1,7 @@
 //! The MySQL adapter: the pool ([`Database`], with the session Laravel sets up), the schema check
 //! at start ([`schema`]), every statement against the app's orders, products and items
-//! ([`orders`]) and their errors ([`MysqlError`]).
+//! ([`orders`]), the readiness check on a connection of its own ([`probe`]) and their errors
+//! ([`MysqlError`]).
 //!
 //! Stages (sources, the writer, the subcommands) run statements through [`orders`] rather than
 //! writing SQL themselves, so a change of the schema mapping is made here once.
@@ -9,6 +10,7 @@ mod error;
 pub(crate) mod jobs;
 pub(crate) mod orders;
 mod pool;
+pub(crate) mod probe;
 pub(crate) mod schema;
 
 pub(crate) use error::MysqlError;

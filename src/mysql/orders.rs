@@ -364,7 +364,7 @@ impl ReconcileQueries {
 }
 
 /// A MySQL DATETIME/TIMESTAMP value as a civil date-time (the app's wall clock).
-fn civil(value: &Value) -> Option<jiff::civil::DateTime> {
+pub(crate) fn civil(value: &Value) -> Option<jiff::civil::DateTime> {
     match value {
         Value::Date(y, mo, d, h, mi, s, us) => jiff::civil::DateTime::new(
             i16::try_from(*y).ok()?,

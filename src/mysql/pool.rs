@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{ClientIdentity, Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts};
+use mysql_async::{
+    ClientIdentity, Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts,
+};
 
 use super::MysqlError;
 use crate::config::{MysqlSession, MysqlSettings, MysqlTls};
@@ -18,8 +20,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub(crate) struct Database {
     pool: Pool,
+    /// What the pool connects with, for a connection of its own (the readiness probe).
+    pub(super) opts: Opts,
     endpoint: String,
     pub(super) database: String,
+    pub(super) username: String,
 }
 
 impl Database {
@@ -58,10 +63,13 @@ impl Database {
         if let Some(tls) = &settings.tls {
             opts = opts.ssl_opts(Some(ssl_opts(tls)?));
         }
+        let opts = Opts::from(opts);
         let db = Self {
-            pool: Pool::new(opts),
+            pool: Pool::new(opts.clone()),
+            opts,
             endpoint: settings.endpoint(),
             database: settings.database.clone(),
+            username: settings.username.clone(),
         };
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT, db.pool.get_conn()).await {
             Ok(Ok(conn)) => conn,

@@ -1,4 +1,6 @@
-//! Every command the pipeline sends to Redis, as a named function on [`RedisTarget`].
+//! The commands the pipeline sends to one server, as named functions on [`RedisTarget`]; the
+//! per-key commands routed to each key's server are in `routed`, the topology's in `cluster`
+//! and `sentinel`.
 //!
 //! Each one says in its error which command failed and for whom, so a log line is enough to
 //! tell a sweep's `EXISTS` from the deadline watcher's `PTTL`.
@@ -73,55 +75,17 @@ impl RedisTarget {
             .map_err(|e| self.command_error(&format!("SUBSCRIBE {}", self.channel), e))
     }
 
-    /// `SETEX key ttl value`, as Laravel's `Cache::put()` sends it.
-    pub(crate) async fn setex(
-        &self,
-        conn: &mut MultiplexedConnection,
-        key: &str,
-        ttl_seconds: u64,
-        value: &[u8],
-    ) -> Result<(), RedisError> {
-        ::redis::cmd("SETEX")
-            .arg(key)
-            .arg(ttl_seconds)
-            .arg(value)
-            .query_async::<()>(conn)
-            .await
-            .map_err(|e| self.command_error("SETEX", e))
-    }
-
-    /// One pipelined `PTTL` per key, in order: milliseconds left, -1 for no expiry, -2 for no
-    /// such key. On a key past its TTL, Redis deletes it and publishes `expired` at once.
-    /// `caller` names who asks, for the error.
-    pub(crate) async fn pttl(
-        &self,
-        conn: &mut MultiplexedConnection,
-        keys: impl IntoIterator<Item = String>,
-        caller: &str,
-    ) -> Result<Vec<i64>, RedisError> {
-        self.per_key(conn, "PTTL", keys, caller).await
-    }
-
-    /// One pipelined `EXISTS` per key, in order. Like `PTTL`, it deletes a key past its TTL and
-    /// publishes `expired`. `caller` names who asks, for the error.
-    pub(crate) async fn exists(
-        &self,
-        conn: &mut MultiplexedConnection,
-        keys: impl IntoIterator<Item = String>,
-        caller: &str,
-    ) -> Result<Vec<bool>, RedisError> {
-        self.per_key(conn, "EXISTS", keys, caller).await
-    }
-
     /// The `ACL SETUSER` rules that let a user do everything the worker and `schedule` do, and
     /// nothing else: the order keys (`key_prefix*`) and this database's `expired` channel;
     /// `SELECT` the database, `PING` and `(UN)SUBSCRIBE` the subscription, `PTTL` and `EXISTS`
     /// (deadline watcher, sweep), `SETEX` (`schedule`), `INFO` (the server's version) and
-    /// `CONFIG GET` (reading `notify-keyspace-events`; without it the worker warns and goes on).
+    /// `CONFIG GET` (reading `notify-keyspace-events`; without it the worker warns and goes on);
+    /// on a cluster also `CLUSTER SHARDS` and `SLOTS` (its topology), under Sentinel `ROLE`
+    /// (checking that the named master is one).
     pub(crate) fn acl_rules(&self, key_prefix: &str) -> String {
         format!(
-            "on resetkeys ~{key_prefix}* resetchannels &{} -@all +select +ping +subscribe +unsubscribe +pttl +exists +setex +info +config|get",
-            self.channel
+            "on resetkeys ~{key_prefix}* resetchannels &{} -@all +select +ping +subscribe +unsubscribe +pttl +exists +setex +info +config|get{}",
+            self.channel, self.acl_extra
         )
     }
 
@@ -139,7 +103,9 @@ impl RedisTarget {
             let reply: ::redis::RedisResult<i64> =
                 ::redis::cmd(command).arg(&probe).query_async(conn).await;
             match reply {
+                // A cluster node checks permissions before redirecting: allowed.
                 Ok(_) => {}
+                Err(e) if is_redirect(&e) => {}
                 Err(e) if is_no_perm(&e) => {
                     return Err(RedisError::Permission {
                         endpoint: self.endpoint().to_string(),
@@ -154,21 +120,18 @@ impl RedisTarget {
         Ok(())
     }
 
-    /// One pipelined `command key` per key, read as a list of `T`.
-    async fn per_key<T: ::redis::FromRedisValue>(
-        &self,
+    /// One pipelined `command key` per key on this server, read as a list of `T`; the raw
+    /// error, so that a cluster's redirections can be told apart.
+    pub(super) async fn per_key<T: ::redis::FromRedisValue>(
         conn: &mut MultiplexedConnection,
         command: &str,
-        keys: impl IntoIterator<Item = String>,
-        caller: &str,
-    ) -> Result<Vec<T>, RedisError> {
+        keys: &[&str],
+    ) -> ::redis::RedisResult<Vec<T>> {
         let mut pipe = ::redis::pipe();
         for key in keys {
-            pipe.cmd(command).arg(key);
+            pipe.cmd(command).arg(*key);
         }
-        pipe.query_async(conn)
-            .await
-            .map_err(|e| self.command_error(&format!("{command} ({caller})"), e))
+        pipe.query_async(conn).await
     }
 
     /// Pushes each payload as Laravel's `RedisQueue::pushRaw` does: `EVAL` of its push script
@@ -197,6 +160,11 @@ impl RedisTarget {
             .await
             .map_err(|e| self.command_error(&format!("EVAL push ({list})"), e))
     }
+}
+
+/// Whether a cluster node answered that another node holds the key (`MOVED`, `ASK`).
+pub(crate) fn is_redirect(e: &::redis::RedisError) -> bool {
+    e.redirect_node().is_some()
 }
 
 /// Whether Redis refused a command for the user's ACL permissions (`NOPERM`).

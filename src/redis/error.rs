@@ -51,15 +51,26 @@ pub enum RedisError {
     )]
     NotificationsOff { endpoint: String, current: String },
 
-    /// The app's cache Redis is a cluster or Sentinel-managed, which the worker does not follow
-    /// yet: subscribed to one node, it would lose the other nodes' (or the next master's)
-    /// `expired` events without a sign.
+    /// A server answered a command with something we cannot read.
+    #[error("Redis at {endpoint}: unexpected reply to {command}: {reason}")]
+    Reply {
+        endpoint: String,
+        command: &'static str,
+        reason: String,
+    },
+
+    /// The configuration lists a cluster, but this node runs without cluster mode.
     #[error(
-        "the cache store's Redis is a {kind} ({detail}), which order-expire does not follow yet: {why}, so orders would stay unpaid without any error; order-expire has no setting to point it at one server, so keep `php artisan order:expire` running for this app"
+        "Redis at {endpoint} is not a cluster node (cluster support disabled), but the cache store's connection is under database.redis.clusters: point it at the cluster's nodes, or move the server to database.redis.<connection> if it is a single server"
     )]
-    TopologyNotFollowed {
-        kind: &'static str,
-        detail: String,
-        why: &'static str,
+    NotACluster { endpoint: String },
+
+    /// No seed node of a cluster, or no sentinel, gave the servers to use; `tried` says what
+    /// each one answered.
+    #[error("cannot find the {what}: {tried}; {hint}")]
+    NoServer {
+        what: String,
+        tried: String,
+        hint: &'static str,
     },
 }

@@ -5,13 +5,27 @@
 //! events carry the full key and `schedule` must write the full key. So connections here are
 //! plain: the right server, password and database, nothing else.
 //!
+//! A [`RedisTarget`] is one server. The cache store's Redis may be several: a cluster's masters,
+//! or whichever server the sentinels name master now. [`RedisServers`] stands for the cache
+//! Redis whatever its topology: it finds the servers whose `expired` events must be heard
+//! (`cluster`, `sentinel`) and hands out a [`RoutedConnection`] that sends each key's command to
+//! the server holding it (`slot`).
+//!
 //! Stages (sources, the writer, the subcommands) call the named functions here rather than
 //! building commands themselves, so every byte sent to Redis is in this folder.
 
+mod cluster;
 pub(crate) mod commands;
 mod error;
+mod routed;
+mod sentinel;
+mod servers;
+mod slot;
 
 pub(crate) use error::RedisError;
+pub(crate) use routed::RoutedConnection;
+pub(crate) use sentinel::SwitchMaster;
+pub(crate) use servers::{RedisServers, Topology};
 
 use std::time::Duration;
 
@@ -21,104 +35,127 @@ use ::redis::{
     RedisConnectionInfo, TlsCertificates,
 };
 
-use crate::config::{RedisEndpoint, RedisSettings, RedisTls, RedisTopology};
-
-/// Refuses a topology whose events one connection cannot all receive: a cluster publishes
-/// each key's expiry on the master that holds its slot only, and after a Sentinel failover the
-/// events come from another server.
-pub(crate) fn refuse_unfollowed(topology: &RedisTopology) -> Result<(), RedisError> {
-    let why = match topology {
-        RedisTopology::Standalone(_) => return Ok(()),
-        RedisTopology::Cluster { .. } => {
-            "each master publishes the expiries of its own slots only, and one subscription would miss the others"
-        }
-        RedisTopology::Sentinel { .. } => {
-            "after a failover the expiries come from the new master, which it would not find"
-        }
-    };
-    let nodes = topology
-        .nodes()
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let detail = match topology {
-        RedisTopology::Sentinel { service, .. } => {
-            format!("service {service}, sentinels {nodes}")
-        }
-        _ => format!("seeds {nodes}"),
-    };
-    Err(RedisError::TopologyNotFollowed {
-        kind: topology.kind(),
-        detail,
-        why,
-    })
-}
+use crate::config::{RedisEndpoint, RedisSettings, RedisTls};
 
 /// How long a connection attempt may take before we call the server unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long any command may wait for its reply.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The app's cache Redis: where to connect and how to explain failures.
+/// How every connection to one Redis deployment authenticates, selects its database and
+/// encrypts: the same for each of its servers (a cluster's nodes, a Sentinel's masters).
+#[derive(Clone)]
+pub(crate) struct Access {
+    username: Option<String>,
+    password: Option<String>,
+    database: i64,
+    /// PHP's `verify_peer`: whether a TLS server's certificate is checked.
+    verify_peer: bool,
+    /// The CA and client certificate of TLS connections, read once; `None`: the system's CAs
+    /// and no client certificate.
+    certificates: Option<TlsCertificates>,
+    /// The config key of the TLS options, named when a handshake fails.
+    tls_setting: String,
+    /// The TLS files in use, named when redis-rs cannot parse one.
+    tls_files: String,
+    /// The ACL rules this deployment needs beyond a single server's (cluster discovery, `ROLE`).
+    acl_extra: &'static str,
+}
+
+impl Access {
+    /// The settings' credentials, database and TLS options; the TLS files are read only when
+    /// `tls` (some server is reached over TLS).
+    fn new(settings: &RedisSettings, tls: bool) -> Result<Self, RedisError> {
+        Ok(Self {
+            username: settings.username.clone(),
+            password: settings.password.clone(),
+            database: settings.database,
+            verify_peer: settings.tls.verify_peer,
+            certificates: if tls {
+                tls_certificates(&settings.tls)?
+            } else {
+                None
+            },
+            tls_setting: settings.tls.setting.clone(),
+            tls_files: tls_files(&settings.tls),
+            acl_extra: "",
+        })
+    }
+}
+
+/// One Redis server: where to connect and how to explain failures.
 #[derive(Clone)]
 pub(crate) struct RedisTarget {
     client: Client,
+    addr: RedisEndpoint,
     endpoint: String,
     /// This database's `expired` channel, computed once.
     channel: String,
     /// The config key of the TLS options, for a TLS connection: named when the handshake fails.
     tls_setting: Option<String>,
+    /// Extra ACL rules of the deployment this server is part of.
+    acl_extra: &'static str,
 }
 
 impl RedisTarget {
+    /// The one server of `settings` (`settings.endpoint`): a queue's Redis, or a standalone
+    /// cache Redis.
     pub(crate) fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
-        refuse_unfollowed(&settings.topology)?;
-        let endpoint = settings.endpoint.to_string();
-        let addr = match &settings.endpoint {
+        let tls = matches!(settings.endpoint, RedisEndpoint::Tls { .. });
+        Self::at(&settings.endpoint, &Access::new(settings, tls)?)
+    }
+
+    /// The server at `addr`, reached with `access`.
+    fn at(addr: &RedisEndpoint, access: &Access) -> Result<Self, RedisError> {
+        let endpoint = addr.to_string();
+        let conn_addr = match addr {
             RedisEndpoint::Tcp { host, port } => ConnectionAddr::Tcp(host.clone(), *port),
             RedisEndpoint::Tls { host, port } => ConnectionAddr::TcpTls {
                 host: host.clone(),
                 port: *port,
                 // PHP's `verify_peer => false`: no check of the server's certificate at all.
-                insecure: !settings.tls.verify_peer,
+                insecure: !access.verify_peer,
                 tls_params: None,
             },
             RedisEndpoint::Unix { path } => ConnectionAddr::Unix(path.clone()),
         };
-        let tls = matches!(settings.endpoint, RedisEndpoint::Tls { .. });
-        let mut redis = RedisConnectionInfo::default().set_db(settings.database);
-        if let Some(username) = &settings.username {
+        let tls = matches!(addr, RedisEndpoint::Tls { .. });
+        let mut redis = RedisConnectionInfo::default().set_db(access.database);
+        if let Some(username) = &access.username {
             redis = redis.set_username(username);
         }
-        if let Some(password) = &settings.password {
+        if let Some(password) = &access.password {
             redis = redis.set_password(password);
         }
-        let info = addr
+        let info = conn_addr
             .into_connection_info()
             .map(|info| info.set_redis_settings(redis))
             .map_err(|e| connect_error(&endpoint, None, &e))?;
-        let certificates = if tls {
-            tls_certificates(&settings.tls)?
-        } else {
-            None
-        };
-        let client = match certificates {
-            Some(certificates) => {
-                Client::build_with_tls(info, certificates).map_err(|e| RedisError::TlsFile {
-                    path: tls_files(&settings.tls),
-                    setting: settings.tls.setting.clone(),
+        let client = match (&access.certificates, tls) {
+            (Some(certificates), true) => Client::build_with_tls(info, certificates.clone())
+                .map_err(|e| RedisError::TlsFile {
+                    path: access.tls_files.clone(),
+                    setting: access.tls_setting.clone(),
                     cause: e.to_string(),
-                })?
-            }
-            None => Client::open(info).map_err(|e| connect_error(&endpoint, None, &e))?,
+                })?,
+            _ => Client::open(info).map_err(|e| connect_error(&endpoint, None, &e))?,
         };
         Ok(Self {
             client,
+            addr: addr.clone(),
             endpoint,
-            channel: expired_channel(settings.database),
-            tls_setting: tls.then(|| settings.tls.setting.clone()),
+            channel: expired_channel(access.database),
+            tls_setting: tls.then(|| access.tls_setting.clone()),
+            acl_extra: access.acl_extra,
         })
+    }
+
+    /// The host name or address (empty for a Unix socket).
+    pub(crate) fn host(&self) -> &str {
+        match &self.addr {
+            RedisEndpoint::Tcp { host, .. } | RedisEndpoint::Tls { host, .. } => host,
+            RedisEndpoint::Unix { .. } => "",
+        }
     }
 
     /// `host:port` (or `tls://`, `unix:`), for messages.

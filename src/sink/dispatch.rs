@@ -19,8 +19,9 @@ use tokio_util::task::TaskTracker;
 use super::writer::{CancelError, MAX_BATCH};
 use super::{Outcome, Writer};
 use crate::backoff::Backoff;
-use crate::queue::OrderQueue;
+use crate::queue::{DueOrder, OrderQueue, Origin};
 use crate::stats::Stats;
+use crate::stats::health::Heartbeat;
 
 /// The longest one batch transaction may take before it is abandoned (rolled back by the
 /// server when the connection drops) and retried.
@@ -162,8 +163,8 @@ impl<W: BatchWriter, O: Observer> Writing<W, O> {
         }
     }
 
-    fn abandon(&self, batch: &[u64]) {
-        lock(&self.abandoned).extend_from_slice(batch);
+    fn abandon(&self, batch: &[DueOrder]) {
+        lock(&self.abandoned).extend(batch.iter().map(|o| o.id));
     }
 
     /// One attempt at `batch`, bounded by [`WRITE_TIMEOUT`]; `None` when the stop deadline
@@ -241,11 +242,13 @@ struct Writers<W, O> {
 }
 
 impl<W: BatchWriter, O: Observer> Writers<W, O> {
-    /// Writes `batch` in a task of its own, holding a writer's `permit` until it is done.
-    fn spawn(&self, batch: Vec<u64>, permit: OwnedSemaphorePermit) {
+    /// Writes `batch` in a task of its own, holding a writer's `permit` until it is done. The
+    /// task has its own heartbeat: a write stuck on a row lock stops the watchdog.
+    fn spawn(&self, batch: Vec<DueOrder>, permit: OwnedSemaphorePermit) {
         let writing = Arc::clone(&self.writing);
+        let heartbeat = writing.stats.health.task_heartbeat("writer");
         self.tracker.spawn(async move {
-            write_batch(&writing, batch).await;
+            write_batch(&writing, batch, &heartbeat).await;
             drop(permit);
         });
     }
@@ -254,23 +257,22 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
     /// queued (waiting at most `batch_wait` for more) into the same batch; until `shutdown` or
     /// the queue's end. Returns an order received as the stop came while it waited for a
     /// writer: every writer may be stuck on a row lock, so the stop phase writes it first if
-    /// one frees up before the deadline.
+    /// one frees up before the deadline. Its heartbeat beats while it waits: for orders (which
+    /// may never come) and for a free writer (each write has its own heartbeat).
     async fn run_until_stop(
         &self,
         orders: &mut OrderQueue,
         batch_wait: Duration,
         shutdown: &CancellationToken,
-    ) -> Option<u64> {
+    ) -> Option<DueOrder> {
+        let heartbeat = self.writing.stats.health.heartbeat("dispatcher");
         loop {
             let first = tokio::select! {
                 () = shutdown.cancelled() => return None,
-                order = orders.recv() => match order {
-                    Some(order) => order.id,
-                    None => return None,
-                },
+                order = heartbeat.waiting(orders.recv()) => order?,
             };
             let permit = tokio::select! {
-                permit = Arc::clone(&self.slots).acquire_owned() => match permit {
+                permit = heartbeat.waiting(Arc::clone(&self.slots).acquire_owned()) => match permit {
                     Ok(permit) => permit,
                     Err(_) => return Some(first),
                 },
@@ -286,7 +288,7 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
     async fn drain_until(
         &self,
         orders: &mut OrderQueue,
-        carried: Option<u64>,
+        carried: Option<DueOrder>,
         deadline: tokio::time::Instant,
     ) -> Vec<u64> {
         let mut left = Vec::new();
@@ -295,7 +297,7 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
             let order = match next.take() {
                 Some(order) => order,
                 None => match tokio::time::timeout_at(deadline, orders.recv()).await {
-                    Ok(Some(order)) => order.id,
+                    Ok(Some(order)) => order,
                     Ok(None) | Err(_) => break,
                 },
             };
@@ -305,7 +307,7 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
                     self.spawn(batch, permit);
                 }
                 Ok(Err(_)) | Err(_) => {
-                    left.push(order);
+                    left.push(order.id);
                     break;
                 }
             }
@@ -347,7 +349,12 @@ fn report_left(left: &[u64], stats: &Stats, recovery_on: bool) {
 }
 
 /// Adds to `first` what is already queued, waiting at most `wait` for more, up to `size`.
-async fn fill_batch(first: u64, orders: &mut OrderQueue, size: usize, wait: Duration) -> Vec<u64> {
+async fn fill_batch(
+    first: DueOrder,
+    orders: &mut OrderQueue,
+    size: usize,
+    wait: Duration,
+) -> Vec<DueOrder> {
     let mut batch = vec![first];
     let until = tokio::time::Instant::now() + wait;
     while batch.len() < size {
@@ -360,7 +367,7 @@ async fn fill_batch(first: u64, orders: &mut OrderQueue, size: usize, wait: Dura
                 .flatten(),
         };
         match next {
-            Some(order) => batch.push(order.id),
+            Some(order) => batch.push(order),
             None => break,
         }
     }
@@ -385,15 +392,18 @@ impl WriteHealth {
         }
     }
 
-    fn succeeded(&self) {
+    /// A write succeeded; `true` when writes were failing until now.
+    fn succeeded(&self) -> bool {
         let mut since = lock(&self.failing_since);
-        if let Some(start) = since.take() {
-            tracing::info!(
-                event = "writes_recovered",
-                failing_for_ms = start.elapsed().as_millis() as u64,
-                "MySQL writes succeed again"
-            );
-        }
+        let Some(start) = since.take() else {
+            return false;
+        };
+        tracing::info!(
+            event = "writes_recovered",
+            failing_for_ms = start.elapsed().as_millis() as u64,
+            "MySQL writes succeed again"
+        );
+        true
     }
 }
 
@@ -402,35 +412,47 @@ impl WriteHealth {
 /// failure (a value out of range, a constraint) splits the batch in halves at once, down to the
 /// one order that fails, which is parked: so one bad order never holds up the others. When the
 /// stop deadline passes the write in flight is dropped and the batch recorded as abandoned.
-async fn write_batch<W: BatchWriter, O: Observer>(writing: &Writing<W, O>, mut batch: Vec<u64>) {
-    batch.retain(|order| !writing.is_parked(*order));
+/// `heartbeat` beats before each attempt and while backing off, not during an attempt: one
+/// longer than the watchdog allows is stuck.
+async fn write_batch<W: BatchWriter, O: Observer>(
+    writing: &Writing<W, O>,
+    mut batch: Vec<DueOrder>,
+    heartbeat: &Heartbeat,
+) {
+    batch.retain(|order| !writing.is_parked(order.id));
     if batch.is_empty() {
         return;
     }
+    // In id order, so that each outcome finds its order (see `record`).
+    batch.sort_unstable_by_key(|order| order.id);
+    let ids: Vec<u64> = batch.iter().map(|order| order.id).collect();
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(10));
     loop {
+        heartbeat.beat();
         // A transaction on a silently dead connection would wait forever; give it a bound. The
         // stop deadline drops it at once: dropping the connection rolls the transaction back.
-        let Some(attempt) = writing.attempt(&batch).await else {
+        let Some(attempt) = writing.attempt(&ids).await else {
             writing.abandon(&batch);
             return;
         };
         match attempt {
             Ok(outcomes) => {
-                writing.health.succeeded();
-                record(outcomes, &writing.stats, writing.observer.as_ref());
+                if writing.health.succeeded() {
+                    Stats::add(&writing.stats.mysql_recoveries);
+                }
+                record(outcomes, &batch, &writing.stats, writing.observer.as_ref());
                 return;
             }
             Err(e) if e.is_permanent() => {
                 if let [order] = batch[..] {
-                    writing.park(order, &e);
+                    writing.park(order.id, &e);
                     return;
                 }
                 tracing::debug!(orders = batch.len(), error = %e,
                     "permanent error in a batch; splitting it to find the order");
                 let second = batch.split_off(batch.len() / 2);
-                Box::pin(write_batch(writing, batch)).await;
-                Box::pin(write_batch(writing, second)).await;
+                Box::pin(write_batch(writing, batch, heartbeat)).await;
+                Box::pin(write_batch(writing, second, heartbeat)).await;
                 return;
             }
             Err(e) if e.is_lock_conflict() => {
@@ -441,19 +463,19 @@ async fn write_batch<W: BatchWriter, O: Observer>(writing: &Writing<W, O>, mut b
             }
             Err(e) => {
                 Stats::add(&writing.stats.retries);
-                writing.health.failed(batch[0], &e);
+                writing.health.failed(ids[0], &e);
                 if batch.len() > 1 && backoff.attempts() + 1 >= SPLIT_AFTER {
                     tracing::debug!(
                         orders = batch.len(),
                         "batch keeps failing; writing its orders one by one"
                     );
                     for order in batch {
-                        Box::pin(write_batch(writing, vec![order])).await;
+                        Box::pin(write_batch(writing, vec![order], heartbeat)).await;
                     }
                     return;
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    () = heartbeat.idle(backoff.next_delay()) => {}
                     () = writing.give_up.cancelled() => {
                         writing.abandon(&batch);
                         return;
@@ -464,20 +486,42 @@ async fn write_batch<W: BatchWriter, O: Observer>(writing: &Writing<W, O>, mut b
     }
 }
 
-/// Logs and counts the outcome of one committed batch: one line for the orders cancelled (a
-/// line per order would cost more than the write itself during a burst), one per order left
-/// alone or needing attention.
-fn record(outcomes: Vec<(u64, Outcome)>, stats: &Stats, observer: &dyn Observer) {
+/// Logs and counts the outcome of one committed batch (`batch`: its orders, in id order): one
+/// line for the orders cancelled (a line per order would cost more than the write itself during
+/// a burst), one per order left alone or needing attention. The histograms get the batch's
+/// size, each event's time to this commit, and each cancellation's lateness after its deadline.
+fn record(
+    outcomes: Vec<(u64, Outcome)>,
+    batch: &[DueOrder],
+    stats: &Stats,
+    observer: &dyn Observer,
+) {
+    let committed = tokio::time::Instant::now();
+    stats.batch_size.observe(outcomes.len() as f64);
     let mut cancelled = Vec::new();
     let mut units_returned = 0u64;
     for (order, outcome) in outcomes {
         observer.written(order, &outcome);
+        let due = batch
+            .binary_search_by_key(&order, |o| o.id)
+            .ok()
+            .map(|at| batch[at]);
+        if let Some(due) = due.filter(|d| d.origin == Origin::Event) {
+            let waited = committed.saturating_duration_since(due.due_at);
+            stats.event_to_commit.observe(waited.as_secs_f64());
+        }
         match outcome {
             Outcome::Cancelled {
                 units,
                 missing_products,
             } => {
                 Stats::add(&stats.cancelled);
+                if let Some(due) = due {
+                    let waited = committed.saturating_duration_since(due.due_at);
+                    stats
+                        .lateness
+                        .observe((waited + due.overdue()).as_secs_f64());
+                }
                 cancelled.push(order);
                 units_returned += units;
                 if !missing_products.is_empty() {
@@ -491,7 +535,7 @@ fn record(outcomes: Vec<(u64, Outcome)>, stats: &Stats, observer: &dyn Observer)
                 }
             }
             Outcome::AlreadyCancelled => {
-                Stats::add(&stats.skipped);
+                Stats::add(&stats.skipped_already_cancelled);
                 tracing::debug!(
                     event = "order_skipped",
                     order_id = order,
@@ -500,7 +544,7 @@ fn record(outcomes: Vec<(u64, Outcome)>, stats: &Stats, observer: &dyn Observer)
                 );
             }
             Outcome::NotUnpaid { status } => {
-                Stats::add(&stats.skipped);
+                Stats::add(&stats.skipped_paid);
                 tracing::info!(
                     event = "order_skipped",
                     order_id = order,
@@ -510,7 +554,7 @@ fn record(outcomes: Vec<(u64, Outcome)>, stats: &Stats, observer: &dyn Observer)
                 );
             }
             Outcome::Paid => {
-                Stats::add(&stats.skipped);
+                Stats::add(&stats.skipped_paid);
                 tracing::info!(
                     event = "order_skipped",
                     order_id = order,
@@ -519,7 +563,7 @@ fn record(outcomes: Vec<(u64, Outcome)>, stats: &Stats, observer: &dyn Observer)
                 );
             }
             Outcome::Missing => {
-                Stats::add(&stats.skipped);
+                Stats::add(&stats.skipped_missing);
                 tracing::info!(
                     event = "order_skipped",
                     order_id = order,
@@ -529,6 +573,7 @@ fn record(outcomes: Vec<(u64, Outcome)>, stats: &Stats, observer: &dyn Observer)
             }
         }
     }
+    Stats::add_n(&stats.units_returned, units_returned);
     if !cancelled.is_empty() {
         let order_ids: Vec<String> = cancelled.iter().map(u64::to_string).collect();
         tracing::info!(
@@ -675,6 +720,31 @@ mod tests {
         assert_eq!(writer.batches(), [vec![1, 2], vec![3, 4], vec![5]]);
         assert_eq!(Stats::get(&stats.cancelled), 5);
         assert!(left.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commits_feed_the_histograms_with_each_orders_deadline() {
+        let writer = FakeWriter::new(|_, _| Reply::Commit);
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = order_queue(16, Arc::clone(&stats));
+        tx.send(1, Origin::Event).await.expect("room");
+        tx.send_overdue(2, Origin::Sweep, Duration::from_secs(90))
+            .await
+            .expect("room");
+        tokio::time::advance(Duration::from_millis(300)).await;
+        drop(tx);
+        let never = CancellationToken::new();
+        dispatch(rx, writer, Arc::new(()), &options(8), &never, &stats).await;
+        assert_eq!((stats.batch_size.count(), stats.batch_size.sum()), (1, 2.0));
+        assert_eq!(stats.event_to_commit.count(), 1, "the event only");
+        assert!((stats.event_to_commit.sum() - 0.3).abs() < 0.01);
+        assert_eq!(stats.lateness.count(), 2);
+        assert!(
+            (stats.lateness.sum() - 90.6).abs() < 0.01,
+            "{}",
+            stats.lateness.sum()
+        );
+        assert_eq!(Stats::get(&stats.units_returned), 2);
     }
 
     #[tokio::test(start_paused = true)]

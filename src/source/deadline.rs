@@ -30,7 +30,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::error::SourceError;
@@ -39,7 +38,8 @@ use crate::key::KeyPattern;
 use crate::mysql::Database;
 use crate::mysql::orders::DeadlineQueries;
 use crate::queue::{Origin, QueueSender};
-use crate::redis::RedisTarget;
+use crate::redis::{RedisServers, RoutedConnection};
+use crate::stats::health::Heartbeat;
 
 /// How often new orders are looked up and due deadlines checked.
 const TICK: Duration = Duration::from_millis(200);
@@ -53,7 +53,7 @@ const PAGE: usize = 2000;
 
 pub(crate) struct DeadlineWatcher {
     db: Database,
-    redis: RedisTarget,
+    redis: RedisServers,
     pattern: KeyPattern,
     timezone: TimeZoneSetting,
     ttl: Option<Duration>,
@@ -86,7 +86,7 @@ impl DeadlineWatcher {
     pub(crate) fn new(
         settings: &Settings,
         db: Database,
-        redis: RedisTarget,
+        redis: RedisServers,
         pattern: KeyPattern,
     ) -> Self {
         Self {
@@ -100,7 +100,13 @@ impl DeadlineWatcher {
     }
 
     /// Watches until `shutdown`; orders that reach their deadline without a key go to `queue`.
-    pub(crate) async fn run(self, queue: QueueSender, shutdown: CancellationToken) {
+    /// `heartbeat` beats every tick and page, and while waiting for room in the queue.
+    pub(crate) async fn run(
+        self,
+        queue: QueueSender,
+        shutdown: CancellationToken,
+        heartbeat: Heartbeat,
+    ) {
         let horizon = self.ttl.unwrap_or(DEFAULT_HORIZON) + Duration::from_secs(1);
         let start = jiff::Timestamp::now()
             .checked_sub(
@@ -119,11 +125,11 @@ impl DeadlineWatcher {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = heartbeat.waiting(tick.tick()) => {}
                 () = shutdown.cancelled() => return,
             }
             let result = tokio::select! {
-                result = self.step(&mut state, &queue) => result,
+                result = self.step(&mut state, &queue, &heartbeat) => result,
                 () = shutdown.cancelled() => return,
             };
             match result {
@@ -133,7 +139,7 @@ impl DeadlineWatcher {
                 }
                 Ok(()) => {}
                 Err(e) if !failing => {
-                    tracing::warn!(error = %e, "deadline watcher failed; retrying (sweeps still recover overdue orders)");
+                    tracing::warn!(event = "deadline_watcher_failing", error = %e, "deadline watcher failed; retrying (sweeps still recover overdue orders)");
                     failing = true;
                 }
                 Err(e) => tracing::debug!(error = %e, "deadline watcher still failing"),
@@ -141,13 +147,18 @@ impl DeadlineWatcher {
         }
     }
 
-    async fn step(&self, state: &mut State, queue: &QueueSender) -> Result<(), SourceError> {
+    async fn step(
+        &self,
+        state: &mut State,
+        queue: &QueueSender,
+        heartbeat: &Heartbeat,
+    ) -> Result<(), SourceError> {
         let mut redis = match state.redis.take() {
             Some(conn) => conn,
             None => self.redis.connect().await?,
         };
-        self.discover(state, &mut redis).await?;
-        self.check_due(state, &mut redis, queue).await?;
+        self.discover(state, &mut redis, heartbeat).await?;
+        self.check_due(state, &mut redis, queue, heartbeat).await?;
         // Kept only after a clean step: any error above drops it and the next tick reconnects.
         state.redis = Some(redis);
         Ok(())
@@ -162,7 +173,8 @@ impl DeadlineWatcher {
     async fn discover(
         &self,
         state: &mut State,
-        redis: &mut MultiplexedConnection,
+        redis: &mut RoutedConnection,
+        heartbeat: &Heartbeat,
     ) -> Result<(), SourceError> {
         let mut db = self
             .db
@@ -193,6 +205,7 @@ impl DeadlineWatcher {
         let mut after = floor;
         let mut newest = cursor;
         loop {
+            heartbeat.beat();
             let page = self
                 .sql
                 .new_orders(&mut db, after)
@@ -256,10 +269,12 @@ impl DeadlineWatcher {
     async fn check_due(
         &self,
         state: &mut State,
-        redis: &mut MultiplexedConnection,
+        redis: &mut RoutedConnection,
         queue: &QueueSender,
+        heartbeat: &Heartbeat,
     ) -> Result<(), SourceError> {
         loop {
+            heartbeat.beat();
             let now = Instant::now();
             let mut due = Vec::new();
             while let Some(Reverse(next)) = state.heap.peek() {
@@ -293,7 +308,17 @@ impl DeadlineWatcher {
                     && entry
                         .waiting_for_key
                         .is_none_or(|w| w.fallback.is_some_and(|f| f <= now));
-                if overdue && queue.send(entry.order, Origin::Deadline).await.is_err() {
+                if !overdue {
+                    continue;
+                }
+                // The deadline: the key's TTL as last read, else created_at + ORDER_EXPIRE_TTL.
+                let deadline = entry
+                    .waiting_for_key
+                    .and_then(|w| w.fallback)
+                    .unwrap_or(entry.at);
+                let late = now.saturating_duration_since(deadline);
+                let sent = queue.send_overdue(entry.order, Origin::Deadline, late);
+                if heartbeat.waiting(sent).await.is_err() {
                     return Ok(());
                 }
             }
@@ -334,16 +359,16 @@ fn next_look(order: u64, pttl: i64, now: Instant, waiting: Option<KeyWait>) -> O
 impl DeadlineWatcher {
     async fn pttl(
         &self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut RoutedConnection,
         orders: impl Iterator<Item = u64>,
     ) -> Result<Vec<i64>, SourceError> {
         let keys = orders.map(|order| self.pattern.key_for(order));
-        Ok(self.redis.pttl(redis, keys, "deadline watcher").await?)
+        Ok(redis.pttl(keys, "deadline watcher").await?)
     }
 }
 
 struct State {
-    redis: Option<MultiplexedConnection>,
+    redis: Option<RoutedConnection>,
     /// Where the first discovery starts: orders created since then may still be pending.
     since: jiff::civil::DateTime,
     /// The newest order id discovered so far.

@@ -10,6 +10,12 @@
 //! each key on the spot and put order ids into the writer queue without waiting for the database.
 //! A key of another type with a job (`ORDER_EXPIRE_ON_<TYPE>`) goes, with the same prefixes and
 //! the same id rules, to the key-job queue instead.
+//!
+//! The source registers its node with the worker's health (readiness holds while every node's
+//! subscription is up) and keeps a heartbeat: it beats on every event and idle tick, and not
+//! while it waits for Redis to answer a PING or a SUBSCRIBE. The PING comes at least every half
+//! of the time a loop may go without a beat, so a watchdog ping also vouches that the
+//! subscription answered within `WatchdogSec`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +31,11 @@ use crate::key::{self, KeyPattern, ParsedKey};
 use crate::queue::{ExpiredKey, KeyJobSender, Origin, QueueSender};
 use crate::redis::RedisTarget;
 use crate::stats::Stats;
+use crate::stats::health::{Heartbeat, NodeWatch};
 use crate::throttle::{Admission, Throttle};
 
-/// How often an idle subscription is checked with PING, and how long the answer may take.
+/// How often an idle subscription is checked with PING (more often when a loop may go without a
+/// beat for less than twice that), and how long the answer may take.
 const PING_EVERY: Duration = Duration::from_secs(15);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -36,11 +44,16 @@ pub(crate) struct KeyspaceSource {
     pattern: KeyPattern,
     stats: Arc<Stats>,
     resubscribed: Option<Arc<Notify>>,
+    /// Signalled each time the subscription is lost, for whoever follows the topology.
+    lost: Option<Arc<Notify>>,
     /// The other key types with a job, in the order of `Settings::key_jobs`, and their queue.
     other_types: Vec<(String, KeyPattern)>,
     key_jobs: Option<KeyJobSender>,
-    /// Warnings about malformed keys: outside input repeats them at will.
-    malformed_warnings: Throttle,
+    /// Warnings about malformed keys: outside input repeats them at will. Shared by the
+    /// subscriptions to every server, so that their sum is limited.
+    malformed_warnings: Arc<Throttle>,
+    /// This node, as readiness sees it: expected from the start, subscribed or not.
+    node: NodeWatch,
 }
 
 /// Why a subscription ended.
@@ -51,15 +64,36 @@ enum End {
 
 impl KeyspaceSource {
     pub(crate) fn new(target: RedisTarget, pattern: KeyPattern, stats: Arc<Stats>) -> Self {
+        let node = stats.health.expect_node(target.endpoint());
         Self {
+            node,
             target,
             pattern,
             stats,
             resubscribed: None,
+            lost: None,
             other_types: Vec::new(),
             key_jobs: None,
-            malformed_warnings: Throttle::per_minute(),
+            malformed_warnings: Arc::new(Throttle::per_minute()),
         }
+    }
+
+    /// The server this subscription listens to.
+    pub(crate) fn target(&self) -> &RedisTarget {
+        &self.target
+    }
+
+    /// `notify` is signalled each time the subscription is lost: a cluster's master or a
+    /// Sentinel's master may be gone for good, which only a look at the topology tells.
+    pub(crate) fn on_loss(mut self, notify: Arc<Notify>) -> Self {
+        self.lost = Some(notify);
+        self
+    }
+
+    /// Malformed-key warnings count against `throttle` (shared with other subscriptions).
+    pub(crate) fn with_warnings(mut self, throttle: Arc<Throttle>) -> Self {
+        self.malformed_warnings = throttle;
+        self
     }
 
     /// `notify` is signalled each time a lost subscription is restored, so that a sweep can
@@ -86,14 +120,25 @@ impl KeyspaceSource {
     pub(crate) async fn subscribe(&self) -> Result<PubSub, SourceError> {
         let mut pubsub = self.target.pubsub().await?;
         self.target.subscribe_expired(&mut pubsub).await?;
+        self.node.subscribed(true);
         Ok(pubsub)
     }
 
+    /// The `listening` line, once subscribed: the server, its channel and the keys read.
+    pub(crate) fn log_listening(&self) {
+        tracing::info!(event = "listening", redis = %self.target.endpoint(), channel = %self.target.expired_channel(),
+            keys = %self.pattern, "listening for expired order keys");
+    }
+
     /// Forwards order ids to `queue` until `shutdown`, resubscribing whenever the subscription
-    /// is lost. `first` is the subscription made at start-up.
+    /// is lost. `first` is the subscription made by [`Self::subscribe`], already announced
+    /// with [`Self::log_listening`].
     pub(crate) async fn run(self, first: PubSub, queue: QueueSender, shutdown: CancellationToken) {
         let channel = self.target.expired_channel();
-        tracing::info!(event = "listening", redis = %self.target.endpoint(), %channel, keys = %self.pattern, "listening for expired order keys");
+        let heartbeat = self
+            .stats
+            .health
+            .heartbeat(format!("subscription {}", self.target.endpoint()));
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut subscription = Some(first);
         let mut outage: Option<Instant> = None;
@@ -117,42 +162,59 @@ impl KeyspaceSource {
                     Err(e) => {
                         tracing::debug!(error = %e, attempt = backoff.attempts(), "resubscribe failed");
                         tokio::select! {
-                            () = tokio::time::sleep(backoff.next_delay()) => continue,
-                            () = shutdown.cancelled() => return,
+                            () = heartbeat.idle(backoff.next_delay()) => continue,
+                            () = shutdown.cancelled() => return heartbeat.retire(),
                         }
                     }
                 },
             };
-            match self.pump(pubsub, &queue, &shutdown).await {
-                End::Shutdown => return,
+            match self.pump(pubsub, &queue, &shutdown, &heartbeat).await {
+                End::Shutdown => return heartbeat.retire(),
                 End::Lost(reason) => {
+                    self.node.subscribed(false);
                     tracing::warn!(event = "subscription_lost", redis = %self.target.endpoint(), %channel, %reason,
                         "lost the Redis subscription; reconnecting with backoff");
                     outage = Some(Instant::now());
+                    if let Some(notify) = &self.lost {
+                        notify.notify_one();
+                    }
                 }
             }
         }
     }
 
-    async fn pump(&self, pubsub: PubSub, queue: &QueueSender, shutdown: &CancellationToken) -> End {
+    async fn pump(
+        &self,
+        pubsub: PubSub,
+        queue: &QueueSender,
+        shutdown: &CancellationToken,
+        heartbeat: &Heartbeat,
+    ) -> End {
         let (mut sink, mut stream) = pubsub.split();
+        let ping_every = PING_EVERY.min(self.stats.health.stall_after() / 2);
         let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut idle = tokio::time::interval(heartbeat.every());
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return End::Shutdown,
                 message = stream.next() => match message {
-                    Some(message) => self.handle(message.get_payload_bytes(), queue).await,
+                    Some(message) => {
+                        heartbeat.beat();
+                        self.handle(message.get_payload_bytes(), queue).await;
+                    }
                     None => return End::Lost("the connection was closed".into()),
                 },
                 _ = ping.tick() => {
                     match tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => {}
+                        Ok(Ok(_)) => heartbeat.beat(),
                         Ok(Err(e)) => return End::Lost(format!("PING failed: {e}")),
                         Err(_) => return End::Lost(format!("no answer to PING within {} s", PING_TIMEOUT.as_secs())),
                     }
                 }
+                _ = idle.tick() => heartbeat.beat(),
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Event sources: where the worker learns that an order's key has expired.
 //!
-//! * [`keyspace`] is the fast path: a subscription to `__keyevent@<db>__:expired` that survives
-//!   disconnects, idles for hours, and hands order ids to the writer queue.
+//! * [`keyspace`] is the fast path: a subscription to `__keyevent@<db>__:expired` on one server
+//!   that survives disconnects, idles for hours, and hands order ids to the writer queue;
+//!   [`topology`] keeps one per master of a cluster or a Sentinel, following failovers.
 //! * [`deadline`] makes the fast path punctual: it knows each pending order's deadline and makes
 //!   Redis expire the key at that moment instead of minutes later.
 //! * [`reconcile`] is the safety net: reconciliation of the database against the cache, for events
@@ -11,3 +12,4 @@ pub(crate) mod deadline;
 pub(crate) mod error;
 pub(crate) mod keyspace;
 pub(crate) mod reconcile;
+pub(crate) mod topology;

@@ -12,17 +12,19 @@
 //!   passed): skip. `EXISTS` on a key whose TTL has passed makes Redis delete it and publish
 //!   `expired` at once, so the sweep also flushes keys that Redis's lazy expiry has not reached;
 //! * an order whose key is gone is overdue: it goes into the writer queue and through the same
-//!   exactly-once transaction as an event, so a sweep racing an event is harmless.
+//!   exactly-once transaction as an event, so a sweep racing an event is harmless. It carries
+//!   how long past `created_at + ORDER_EXPIRE_TTL` it already is, for the lateness metric.
 
-use redis::aio::MultiplexedConnection;
+use std::time::Duration;
 
 use super::error::SourceError;
 use crate::config::{Settings, TimeZoneSetting};
 use crate::key::KeyPattern;
 use crate::mysql::Database;
-use crate::mysql::orders::{CreatedAt, ReconcileQueries};
+use crate::mysql::orders::{CreatedAt, ReconcileQueries, civil};
 use crate::queue::{Origin, QueueSender};
-use crate::redis::RedisTarget;
+use crate::redis::{RedisServers, RoutedConnection};
+use crate::stats::health::Heartbeat;
 
 /// Orders read (and keys checked) per round trip.
 const PAGE: usize = 1000;
@@ -40,7 +42,7 @@ pub(crate) struct SweepSummary {
 
 pub(crate) struct Reconciler {
     db: Database,
-    redis: RedisTarget,
+    redis: RedisServers,
     pattern: KeyPattern,
     timezone: TimeZoneSetting,
     ttl: std::time::Duration,
@@ -54,7 +56,7 @@ impl Reconciler {
     pub(crate) fn new(
         settings: &Settings,
         db: Database,
-        redis: RedisTarget,
+        redis: RedisServers,
         pattern: KeyPattern,
     ) -> Option<Self> {
         let ttl = settings.recovery.order_ttl?;
@@ -69,7 +71,12 @@ impl Reconciler {
     }
 
     /// One pass over the overdue unpaid orders; each one without a key is sent to `overdue`.
-    pub(crate) async fn sweep(&self, overdue: &QueueSender) -> Result<SweepSummary, SourceError> {
+    /// `heartbeat` beats every page, and while waiting for room in the queue.
+    pub(crate) async fn sweep(
+        &self,
+        overdue: &QueueSender,
+        heartbeat: &Heartbeat,
+    ) -> Result<SweepSummary, SourceError> {
         // The TTL is bounded when the settings are read, so the cutoff cannot underflow; were
         // it to, the earliest time selects no order, so nothing is cancelled early.
         let cutoff = self.timezone.eloquent(
@@ -88,6 +95,7 @@ impl Reconciler {
         let mut summary = SweepSummary::default();
         let mut cursor: Option<(CreatedAt, u64)> = None;
         loop {
+            heartbeat.beat();
             let page = self
                 .sql
                 .page(&mut db, &cutoff, cursor.as_ref())
@@ -98,13 +106,16 @@ impl Reconciler {
             };
             let ids: Vec<u64> = page.iter().map(|(id, _)| *id).collect();
             let exists = self.exists(&mut redis, &ids).await?;
-            for (id, exists) in ids.iter().zip(exists) {
+            let now = jiff::Timestamp::now();
+            for ((id, created), exists) in page.iter().zip(exists) {
                 summary.examined += 1;
                 if exists {
                     summary.still_keyed += 1;
                 } else {
                     summary.overdue += 1;
-                    if overdue.send(*id, Origin::Sweep).await.is_err() {
+                    let late = self.overdue_by(created, now);
+                    let sent = overdue.send_overdue(*id, Origin::Sweep, late);
+                    if heartbeat.waiting(sent).await.is_err() {
                         return Ok(summary); // the worker is stopping
                     }
                 }
@@ -117,12 +128,26 @@ impl Reconciler {
         Ok(summary)
     }
 
+    /// How long past its deadline (`created_at + ORDER_EXPIRE_TTL`, in the app's time zone) an
+    /// order created at `created` is at `now`; zero when that cannot be read.
+    fn overdue_by(&self, created: &CreatedAt, now: jiff::Timestamp) -> Duration {
+        let deadline = civil(created)
+            .and_then(|c| c.to_zoned(self.timezone.tz.clone()).ok())
+            .and_then(|z| {
+                let ttl = jiff::SignedDuration::try_from(self.ttl).ok()?;
+                z.timestamp().checked_add(ttl).ok()
+            });
+        deadline
+            .and_then(|d| Duration::try_from(now.duration_since(d)).ok())
+            .unwrap_or(Duration::ZERO)
+    }
+
     async fn exists(
         &self,
-        redis: &mut MultiplexedConnection,
+        redis: &mut RoutedConnection,
         ids: &[u64],
     ) -> Result<Vec<bool>, SourceError> {
         let keys = ids.iter().map(|id| self.pattern.key_for(*id));
-        Ok(self.redis.exists(redis, keys, "sweep").await?)
+        Ok(redis.exists(keys, "sweep").await?)
     }
 }

@@ -7,14 +7,24 @@
 //!   `mysql://root@127.0.0.1:3306` (`scripts/test` sets it up).
 //! * [`App`]: a Laravel app folder holding a `.env` for both.
 //! * [`Worker`]: the `order-expire` binary as a child process, its output in a log file.
+//! * [`cluster::RedisCluster`] and [`sentinel::SentinelSet`]: real Redis Cluster and Sentinel
+//!   topologies (of [`redis_node::RedisNode`]s), and [`burst`]: orders placed by the Laravel app
+//!   while a test changes the topology, and the audit of the outcome.
+//! * [`http_get`] and [`Scrape`]: the worker's `/metrics`, `/healthz` and `/readyz`, read over
+//!   a plain TCP connection.
 
 #![allow(dead_code)]
 
+pub mod burst;
+pub mod cluster;
 pub mod proxy;
+pub mod redis_node;
+pub mod sentinel;
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -61,8 +71,7 @@ where
     }
 }
 
-/// A loopback port nothing listens on now.
-pub fn free_port() -> u16 {
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -388,6 +397,17 @@ impl TestDb {
         )
     }
 
+    /// This database as the `mysql` connection of a configuration cache (a PHP array).
+    pub fn config_array(&self) -> String {
+        mysql_config_array(
+            self.opts.ip_or_hostname(),
+            self.opts.tcp_port(),
+            &self.name,
+            self.opts.user().unwrap_or("root"),
+            self.opts.pass().unwrap_or(""),
+        )
+    }
+
     pub fn host_port(&self) -> String {
         format!("{}:{}", self.opts.ip_or_hostname(), self.opts.tcp_port())
     }
@@ -474,6 +494,17 @@ impl TestDb {
         }
         tx.commit().await.expect("commit");
         ids
+    }
+
+    /// Holds `SELECT ... FOR UPDATE` on order `id` in an open transaction, as a request of the
+    /// app would: a worker writing the order waits until the test sends `ROLLBACK`.
+    pub async fn lock_order(&self, id: u64) -> mysql_async::Conn {
+        let mut conn = self.conn().await;
+        conn.query_drop("BEGIN").await.expect("begin");
+        conn.exec_drop("SELECT id FROM orders WHERE id = ? FOR UPDATE", (id,))
+            .await
+            .expect("lock the order");
+        conn
     }
 
     pub async fn set_status(&self, order: u64, status: i64) {
@@ -593,6 +624,18 @@ impl LaravelApp {
     pub fn dir(&self) -> &Path {
         self.app.dir.path()
     }
+
+    /// Replaces the `'redis' => [...]` array of the copied `config/database.php` (the last
+    /// entry of the file) with `redis`, as an app on a cluster or Sentinel edits it.
+    pub fn set_redis_config(&self, redis: &str) {
+        let path = self.dir().join("config/database.php");
+        let text = fs::read_to_string(&path).expect("read config/database.php");
+        let at = text
+            .find("    'redis' => [")
+            .expect("config/database.php has a redis array");
+        fs::write(&path, format!("{}{}\n];\n", &text[..at], redis.trim_end()))
+            .expect("write config/database.php");
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -649,7 +692,12 @@ impl App {
     }
 
     pub fn start_worker(&self, args: &[&str]) -> Worker {
-        Worker::start(self, args)
+        Worker::start(self, args, &[])
+    }
+
+    /// The same, with `env` in the worker's (otherwise empty) environment.
+    pub fn start_worker_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Worker {
+        Worker::start(self, args, env)
     }
 
     /// Stops the worker with SIGKILL: no clean shutdown, as in a crash or an OOM kill.
@@ -697,11 +745,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn start(app: &App, args: &[&str]) -> Self {
+    fn start(app: &App, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(BIN);
         command
             .env_clear()
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .arg("--env")
             .arg(app.env_file());
         // Tests read the log's fields, not its sentences: JSON unless a test asks for text.
@@ -722,7 +771,7 @@ impl Worker {
         command.stdout(out).stderr(err);
         die_with_parent(&mut command);
         let child = command.spawn().expect("spawn order-expire");
-        let worker = Self {
+        let mut worker = Self {
             child: Some(child),
             log,
             _dir: dir,
@@ -730,6 +779,13 @@ impl Worker {
         let start = Instant::now();
         while worker.count_event("listening") == 0 && !worker.log().contains("event=\"listening\"")
         {
+            // A worker that refused to start has said why: no need to wait for it.
+            if let Some(Ok(Some(status))) = worker.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "the worker exited ({status}) before listening; log:\n{}",
+                    worker.log()
+                );
+            }
             if start.elapsed() > Duration::from_secs(20) {
                 panic!(
                     "the worker did not start listening within 20 s; log:\n{}",
@@ -766,6 +822,15 @@ impl Worker {
             .collect()
     }
 
+    /// When the worker wrote `line`: its `timestamp` field, in Unix milliseconds.
+    pub fn timestamp_ms(line: &serde_json::Value) -> Option<i64> {
+        line["timestamp"]
+            .as_str()?
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .map(|at| at.as_millisecond())
+    }
+
     /// How many log lines have `event` = `name`.
     pub fn count_event(&self, name: &str) -> usize {
         self.events(name).len()
@@ -783,6 +848,16 @@ impl Worker {
                     .collect::<Vec<u64>>()
             })
             .collect()
+    }
+
+    /// The address of the worker's metrics endpoint (`--metrics-addr`, port 0 allowed), from its
+    /// `metrics_listening` event.
+    pub fn metrics_addr(&self) -> String {
+        self.wait_for_event("metrics_listening", 1, Duration::from_secs(10));
+        self.events("metrics_listening")[0]["addr"]
+            .as_str()
+            .expect("metrics_listening has an addr")
+            .to_string()
     }
 
     /// Waits until `times` log lines have `event` = `name`; fails with the log otherwise.
@@ -854,14 +929,37 @@ pub fn append(path: &Path, text: &str) {
 }
 
 /// A `bootstrap/cache/config.php` whose `database.redis` array is `redis` (PHP `array (...)`
-/// syntax or `[...]`): the Laravel 8 stock settings otherwise, MySQL at `db.internal`.
+/// syntax or `[...]`): the Laravel 8 stock settings otherwise, MySQL at `db.internal`, which no
+/// test reaches (for commands that read the settings without connecting).
 pub fn config_cache_with_redis(app: &App, redis: &str) {
+    let mysql = mysql_config_array("db.internal", 3307, "shop", "shop", "secret");
+    write_config_cache(app, &mysql, redis);
+}
+
+/// A MySQL connection of a configuration cache, as `php artisan config:cache` writes it (PHP
+/// `var_export` syntax, every string single-quoted and escaped).
+fn mysql_config_array(host: &str, port: u16, database: &str, user: &str, password: &str) -> String {
+    let quoted = |text: &str| format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"));
+    format!(
+        "array ('driver' => 'mysql', 'url' => NULL, 'host' => {}, 'port' => '{port}', 'database' => {}, 'username' => {}, 'password' => {}, 'unix_socket' => '', 'prefix' => '')",
+        quoted(host),
+        quoted(database),
+        quoted(user),
+        quoted(password)
+    )
+}
+
+/// A `bootstrap/cache/config.php` with the cache store on Redis connection `cache` (prefix
+/// `shop_cache`), `redis` as the `database.redis` array and `mysql` as the MySQL connection
+/// (see [`TestDb::config_array`]): what the app's `php artisan config:cache` leaves, read in
+/// place of its `config/*.php`.
+pub fn write_config_cache(app: &App, mysql: &str, redis: &str) {
     let root = app.env_file().parent().expect("app root").to_path_buf();
     fs::create_dir_all(root.join("bootstrap/cache")).expect("mkdir");
     fs::write(
         root.join("bootstrap/cache/config.php"),
         format!(
-            "<?php return array (\n  'app' => array ('timezone' => 'UTC'),\n  'cache' => array ('default' => 'redis', 'stores' => array ('redis' => array ('driver' => 'redis', 'connection' => 'cache')), 'prefix' => 'shop_cache'),\n  'database' => array ('default' => 'mysql', 'connections' => array ('mysql' => array ('driver' => 'mysql', 'url' => NULL, 'host' => 'db.internal', 'port' => '3307', 'database' => 'shop', 'username' => 'shop', 'password' => 'secret', 'unix_socket' => '', 'prefix' => '')), 'redis' => {redis}),\n);\n"
+            "<?php return array (\n  'app' => array ('timezone' => 'UTC'),\n  'cache' => array ('default' => 'redis', 'stores' => array ('redis' => array ('driver' => 'redis', 'connection' => 'cache')), 'prefix' => 'shop_cache'),\n  'database' => array ('default' => 'mysql', 'connections' => array ('mysql' => {mysql}), 'redis' => {redis}),\n);\n"
         ),
     )
     .expect("write config cache");
@@ -872,3 +970,87 @@ pub const CLUSTER_REDIS: &str = "array ('client' => 'phpredis', 'options' => arr
 
 /// A predis Sentinel config: two sentinels, service `shop-master`, database 2.
 pub const SENTINEL_REDIS: &str = "array ('client' => 'predis', 'options' => array ('prefix' => 'shop_database_'), 'cache' => array (0 => 'tcp://127.0.0.11:26379', 1 => 'tcp://127.0.0.12:26379', 'options' => array ('replication' => 'sentinel', 'service' => 'shop-master', 'parameters' => array ('password' => 'sentinel-secret', 'database' => 2))))";
+
+/// `GET path` from the HTTP endpoint at `addr` (`host:port`), bounded: the status code and
+/// the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .unwrap_or_else(|e| panic!("read the answer to GET {path}: {e}"));
+    let response = String::from_utf8(response).expect("a UTF-8 answer");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("an HTTP answer: {response:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {head:?}"));
+    (status, body.to_string())
+}
+
+/// One scrape of `/metrics`: each sample's value by its series as written, e.g.
+/// `order_expire_orders_skipped_total{reason="paid"}`.
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    pub text: String,
+    samples: BTreeMap<String, f64>,
+}
+
+impl Scrape {
+    /// Scrapes the worker's endpoint at `addr`.
+    pub fn take(addr: &str) -> Self {
+        let (status, text) = http_get(addr, "/metrics");
+        assert_eq!(status, 200, "GET /metrics: {text}");
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let samples = text
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .map(|line| {
+                let (series, value) = line
+                    .rsplit_once(' ')
+                    .unwrap_or_else(|| panic!("a sample line: {line:?}"));
+                let value = match value {
+                    "+Inf" => f64::INFINITY,
+                    "-Inf" => f64::NEG_INFINITY,
+                    v => v.parse().unwrap_or_else(|_| panic!("a value: {line:?}")),
+                };
+                (series.to_string(), value)
+            })
+            .collect();
+        Self {
+            text: text.to_string(),
+            samples,
+        }
+    }
+
+    /// The value of `series`; fails the test when the scrape does not have it.
+    pub fn get(&self, series: &str) -> f64 {
+        self.samples
+            .get(series)
+            .copied()
+            .unwrap_or_else(|| panic!("no series {series} in the scrape:\n{}", self.text))
+    }
+
+    /// The series whose name starts with `prefix`.
+    pub fn series(&self, prefix: &str) -> Vec<(String, f64)> {
+        self.samples
+            .iter()
+            .filter(|(series, _)| series.starts_with(prefix))
+            .map(|(series, value)| (series.clone(), *value))
+            .collect()
+    }
+}

@@ -1,0 +1,330 @@
+//! What the worker knows about itself: the pipeline's counters and histograms (logged when it
+//! stops, served at `/metrics`), the backlog of its queue, and the health of its loops and
+//! connections.
+//!
+//! * this file: [`Stats`], every metric the stages record, registered once in a Prometheus
+//!   registry under its name and help. Each handle (one per label value) is made here, up front:
+//!   the hot path only increments an atomic, or takes a histogram's short lock, and never builds
+//!   a label;
+//! * [`backlog`]: how many orders wait in the queue and how old the oldest one is;
+//! * [`health`]: the heartbeats of the work loops (liveness: `/healthz` and systemd's watchdog)
+//!   and the state of the subscriptions and of MySQL (readiness: `/readyz`).
+
+pub(crate) mod backlog;
+pub(crate) mod health;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use self::backlog::Backlog;
+use self::health::{Health, HealthOptions};
+
+/// One label and its value, e.g. `("origin", "event")`: label values are static, so a handle is
+/// looked up once and kept.
+pub(crate) type Label = [(&'static str, &'static str); 1];
+
+/// The Content-Type of [`Stats::encode`]'s output: Prometheus text format 0.0.4.
+pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// How late a cancellation was, in seconds: 10 ms to 10 min.
+const LATENESS_BUCKETS: [f64; 15] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+/// From an `expired` event to its commit, in seconds: 1 ms to 30 s.
+const EVENT_TO_COMMIT_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Orders per committed transaction: 1 to the largest batch, 512.
+const BATCH_SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// The pipeline's metrics, shared by every stage. The fields are the handles the stages bump;
+/// the registry holds the same handles (they share their atomics) with names and help.
+#[derive(Debug)]
+pub(crate) struct Stats {
+    registry: Registry,
+    /// `expired` events received, of any key.
+    pub events: Counter,
+    /// Events for keys that are not order keys of this app (`keys_ignored{reason="unrelated"}`).
+    pub unrelated: Counter,
+    /// Order keys whose id could not be read (`keys_ignored{reason="malformed"}`).
+    pub malformed: Counter,
+    /// Orders and keys that did not fit in their queue.
+    pub dropped: Counter,
+    /// Orders cancelled with their stock returned.
+    pub cancelled: Counter,
+    /// Orders left alone because they were paid (their status or their paid column).
+    pub skipped_paid: Counter,
+    /// Orders left alone because they were already cancelled.
+    pub skipped_already_cancelled: Counter,
+    /// Orders left alone because no such row exists.
+    pub skipped_missing: Counter,
+    /// Units of stock returned by the cancellations.
+    pub units_returned: Counter,
+    /// Orders a permanent MySQL error refused (a value out of range, a constraint): logged once
+    /// and not retried by this process.
+    pub parked: Counter,
+    /// Orders left unwritten when the stop deadline passed.
+    pub abandoned: Counter,
+    /// Jobs queued for expired keys of other types (`ORDER_EXPIRE_ON_<TYPE>`).
+    pub key_jobs: Counter,
+    /// Failed write attempts that were retried.
+    pub retries: Counter,
+    /// Redis subscriptions lost and re-established (`reconnects{server="redis"}`).
+    pub resubscribes: Counter,
+    /// MySQL writes working again after failing (`reconnects{server="mysql"}`).
+    pub mysql_recoveries: Counter,
+    /// Orders a sweep found overdue without their key.
+    pub sweep_recovered: Counter,
+    /// When the last sweep finished, in seconds since the Unix epoch.
+    pub last_sweep: Gauge<f64, AtomicU64>,
+    /// Seconds from an order's deadline to the commit that cancelled it.
+    pub lateness: Histogram,
+    /// Seconds from an `expired` event to the commit of its order's transaction.
+    pub event_to_commit: Histogram,
+    /// Orders per committed transaction.
+    pub batch_size: Histogram,
+    /// Orders found due, by origin (label `origin`); the queue keeps one handle per origin.
+    pub received: Family<Label, Counter>,
+    /// Orders skipped by the dispatcher as reported moments before, by origin.
+    pub deduplicated: Family<Label, Counter>,
+    /// The order queue's length and the age of its oldest order.
+    pub backlog: Arc<Backlog>,
+    /// The work loops' heartbeats, the subscriptions and MySQL.
+    pub health: Arc<Health>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new(None, HealthOptions::default())
+    }
+}
+
+impl Stats {
+    /// Registers every metric; `laravel` is the app's Laravel version for `build_info`.
+    pub(crate) fn new(laravel: Option<&str>, health: HealthOptions) -> Self {
+        let mut registry = Registry::default();
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let family = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<Label, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let histogram = |registry: &mut Registry, name: &str, help: &str, buckets: &[f64]| {
+            let histogram = Histogram::new(buckets.iter().copied());
+            registry.register(name, help, histogram.clone());
+            histogram
+        };
+
+        let cancelled = counter(
+            &mut registry,
+            "order_expire_orders_cancelled",
+            "Orders cancelled with their stock returned",
+        );
+        let skipped = family(
+            &mut registry,
+            "order_expire_orders_skipped",
+            "Orders left alone when written: paid (status or paid column), already cancelled, or missing",
+        );
+        let units_returned = counter(
+            &mut registry,
+            "order_expire_stock_units_returned",
+            "Units of stock returned to products by cancellations",
+        );
+        let received = family(
+            &mut registry,
+            "order_expire_expired_received",
+            "Expired orders that entered the writer queue, by where they were found: an expired event, the deadline watcher, or a sweep",
+        );
+        let ignored = family(
+            &mut registry,
+            "order_expire_keys_ignored",
+            "Expired keys that queued nothing: not an order key of this app (unrelated), or an order key whose id is not canonical (malformed)",
+        );
+        let deduplicated = family(
+            &mut registry,
+            "order_expire_duplicates_skipped",
+            "Orders not written again because they were handed to a writer moments before, by origin",
+        );
+        let lateness = histogram(
+            &mut registry,
+            "order_expire_lateness_seconds",
+            "Seconds from an order's deadline (its key's TTL, or created_at + ORDER_EXPIRE_TTL) to the commit that cancelled it",
+            &LATENESS_BUCKETS,
+        );
+        let event_to_commit = histogram(
+            &mut registry,
+            "order_expire_event_to_commit_seconds",
+            "Seconds from receiving an expired event to the commit of its order's transaction",
+            &EVENT_TO_COMMIT_BUCKETS,
+        );
+        let batch_size = histogram(
+            &mut registry,
+            "order_expire_batch_size",
+            "Orders per committed cancel transaction",
+            &BATCH_SIZE_BUCKETS,
+        );
+        let dropped = counter(
+            &mut registry,
+            "order_expire_queue_dropped",
+            "Expired orders and keys turned away by a full queue (a sweep recovers the orders); raise --queue-size",
+        );
+        let reconnects = family(
+            &mut registry,
+            "order_expire_reconnects",
+            "Connections re-established after a loss: the Redis subscription (redis), MySQL writes working again after failing (mysql)",
+        );
+        let retries = counter(
+            &mut registry,
+            "order_expire_write_retries",
+            "Failed write attempts that were retried",
+        );
+        let last_sweep = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "order_expire_last_sweep_timestamp_seconds",
+            "When the last reconciliation sweep finished, in seconds since the Unix epoch (0: none yet)",
+            last_sweep.clone(),
+        );
+        let sweep_recovered = counter(
+            &mut registry,
+            "order_expire_sweep_recovered",
+            "Overdue unpaid orders a sweep found without their key and queued",
+        );
+        let parked = counter(
+            &mut registry,
+            "order_expire_orders_parked",
+            "Orders MySQL refused with a permanent error; left unpaid until fixed by hand",
+        );
+        let key_jobs = counter(
+            &mut registry,
+            "order_expire_key_jobs_queued",
+            "Laravel jobs queued for expired keys of other types (ORDER_EXPIRE_ON_<TYPE>)",
+        );
+        registry.register(
+            "order_expire_build",
+            "The running order-expire and the app's Laravel version",
+            Info::new([
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                ("laravel", laravel.unwrap_or("unknown").to_string()),
+            ]),
+        );
+        let backlog = Arc::new(Backlog::new());
+        registry.register_collector(Box::new(Arc::clone(&backlog)));
+        let health = Arc::new(Health::new(health));
+        registry.register_collector(Box::new(Arc::clone(&health)));
+
+        let events = counter(
+            &mut registry,
+            "order_expire_keyspace_events",
+            "Expired keyspace events received from Redis, for any key",
+        );
+        let abandoned = Counter::default();
+        let label = |family: &Family<Label, Counter>, name, value| {
+            family.get_or_create_owned(&[(name, value)])
+        };
+        Self {
+            events,
+            unrelated: label(&ignored, "reason", "unrelated"),
+            malformed: label(&ignored, "reason", "malformed"),
+            dropped,
+            cancelled,
+            skipped_paid: label(&skipped, "reason", "paid"),
+            skipped_already_cancelled: label(&skipped, "reason", "already_cancelled"),
+            skipped_missing: label(&skipped, "reason", "missing"),
+            units_returned,
+            parked,
+            abandoned,
+            key_jobs,
+            retries,
+            resubscribes: label(&reconnects, "server", "redis"),
+            mysql_recoveries: label(&reconnects, "server", "mysql"),
+            sweep_recovered,
+            last_sweep,
+            lateness,
+            event_to_commit,
+            batch_size,
+            received,
+            deduplicated,
+            backlog,
+            health,
+            registry,
+        }
+    }
+
+    pub(crate) fn add(counter: &Counter) {
+        counter.inc();
+    }
+
+    pub(crate) fn add_n(counter: &Counter, n: u64) {
+        counter.inc_by(n);
+    }
+
+    pub(crate) fn get(counter: &Counter) -> u64 {
+        counter.get()
+    }
+
+    /// Orders left alone when written, whatever the reason.
+    pub(crate) fn skipped(&self) -> u64 {
+        [
+            &self.skipped_paid,
+            &self.skipped_already_cancelled,
+            &self.skipped_missing,
+        ]
+        .into_iter()
+        .map(Self::get)
+        .sum()
+    }
+
+    /// Every metric in Prometheus text format 0.0.4 ([`CONTENT_TYPE`]).
+    pub(crate) fn encode(&self) -> String {
+        let mut text = String::with_capacity(8 * 1024);
+        // Writing to a String cannot fail; an encoder error would leave the text cut short.
+        if let Err(e) = prometheus_text::encode(&mut text, &self.registry) {
+            tracing::debug!(error = %e, "encoding the metrics");
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_share_the_registered_atomics() {
+        let stats = Stats::new(Some("8.83.26"), HealthOptions::default());
+        Stats::add_n(&stats.cancelled, 3);
+        Stats::add(&stats.skipped_paid);
+        stats.lateness.observe(0.2);
+        let text = stats.encode();
+        assert!(
+            text.contains("\norder_expire_orders_cancelled_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("order_expire_orders_skipped_total{reason=\"paid\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("order_expire_lateness_seconds_bucket{le=\"0.25\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("order_expire_build_info{version=\"")
+                && text.contains("laravel=\"8.83.26\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(stats.skipped(), 1);
+    }
+}
