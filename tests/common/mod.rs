@@ -709,11 +709,15 @@ impl App {
     }
 }
 
-/// Runs `command` to completion, killing it after `timeout`.
+/// Runs `command` (order-expire, or a tool a test needs) to completion, killing it after
+/// `timeout`.
 pub fn run_bounded(mut command: Command, timeout: Duration) -> Output {
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     die_with_parent(&mut command);
-    let mut child = command.spawn().expect("spawn order-expire");
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
     let start = Instant::now();
     loop {
         match child.try_wait() {
@@ -722,7 +726,7 @@ pub fn run_bounded(mut command: Command, timeout: Duration) -> Output {
                 let _ = child.kill();
                 let output = child.wait_with_output().expect("output");
                 panic!(
-                    "order-expire did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                    "{program} did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
                     String::from_utf8_lossy(&output.stdout),
                     String::from_utf8_lossy(&output.stderr)
                 );
@@ -742,10 +746,6 @@ pub struct Worker {
 
 impl Worker {
     fn start(app: &App, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let dir = TempDir::new().expect("temp dir");
-        let log = dir.path().join("worker.log");
-        let out = fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
         let mut command = Command::new(BIN);
         command
             .env_clear()
@@ -757,7 +757,18 @@ impl Worker {
         if !args.contains(&"--log-format") {
             command.args(["--log-format", "json"]);
         }
-        command.args(args).stdout(out).stderr(err);
+        command.args(args);
+        Self::spawn(command)
+    }
+
+    /// Runs `command`, a worker started another way (inside a container, say), with its output
+    /// in the log file, and waits until it listens.
+    pub fn spawn(mut command: Command) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let log = dir.path().join("worker.log");
+        let out = fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        command.stdout(out).stderr(err);
         die_with_parent(&mut command);
         let child = command.spawn().expect("spawn order-expire");
         let mut worker = Self {
