@@ -14,7 +14,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{App, RedisServer, Scrape, TestDb, Worker, default_key, http_get, setex, wait_until};
+use common::{
+    App, RedisServer, Scrape, TestDb, Worker, default_key, http_get, run_ok, setex, wait_until,
+};
 
 /// A cold first run builds the static binary (about 3 minutes on 2 cores) and installs
 /// cargo-deb (about 3 more); later runs take seconds.
@@ -25,20 +27,6 @@ const PACKAGE: &str = "order-expire";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `command` to completion (bounded), failing the test with both streams unless it exits 0.
-fn run_ok(command: Command, timeout: Duration) -> Output {
-    let shown = format!("{command:?}");
-    let output = common::run_bounded(command, timeout);
-    assert!(
-        output.status.success(),
-        "{shown} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn stdout(output: &Output) -> String {

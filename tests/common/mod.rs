@@ -709,6 +709,20 @@ impl App {
     }
 }
 
+/// Runs `command` to completion (bounded), failing the test with both streams unless it exits 0.
+pub fn run_ok(command: Command, timeout: Duration) -> Output {
+    let shown = format!("{command:?}");
+    let output = run_bounded(command, timeout);
+    assert!(
+        output.status.success(),
+        "{shown} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// Runs `command` (order-expire, or a tool a test needs) to completion, killing it after
 /// `timeout`.
 pub fn run_bounded(mut command: Command, timeout: Duration) -> Output {
