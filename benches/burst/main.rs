@@ -139,8 +139,12 @@ async fn main() {
         for size in &o.php_sizes {
             let p = php::burst(&server, *size).await;
             eprintln!(
-                "PHP {size}: drain {:?} ms ({} cancelled), CPU {:?} s",
-                p.drain_ms, p.cancelled, p.cpu_s
+                "PHP {size}: drain {:?} ms ({} cancelled), CPU {} s",
+                p.drain_ms,
+                p.cancelled,
+                p.cpu_s
+                    .map(|c| format!("{c:.2}"))
+                    .unwrap_or_else(|| "-".into())
             );
             r.php.push(p);
         }

@@ -69,6 +69,24 @@ pub fn summary(r: &Results) -> String {
         );
     }
     let _ = writeln!(t);
+    if let Some(size) = r
+        .options
+        .sizes
+        .iter()
+        .copied()
+        .filter(|s| *s <= 100_000)
+        .max()
+    {
+        let one = r.ours(size, 1);
+        let _ = writeln!(
+            t,
+            "CPU seconds from the deadline to the last commit of the {size} burst: {}; the floor's run: {}.\n",
+            one.map(|o| cpu_line(&o.cpu)).unwrap_or_else(|| "-".into()),
+            r.floor(size)
+                .map(|f| cpu_line(&f.cpu))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
     if let (Some(s), Some(d)) = (&r.steady, &r.single) {
         let _ = writeln!(
             t,

@@ -24,18 +24,23 @@ impl Verdict {
     }
 }
 
-/// The burst sizes the targets name (100k and 200k); a run without them (the smoke run) is
-/// judged at its two largest sizes instead, so every check still runs.
-fn target_sizes(results: &Results) -> (usize, usize) {
+/// The burst sizes the targets name (100k and 200k, those of them the run has); a run with
+/// neither (the smoke run) is judged at its two largest sizes instead, so every check still
+/// runs. The last one is the size of the memory target.
+fn target_sizes(results: &Results) -> Vec<usize> {
     let sizes = &results.options.sizes;
-    if sizes.contains(&100_000) && sizes.contains(&200_000) {
-        return (100_000, 200_000);
+    let named: Vec<usize> = [100_000, 200_000]
+        .into_iter()
+        .filter(|s| sizes.contains(s))
+        .collect();
+    if !named.is_empty() {
+        return named;
     }
     let mut sorted = sizes.clone();
     sorted.sort_unstable();
-    let large = sorted.last().copied().unwrap_or(0);
-    let second = sorted.iter().rev().nth(1).copied().unwrap_or(large);
-    (second, large)
+    sorted.dedup();
+    let from = sorted.len().saturating_sub(2);
+    sorted.split_off(from)
 }
 
 fn k(size: usize) -> String {
@@ -47,9 +52,10 @@ fn k(size: usize) -> String {
 }
 
 pub fn judge(results: &Results) -> Vec<Verdict> {
-    let (mid, large) = target_sizes(results);
+    let sizes = target_sizes(results);
+    let large = sizes.last().copied().unwrap_or(0);
     let mut out = Vec::new();
-    for size in [mid, large] {
+    for size in sizes.iter().copied() {
         let run = results.ours(size, 1);
         let limit = run.and_then(|r| results.limit_ms(r));
         let ratio = run.and_then(|r| results.over_limit(r));
@@ -62,7 +68,7 @@ pub fn judge(results: &Results) -> Vec<Verdict> {
             met: ratio.map(|x| x <= 1.2),
         });
     }
-    for size in [mid, large] {
+    for size in sizes.iter().copied() {
         let speed_up = results.ours(size, 1).and_then(|r| results.speed_up(r));
         out.push(Verdict {
             target: format!("{} at least 100 x the PHP command", k(size)),
@@ -85,11 +91,11 @@ pub fn judge(results: &Results) -> Vec<Verdict> {
     let per_order = results.million.as_ref().and_then(|m| m.bytes_per_order());
     out.push(Verdict {
         target: format!(
-            "<= 32 bytes per pending order beyond the idle base ({} orders)",
+            "<= 32 bytes per pending order beyond the idle base{}",
             results
                 .million
                 .as_ref()
-                .map(|m| k(m.size))
+                .map(|m| format!(" ({} orders)", k(m.size)))
                 .unwrap_or_default()
         ),
         measured: per_order
@@ -114,7 +120,7 @@ pub fn judge(results: &Results) -> Vec<Verdict> {
             .unwrap_or_else(|| "-".into()),
         met: steady_p99.map(|s| s <= 5.0),
     });
-    for size in [mid, large] {
+    for size in sizes.iter().copied() {
         let one = results.ours(size, 1);
         for workers in results.options.workers.iter().filter(|w| **w > 1) {
             let many = results.ours(size, *workers);
