@@ -99,7 +99,7 @@ pub fn draw(path: &Path, r: &Results) -> Result<(), Box<dyn std::error::Error>> 
     c.configure_series_labels()
         .border_style(BLACK)
         .background_style(WHITE)
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .draw()?;
     root.present()?;
     Ok(())

@@ -89,7 +89,8 @@ async fn main() {
         for workers in &o.workers {
             let run = measure::burst(&server, *size, *workers, &o.worker_args).await;
             eprintln!(
-                "order-expire {size} x {workers}: emission {:?} ms, drain {:?} ms, peak RSS {:?} KiB{}; CPU {}; {}",
+                "order-expire {size} x {workers}: idle {:?} ms after start, emission {:?} ms, drain {:?} ms, peak RSS {:?} KiB{}; CPU {}; {}",
+                run.settled_ms,
                 run.emission_ms,
                 run.drain_ms,
                 run.peak_rss_kib,

@@ -176,14 +176,17 @@ pub fn details(r: &Results) -> String {
                 .map(|k| mb(*k))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let write_path = if o.write_paths.is_empty() {
+            let mut notes = if o.write_paths.is_empty() {
                 String::new()
             } else {
                 format!(" (write_path {})", o.write_paths.join(", "))
             };
+            if o.settled_ms.is_none() {
+                notes.push_str(" (still learning the orders at the deadline)");
+            }
             let _ = writeln!(
                 t,
-                "| {size} | order-expire, {w} worker(s){write_path} | {} | {} | {rss} | {} | {} | {} |",
+                "| {size} | order-expire, {w} worker(s){notes} | {} | {} | {rss} | {} | {} | {} |",
                 secs(o.emission_ms),
                 if o.drain_ms.is_some() {
                     secs(o.drain_ms)
