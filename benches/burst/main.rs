@@ -71,11 +71,15 @@ async fn main() {
     );
     let server = BenchServer::start().await;
     eprintln!(
-        "private MariaDB on port {} (pid {:?}) with {}",
+        "private MariaDB on port {}: pid {:?} from its pid file, {:?} from its listening socket; {}",
         server.port(),
         server.pid,
+        server.pid_by_socket,
         database::DEBIAN_DEFAULTS.join(" ")
     );
+    if server.pid.is_none() || server.pid != server.pid_by_socket {
+        eprintln!("the two ways of finding mariadbd disagree: its CPU figures may be wrong");
+    }
     let mut r = Results::new(o.clone());
     for size in &o.sizes {
         let f = floor::burst(&server, *size, o.connections).await;
