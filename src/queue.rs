@@ -57,27 +57,99 @@ impl fmt::Display for Origin {
     }
 }
 
-/// An order that is due to be cancelled.
+/// An order that is due to be cancelled: 16 bytes, so that a queue holding a burst of a million
+/// orders costs 16 MB, not the 40 of a struct with an `Instant` and an enum beside the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DueOrder {
     /// The order's id.
     pub id: u64,
-    /// Which source found it.
-    pub origin: Origin,
-    /// When it was queued: how long it waited is the queue's share of the latency.
-    pub due_at: Instant,
-    /// How long past its deadline the order already was when queued, in milliseconds (at most
-    /// about 49 days): 0 for an event, whose deadline is its expiry; what the deadline watcher
-    /// or the sweep computed otherwise. Carried so that the lateness of the cancellation needs
-    /// no second look at Redis or MySQL.
-    pub overdue_ms: u32,
+    /// When it was queued, in milliseconds of the queue's [`QueueClock`] (wrapping after about
+    /// 49 days: a wait is their difference, and no order waits that long).
+    queued_ms: u32,
+    /// Which source found it and how overdue it was, see [`Packed`].
+    packed: Packed,
 }
 
+const _: () = assert!(std::mem::size_of::<DueOrder>() == 16);
+
 impl DueOrder {
-    /// How long past its deadline the order was when queued. Kept as a duration, not as an
-    /// instant: an order found overdue by days may predate the monotonic clock's start.
+    /// Which source found it.
+    pub(crate) fn origin(&self) -> Origin {
+        self.packed.origin()
+    }
+
+    /// How long past its deadline the order already was when queued: zero for an event, whose
+    /// deadline is its expiry; what the deadline watcher or the sweep computed otherwise. Carried
+    /// so that the lateness of the cancellation needs no second look at Redis or MySQL, and kept
+    /// as a duration, not as an instant: an order found overdue by days may predate the
+    /// monotonic clock's start.
     pub(crate) fn overdue(&self) -> Duration {
-        Duration::from_millis(u64::from(self.overdue_ms))
+        self.packed.overdue()
+    }
+}
+
+/// An origin and an overdue time in 32 bits: the origin in the top two, then one bit for the
+/// unit, then 29 bits of milliseconds (up to about 6 days, exact) or of seconds (up to 17
+/// years, for an order a sweep finds long after its deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed(u32);
+
+impl Packed {
+    const VALUE_BITS: u32 = 29;
+    const VALUE_MAX: u64 = (1 << Self::VALUE_BITS) - 1;
+    const SECONDS: u32 = 1 << Self::VALUE_BITS;
+
+    fn new(origin: Origin, overdue: Duration) -> Self {
+        let ms = u64::try_from(overdue.as_millis()).unwrap_or(u64::MAX);
+        let value = if ms <= Self::VALUE_MAX {
+            ms as u32
+        } else {
+            Self::SECONDS | overdue.as_secs().min(Self::VALUE_MAX) as u32
+        };
+        Self(((origin.index() as u32) << 30) | value)
+    }
+
+    fn origin(self) -> Origin {
+        match self.0 >> 30 {
+            0 => Origin::Event,
+            1 => Origin::Deadline,
+            _ => Origin::Sweep,
+        }
+    }
+
+    fn overdue(self) -> Duration {
+        let value = u64::from(self.0) & Self::VALUE_MAX;
+        if self.0 & Self::SECONDS == 0 {
+            Duration::from_millis(value)
+        } else {
+            Duration::from_secs(value)
+        }
+    }
+}
+
+/// The time base of a queue's orders: milliseconds since the queue was made. The dispatcher
+/// asks it how long an order waited, for the latency histograms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueClock {
+    epoch: Instant,
+}
+
+impl QueueClock {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the epoch at `at`, whole.
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long `order` had waited at `now` since it was queued.
+    pub(crate) fn waited(&self, order: &DueOrder, now: Instant) -> Duration {
+        let now_ms = self.millis(now) as u32;
+        Duration::from_millis(u64::from(now_ms.wrapping_sub(order.queued_ms)))
     }
 }
 
@@ -127,6 +199,7 @@ impl QueueCounters {
 
 /// What the senders share.
 struct Shared {
+    clock: QueueClock,
     counters: Arc<QueueCounters>,
     stats: Arc<Stats>,
     queue_full_warnings: Throttle,
@@ -142,7 +215,9 @@ pub(crate) fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, O
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let counters = Arc::new(QueueCounters::new(&stats));
     let backlog = Arc::clone(&stats.backlog);
+    let clock = QueueClock::new();
     let shared = Arc::new(Shared {
+        clock,
         counters: Arc::clone(&counters),
         stats,
         queue_full_warnings: Throttle::per_minute(),
@@ -150,6 +225,7 @@ pub(crate) fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, O
     let sender = QueueSender { tx, shared };
     let queue = OrderQueue {
         rx,
+        clock,
         counters,
         backlog,
         recent: RecentlyDispatched::new(),
@@ -180,11 +256,11 @@ impl QueueSender {
         origin: Origin,
         overdue: Duration,
     ) -> Result<(), Closed> {
+        let now = Instant::now();
         let order = DueOrder {
             id,
-            origin,
-            due_at: Instant::now(),
-            overdue_ms: u32::try_from(overdue.as_millis()).unwrap_or(u32::MAX),
+            queued_ms: self.shared.clock.millis(now) as u32,
+            packed: Packed::new(origin, overdue),
         };
         let queued = match origin {
             Origin::Event => self.offer(order)?,
@@ -195,7 +271,7 @@ impl QueueSender {
         };
         if queued {
             QueueCounters::add(&self.shared.counters.received, origin);
-            self.shared.stats.backlog.push(order.due_at.into_std());
+            self.shared.stats.backlog.push(now.into_std());
         }
         Ok(())
     }
@@ -206,7 +282,7 @@ impl QueueSender {
         match self.tx.try_send(order) {
             Ok(()) => Ok(true),
             Err(mpsc::error::TrySendError::Full(order)) => {
-                QueueCounters::add(&self.shared.counters.dropped, order.origin);
+                QueueCounters::add(&self.shared.counters.dropped, order.origin());
                 Stats::add(&self.shared.stats.dropped);
                 if let Admission::Log { suppressed } = self.shared.queue_full_warnings.admit() {
                     tracing::error!(
@@ -226,6 +302,7 @@ impl QueueSender {
 /// The dispatcher's end: hands out each order once within the dedup window.
 pub(crate) struct OrderQueue {
     rx: mpsc::Receiver<DueOrder>,
+    clock: QueueClock,
     counters: Arc<QueueCounters>,
     backlog: Arc<Backlog>,
     recent: RecentlyDispatched,
@@ -275,6 +352,11 @@ impl OrderQueue {
         self.rx.close();
     }
 
+    /// The time base of this queue's orders.
+    pub(crate) fn clock(&self) -> QueueClock {
+        self.clock
+    }
+
     /// The per-origin counters this queue keeps.
     #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
     pub(crate) fn counters(&self) -> Arc<QueueCounters> {
@@ -284,7 +366,7 @@ impl OrderQueue {
     fn first(&mut self, order: &DueOrder) -> bool {
         let first = self.recent.first(order.id);
         if !first {
-            QueueCounters::add(&self.counters.deduplicated, order.origin);
+            QueueCounters::add(&self.counters.deduplicated, order.origin());
         }
         first
     }
@@ -420,7 +502,7 @@ mod tests {
         assert_eq!(rx.recv().await.map(|o| o.id), Some(1));
         assert_eq!(waiting.await.expect("joined"), Ok(()));
         let second = rx.recv().await.expect("queued");
-        assert_eq!((second.id, second.origin), (2, Origin::Deadline));
+        assert_eq!((second.id, second.origin()), (2, Origin::Deadline));
         assert_eq!(rx.counters().dropped(Origin::Deadline), 0);
     }
 
@@ -455,6 +537,48 @@ mod tests {
             [Duration::from_secs(40 * 24 * 3600), Duration::ZERO],
             "days overdue fit, an event is on time"
         );
+    }
+
+    #[test]
+    fn an_entry_keeps_its_origin_and_overdue_time() {
+        let cases = [
+            (Origin::Event, Duration::ZERO),
+            (Origin::Deadline, Duration::from_millis(1234)),
+            (Origin::Sweep, Duration::from_millis(Packed::VALUE_MAX)),
+            (Origin::Sweep, Duration::from_secs(40 * 24 * 3600)),
+            (Origin::Deadline, Duration::from_secs(u64::MAX)),
+        ];
+        let read: Vec<(Origin, Duration)> = cases
+            .iter()
+            .map(|&(origin, overdue)| {
+                let packed = Packed::new(origin, overdue);
+                (packed.origin(), packed.overdue())
+            })
+            .collect();
+        let max = Duration::from_secs(Packed::VALUE_MAX);
+        assert_eq!(
+            read,
+            [
+                cases[0],
+                cases[1],
+                cases[2],
+                cases[3],
+                (Origin::Deadline, max)
+            ],
+            "exact to the millisecond up to days, to the second beyond, capped at 17 years"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_knows_how_long_it_waited() {
+        let (tx, mut rx, stats) = queue(4);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        tx.send(1, Origin::Event).await.expect("room");
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let order = rx.recv().await.expect("queued");
+        let waited = rx.clock().waited(&order, Instant::now());
+        assert_eq!(waited, Duration::from_millis(250));
+        assert_eq!(stats.backlog.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
