@@ -9,7 +9,6 @@
 //! holds that policy, the dedup window (several sources report the same order) and the
 //! per-origin counters, so that every producer gets the same rules by construction.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -228,7 +227,7 @@ pub(crate) fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, O
         clock,
         counters,
         backlog,
-        recent: RecentlyDispatched::new(),
+        recent: RecentlyDispatched::new(clock),
     };
     (sender, queue)
 }
@@ -374,35 +373,57 @@ impl OrderQueue {
 
 /// Order ids dispatched in the last few seconds. Several sources may report the same order (the
 /// event and a sweep, or two events): the database makes that harmless, this makes it cheap.
+///
+/// A fixed table of [`Self::SETS`] sets of two slots (256 KiB), chosen by a hash of the id, each
+/// slot an id and when it was dispatched: memory does not grow with a burst. It is lossy: an
+/// order whose set took two other orders since is offered again, and is then written twice,
+/// which the writer's transaction makes harmless (it finds the order cancelled). Duplicates come
+/// moments apart (the deadline watcher's `PTTL` causes the event it races), so with 16,384 slots
+/// they are caught unless many thousands of orders pass in between.
 struct RecentlyDispatched {
-    seen: HashMap<u64, Instant>,
-    prune_at: usize,
+    clock: QueueClock,
+    /// `(id, dispatched at in ms of the clock + 1)`; 0 marks an empty slot.
+    slots: Box<[[(u64, u64); 2]]>,
 }
 
 impl RecentlyDispatched {
     /// How long an order dispatched is not dispatched again.
     const KEEP: Duration = Duration::from_secs(30);
+    /// Sets of two slots, a power of two.
+    const SETS: usize = 8192;
 
-    fn new() -> Self {
+    fn new(clock: QueueClock) -> Self {
         Self {
-            seen: HashMap::new(),
-            prune_at: 1024,
+            clock,
+            slots: vec![[(0, 0); 2]; Self::SETS].into_boxed_slice(),
         }
     }
 
-    /// True the first time `order` is offered within [`Self::KEEP`].
+    /// True the first time `order` is offered within [`Self::KEEP`], as far as the table
+    /// remembers.
     fn first(&mut self, order: u64) -> bool {
-        let now = Instant::now();
-        if self.seen.len() >= self.prune_at {
-            self.seen
-                .retain(|_, at| now.duration_since(*at) < Self::KEEP);
-            self.prune_at = (self.seen.len() * 2).max(1024);
+        let now = self.clock.millis(Instant::now()).saturating_add(1);
+        let keep = Self::KEEP.as_millis() as u64;
+        let set = &mut self.slots[set_of(order)];
+        if let Some(slot) = set.iter_mut().find(|(id, at)| *at != 0 && *id == order) {
+            let recent = now.saturating_sub(slot.1) < keep;
+            if !recent {
+                slot.1 = now;
+            }
+            return !recent;
         }
-        match self.seen.insert(order, now) {
-            Some(at) => now.duration_since(at) >= Self::KEEP,
-            None => true,
-        }
+        // The older slot (or an empty one) takes it.
+        let oldest = if set[0].1 <= set[1].1 { 0 } else { 1 };
+        set[oldest] = (order, now);
+        true
     }
+}
+
+/// The set of [`RecentlyDispatched`] for `order`: ids are sequential, so they are multiplied by
+/// a large odd constant (Fibonacci hashing) to spread neighbours and strides alike.
+fn set_of(order: u64) -> usize {
+    const BITS: u32 = RecentlyDispatched::SETS.trailing_zeros();
+    (order.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BITS)) as usize
 }
 
 /// A key of another type than the orders' that expired (`ORDER_EXPIRE_ON_<TYPE>`): the index
@@ -518,6 +539,26 @@ mod tests {
         tokio::time::advance(RecentlyDispatched::KEEP).await;
         tx.send(7, Origin::Event).await.expect("room");
         assert_eq!(rx.try_recv().map(|o| o.id), Some(7), "window passed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_dedup_window_catches_a_duplicate_among_thousands_in_constant_memory() {
+        let mut recent = RecentlyDispatched::new(QueueClock::new());
+        let size = std::mem::size_of_val(&*recent.slots);
+        assert_eq!(size, 256 * 1024);
+        let mut caught = 0;
+        for id in 1..=200_000u64 {
+            assert!(recent.first(id), "{id} is new");
+            // Its duplicate arrives a thousand orders later, as from a second source.
+            if id > 1000 && !recent.first(id - 1000) {
+                caught += 1;
+            }
+        }
+        assert_eq!(std::mem::size_of_val(&*recent.slots), size, "no growth");
+        assert!(caught >= 199_000 * 99 / 100, "caught {caught} of 199000");
+        tokio::time::advance(RecentlyDispatched::KEEP).await;
+        assert!(recent.first(200_000), "window passed");
+        assert!(!recent.first(200_000), "and counted again");
     }
 
     #[tokio::test(start_paused = true)]
