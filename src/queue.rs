@@ -228,6 +228,7 @@ pub(crate) fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, O
         counters,
         backlog,
         recent: RecentlyDispatched::new(clock),
+        window: Vec::new(),
     };
     (sender, queue)
 }
@@ -298,47 +299,83 @@ impl QueueSender {
     }
 }
 
-/// The dispatcher's end: hands out each order once within the dedup window.
+/// Most orders taken from the channel at once and handed out in id order: a burst's orders
+/// arrive in the order Redis expires their keys, scattered over the table; handed out sorted,
+/// a batch holds neighbouring ids, whose rows share B-tree pages. 128 KiB of entries at most,
+/// and each order waits at most one window (no starvation of high ids: a window is only
+/// refilled once empty).
+const ID_ORDER_WINDOW: usize = 8192;
+
+/// The dispatcher's end: hands out each order once within the dedup window, what is queued at
+/// once in id order.
 pub(crate) struct OrderQueue {
     rx: mpsc::Receiver<DueOrder>,
     clock: QueueClock,
     counters: Arc<QueueCounters>,
     backlog: Arc<Backlog>,
     recent: RecentlyDispatched,
+    /// Orders taken from the channel and not handed out yet, highest id first (handed out from
+    /// the end). They still count in the backlog.
+    window: Vec<DueOrder>,
 }
 
 impl OrderQueue {
-    /// The next order not dispatched within the dedup window; `None` once the queue is closed
-    /// and empty. Cancel-safe: only duplicates are consumed before it returns.
+    /// The next order not dispatched within the dedup window (the lowest id of what is queued
+    /// now, see [`ID_ORDER_WINDOW`]); `None` once the queue is closed and empty. Cancel-safe:
+    /// only duplicates are consumed before it returns.
     pub(crate) async fn recv(&mut self) -> Option<DueOrder> {
-        loop {
-            let order = self.rx.recv().await?;
-            self.backlog.pop(1);
-            if self.first(&order) {
-                return Some(order);
+        if self.window.is_empty() {
+            loop {
+                let order = self.rx.recv().await?;
+                if self.first(&order) {
+                    self.window.push(order);
+                    self.refill_window();
+                    break;
+                }
+                self.backlog.pop(1);
             }
         }
+        self.try_recv()
     }
 
     /// Like [`Self::recv`] without waiting: `None` when nothing new is queued right now.
     pub(crate) fn try_recv(&mut self) -> Option<DueOrder> {
-        while let Ok(order) = self.rx.try_recv() {
-            self.backlog.pop(1);
+        if self.window.is_empty() {
+            self.refill_window();
+        }
+        let order = self.window.pop()?;
+        self.backlog.pop(1);
+        Some(order)
+    }
+
+    /// Takes what the channel holds now into the window, up to [`ID_ORDER_WINDOW`], skipping
+    /// duplicates, and sorts it.
+    fn refill_window(&mut self) {
+        let before = self.window.len();
+        while self.window.len() < ID_ORDER_WINDOW {
+            let Ok(order) = self.rx.try_recv() else {
+                break;
+            };
             if self.first(&order) {
-                return Some(order);
+                self.window.push(order);
+            } else {
+                self.backlog.pop(1);
             }
         }
-        None
+        if self.window.len() > before {
+            self.window
+                .sort_unstable_by_key(|order| std::cmp::Reverse(order.id));
+        }
     }
 
     /// Whether the queue is closed and empty: nothing will ever come.
     pub(crate) fn is_finished(&self) -> bool {
-        self.rx.is_closed() && self.rx.is_empty()
+        self.window.is_empty() && self.rx.is_closed() && self.rx.is_empty()
     }
 
     /// Everything still queued, duplicates included, without waiting: what a stop leaves.
     pub(crate) fn take_rest(&mut self) -> Vec<u64> {
-        let mut rest = Vec::new();
+        let mut rest: Vec<u64> = self.window.drain(..).rev().map(|order| order.id).collect();
         while let Ok(order) = self.rx.try_recv() {
             rest.push(order.id);
         }
@@ -559,6 +596,32 @@ mod tests {
         tokio::time::advance(RecentlyDispatched::KEEP).await;
         assert!(recent.first(200_000), "window passed");
         assert!(!recent.first(200_000), "and counted again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_is_queued_at_once_comes_out_in_id_order_one_window_at_a_time() {
+        let (tx, mut rx, stats) = queue(2 * ID_ORDER_WINDOW);
+        let burst = |from: u64| (0..ID_ORDER_WINDOW as u64).rev().map(move |i| from + i);
+        for id in burst(1_000_000) {
+            tx.send(id, Origin::Event).await.expect("room");
+        }
+        assert_eq!(
+            rx.recv().await.map(|o| o.id),
+            Some(1_000_000),
+            "lowest first"
+        );
+        // Lower ids queued now wait for the next window: none waits longer than one.
+        for id in burst(1) {
+            tx.send(id, Origin::Event).await.expect("room");
+        }
+        let mut out = Vec::new();
+        while let Some(order) = rx.try_recv() {
+            out.push(order.id);
+        }
+        let window = ID_ORDER_WINDOW as u64;
+        let expected: Vec<u64> = (1_000_001..1_000_000 + window).chain(1..=window).collect();
+        assert_eq!(out, expected);
+        assert_eq!(stats.backlog.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
