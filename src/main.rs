@@ -34,9 +34,13 @@ fn main() -> ExitCode {
 /// (up to eight per core), and a burst handled on every tokio worker leaves each arena with
 /// freed but fragmented pages that are never given back: the peak RSS grows with the number of
 /// threads, not with what is live. One arena costs nothing measurable here (the hot allocations
-/// are few and short). The static musl build has no arenas, so this is glibc's only.
+/// are few and short). The static musl build has no arenas, so this is glibc's only. An
+/// operator's own `MALLOC_ARENA_MAX` (which glibc reads itself) is left to decide.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn one_malloc_arena() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
     // SAFETY: mallopt only sets a malloc parameter; called first in main, before any thread.
     // Its result (0 on an unknown parameter) changes nothing: the default arenas remain.
     unsafe {
