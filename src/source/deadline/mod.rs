@@ -25,9 +25,10 @@
 //!   paid column) decides.
 //!
 //! Cost: Redis answers two `PTTL`s per order; MySQL answers one primary-key range query per
-//! 200 ms over the orders inserted since the last one. Memory: 8 bytes per pending order, plus
-//! the key waits of the few orders whose key has not appeared yet; the re-read overlap is
-//! remembered for its few hundred ids only.
+//! 200 ms over the orders inserted since the last one. Memory: 8 bytes per pending order when
+//! deadlines crowd (a burst), more when they are sparse (see [`wheel`]), plus the key waits of
+//! the few orders whose key has not appeared yet; the re-read overlap is remembered for its few
+//! hundred ids only.
 
 mod wheel;
 
