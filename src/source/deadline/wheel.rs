@@ -1,7 +1,7 @@
 //! The deadline watcher's schedule: which orders to look at when, in 10 ms slots.
 //!
 //! It holds only the order ids, grouped by the slot of their deadline: 8 bytes per pending
-//! order plus about 200 per slot in use (the map's entry, the list's allocation and its spare
+//! order plus 100 to 200 per slot in use (the map's entry, the list's allocation and its spare
 //! room). A burst of a million orders due at the same instant costs 8 MB, not the 48 of a heap
 //! of (instant, id, key wait) entries; a steady 1,000 orders a second, ten to a slot, about 20
 //! bytes an order; an order alone in its slot, about 100 (when orders are that sparse there are
