@@ -11,7 +11,7 @@
 //!   range scan of the new rows only, re-reading a few hundred ids so that a transaction
 //!   committing late is not skipped) and one pipelined `PTTL` per new order key gives its exact
 //!   deadline; an order whose key is not there yet gets `created_at + ORDER_EXPIRE_TTL`;
-//! * deadlines wait in 10 ms slots ([`wheel`]: 8 bytes per pending order); as each slot comes
+//! * deadlines wait in 10 ms slots of order ids ([`wheel`]); as each slot comes
 //!   due, `PTTL` on its keys again. For a key past its TTL that makes Redis delete it and
 //!   publish `expired` on the spot, so the event path runs within milliseconds of the deadline.
 //!   A key that was put again with a later TTL is rescheduled.
@@ -67,7 +67,7 @@ pub(crate) struct DeadlineWatcher {
 }
 
 /// An order waiting for its deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Due {
     at: Instant,
     order: u64,
@@ -76,7 +76,7 @@ struct Due {
     waiting_for_key: Option<KeyWait>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct KeyWait {
     /// `created_at + ORDER_EXPIRE_TTL`, when known: past it, a missing key means overdue.
     fallback: Option<Instant>,
