@@ -45,6 +45,8 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
+use crate::mysql::members::MemberLocks;
+use crate::mysql::orders::UnpaidQuery;
 use crate::mysql::probe::MysqlProbe;
 use crate::queue::{KeyJobSender, OrderQueue, QueueSender, key_job_queue, order_queue};
 use crate::redis::{RedisServers, RedisTarget};
@@ -53,6 +55,7 @@ use crate::sink::dispatch::{ABANDON_GRACE, DispatchOptions, dispatch};
 use crate::sink::jobs::JobSink;
 use crate::sink::key_jobs::KeyJobWriter;
 use crate::sink::outbox::OutboxDrainer;
+use crate::sink::share::Share;
 use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
 use crate::source::reconcile::Reconciler;
@@ -147,6 +150,21 @@ pub(crate) async fn run(
         settings, options, &redis, &writer, key_jobs, &stats, &shutdown,
     )
     .await?;
+    // Join the other workers of this orders table once subscribed (every event from the
+    // moment it holds a slot reaches it), and before the first order is written, so that the
+    // first burst is already split.
+    let share_stop = CancellationToken::new();
+    let (share, share_task) = Share::join(
+        Arc::clone(&stats),
+        MemberLocks::new(
+            writer.database().clone(),
+            &settings.schema.orders.to_string(),
+        ),
+        writer.database().clone(),
+        UnpaidQuery::new(&settings.schema),
+        share_stop.clone(),
+    )
+    .await;
     // The key jobs have their own writer: a slow or failing queue never holds up the orders.
     let key_task = key_writer.map(|w| {
         tokio::spawn(w.run(
@@ -182,11 +200,18 @@ pub(crate) async fn run(
         orders,
         Arc::clone(&writer),
         Arc::new(()),
+        share,
         &dispatching,
         &shutdown,
         &stats,
     )
     .await;
+    // The member slot is kept until the writes are done: the others take this worker's
+    // orders over only once it has stopped writing.
+    share_stop.cancel();
+    if let Some(task) = share_task {
+        let _ = tokio::time::timeout(ABANDON_GRACE, task).await;
+    }
 
     outbox_stop.cancel();
     if let Some(task) = key_task {

@@ -1,6 +1,7 @@
 //! The MySQL adapter: the pool ([`Database`], with the session Laravel sets up), the schema check
 //! at start ([`schema`]), every statement against the app's orders, products and items
-//! ([`orders`]), the readiness check on a connection of its own ([`probe`]) and their errors
+//! ([`orders`]), the readiness check on a connection of its own ([`probe`]), the member slots
+//! that let replicas split the orders ([`members`]) and their errors
 //! ([`MysqlError`]).
 //!
 //! Stages (sources, the writer, the subcommands) run statements through [`orders`] rather than
@@ -8,6 +9,7 @@
 
 mod error;
 pub(crate) mod jobs;
+pub(crate) mod members;
 pub(crate) mod orders;
 mod pool;
 pub(crate) mod probe;

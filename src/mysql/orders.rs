@@ -3,7 +3,9 @@
 //! * [`WriteStatements`]: the writer's transaction (lock the orders, read their lines, cancel
 //!   the unpaid, return the stock, find deleted products);
 //! * [`DeadlineQueries`]: the deadline watcher's discovery of new unpaid orders;
-//! * [`ReconcileQueries`]: the reconciliation's pages of overdue unpaid orders.
+//! * [`ReconcileQueries`]: the reconciliation's pages of overdue unpaid orders;
+//! * [`UnpaidQuery`]: which of a list of orders are still unpaid, read without a lock (the
+//!   last look at orders set aside for another replica).
 //!
 //! Statements are built once from the schema mapping. The writer's are prepared for a few fixed
 //! list lengths (the id list is padded by repeating its last id), so the per-connection
@@ -360,6 +362,55 @@ impl ReconcileQueries {
                     .await
             }
         }
+    }
+}
+
+/// Which of a list of orders are still unpaid (and, with a paid column, not paid), read
+/// without a lock: a plain consistent read that waits for no writer. Only a filter: the
+/// writer's locked transaction still decides each order it is given.
+pub(crate) struct UnpaidQuery {
+    per_bucket: PerBucket,
+    unpaid: i64,
+}
+
+impl UnpaidQuery {
+    pub(crate) fn new(schema: &Schema) -> Self {
+        let Schema {
+            orders,
+            order_status: status,
+            ..
+        } = schema;
+        let id = Schema::id_column();
+        let not_paid = not_paid(schema);
+        Self {
+            per_bucket: BUCKETS.map(|n| {
+                format!(
+                    "SELECT {id} FROM {orders} WHERE {id} IN ({list}) AND {status} = ?{not_paid}",
+                    list = placeholders(n)
+                )
+            }),
+            unpaid: schema.unpaid_status,
+        }
+    }
+
+    /// The ids among `ids` still unpaid, in chunks of at most [`MAX_BATCH`].
+    pub(crate) async fn still_unpaid(
+        &self,
+        conn: &mut Conn,
+        ids: &[u64],
+    ) -> Result<Vec<u64>, mysql_async::Error> {
+        let mut unpaid = Vec::new();
+        for chunk in ids.chunks(MAX_BATCH) {
+            let mut params: Vec<Value> = padded(chunk).into_iter().map(Value::from).collect();
+            params.push(self.unpaid.into());
+            let found: Vec<u64> = conn
+                .exec(&self.per_bucket[bucket_index(chunk.len())], params)
+                .await?;
+            unpaid.extend(found);
+        }
+        unpaid.sort_unstable();
+        unpaid.dedup();
+        Ok(unpaid)
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::share::Share;
 use super::writer::{CancelError, MAX_BATCH};
 use super::{Outcome, Writer};
 use crate::backoff::Backoff;
@@ -194,16 +195,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Hands queued orders to at most `concurrency` writes until `shutdown` or the queue's end.
 /// Then it writes what was already received until the stop deadline, abandons what is still in
 /// flight (the server rolls those transactions back: nothing is half-written) and logs what was
-/// left. Returns the orders left unwritten, sorted.
+/// left. Only this worker's share of the orders is written ([`Share`]): those another live
+/// worker owns are set aside there, and are not left by this one's stop. Returns the orders
+/// left unwritten, sorted.
 pub(crate) async fn dispatch<W: BatchWriter, O: Observer>(
     mut orders: OrderQueue,
     writer: Arc<W>,
     observer: Arc<O>,
+    share: Arc<Share>,
     options: &DispatchOptions,
     shutdown: &CancellationToken,
     stats: &Arc<Stats>,
 ) -> Vec<u64> {
     let writers = Writers {
+        share,
         slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
         tracker: TaskTracker::new(),
         writing: Arc::new(Writing {
@@ -226,6 +231,7 @@ pub(crate) async fn dispatch<W: BatchWriter, O: Observer>(
     let deadline = tokio::time::Instant::now() + options.stop_timeout;
     let mut left = writers.drain_until(&mut orders, carried, deadline).await;
     left.extend(writers.wait_or_abandon(deadline).await);
+    left.extend(writers.share.take_released());
     left.sort_unstable();
     left.dedup();
     report_left(&left, stats, options.recovery_on);
@@ -235,6 +241,8 @@ pub(crate) async fn dispatch<W: BatchWriter, O: Observer>(
 /// The concurrent batch writes: at most `slots` at a time, tracked so the stop can wait for
 /// them or abandon them.
 struct Writers<W, O> {
+    /// Which orders are this worker's.
+    share: Arc<Share>,
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
     writing: Arc<Writing<W, O>>,
@@ -269,7 +277,7 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
         loop {
             let first = tokio::select! {
                 () = shutdown.cancelled() => return None,
-                order = heartbeat.waiting(orders.recv()) => order?,
+                order = heartbeat.waiting(self.share.next(orders)) => order?,
             };
             let permit = tokio::select! {
                 permit = heartbeat.waiting(Arc::clone(&self.slots).acquire_owned()) => match permit {
@@ -278,7 +286,9 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
                 },
                 () = shutdown.cancelled() => return Some(first),
             };
-            let batch = fill_batch(first, orders, self.batch_size, batch_wait).await;
+            let mut batch = fill_batch(first, orders, self.batch_size, batch_wait).await;
+            self.share.sort_out(&mut batch);
+            self.share.top_up(&mut batch, self.batch_size);
             self.spawn(batch, permit);
         }
     }
@@ -296,14 +306,17 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
         loop {
             let order = match next.take() {
                 Some(order) => order,
-                None => match tokio::time::timeout_at(deadline, orders.recv()).await {
+                None => match tokio::time::timeout_at(deadline, self.share.next(orders)).await {
                     Ok(Some(order)) => order,
                     Ok(None) | Err(_) => break,
                 },
             };
             match tokio::time::timeout_at(deadline, Arc::clone(&self.slots).acquire_owned()).await {
                 Ok(Ok(permit)) => {
-                    let batch = fill_batch(order, orders, self.batch_size, Duration::ZERO).await;
+                    let mut batch =
+                        fill_batch(order, orders, self.batch_size, Duration::ZERO).await;
+                    self.share.sort_out(&mut batch);
+                    self.share.top_up(&mut batch, self.batch_size);
                     self.spawn(batch, permit);
                 }
                 Ok(Err(_)) | Err(_) => {
@@ -705,6 +718,7 @@ mod tests {
             rx,
             Arc::clone(writer),
             Arc::new(()),
+            Share::alone(Arc::clone(&stats)),
             &options(batch_size),
             &never,
             &stats,
@@ -734,7 +748,8 @@ mod tests {
         tokio::time::advance(Duration::from_millis(300)).await;
         drop(tx);
         let never = CancellationToken::new();
-        dispatch(rx, writer, Arc::new(()), &options(8), &never, &stats).await;
+        let share = Share::alone(Arc::clone(&stats));
+        dispatch(rx, writer, Arc::new(()), share, &options(8), &never, &stats).await;
         assert_eq!((stats.batch_size.count(), stats.batch_size.sum()), (1, 2.0));
         assert_eq!(stats.event_to_commit.count(), 1, "the event only");
         assert!((stats.event_to_commit.sum() - 0.3).abs() < 0.01);
@@ -838,6 +853,7 @@ mod tests {
             rx,
             Arc::clone(&writer),
             Arc::new(()),
+            Share::alone(Arc::clone(&stats)),
             &options(1),
             &stop,
             &stats,
@@ -861,7 +877,10 @@ mod tests {
         let stop = CancellationToken::new();
         let dispatching = tokio::spawn({
             let (writer, stop, stats) = (Arc::clone(&writer), stop.clone(), Arc::clone(&stats));
-            async move { dispatch(rx, writer, Arc::new(()), &options(1), &stop, &stats).await }
+            async move {
+                let share = Share::alone(Arc::clone(&stats));
+                dispatch(rx, writer, Arc::new(()), share, &options(1), &stop, &stats).await
+            }
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
         // The only writer hangs on 9: what arrives now waits, and is left at the deadline.
