@@ -288,7 +288,7 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
             };
             let mut batch = fill_batch(first, orders, self.batch_size, batch_wait).await;
             self.share.sort_out(&mut batch);
-            self.share.top_up(&mut batch, self.batch_size);
+            self.share.fill_up(&mut batch, orders, self.batch_size);
             self.spawn(batch, permit);
         }
     }
@@ -316,7 +316,7 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
                     let mut batch =
                         fill_batch(order, orders, self.batch_size, Duration::ZERO).await;
                     self.share.sort_out(&mut batch);
-                    self.share.top_up(&mut batch, self.batch_size);
+                    self.share.fill_up(&mut batch, orders, self.batch_size);
                     self.spawn(batch, permit);
                 }
                 Ok(Err(_)) | Err(_) => {

@@ -366,15 +366,24 @@ impl Share {
         }
     }
 
-    /// Adds orders given back to this worker to `batch`, up to `size`.
-    pub(crate) fn top_up(&self, batch: &mut Vec<DueOrder>, size: usize) {
-        let mut state = self.lock();
-        if state.released.is_empty() {
-            return;
+    /// Fills `batch` up to `size` with orders given back to this worker, then with its own
+    /// orders still queued (setting the others aside): without this a batch of N members
+    /// would hold 1/N of what the queue handed over, and a burst would take N times the
+    /// commits.
+    pub(crate) fn fill_up(&self, batch: &mut Vec<DueOrder>, orders: &mut OrderQueue, size: usize) {
+        {
+            let mut state = self.lock();
+            while batch.len() < size {
+                match state.released.pop_front() {
+                    Some(order) => batch.push(order),
+                    None => break,
+                }
+            }
         }
         while batch.len() < size {
-            match state.released.pop_front() {
-                Some(order) => batch.push(order),
+            match orders.try_recv() {
+                Some(order) if self.keep(order) => batch.push(order),
+                Some(_) => {}
                 None => break,
             }
         }
@@ -583,7 +592,8 @@ mod tests {
         assert_eq!(stats.set_aside.get(), 0);
         assert_eq!(Stats::get(&stats.taken_over_owner_left), 2);
         let mut batch = vec![due(1)];
-        share.top_up(&mut batch, 8);
+        let (_tx, mut queue) = crate::queue::order_queue(8, Arc::clone(&stats));
+        share.fill_up(&mut batch, &mut queue, 8);
         assert_eq!(
             batch.iter().map(|o| o.id).collect::<Vec<_>>(),
             [1, 1025, 3100]
