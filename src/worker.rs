@@ -48,6 +48,7 @@ use crate::mysql::Database;
 use crate::mysql::members::MemberLocks;
 use crate::mysql::orders::UnpaidQuery;
 use crate::mysql::probe::MysqlProbe;
+use crate::mysql::write_path::WritePath;
 use crate::queue::{KeyJobSender, OrderQueue, QueueSender, key_job_queue, order_queue};
 use crate::redis::{RedisServers, RedisTarget};
 use crate::sink::Writer;
@@ -83,6 +84,9 @@ pub struct WorkerOptions {
     pub batch_size: usize,
     /// How long a writer waits for more orders to fill a batch once it has one.
     pub batch_wait: Duration,
+    /// Wait for rows another transaction holds even where the server could skip them
+    /// (`--write-path lock-wait`).
+    pub lock_wait: bool,
 }
 
 impl Default for WorkerOptions {
@@ -94,6 +98,7 @@ impl Default for WorkerOptions {
             stop_timeout: Duration::from_secs(8),
             batch_size: 512,
             batch_wait: Duration::ZERO,
+            lock_wait: false,
         }
     }
 }
@@ -253,6 +258,7 @@ async fn open_writer(
     options: &WorkerOptions,
 ) -> Result<(Arc<Writer>, Option<OutboxDrainer>), Error> {
     let db = Database::connect(&settings.mysql, options.concurrency).await?;
+    let (path, why) = WritePath::choose(&db.version().await?, options.lock_wait);
     let jobs = JobSink::new(settings, &db).await?;
     let outbox = match &jobs {
         Some(jobs) => OutboxDrainer::new(settings, db.clone(), jobs.outbox_written()).await?,
@@ -260,7 +266,8 @@ async fn open_writer(
     };
     let writer = Writer::new(db, &settings.schema, settings.timezone.clone())
         .await?
-        .with_jobs(jobs);
+        .with_jobs(jobs)
+        .with_write_path(path, why);
     Ok((Arc::new(writer), outbox))
 }
 
@@ -278,7 +285,8 @@ fn log_start(settings: &Settings, writer: &Writer) {
     }
     tracing::info!(mysql = %writer.database().endpoint(), database = %settings.mysql.database,
         orders = %settings.schema.orders, products = %settings.schema.products,
-        timezone = %settings.timezone.name, "writing to MySQL");
+        timezone = %settings.timezone.name, write_path = %writer.write_path().0,
+        write_path_reason = writer.write_path().1, "writing to MySQL");
     match &settings.source {
         ConfigSource::ConfigCache(cache) => {
             tracing::info!(file = %cache.display(), "read the app's configuration cache (Laravel ignores .env while it exists)");

@@ -61,6 +61,10 @@ type PerBucket = [String; BUCKETS.len()];
 /// The writer's SQL for one schema mapping.
 pub(crate) struct WriteStatements {
     lock_orders: PerBucket,
+    /// The same with `SKIP LOCKED` (servers that have it: [`super::write_path`]).
+    lock_free_orders: PerBucket,
+    /// The rows `SKIP LOCKED` did not return, read without a lock: held, or missing.
+    peek_orders: PerBucket,
     /// `None` when the lines are columns of the order row (read with the lock).
     order_lines: Option<PerBucket>,
     cancel_orders: PerBucket,
@@ -117,12 +121,17 @@ impl WriteStatements {
                 })),
             ),
         };
+        let select = |list: &str| {
+            format!(
+                "SELECT {id}, {status}, {line_columns}, {paid} FROM {orders} WHERE {id} IN ({list}) ORDER BY {id}"
+            )
+        };
         Self {
-            lock_orders: per_bucket(&|_, list| {
-                format!(
-                    "SELECT {id}, {status}, {line_columns}, {paid} FROM {orders} WHERE {id} IN ({list}) ORDER BY {id} FOR UPDATE"
-                )
+            lock_orders: per_bucket(&|_, list| format!("{} FOR UPDATE", select(list))),
+            lock_free_orders: per_bucket(&|_, list| {
+                format!("{} FOR UPDATE SKIP LOCKED", select(list))
             }),
+            peek_orders: per_bucket(&|_, list| select(list)),
             order_lines,
             cancel_orders: per_bucket(&|_, list| {
                 format!(
@@ -140,13 +149,32 @@ impl WriteStatements {
         }
     }
 
-    /// Locks the rows of `ids` (sorted, at most [`MAX_BATCH`]) in id order and reads them.
+    /// Locks the rows of `ids` (sorted, at most [`MAX_BATCH`]) in id order and reads them;
+    /// with `skip_locked`, only those no other transaction holds (the others are not
+    /// returned, as if missing: see [`Self::peek`]).
     pub(crate) async fn lock(
         &self,
         tx: &mut Transaction<'_>,
         ids: &[u64],
+        skip_locked: bool,
     ) -> Result<Vec<LockedOrder>, mysql_async::Error> {
-        tx.exec(&self.lock_orders[bucket_index(ids.len())], padded(ids))
+        let statements = if skip_locked {
+            &self.lock_free_orders
+        } else {
+            &self.lock_orders
+        };
+        tx.exec(&statements[bucket_index(ids.len())], padded(ids))
+            .await
+    }
+
+    /// Reads the rows of `ids` without locking them (a consistent read, which waits for no
+    /// lock): tells the rows another transaction holds from the missing ones.
+    pub(crate) async fn peek(
+        &self,
+        tx: &mut Transaction<'_>,
+        ids: &[u64],
+    ) -> Result<Vec<LockedOrder>, mysql_async::Error> {
+        tx.exec(&self.peek_orders[bucket_index(ids.len())], padded(ids))
             .await
     }
 

@@ -34,6 +34,11 @@ pub(crate) const ABANDON_GRACE: Duration = Duration::from_millis(400);
 const LEFT_SHOWN: usize = 50;
 /// Failed attempts of a batch before its orders are written one by one.
 const SPLIT_AFTER: u32 = 3;
+/// The first wait before orders skipped because another transaction held their rows are tried
+/// again, doubling up to [`BUSY_RETRY_MAX`]: a payment holds its row for milliseconds, a
+/// stuck request for longer.
+const BUSY_RETRY: Duration = Duration::from_millis(20);
+const BUSY_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Why a write failed, as far as the dispatcher's decisions go.
 pub(crate) trait WriteFailure: fmt::Display + Send + Sync + 'static {
@@ -438,8 +443,9 @@ async fn write_batch<W: BatchWriter, O: Observer>(
     }
     // In id order, so that each outcome finds its order (see `record`).
     batch.sort_unstable_by_key(|order| order.id);
-    let ids: Vec<u64> = batch.iter().map(|order| order.id).collect();
+    let mut ids: Vec<u64> = batch.iter().map(|order| order.id).collect();
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(10));
+    let mut busy_backoff = Backoff::new(BUSY_RETRY, BUSY_RETRY_MAX);
     loop {
         heartbeat.beat();
         // A transaction on a silently dead connection would wait forever; give it a bound. The
@@ -453,8 +459,29 @@ async fn write_batch<W: BatchWriter, O: Observer>(
                 if writing.health.succeeded() {
                     Stats::add(&writing.stats.mysql_recoveries);
                 }
-                record(outcomes, &batch, &writing.stats, writing.observer.as_ref());
-                return;
+                let (busy, written): (Vec<_>, Vec<_>) = outcomes
+                    .into_iter()
+                    .partition(|(_, outcome)| *outcome == Outcome::Busy);
+                record(written, &batch, &writing.stats, writing.observer.as_ref());
+                if busy.is_empty() {
+                    return;
+                }
+                // Rows another transaction holds, skipped: the rest is written; these are
+                // tried again shortly, until that transaction ends.
+                Stats::add_n(&writing.stats.busy, busy.len() as u64);
+                tracing::debug!(
+                    orders = busy.len(),
+                    "orders held by another transaction; trying them again shortly"
+                );
+                batch.retain(|order| busy.binary_search_by_key(&order.id, |(id, _)| *id).is_ok());
+                ids = batch.iter().map(|order| order.id).collect();
+                tokio::select! {
+                    () = heartbeat.idle(busy_backoff.next_delay()) => {}
+                    () = writing.give_up.cancelled() => {
+                        writing.abandon(&batch);
+                        return;
+                    }
+                }
             }
             Err(e) if e.is_permanent() => {
                 if let [order] = batch[..] {
@@ -575,6 +602,8 @@ fn record(
                     "order is paid (its paid column is set); left alone"
                 );
             }
+            // Split off by the caller, which tries them again.
+            Outcome::Busy => {}
             Outcome::Missing => {
                 Stats::add(&stats.skipped_missing);
                 tracing::info!(

@@ -77,6 +77,9 @@ pub(crate) struct Stats {
     pub key_jobs: Counter,
     /// Failed write attempts that were retried.
     pub retries: Counter,
+    /// Orders skipped because another transaction held their row (`FOR UPDATE SKIP LOCKED`),
+    /// and tried again.
+    pub busy: Counter,
     /// Redis subscriptions lost and re-established (`reconnects{server="redis"}`).
     pub resubscribes: Counter,
     /// MySQL writes working again after failing (`reconnects{server="mysql"}`).
@@ -201,6 +204,11 @@ impl Stats {
             "order_expire_write_retries",
             "Failed write attempts that were retried",
         );
+        let busy = counter(
+            &mut registry,
+            "order_expire_orders_busy",
+            "Orders skipped because another transaction held their row (FOR UPDATE SKIP LOCKED: the app mid-payment, another worker) and tried again shortly after",
+        );
         let last_sweep = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "order_expire_last_sweep_timestamp_seconds",
@@ -275,6 +283,7 @@ impl Stats {
             abandoned,
             key_jobs,
             retries,
+            busy,
             resubscribes: label(&reconnects, "server", "redis"),
             mysql_recoveries: label(&reconnects, "server", "mysql"),
             sweep_recovered,
