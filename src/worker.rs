@@ -20,6 +20,10 @@
 //! drained and writes in flight finish until the stop deadline; what is still in flight then is
 //! abandoned (MySQL rolls it back) and listed in the log.
 //!
+//! Replicas of one orders table split the work: once subscribed, the worker takes a member
+//! slot in MySQL (`sink::share`), and the dispatcher writes only its own blocks of ids, setting
+//! the others' aside until their owner leaves or leaves them unwritten.
+//!
 //! Keys of other types with a job (`ORDER_EXPIRE_ON_<TYPE>`) take a side path: the keyspace
 //! source hands them to their own queue and writer (`sink::key_jobs`), which queues each job
 //! with the id and writes no SQL on the orders; the deadline watcher and the sweep are for
@@ -205,7 +209,7 @@ pub(crate) async fn run(
         orders,
         Arc::clone(&writer),
         Arc::new(()),
-        share,
+        Arc::clone(&share),
         &dispatching,
         &shutdown,
         &stats,
@@ -216,6 +220,15 @@ pub(crate) async fn run(
     share_stop.cancel();
     if let Some(task) = share_task {
         let _ = tokio::time::timeout(ABANDON_GRACE, task).await;
+    }
+    // Orders given back (their owner left) after the dispatcher had finished: this worker's,
+    // and unwritten.
+    let late = share.take_released();
+    if !late.is_empty() {
+        Stats::add_n(&stats.abandoned, late.len() as u64);
+        tracing::warn!(event = "orders_left", count = late.len(), orders = ?&late[..late.len().min(50)],
+            recovery = if settings.recovery.order_ttl.is_some() { "on" } else { "off" },
+            "stopped as another worker left: its orders came back to this one too late to be written; they are still unpaid");
     }
 
     outbox_stop.cancel();
