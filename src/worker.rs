@@ -181,11 +181,14 @@ pub(crate) async fn run(
             shutdown.clone(),
             options.stop_timeout,
             Arc::clone(&stats),
+            stats.health.heartbeat("key_jobs"),
         ))
     });
     // The drainer stops after the writers: its own token is cancelled once they are done.
     let outbox_stop = CancellationToken::new();
-    let outbox_task = outbox.map(|drainer| tokio::spawn(drainer.run(outbox_stop.clone())));
+    let outbox_task = outbox.map(|drainer| {
+        tokio::spawn(drainer.run(outbox_stop.clone(), stats.health.heartbeat("outbox")))
+    });
     let contract = Contract::new(settings);
     tracing::info!(event = "contract", mode = contract.mode, guard = %contract.guard, "{}", contract.promise());
     // Subscribed, and the writer has just checked MySQL's schema: ready.

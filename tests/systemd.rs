@@ -1,7 +1,7 @@
 //! systemd's `Type=notify` protocol, with a datagram socket of the test as `NOTIFY_SOCKET` and a
 //! short `WATCHDOG_USEC` (2 s: pings every second): `READY=1` with a `STATUS=` line, watchdog
-//! pings that stop while a loop is stuck (a write blocked on a row lock, a subscription waiting
-//! on a frozen Redis) and resume when it moves, `STOPPING=1` on SIGTERM, and no pings when
+//! pings that stop while a loop is stuck (a write blocked on a row lock, a key's job blocked on
+//! a locked jobs table, a subscription waiting on a frozen Redis) and resume when it moves, `STOPPING=1` on SIGTERM, and no pings when
 //! `WATCHDOG_PID` names another process.
 
 mod common;
@@ -294,6 +294,80 @@ async fn a_write_blocked_on_a_row_lock_stops_the_pings_until_it_moves() {
     socket.wait_for_steady_pings(released_at, &worker);
     wait_until(WAIT, "the order cancelled", || async {
         db.status(order).await == 2
+    })
+    .await;
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+}
+
+/// Laravel's `jobs` table (`php artisan queue:table`), for the database queue.
+const JOBS_TABLE: &str = "CREATE TABLE jobs (id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, \
+    queue VARCHAR(255) NOT NULL, payload LONGTEXT NOT NULL, attempts TINYINT UNSIGNED NOT NULL, \
+    reserved_at INT UNSIGNED NULL, available_at INT UNSIGNED NOT NULL, \
+    created_at INT UNSIGNED NOT NULL, KEY jobs_queue_index (queue))";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_job_blocked_on_a_locked_jobs_table_stops_the_pings_until_it_moves() {
+    let redis = RedisServer::start();
+    let db = TestDb::create().await;
+    db.conn()
+        .await
+        .query_drop(JOBS_TABLE)
+        .await
+        .expect("create the jobs table");
+    let socket = NotifySocket::bind();
+    let app = App::new(
+        &redis,
+        &db,
+        "QUEUE_CONNECTION=database\nORDER_EXPIRE_ON_ORDER_OTHEREVENT=App\\Jobs\\OrderIdExpired",
+    );
+    let worker = start(&app, &socket, &["--metrics-addr", "127.0.0.1:0"], &[]);
+    let addr = worker.metrics_addr();
+    let (ready_at, _) = socket.wait_for("READY=1", &worker);
+    socket.wait_for_steady_pings(ready_at, &worker);
+
+    // The key job's INSERT waits for the table lock the test holds.
+    let mut lock = db.conn().await;
+    lock.query_drop("LOCK TABLES jobs WRITE")
+        .await
+        .expect("lock the jobs table");
+    let expired_at = Instant::now();
+    setex(
+        &mut redis.conn(1),
+        "laravel_database_laravel_cache:ORDER_OTHEREVENT:7",
+        1,
+        "7",
+    );
+    worker.wait_for_event("loops_stuck", 1, WAIT);
+    let stuck = &worker.events("loops_stuck")[0];
+    assert!(
+        stuck["loops"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("key_jobs ")),
+        "{stuck}"
+    );
+    let (code, body) = http_get(&addr, "/healthz");
+    assert_eq!(code, 503, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let released_at = Instant::now();
+    let silence = socket.longest_silence(expired_at, released_at);
+    assert!(
+        silence > WATCHDOG + Duration::from_secs(1),
+        "systemd would have seen no ping for {silence:?}"
+    );
+
+    lock.query_drop("UNLOCK TABLES")
+        .await
+        .expect("release the table");
+    worker.wait_for_event("loops_moving", 1, WAIT);
+    socket.wait_for_steady_pings(released_at, &worker);
+    wait_until(WAIT, "the key's job queued", || async {
+        let jobs: Option<u64> = db
+            .conn()
+            .await
+            .query_first("SELECT COUNT(*) FROM jobs")
+            .await
+            .expect("count jobs");
+        jobs == Some(1)
     })
     .await;
     assert_eq!(http_get(&addr, "/healthz").0, 200);

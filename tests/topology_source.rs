@@ -230,7 +230,8 @@ async fn a_cluster_failover_moves_the_subscription_to_the_promoted_replica() {
     // CLUSTER FAILOVER on the replica; returns once every node agrees on the new roles.
     assert_eq!(cluster.failover(0), (old, promoted));
     // While the nodes' views converge, one look may already show the old master demoted and
-    // not yet its replica promoted: the change can come in two steps.
+    // not yet its replica promoted; the old subscription then stays until the promoted one is
+    // heard, so the change can come in two steps but never leaves the slots unheard.
     let added = format!("127.0.0.1:{promoted}");
     wait_until(
         WAIT,
@@ -265,6 +266,14 @@ async fn a_cluster_failover_moves_the_subscription_to_the_promoted_replica() {
         "{changes:?}"
     );
     assert_eq!(change["added"], added);
+    let old_endpoint = format!("127.0.0.1:{old}");
+    for step in &changes {
+        let masters = step["masters"].as_str().unwrap_or_default();
+        assert!(
+            masters.split(',').any(|m| m == old_endpoint || m == added),
+            "at every step the old master or the promoted replica is heard: {changes:?}"
+        );
+    }
     assert!(
         changes
             .iter()

@@ -88,19 +88,22 @@ impl Topology {
             .join(",")
     }
 
+    /// On a cluster, the endpoint of each slot's master, by slot (`None` where no master serves
+    /// it); `None` for one server or a Sentinel's master.
+    pub(crate) fn slot_owners(&self) -> Option<Vec<Option<&str>>> {
+        self.slots.as_ref().map(|s| {
+            s.owner
+                .iter()
+                .map(|i| s.nodes.get(usize::from(*i)).map(RedisTarget::endpoint))
+                .collect::<Vec<_>>()
+        })
+    }
+
     /// Whether both name the same masters and the same slot owners.
     fn same_as(&self, other: &Self) -> bool {
-        fn owners(t: &Topology) -> Option<Vec<Option<&str>>> {
-            t.slots.as_ref().map(|s| {
-                s.owner
-                    .iter()
-                    .map(|i| s.nodes.get(usize::from(*i)).map(RedisTarget::endpoint))
-                    .collect::<Vec<_>>()
-            })
-        }
         self.names() == other.names()
             && self.failed == other.failed
-            && owners(self) == owners(other)
+            && self.slot_owners() == other.slot_owners()
     }
 }
 

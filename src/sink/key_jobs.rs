@@ -26,9 +26,19 @@ use crate::mysql::jobs::JobTable;
 use crate::queue::ExpiredKey;
 use crate::redis::RedisTarget;
 use crate::stats::Stats;
+use crate::stats::health::Heartbeat;
 
 /// Most keys written in one statement or pipeline.
 const BATCH: usize = 512;
+/// The longest one write may take before it is dropped (rolled back) and retried.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The stop signal and, once it came, the deadline of the writes still queued.
+struct Stop<'a> {
+    shutdown: &'a CancellationToken,
+    deadline: &'a mut Option<Instant>,
+    stop_timeout: Duration,
+}
 
 /// Where one key type's jobs go.
 enum Place {
@@ -97,13 +107,16 @@ impl KeyJobWriter {
     }
 
     /// Writes the jobs of the keys `queue` hands over until `shutdown`; then what is still
-    /// queued, until `stop_timeout` has passed since the stop.
+    /// queued, until `stop_timeout` has passed since the stop. `heartbeat` beats while it waits
+    /// for a key and between attempts, not while an attempt waits for the server: a write stuck
+    /// longer than the watchdog allows stops the pings.
     pub(crate) async fn run(
         mut self,
         mut queue: mpsc::Receiver<ExpiredKey>,
         shutdown: CancellationToken,
         stop_timeout: Duration,
         stats: std::sync::Arc<Stats>,
+        heartbeat: Heartbeat,
     ) {
         let mut deadline: Option<Instant> = None;
         loop {
@@ -111,6 +124,7 @@ impl KeyJobWriter {
                 // Stopping (perhaps noticed during a retry): no new key, what is queued is written.
                 queue.close();
             }
+            heartbeat.beat();
             let first = match deadline {
                 None => tokio::select! {
                     biased;
@@ -118,7 +132,7 @@ impl KeyJobWriter {
                         deadline = Some(Instant::now() + stop_timeout);
                         continue;
                     }
-                    key = queue.recv() => key,
+                    key = heartbeat.waiting(queue.recv()) => key,
                 },
                 Some(_) => queue.recv().await,
             };
@@ -141,8 +155,13 @@ impl KeyJobWriter {
                 if ids.is_empty() {
                     continue;
                 }
+                let stop = Stop {
+                    shutdown: &shutdown,
+                    deadline: &mut deadline,
+                    stop_timeout,
+                };
                 let written = self
-                    .write_retrying(kind, &ids, &shutdown, &mut deadline, stop_timeout, &stats)
+                    .write_retrying(kind, &ids, stop, &stats, &heartbeat)
                     .await;
                 if !written {
                     let left = queue_len_after_close(&mut queue);
@@ -165,22 +184,31 @@ impl KeyJobWriter {
         &mut self,
         kind: usize,
         ids: &[u64],
-        shutdown: &CancellationToken,
-        deadline: &mut Option<Instant>,
-        stop_timeout: Duration,
+        stop: Stop<'_>,
         stats: &Stats,
+        heartbeat: &Heartbeat,
     ) -> bool {
+        let Stop {
+            shutdown,
+            deadline,
+            stop_timeout,
+        } = stop;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut failing = false;
         loop {
-            let attempt = self.write(kind, ids);
-            let result = match *deadline {
+            heartbeat.beat();
+            let attempt = tokio::time::timeout(WRITE_TIMEOUT, self.write(kind, ids));
+            let answered = match *deadline {
                 Some(at) => match tokio::time::timeout_at(at, attempt).await {
-                    Ok(result) => result,
+                    Ok(answered) => answered,
                     Err(_) => return false,
                 },
                 None => attempt.await,
             };
+            // A connection that went silent would hold the writer forever; the attempt is
+            // dropped (a transaction in it rolls back) and retried.
+            let result = answered
+                .unwrap_or_else(|_| Err(format!("no answer within {} s", WRITE_TIMEOUT.as_secs())));
             match result {
                 Ok(()) => {
                     Stats::add_n(&stats.key_jobs, ids.len() as u64);
@@ -206,10 +234,10 @@ impl KeyJobWriter {
                     if Instant::now() + delay >= at {
                         return false;
                     }
-                    tokio::time::sleep(delay).await;
+                    heartbeat.idle(delay).await;
                 }
                 None => tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
+                    () = heartbeat.idle(delay) => {}
                     () = shutdown.cancelled() => {
                         *deadline = Some(Instant::now() + stop_timeout);
                     }

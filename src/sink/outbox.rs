@@ -22,11 +22,14 @@ use crate::config::{QueueTarget, Settings};
 use crate::mysql::Database;
 use crate::mysql::jobs::OutboxStatements;
 use crate::redis::RedisTarget;
+use crate::stats::health::Heartbeat;
 
 /// Rows claimed and pushed per transaction.
 const PAGE: usize = 256;
 /// The drain that catches rows nobody announced (another worker's, a crashed worker's).
 const DRAIN_INTERVAL: Duration = Duration::from_secs(2);
+/// The longest one drain (its pages' transactions and pushes) may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Pushes the outbox's rows to the app's redis queue.
 pub(crate) struct OutboxDrainer {
@@ -66,12 +69,18 @@ impl OutboxDrainer {
     }
 
     /// Drains now, after every commit that wrote rows, and every [`DRAIN_INTERVAL`], until
-    /// `shutdown`; then once more, so that a clean stop leaves nothing behind.
-    pub(crate) async fn run(self, shutdown: CancellationToken) {
+    /// `shutdown`; then once more, so that a clean stop leaves nothing behind. `heartbeat`
+    /// beats while it waits for the next drain, not while a drain waits for a server; a drain
+    /// taking longer than [`DRAIN_TIMEOUT`] is dropped (its transaction rolls back, the rows stay)
+    /// and tried again.
+    pub(crate) async fn run(self, shutdown: CancellationToken, heartbeat: Heartbeat) {
         let mut conn: Option<MultiplexedConnection> = None;
         let mut failing = false;
         loop {
-            let result = self.drain(&mut conn).await;
+            heartbeat.beat();
+            let result = tokio::time::timeout(DRAIN_TIMEOUT, self.drain(&mut conn))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {} s", DRAIN_TIMEOUT.as_secs())));
             match result {
                 Ok(pushed) => {
                     if failing {
@@ -95,7 +104,7 @@ impl OutboxDrainer {
             }
             tokio::select! {
                 () = self.written.notified() => {}
-                () = tokio::time::sleep(DRAIN_INTERVAL) => {}
+                () = heartbeat.idle(DRAIN_INTERVAL) => {}
                 () = shutdown.cancelled() => {}
             }
         }

@@ -86,6 +86,9 @@ struct Watch {
     failing: bool,
     /// Masters whose subscription could not be made yet (each logged once).
     unreachable: BTreeSet<String>,
+    /// The last topology whose every dropped master was let go: where each slot's keys were
+    /// heard from before the current change.
+    settled: Option<Arc<Topology>>,
 }
 
 impl TopologySource {
@@ -129,7 +132,10 @@ impl TopologySource {
         shutdown: CancellationToken,
         heartbeat: Heartbeat,
     ) {
-        let mut watch = Watch::default();
+        let mut watch = Watch {
+            settled: self.servers.current().map(|(_, topology)| topology),
+            ..Watch::default()
+        };
         for (source, pubsub) in first.0 {
             spawn(&mut watch, source, pubsub, &queue, &shutdown);
         }
@@ -213,7 +219,7 @@ impl TopologySource {
                         );
                         watch.failing = false;
                     }
-                    self.apply(&topology, watch, checked, queue, shutdown).await;
+                    self.apply(topology, watch, checked, queue, shutdown).await;
                 }
                 Err(e) if !watch.failing => {
                     tracing::warn!(event = "topology_check_failed", kind = self.servers.kind(), error = %e,
@@ -226,10 +232,11 @@ impl TopologySource {
     }
 
     /// Subscribes to the masters of `topology` not heard yet and drops the subscriptions of
-    /// servers no longer masters; logs the change and starts a sweep.
+    /// servers no longer masters, once their slots have a master heard instead (see
+    /// [`rehomed`]); logs the change and starts a sweep.
     async fn apply(
         &self,
-        topology: &Topology,
+        topology: Arc<Topology>,
         watch: &mut Watch,
         checked: Instant,
         queue: &QueueSender,
@@ -265,12 +272,26 @@ impl TopologySource {
             .map(RedisTarget::endpoint)
             .chain(topology.failed().iter().map(String::as_str))
             .collect();
-        let removed: Vec<String> = watch
+        let heard: BTreeSet<&str> = watch.running.keys().map(String::as_str).collect();
+        let before = watch.settled.as_ref().and_then(|t| t.slot_owners());
+        let after = topology.slot_owners();
+        let (removed, held): (Vec<String>, Vec<String>) = watch
             .running
             .keys()
             .filter(|endpoint| !wanted.contains(endpoint.as_str()))
             .cloned()
-            .collect();
+            .partition(|endpoint| match (&before, &after) {
+                (Some(before), Some(after)) => rehomed(endpoint, before, after, &heard),
+                _ => true,
+            });
+        if held.is_empty() {
+            watch.settled = Some(Arc::clone(&topology));
+        } else {
+            // A node whose view has not converged yet may drop the old master before it names
+            // the promoted replica: keep hearing the old one until its slots have a new home.
+            tracing::debug!(held = %held.join(","), "a master left the view before its slots found a new one; its subscription stays until they do");
+            watch.hurry_until = Some(Instant::now() + HURRY_FOR);
+        }
         for endpoint in &removed {
             if let Some(running) = watch.running.remove(endpoint) {
                 running.stop.cancel();
@@ -315,6 +336,22 @@ impl TopologySource {
         let pubsub = source.subscribe().await?;
         Ok((source, pubsub))
     }
+}
+
+/// Whether every slot `endpoint` served in `before` (each slot's master, by slot) is served in
+/// `after` by another master among the `heard` ones: the keys it held expire where a
+/// subscription hears them, so its own subscription can go.
+fn rehomed(
+    endpoint: &str,
+    before: &[Option<&str>],
+    after: &[Option<&str>],
+    heard: &BTreeSet<&str>,
+) -> bool {
+    before
+        .iter()
+        .zip(after)
+        .filter(|(was, _)| **was == Some(endpoint))
+        .all(|(_, now)| now.is_some_and(|now| now != endpoint && heard.contains(now)))
 }
 
 impl Watch {
@@ -383,5 +420,58 @@ async fn hear_failovers(
             () = tokio::time::sleep(backoff.next_delay()) => {}
             () = shutdown.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::rehomed;
+
+    const OLD: &str = "127.0.0.1:7000";
+    const PROMOTED: &str = "127.0.0.1:7003";
+    const OTHER: &str = "127.0.0.1:7001";
+
+    #[test]
+    fn a_dropped_master_stays_until_its_slots_have_a_heard_master() {
+        let before = [Some(OLD), Some(OLD), Some(OTHER)];
+        let heard_both: BTreeSet<&str> = [PROMOTED, OTHER].into();
+        // The view dropped the old master but names no new owner yet.
+        assert!(!rehomed(
+            OLD,
+            &before,
+            &[None, None, Some(OTHER)],
+            &heard_both
+        ));
+        // The view still lists the old master as owner of one slot.
+        assert!(!rehomed(
+            OLD,
+            &before,
+            &[Some(PROMOTED), Some(OLD), Some(OTHER)],
+            &heard_both
+        ));
+        // The promoted replica owns them, but its subscription is not made yet.
+        let heard_other: BTreeSet<&str> = [OTHER].into();
+        assert!(!rehomed(
+            OLD,
+            &before,
+            &[Some(PROMOTED), Some(PROMOTED), Some(OTHER)],
+            &heard_other
+        ));
+        // Owned and heard: the old subscription can go.
+        assert!(rehomed(
+            OLD,
+            &before,
+            &[Some(PROMOTED), Some(PROMOTED), Some(OTHER)],
+            &heard_both
+        ));
+    }
+
+    #[test]
+    fn a_master_without_slots_goes_at_once() {
+        let before = [Some(OTHER), Some(OTHER)];
+        let heard: BTreeSet<&str> = [OTHER].into();
+        assert!(rehomed(OLD, &before, &[Some(OTHER), Some(OTHER)], &heard));
     }
 }

@@ -1,7 +1,8 @@
 //! Is the worker alive, and is it ready? What `/healthz`, `/readyz` and systemd's watchdog ask.
 //!
 //! * **Liveness** is about the worker's own loops (each subscription, the dispatcher and every
-//!   write in flight, the deadline watcher, the sweep loop). Each holds a [`Heartbeat`] and beats
+//!   write in flight, the deadline watcher, the sweep loop, the key-job writer, the outbox
+//!   drainer). Each holds a [`Heartbeat`] and beats
 //!   it whenever it moves on: an event, a tick, a retry, and every [`Health::beat_every`] while it
 //!   waits for something that is itself watched or that may never come (an event, a free
 //!   writer, room in the queue, the next sweep). It does not beat while it waits for a server's
