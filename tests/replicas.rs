@@ -286,6 +286,7 @@ async fn a_worker_killed_mid_burst_leaves_its_orders_to_the_survivor() {
     let left_at_kill = db.count_status(0).await;
     App::kill_worker(victim);
     let killed = Instant::now();
+    let killed_ms = common::burst::now_ms();
     assert!(
         left_at_kill > unpaid / 5,
         "the kill came in the middle of the burst ({left_at_kill} of {unpaid} orders still unpaid)"
@@ -312,10 +313,17 @@ async fn a_worker_killed_mid_burst_leaves_its_orders_to_the_survivor() {
     assert_eq!(scrape.get("order_expire_replicas"), 1.0);
     assert_eq!(scrape.get("order_expire_set_aside"), 0.0);
     let changed = survivor.events("replicas_changed");
+    let left = changed.last().expect("replicas_changed");
     assert_eq!(
-        changed.last().and_then(|e| e["members"].as_u64()),
+        left["members"].as_u64(),
         Some(1),
         "the survivor saw the member leave: {changed:?}"
+    );
+    let seen_after = Worker::timestamp_ms(left).expect("a timestamp") - killed_ms;
+    println!("the survivor saw the member leave {seen_after} ms after the kill");
+    assert!(
+        seen_after < 2_000,
+        "the member check runs every 250 ms: seen {seen_after} ms after the kill"
     );
     // Both logs together never name an order twice (the victim's last commit may be unlogged).
     let victim_ref: &Worker = victim;
