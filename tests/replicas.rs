@@ -4,6 +4,9 @@
 //! Also the database's own counters for one, two and four workers on the same burst, on a
 //! private MariaDB so that nothing else moves them.
 //!
+//! `ORDER_EXPIRE_TEST_BURST=100000 ORDER_EXPIRE_TEST_BIN=target/release/order-expire` runs
+//! the measurement on a bigger burst with a release build (README, "Measured numbers").
+//!
 //! Every check reads what a user would: the orders' statuses and the products' stock in the
 //! database, each worker's JSON log (`orders_cancelled`, `replicas_changed`) and its /metrics.
 
@@ -49,6 +52,7 @@ async fn place(db: &TestDb, n: usize) -> (Vec<u64>, HashSet<u64>) {
 /// Sets every order's key to expire at the same instant, `after` from now (`PXAT`), as a sale
 /// whose checkouts all time out together would.
 fn expire_together(redis: &RedisServer, ids: &[u64], after: Duration) -> Instant {
+    let deadline = Instant::now() + after;
     let deadline_ms = common::burst::now_ms() as u64 + after.as_millis() as u64;
     let mut conn = redis.conn(1);
     for chunk in ids.chunks(10_000) {
@@ -63,7 +67,11 @@ fn expire_together(redis: &RedisServer, ids: &[u64], after: Duration) -> Instant
         }
         pipe.query::<()>(&mut conn).expect("SET PXAT pipeline");
     }
-    Instant::now() + after
+    assert!(
+        Instant::now() < deadline,
+        "the keys were set before their deadline"
+    );
+    deadline
 }
 
 /// Starts `n` workers on `app`, each with a metrics endpoint and `args`, and waits until each
@@ -409,7 +417,7 @@ async fn measure(maria: &MariaServer, n: usize, orders: usize) -> (Duration, Vec
     .await
     .expect("connect to the private MariaDB");
     let before = server_counters(&mut admin).await;
-    let deadline = expire_together(&redis, &ids, Duration::from_secs(2));
+    let deadline = expire_together(&redis, &ids, Duration::from_secs(4));
     let done = drained(&db, &all).await;
     // Let the last commits' log lines and any late duplicate write land before reading.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -420,20 +428,33 @@ async fn measure(maria: &MariaServer, n: usize, orders: usize) -> (Duration, Vec
     (done.saturating_duration_since(deadline), deltas)
 }
 
+/// The burst of [`more_workers_lock_no_more_rows_than_one`]: 20,000 orders, or
+/// `ORDER_EXPIRE_TEST_BURST` (at most 1,000,000).
+fn measured_burst() -> usize {
+    match std::env::var("ORDER_EXPIRE_TEST_BURST") {
+        Ok(n) => n
+            .parse()
+            .ok()
+            .filter(|n| (1_000..=1_000_000).contains(n))
+            .unwrap_or_else(|| panic!("ORDER_EXPIRE_TEST_BURST={n:?}: 1000 to 1000000 orders")),
+        Err(_) => 20_000,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn more_workers_lock_no_more_rows_than_one() {
-    const ORDERS: usize = 20_000;
+    let orders = measured_burst();
     let maria = MariaServer::start();
     let mut results = Vec::new();
     for n in [1, 2, 4] {
-        let (drain, deltas) = measure(&maria, n, ORDERS).await;
+        let (drain, deltas) = measure(&maria, n, orders).await;
         let shown: Vec<String> = LOCK_COUNTERS
             .iter()
             .zip(&deltas)
             .map(|(name, d)| format!("{name} +{d}"))
             .collect();
         println!(
-            "{n} worker(s), {ORDERS} orders: drained {} ms after the deadline; {}",
+            "{n} worker(s), {orders} orders: drained {} ms after the deadline; {}",
             drain.as_millis(),
             shown.join(", ")
         );
