@@ -240,6 +240,28 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    fn server_error(code: u16) -> mysql_async::Error {
+        mysql_async::Error::Server(mysql_async::ServerError {
+            code,
+            message: String::new(),
+            state: String::new(),
+        })
+    }
+
+    #[test]
+    fn a_refusal_of_named_locks_is_told_from_a_moments_failure() {
+        // Access denied, no such function, a proxy's own refusal: the worker works alone.
+        for code in [1044, 1142, 1227, 1305, 1064, 9001] {
+            assert!(refuses_named_locks(&server_error(code)), "{code}");
+        }
+        // A connection cut or a server going down: the next look tries again.
+        for code in [1040, 1053, 1205, 1317, 1927, 3024] {
+            assert!(!refuses_named_locks(&server_error(code)), "{code}");
+        }
+        let io = mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::other("reset")));
+        assert!(!refuses_named_locks(&io));
+    }
+
     #[test]
     fn slot_names_fit_a_named_lock_and_differ_per_table() {
         let long = "x".repeat(64);
