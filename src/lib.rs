@@ -47,8 +47,9 @@
 //!   back into an order id (canonical ids only), and builds it for `schedule`; keys of other
 //!   types with a job are read with the same rules.
 //! * `queue`: the typed queue between the sources and the dispatcher: each order with its origin
-//!   (event, deadline, sweep) and when it became due; the full-queue policy per origin, the dedup
-//!   window and per-origin counters.
+//!   (event, deadline, sweep) and when it became due, in 16 bytes; the full-queue policy per
+//!   origin, the fixed-size dedup window, the id order of what is queued at once, and
+//!   per-origin counters.
 //! * [`job`]: Laravel queue job payloads per Laravel version; `contract`: what cancels an order
 //!   and what keeps it (the mode and the guard `check` and the worker state).
 //! * `source`: where expired orders come from: `source::keyspace` keeps a subscription to

@@ -9,6 +9,7 @@ use order_expire::config::Settings;
 use order_expire::{Error, cmd, logging};
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let cli = Cli::parse();
     logging::init(cli.log_format, cli.verbose);
     // Both TLS users (redis, mysql_async) share one process-wide rustls provider; a second
@@ -28,6 +29,27 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Asks glibc's malloc for a single arena. By default it makes one per thread that allocates
+/// (up to eight per core), and a burst handled on every tokio worker leaves each arena with
+/// freed but fragmented pages that are never given back: the peak RSS grows with the number of
+/// threads, not with what is live. One arena costs nothing measurable here (the hot allocations
+/// are few and short). The static musl build has no arenas, so this is glibc's only. An
+/// operator's own `MALLOC_ARENA_MAX` (which glibc reads itself) is left to decide.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn one_malloc_arena() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only sets a malloc parameter; called first in main, before any thread.
+    // Its result (0 on an unknown parameter) changes nothing: the default arenas remain.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn one_malloc_arena() {}
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let overrides = cli.overrides();

@@ -8,8 +8,10 @@
 //! few times a minute; the watcher and the sweep read at their own pace and simply wait. One type
 //! holds that policy, the dedup window (several sources report the same order) and the
 //! per-origin counters, so that every producer gets the same rules by construction.
+//!
+//! Memory: 16 bytes per queued order (a burst of a million fits in 16 MB) and a fixed 256 KiB
+//! dedup table and 128 KiB window; nothing is kept per order once it is handed to a writer.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,27 +59,99 @@ impl fmt::Display for Origin {
     }
 }
 
-/// An order that is due to be cancelled.
+/// An order that is due to be cancelled: 16 bytes, so that a queue holding a burst of a million
+/// orders costs 16 MB, not the 40 of a struct with an `Instant` and an enum beside the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DueOrder {
     /// The order's id.
     pub id: u64,
-    /// Which source found it.
-    pub origin: Origin,
-    /// When it was queued: how long it waited is the queue's share of the latency.
-    pub due_at: Instant,
-    /// How long past its deadline the order already was when queued, in milliseconds (at most
-    /// about 49 days): 0 for an event, whose deadline is its expiry; what the deadline watcher
-    /// or the sweep computed otherwise. Carried so that the lateness of the cancellation needs
-    /// no second look at Redis or MySQL.
-    pub overdue_ms: u32,
+    /// When it was queued, in milliseconds of the queue's [`QueueClock`] (wrapping after about
+    /// 49 days: a wait is their difference, and no order waits that long).
+    queued_ms: u32,
+    /// Which source found it and how overdue it was, see [`Packed`].
+    packed: Packed,
 }
 
+const _: () = assert!(std::mem::size_of::<DueOrder>() == 16);
+
 impl DueOrder {
-    /// How long past its deadline the order was when queued. Kept as a duration, not as an
-    /// instant: an order found overdue by days may predate the monotonic clock's start.
+    /// Which source found it.
+    pub(crate) fn origin(&self) -> Origin {
+        self.packed.origin()
+    }
+
+    /// How long past its deadline the order already was when queued: zero for an event, whose
+    /// deadline is its expiry; what the deadline watcher or the sweep computed otherwise. Carried
+    /// so that the lateness of the cancellation needs no second look at Redis or MySQL, and kept
+    /// as a duration, not as an instant: an order found overdue by days may predate the
+    /// monotonic clock's start.
     pub(crate) fn overdue(&self) -> Duration {
-        Duration::from_millis(u64::from(self.overdue_ms))
+        self.packed.overdue()
+    }
+}
+
+/// An origin and an overdue time in 32 bits: the origin in the top two, then one bit for the
+/// unit, then 29 bits of milliseconds (up to about 6 days, exact) or of seconds (up to 17
+/// years, for an order a sweep finds long after its deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed(u32);
+
+impl Packed {
+    const VALUE_BITS: u32 = 29;
+    const VALUE_MAX: u64 = (1 << Self::VALUE_BITS) - 1;
+    const SECONDS: u32 = 1 << Self::VALUE_BITS;
+
+    fn new(origin: Origin, overdue: Duration) -> Self {
+        let ms = u64::try_from(overdue.as_millis()).unwrap_or(u64::MAX);
+        let value = if ms <= Self::VALUE_MAX {
+            ms as u32
+        } else {
+            Self::SECONDS | overdue.as_secs().min(Self::VALUE_MAX) as u32
+        };
+        Self(((origin.index() as u32) << 30) | value)
+    }
+
+    fn origin(self) -> Origin {
+        match self.0 >> 30 {
+            0 => Origin::Event,
+            1 => Origin::Deadline,
+            _ => Origin::Sweep,
+        }
+    }
+
+    fn overdue(self) -> Duration {
+        let value = u64::from(self.0) & Self::VALUE_MAX;
+        if self.0 & Self::SECONDS == 0 {
+            Duration::from_millis(value)
+        } else {
+            Duration::from_secs(value)
+        }
+    }
+}
+
+/// The time base of a queue's orders: milliseconds since the queue was made. The dispatcher
+/// asks it how long an order waited, for the latency histograms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueClock {
+    epoch: Instant,
+}
+
+impl QueueClock {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the epoch at `at`, whole.
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long `order` had waited at `now` since it was queued.
+    pub(crate) fn waited(&self, order: &DueOrder, now: Instant) -> Duration {
+        let now_ms = self.millis(now) as u32;
+        Duration::from_millis(u64::from(now_ms.wrapping_sub(order.queued_ms)))
     }
 }
 
@@ -127,6 +201,7 @@ impl QueueCounters {
 
 /// What the senders share.
 struct Shared {
+    clock: QueueClock,
     counters: Arc<QueueCounters>,
     stats: Arc<Stats>,
     queue_full_warnings: Throttle,
@@ -142,7 +217,9 @@ pub(crate) fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, O
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let counters = Arc::new(QueueCounters::new(&stats));
     let backlog = Arc::clone(&stats.backlog);
+    let clock = QueueClock::new();
     let shared = Arc::new(Shared {
+        clock,
         counters: Arc::clone(&counters),
         stats,
         queue_full_warnings: Throttle::per_minute(),
@@ -150,9 +227,11 @@ pub(crate) fn order_queue(capacity: usize, stats: Arc<Stats>) -> (QueueSender, O
     let sender = QueueSender { tx, shared };
     let queue = OrderQueue {
         rx,
+        clock,
         counters,
         backlog,
-        recent: RecentlyDispatched::new(),
+        recent: RecentlyDispatched::new(clock),
+        window: Vec::new(),
     };
     (sender, queue)
 }
@@ -180,11 +259,11 @@ impl QueueSender {
         origin: Origin,
         overdue: Duration,
     ) -> Result<(), Closed> {
+        let now = Instant::now();
         let order = DueOrder {
             id,
-            origin,
-            due_at: Instant::now(),
-            overdue_ms: u32::try_from(overdue.as_millis()).unwrap_or(u32::MAX),
+            queued_ms: self.shared.clock.millis(now) as u32,
+            packed: Packed::new(origin, overdue),
         };
         let queued = match origin {
             Origin::Event => self.offer(order)?,
@@ -195,7 +274,7 @@ impl QueueSender {
         };
         if queued {
             QueueCounters::add(&self.shared.counters.received, origin);
-            self.shared.stats.backlog.push(order.due_at.into_std());
+            self.shared.stats.backlog.push(now.into_std());
         }
         Ok(())
     }
@@ -206,7 +285,7 @@ impl QueueSender {
         match self.tx.try_send(order) {
             Ok(()) => Ok(true),
             Err(mpsc::error::TrySendError::Full(order)) => {
-                QueueCounters::add(&self.shared.counters.dropped, order.origin);
+                QueueCounters::add(&self.shared.counters.dropped, order.origin());
                 Stats::add(&self.shared.stats.dropped);
                 if let Admission::Log { suppressed } = self.shared.queue_full_warnings.admit() {
                     tracing::error!(
@@ -223,46 +302,83 @@ impl QueueSender {
     }
 }
 
-/// The dispatcher's end: hands out each order once within the dedup window.
+/// Most orders taken from the channel at once and handed out in id order: a burst's orders
+/// arrive in the order Redis expires their keys, scattered over the table; handed out sorted,
+/// a batch holds neighbouring ids, whose rows share B-tree pages. 128 KiB of entries at most,
+/// and each order waits at most one window (no starvation of high ids: a window is only
+/// refilled once empty).
+const ID_ORDER_WINDOW: usize = 8192;
+
+/// The dispatcher's end: hands out each order once within the dedup window, what is queued at
+/// once in id order.
 pub(crate) struct OrderQueue {
     rx: mpsc::Receiver<DueOrder>,
+    clock: QueueClock,
     counters: Arc<QueueCounters>,
     backlog: Arc<Backlog>,
     recent: RecentlyDispatched,
+    /// Orders taken from the channel and not handed out yet, highest id first (handed out from
+    /// the end). They still count in the backlog.
+    window: Vec<DueOrder>,
 }
 
 impl OrderQueue {
-    /// The next order not dispatched within the dedup window; `None` once the queue is closed
-    /// and empty. Cancel-safe: only duplicates are consumed before it returns.
+    /// The next order not dispatched within the dedup window (the lowest id of what is queued
+    /// now, see [`ID_ORDER_WINDOW`]); `None` once the queue is closed and empty. Cancel-safe:
+    /// only duplicates are consumed before it returns.
     pub(crate) async fn recv(&mut self) -> Option<DueOrder> {
-        loop {
-            let order = self.rx.recv().await?;
-            self.backlog.pop(1);
-            if self.first(&order) {
-                return Some(order);
+        if self.window.is_empty() {
+            loop {
+                let order = self.rx.recv().await?;
+                if self.first(&order) {
+                    self.window.push(order);
+                    self.refill_window();
+                    break;
+                }
+                self.backlog.pop(1);
             }
         }
+        self.try_recv()
     }
 
     /// Like [`Self::recv`] without waiting: `None` when nothing new is queued right now.
     pub(crate) fn try_recv(&mut self) -> Option<DueOrder> {
-        while let Ok(order) = self.rx.try_recv() {
-            self.backlog.pop(1);
+        if self.window.is_empty() {
+            self.refill_window();
+        }
+        let order = self.window.pop()?;
+        self.backlog.pop(1);
+        Some(order)
+    }
+
+    /// Takes what the channel holds now into the window, up to [`ID_ORDER_WINDOW`], skipping
+    /// duplicates, and sorts it.
+    fn refill_window(&mut self) {
+        let before = self.window.len();
+        while self.window.len() < ID_ORDER_WINDOW {
+            let Ok(order) = self.rx.try_recv() else {
+                break;
+            };
             if self.first(&order) {
-                return Some(order);
+                self.window.push(order);
+            } else {
+                self.backlog.pop(1);
             }
         }
-        None
+        if self.window.len() > before {
+            self.window
+                .sort_unstable_by_key(|order| std::cmp::Reverse(order.id));
+        }
     }
 
     /// Whether the queue is closed and empty: nothing will ever come.
     pub(crate) fn is_finished(&self) -> bool {
-        self.rx.is_closed() && self.rx.is_empty()
+        self.window.is_empty() && self.rx.is_closed() && self.rx.is_empty()
     }
 
     /// Everything still queued, duplicates included, without waiting: what a stop leaves.
     pub(crate) fn take_rest(&mut self) -> Vec<u64> {
-        let mut rest = Vec::new();
+        let mut rest: Vec<u64> = self.window.drain(..).rev().map(|order| order.id).collect();
         while let Ok(order) = self.rx.try_recv() {
             rest.push(order.id);
         }
@@ -275,6 +391,11 @@ impl OrderQueue {
         self.rx.close();
     }
 
+    /// The time base of this queue's orders.
+    pub(crate) fn clock(&self) -> QueueClock {
+        self.clock
+    }
+
     /// The per-origin counters this queue keeps.
     #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
     pub(crate) fn counters(&self) -> Arc<QueueCounters> {
@@ -284,7 +405,7 @@ impl OrderQueue {
     fn first(&mut self, order: &DueOrder) -> bool {
         let first = self.recent.first(order.id);
         if !first {
-            QueueCounters::add(&self.counters.deduplicated, order.origin);
+            QueueCounters::add(&self.counters.deduplicated, order.origin());
         }
         first
     }
@@ -292,35 +413,57 @@ impl OrderQueue {
 
 /// Order ids dispatched in the last few seconds. Several sources may report the same order (the
 /// event and a sweep, or two events): the database makes that harmless, this makes it cheap.
+///
+/// A fixed table of [`Self::SETS`] sets of two slots (256 KiB), chosen by a hash of the id, each
+/// slot an id and when it was dispatched: memory does not grow with a burst. It is lossy: an
+/// order whose set took two other orders since is offered again, and is then written twice,
+/// which the writer's transaction makes harmless (it finds the order cancelled). Duplicates come
+/// moments apart (the deadline watcher's `PTTL` causes the event it races), so with 16,384 slots
+/// they are caught unless many thousands of orders pass in between.
 struct RecentlyDispatched {
-    seen: HashMap<u64, Instant>,
-    prune_at: usize,
+    clock: QueueClock,
+    /// `(id, dispatched at in ms of the clock + 1)`; 0 marks an empty slot.
+    slots: Box<[[(u64, u64); 2]]>,
 }
 
 impl RecentlyDispatched {
     /// How long an order dispatched is not dispatched again.
     const KEEP: Duration = Duration::from_secs(30);
+    /// Sets of two slots, a power of two.
+    const SETS: usize = 8192;
 
-    fn new() -> Self {
+    fn new(clock: QueueClock) -> Self {
         Self {
-            seen: HashMap::new(),
-            prune_at: 1024,
+            clock,
+            slots: vec![[(0, 0); 2]; Self::SETS].into_boxed_slice(),
         }
     }
 
-    /// True the first time `order` is offered within [`Self::KEEP`].
+    /// True the first time `order` is offered within [`Self::KEEP`], as far as the table
+    /// remembers.
     fn first(&mut self, order: u64) -> bool {
-        let now = Instant::now();
-        if self.seen.len() >= self.prune_at {
-            self.seen
-                .retain(|_, at| now.duration_since(*at) < Self::KEEP);
-            self.prune_at = (self.seen.len() * 2).max(1024);
+        let now = self.clock.millis(Instant::now()).saturating_add(1);
+        let keep = Self::KEEP.as_millis() as u64;
+        let set = &mut self.slots[set_of(order)];
+        if let Some(slot) = set.iter_mut().find(|(id, at)| *at != 0 && *id == order) {
+            let recent = now.saturating_sub(slot.1) < keep;
+            if !recent {
+                slot.1 = now;
+            }
+            return !recent;
         }
-        match self.seen.insert(order, now) {
-            Some(at) => now.duration_since(at) >= Self::KEEP,
-            None => true,
-        }
+        // The older slot (or an empty one) takes it.
+        let oldest = if set[0].1 <= set[1].1 { 0 } else { 1 };
+        set[oldest] = (order, now);
+        true
     }
+}
+
+/// The set of [`RecentlyDispatched`] for `order`: ids are sequential, so they are multiplied by
+/// a large odd constant (Fibonacci hashing) to spread neighbours and strides alike.
+fn set_of(order: u64) -> usize {
+    const BITS: u32 = RecentlyDispatched::SETS.trailing_zeros();
+    (order.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BITS)) as usize
 }
 
 /// A key of another type than the orders' that expired (`ORDER_EXPIRE_ON_<TYPE>`): the index
@@ -420,7 +563,7 @@ mod tests {
         assert_eq!(rx.recv().await.map(|o| o.id), Some(1));
         assert_eq!(waiting.await.expect("joined"), Ok(()));
         let second = rx.recv().await.expect("queued");
-        assert_eq!((second.id, second.origin), (2, Origin::Deadline));
+        assert_eq!((second.id, second.origin()), (2, Origin::Deadline));
         assert_eq!(rx.counters().dropped(Origin::Deadline), 0);
     }
 
@@ -436,6 +579,52 @@ mod tests {
         tokio::time::advance(RecentlyDispatched::KEEP).await;
         tx.send(7, Origin::Event).await.expect("room");
         assert_eq!(rx.try_recv().map(|o| o.id), Some(7), "window passed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_dedup_window_catches_a_duplicate_among_thousands_in_constant_memory() {
+        let mut recent = RecentlyDispatched::new(QueueClock::new());
+        let size = std::mem::size_of_val(&*recent.slots);
+        assert_eq!(size, 256 * 1024);
+        let mut caught = 0;
+        for id in 1..=200_000u64 {
+            assert!(recent.first(id), "{id} is new");
+            // Its duplicate arrives a thousand orders later, as from a second source.
+            if id > 1000 && !recent.first(id - 1000) {
+                caught += 1;
+            }
+        }
+        assert_eq!(std::mem::size_of_val(&*recent.slots), size, "no growth");
+        assert!(caught >= 199_000 * 99 / 100, "caught {caught} of 199000");
+        tokio::time::advance(RecentlyDispatched::KEEP).await;
+        assert!(recent.first(200_000), "window passed");
+        assert!(!recent.first(200_000), "and counted again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_is_queued_at_once_comes_out_in_id_order_one_window_at_a_time() {
+        let (tx, mut rx, stats) = queue(2 * ID_ORDER_WINDOW);
+        let burst = |from: u64| (0..ID_ORDER_WINDOW as u64).rev().map(move |i| from + i);
+        for id in burst(1_000_000) {
+            tx.send(id, Origin::Event).await.expect("room");
+        }
+        assert_eq!(
+            rx.recv().await.map(|o| o.id),
+            Some(1_000_000),
+            "lowest first"
+        );
+        // Lower ids queued now wait for the next window: none waits longer than one.
+        for id in burst(1) {
+            tx.send(id, Origin::Event).await.expect("room");
+        }
+        let mut out = Vec::new();
+        while let Some(order) = rx.try_recv() {
+            out.push(order.id);
+        }
+        let window = ID_ORDER_WINDOW as u64;
+        let expected: Vec<u64> = (1_000_001..1_000_000 + window).chain(1..=window).collect();
+        assert_eq!(out, expected);
+        assert_eq!(stats.backlog.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -455,6 +644,48 @@ mod tests {
             [Duration::from_secs(40 * 24 * 3600), Duration::ZERO],
             "days overdue fit, an event is on time"
         );
+    }
+
+    #[test]
+    fn an_entry_keeps_its_origin_and_overdue_time() {
+        let cases = [
+            (Origin::Event, Duration::ZERO),
+            (Origin::Deadline, Duration::from_millis(1234)),
+            (Origin::Sweep, Duration::from_millis(Packed::VALUE_MAX)),
+            (Origin::Sweep, Duration::from_secs(40 * 24 * 3600)),
+            (Origin::Deadline, Duration::from_secs(u64::MAX)),
+        ];
+        let read: Vec<(Origin, Duration)> = cases
+            .iter()
+            .map(|&(origin, overdue)| {
+                let packed = Packed::new(origin, overdue);
+                (packed.origin(), packed.overdue())
+            })
+            .collect();
+        let max = Duration::from_secs(Packed::VALUE_MAX);
+        assert_eq!(
+            read,
+            [
+                cases[0],
+                cases[1],
+                cases[2],
+                cases[3],
+                (Origin::Deadline, max)
+            ],
+            "exact to the millisecond up to days, to the second beyond, capped at 17 years"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_knows_how_long_it_waited() {
+        let (tx, mut rx, stats) = queue(4);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        tx.send(1, Origin::Event).await.expect("room");
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let order = rx.recv().await.expect("queued");
+        let waited = rx.clock().waited(&order, Instant::now());
+        assert_eq!(waited, Duration::from_millis(250));
+        assert_eq!(stats.backlog.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -367,7 +367,14 @@ async fn a_worker_alone_writes_every_order_as_before() {
     logged(&[worker], unpaid.len()).await;
     let each = cancelled_by_each(&[worker]);
     assert_eq!(each[0], unpaid);
-    let scrape = Scrape::take(&worker.metrics_addr());
+    // The paid orders' last batch may commit after the last cancellation.
+    let addr = worker.metrics_addr();
+    let start = Instant::now();
+    while locked(&Scrape::take(&addr)) < ORDERS as f64 && start.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let scrape = Scrape::take(&addr);
     assert_eq!(scrape.get("order_expire_replicas"), 1.0);
     assert_eq!(scrape.get("order_expire_set_aside"), 0.0);
     assert_eq!(locked(&scrape), ORDERS as f64, "each order locked once");

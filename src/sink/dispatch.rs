@@ -20,7 +20,7 @@ use super::share::Share;
 use super::writer::{CancelError, MAX_BATCH};
 use super::{Outcome, Writer};
 use crate::backoff::Backoff;
-use crate::queue::{DueOrder, OrderQueue, Origin};
+use crate::queue::{DueOrder, OrderQueue, Origin, QueueClock};
 use crate::stats::Stats;
 use crate::stats::health::Heartbeat;
 
@@ -145,6 +145,8 @@ struct Writing<W, O> {
     writer: Arc<W>,
     observer: Arc<O>,
     stats: Arc<Stats>,
+    /// The time base of the queued orders, for how long each waited.
+    clock: QueueClock,
     health: WriteHealth,
     /// Fired when the stop deadline passes: writes in flight and retries are abandoned.
     give_up: CancellationToken,
@@ -220,6 +222,7 @@ pub(crate) async fn dispatch<W: BatchWriter, O: Observer>(
             writer,
             observer,
             stats: Arc::clone(stats),
+            clock: orders.clock(),
             health: WriteHealth::default(),
             give_up: CancellationToken::new(),
             parked: Mutex::new(HashSet::new()),
@@ -292,7 +295,7 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
                 () = shutdown.cancelled() => return Some(first),
             };
             let mut batch = fill_batch(first, orders, self.batch_size, batch_wait).await;
-            self.share.sort_out(&mut batch);
+            self.share.sort_out(&mut batch, &orders.clock());
             self.share.fill_up(&mut batch, orders, self.batch_size);
             self.spawn(batch, permit);
         }
@@ -320,7 +323,7 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
                 Ok(Ok(permit)) => {
                     let mut batch =
                         fill_batch(order, orders, self.batch_size, Duration::ZERO).await;
-                    self.share.sort_out(&mut batch);
+                    self.share.sort_out(&mut batch, &orders.clock());
                     self.share.fill_up(&mut batch, orders, self.batch_size);
                     self.spawn(batch, permit);
                 }
@@ -462,7 +465,7 @@ async fn write_batch<W: BatchWriter, O: Observer>(
                 let (busy, written): (Vec<_>, Vec<_>) = outcomes
                     .into_iter()
                     .partition(|(_, outcome)| *outcome == Outcome::Busy);
-                record(written, &batch, &writing.stats, writing.observer.as_ref());
+                record(written, &batch, writing);
                 if busy.is_empty() {
                     return;
                 }
@@ -530,12 +533,12 @@ async fn write_batch<W: BatchWriter, O: Observer>(
 /// line for the orders cancelled (a line per order would cost more than the write itself during
 /// a burst), one per order left alone or needing attention. The histograms get the batch's
 /// size, each event's time to this commit, and each cancellation's lateness after its deadline.
-fn record(
+fn record<W, O: Observer>(
     outcomes: Vec<(u64, Outcome)>,
     batch: &[DueOrder],
-    stats: &Stats,
-    observer: &dyn Observer,
+    writing: &Writing<W, O>,
 ) {
+    let (stats, observer, clock) = (&writing.stats, writing.observer.as_ref(), writing.clock);
     let committed = tokio::time::Instant::now();
     stats.batch_size.observe(outcomes.len() as f64);
     let mut cancelled = Vec::new();
@@ -546,8 +549,8 @@ fn record(
             .binary_search_by_key(&order, |o| o.id)
             .ok()
             .map(|at| batch[at]);
-        if let Some(due) = due.filter(|d| d.origin == Origin::Event) {
-            let waited = committed.saturating_duration_since(due.due_at);
+        if let Some(due) = due.filter(|d| d.origin() == Origin::Event) {
+            let waited = clock.waited(&due, committed);
             stats.event_to_commit.observe(waited.as_secs_f64());
         }
         match outcome {
@@ -557,7 +560,7 @@ fn record(
             } => {
                 Stats::add(&stats.cancelled);
                 if let Some(due) = due {
-                    let waited = committed.saturating_duration_since(due.due_at);
+                    let waited = clock.waited(&due, committed);
                     stats
                         .lateness
                         .observe((waited + due.overdue()).as_secs_f64());

@@ -8,7 +8,7 @@
 //! block `(id / BLOCK) % members` belongs to the member of that rank. Blocks rather than
 //! `id % members`: a batch of one worker then holds neighbouring ids, which share B-tree pages.
 //!
-//! An order of another live member's block is *set aside*, not dropped: kept (8 bytes per
+//! An order of another live member's block is *set aside*, not dropped: kept (16 bytes per
 //! order, plus one entry per run of orders set aside together) under its owner until one of
 //! three things gives it back to this worker's batches:
 //!
@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::mysql::Database;
 use crate::mysql::members::{MemberLocks, Seen};
 use crate::mysql::orders::UnpaidQuery;
-use crate::queue::{DueOrder, OrderQueue, Origin};
+use crate::queue::{DueOrder, OrderQueue, QueueClock};
 use crate::stats::Stats;
 
 /// Consecutive ids that go to the same member.
@@ -151,64 +151,60 @@ impl View {
     }
 }
 
-/// Orders set aside together: when the first was queued, their origin, how many.
+/// Orders set aside together: when the first was queued, and how many.
 #[derive(Debug, Clone, Copy)]
 struct Run {
     at: Instant,
-    origin: Origin,
     count: u32,
 }
 
-/// The orders set aside for one owner, oldest first: ids and the runs that date them.
+/// The orders set aside for one owner, oldest first, and the runs that date them.
 #[derive(Debug, Default)]
 struct Pile {
-    ids: VecDeque<u64>,
+    orders: VecDeque<DueOrder>,
     runs: VecDeque<Run>,
 }
 
 impl Pile {
-    fn push(&mut self, id: u64, origin: Origin, at: Instant) {
+    /// Sets `order`, queued `at`, aside.
+    fn push(&mut self, order: DueOrder, at: Instant) {
         match self.runs.back_mut() {
             Some(run)
-                if run.origin == origin
-                    && at.saturating_duration_since(run.at) < RUN_SPAN
-                    && run.count < u32::MAX =>
+                if at.saturating_duration_since(run.at) < RUN_SPAN && run.count < u32::MAX =>
             {
                 run.count += 1;
             }
-            _ => self.runs.push_back(Run {
-                at,
-                origin,
-                count: 1,
-            }),
+            _ => self.runs.push_back(Run { at, count: 1 }),
         }
-        self.ids.push_back(id);
+        self.orders.push_back(order);
     }
 
-    /// Moves the orders queued at or before `cutoff` (all when `None`) to `out`.
-    fn take_until(&mut self, cutoff: Option<Instant>, out: &mut Vec<DueOrder>) {
+    /// Moves the orders queued at or before `cutoff` (all when `None`) to `out`, each with
+    /// when its run was queued.
+    fn take_until(&mut self, cutoff: Option<Instant>, out: &mut Vec<(DueOrder, Instant)>) {
         while let Some(run) = self.runs.front().copied() {
             if cutoff.is_some_and(|cutoff| run.at > cutoff) {
                 break;
             }
             self.runs.pop_front();
             for _ in 0..run.count {
-                let Some(id) = self.ids.pop_front() else {
+                let Some(order) = self.orders.pop_front() else {
                     break;
                 };
-                out.push(DueOrder {
-                    id,
-                    origin: run.origin,
-                    due_at: run.at,
-                    overdue_ms: 0,
-                });
+                out.push((order, run.at));
             }
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.orders.is_empty()
     }
+}
+
+/// When `order` was queued, from its queue's `clock`.
+fn queued_at(clock: &QueueClock, order: &DueOrder) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(clock.waited(order, now)).unwrap_or(now)
 }
 
 /// What the dispatcher and the member check share.
@@ -327,36 +323,33 @@ impl Share {
     }
 
     /// Whether this worker writes `order`; if not, it is set aside for its owner.
-    pub(crate) fn keep(&self, order: DueOrder) -> bool {
+    /// `clock` is the clock of the queue it came from.
+    pub(crate) fn keep(&self, order: DueOrder, clock: &QueueClock) -> bool {
         let mut state = self.lock();
-        let Some(owner) = state.view.owner(order.id, order.due_at) else {
+        let at = queued_at(clock, &order);
+        let Some(owner) = state.view.owner(order.id, at) else {
             return true;
         };
-        state
-            .piles
-            .entry(owner)
-            .or_default()
-            .push(order.id, order.origin, order.due_at);
+        state.piles.entry(owner).or_default().push(order, at);
         state.held += 1;
         self.stats.set_aside.set(state.held as i64);
         false
     }
 
     /// Keeps in `batch` only this worker's orders; sets the others aside.
-    pub(crate) fn sort_out(&self, batch: &mut Vec<DueOrder>) {
+    pub(crate) fn sort_out(&self, batch: &mut Vec<DueOrder>, clock: &QueueClock) {
         let mut state = self.lock();
         if state.view.own.is_none() || state.view.live.len() < 2 {
             return;
         }
         let before = state.held;
-        batch.retain(|order| match state.view.owner(order.id, order.due_at) {
-            None => true,
-            Some(owner) => {
-                state
-                    .piles
-                    .entry(owner)
-                    .or_default()
-                    .push(order.id, order.origin, order.due_at);
+        batch.retain(|order| {
+            let at = queued_at(clock, order);
+            let Some(owner) = state.view.owner(order.id, at) else {
+                return true;
+            };
+            {
+                state.piles.entry(owner).or_default().push(*order, at);
                 state.held += 1;
                 false
             }
@@ -382,7 +375,7 @@ impl Share {
         }
         while batch.len() < size {
             match orders.try_recv() {
-                Some(order) if self.keep(order) => batch.push(order),
+                Some(order) if self.keep(order, &orders.clock()) => batch.push(order),
                 Some(_) => {}
                 None => break,
             }
@@ -404,7 +397,7 @@ impl Share {
                 biased;
                 order = orders.recv() => {
                     let order = order?;
-                    if self.keep(order) {
+                    if self.keep(order, &orders.clock()) {
                         return Some(order);
                     }
                 }
@@ -439,23 +432,19 @@ impl Share {
         if state.held == 0 {
             return;
         }
-        let mut held: Vec<(Member, DueOrder)> = Vec::with_capacity(state.held);
+        let mut held: Vec<(Member, DueOrder, Instant)> = Vec::with_capacity(state.held);
         for (owner, mut pile) in std::mem::take(&mut state.piles) {
             let mut orders = Vec::new();
             pile.take_until(None, &mut orders);
-            held.extend(orders.into_iter().map(|o| (owner, o)));
+            held.extend(orders.into_iter().map(|(o, at)| (owner, o, at)));
         }
-        held.sort_by_key(|(_, order)| order.due_at);
+        held.sort_by_key(|(_, _, at)| *at);
         let (mut owner_left, mut rebalanced) = (0u64, 0u64);
         state.held = 0;
-        for (was, order) in held {
-            match view.owner(order.id, order.due_at) {
+        for (was, order, at) in held {
+            match view.owner(order.id, at) {
                 Some(owner) => {
-                    state.piles.entry(owner).or_default().push(
-                        order.id,
-                        order.origin,
-                        order.due_at,
-                    );
+                    state.piles.entry(owner).or_default().push(order, at);
                     state.held += 1;
                 }
                 None => {
@@ -513,6 +502,7 @@ impl Share {
         if due.is_empty() {
             return;
         }
+        let mut due: Vec<DueOrder> = due.into_iter().map(|(order, _)| order).collect();
         let ids: Vec<u64> = due.iter().map(|o| o.id).collect();
         let reread = async {
             let mut conn = db.conn().await?;
@@ -526,6 +516,8 @@ impl Share {
             }
             Err(_) => ids,
         };
+        let mut still = still;
+        still.sort_unstable();
         due.retain(|order| still.binary_search(&order.id).is_ok());
         let count = due.len() as u64;
         self.lock().released.extend(due);
@@ -542,13 +534,30 @@ fn warn_alone(error: &dyn std::fmt::Display) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{Origin, QueueSender, order_queue};
 
-    fn due(id: u64) -> DueOrder {
-        DueOrder {
-            id,
-            origin: Origin::Event,
-            due_at: Instant::now(),
-            overdue_ms: 0,
+    /// A queue to make orders with: they carry when they were queued.
+    struct Orders {
+        tx: QueueSender,
+        queue: OrderQueue,
+    }
+
+    impl Orders {
+        fn new(stats: &Arc<Stats>) -> Self {
+            let (tx, queue) = order_queue(1024, Arc::clone(stats));
+            Self { tx, queue }
+        }
+
+        /// `ids` queued now, as the dispatcher receives them.
+        async fn due(&mut self, ids: &[u64]) -> Vec<DueOrder> {
+            for id in ids {
+                self.tx.send(*id, Origin::Event).await.expect("room");
+            }
+            std::iter::from_fn(|| self.queue.try_recv()).collect()
+        }
+
+        fn clock(&self) -> QueueClock {
+            self.queue.clock()
         }
     }
 
@@ -561,6 +570,10 @@ mod tests {
 
     fn owner(view: &View, id: u64) -> Option<Member> {
         view.owner(id, Instant::now())
+    }
+
+    fn ids(orders: &[DueOrder]) -> Vec<u64> {
+        orders.iter().map(|o| o.id).collect()
     }
 
     #[test]
@@ -582,30 +595,30 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn orders_of_a_member_that_leaves_are_given_back() {
         let stats = Arc::new(Stats::default());
+        let mut orders = Orders::new(&stats);
         let share = Share::alone(Arc::clone(&stats));
         share.apply(view(3, &[3, 9]));
-        let mut batch: Vec<DueOrder> = [1, 1025, 2049, 3100].map(due).to_vec();
-        share.sort_out(&mut batch);
-        assert_eq!(batch.iter().map(|o| o.id).collect::<Vec<_>>(), [1, 2049]);
+        let mut batch = orders.due(&[1, 1025, 2049, 3100]).await;
+        share.sort_out(&mut batch, &orders.clock());
+        assert_eq!(ids(&batch), [1, 2049]);
         assert_eq!(stats.set_aside.get(), 2);
         share.apply(view(3, &[3]));
         assert_eq!(stats.set_aside.get(), 0);
         assert_eq!(Stats::get(&stats.taken_over_owner_left), 2);
-        let mut batch = vec![due(1)];
-        let (_tx, mut queue) = crate::queue::order_queue(8, Arc::clone(&stats));
-        share.fill_up(&mut batch, &mut queue, 8);
-        assert_eq!(
-            batch.iter().map(|o| o.id).collect::<Vec<_>>(),
-            [1, 1025, 3100]
-        );
+        let mut batch = orders.due(&[2]).await;
+        share.fill_up(&mut batch, &mut orders.queue, 8);
+        assert_eq!(ids(&batch), [2, 1025, 3100]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_new_member_in_a_freed_slot_does_not_inherit_the_old_ones_orders() {
         let stats = Arc::new(Stats::default());
+        let mut orders = Orders::new(&stats);
         let share = Share::alone(Arc::clone(&stats));
         share.apply(view(3, &[3, 9]));
-        assert!(!share.keep(due(1025)));
+        let clock = orders.clock();
+        let first = orders.due(&[1025]).await;
+        assert!(!share.keep(first[0], &clock));
         // Slot 9 freed and taken by another connection between two looks: the newcomer owns
         // block 1 only for orders queued a margin after it was first seen.
         tokio::time::advance(Duration::from_millis(250)).await;
@@ -617,19 +630,22 @@ mod tests {
         share.apply(View::from_seen(seen, Some(&old), Instant::now()));
         assert_eq!(Stats::get(&stats.taken_over_owner_left), 1);
         assert_eq!(share.take_released(), [1025]);
-        assert!(share.keep(due(1026)), "too early for the newcomer");
+        let early = orders.due(&[1026]).await;
+        assert!(share.keep(early[0], &clock), "too early for the newcomer");
         tokio::time::advance(JOIN_MARGIN).await;
-        assert!(!share.keep(due(1027)), "the newcomer's now");
+        let later = orders.due(&[1027]).await;
+        assert!(!share.keep(later[0], &clock), "the newcomer's now");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_third_member_takes_its_blocks_and_the_rest_is_rebalanced() {
         let stats = Arc::new(Stats::default());
+        let mut orders = Orders::new(&stats);
         let share = Share::alone(Arc::clone(&stats));
         share.apply(view(3, &[3, 9]));
-        let ids: Vec<u64> = (0..6).map(|b| b * BLOCK).collect();
-        let mut batch: Vec<DueOrder> = ids.iter().map(|id| due(*id)).collect();
-        share.sort_out(&mut batch);
+        let all: Vec<u64> = (0..6).map(|b| b * BLOCK).collect();
+        let mut batch = orders.due(&all).await;
+        share.sort_out(&mut batch, &orders.clock());
         assert_eq!(stats.set_aside.get(), 3, "blocks 1, 3, 5");
         // 3 members: blocks 0 and 3 are slot 3's; 1 and 4 slot 7's; 2 and 5 slot 9's.
         share.apply(view(3, &[3, 7, 9]));
@@ -640,5 +656,33 @@ mod tests {
             "block 1 for slot 7, block 5 for slot 9"
         );
         assert_eq!(share.take_released(), [3 * BLOCK]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn orders_given_back_keep_their_origin_and_queue_time() {
+        let stats = Arc::new(Stats::default());
+        let mut orders = Orders::new(&stats);
+        let share = Share::alone(Arc::clone(&stats));
+        share.apply(view(3, &[3, 9]));
+        orders
+            .tx
+            .send_overdue(1025, Origin::Sweep, Duration::from_secs(90))
+            .await
+            .expect("room");
+        let mut batch: Vec<DueOrder> = std::iter::from_fn(|| orders.queue.try_recv()).collect();
+        share.sort_out(&mut batch, &orders.clock());
+        assert!(batch.is_empty());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        share.apply(view(3, &[3]));
+        let mut batch = Vec::new();
+        share.fill_up(&mut batch, &mut orders.queue, 8);
+        assert_eq!(batch[0].origin(), Origin::Sweep);
+        assert_eq!(batch[0].overdue(), Duration::from_secs(90));
+        let waited = orders.clock().waited(&batch[0], Instant::now());
+        assert_eq!(
+            waited,
+            Duration::from_secs(2),
+            "its wait counts from when it was queued"
+        );
     }
 }

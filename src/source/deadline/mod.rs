@@ -7,13 +7,14 @@
 //!
 //! So the watcher learns each order's deadline and asks Redis about the key at that moment:
 //!
-//! * every tick it reads the unpaid orders inserted since the previous tick (a primary-key range
-//!   scan of the new rows only, re-reading a few hundred ids so that a transaction committing
-//!   late is not skipped) and one pipelined `PTTL` per new order key gives its exact deadline;
-//!   an order whose key is not there yet gets `created_at + ORDER_EXPIRE_TTL`;
-//! * deadlines wait in a min-heap; when one is due, `PTTL` on the key again. For a key past its
-//!   TTL that makes Redis delete it and publish `expired` on the spot, so the event path runs
-//!   within milliseconds. A key that was put again with a later TTL is rescheduled.
+//! * every 200 ms it reads the unpaid orders inserted since the previous look (a primary-key
+//!   range scan of the new rows only, re-reading a few hundred ids so that a transaction
+//!   committing late is not skipped) and one pipelined `PTTL` per new order key gives its exact
+//!   deadline; an order whose key is not there yet gets `created_at + ORDER_EXPIRE_TTL`;
+//! * deadlines wait in 10 ms slots of order ids ([`wheel`]); as each slot comes
+//!   due, `PTTL` on its keys again. For a key past its TTL that makes Redis delete it and
+//!   publish `expired` on the spot, so the event path runs within milliseconds of the deadline.
+//!   A key that was put again with a later TTL is rescheduled.
 //! * what a key that is gone at its deadline means depends on the mode (README, "Delivery
 //!   guarantees"). In events-only mode (no `ORDER_EXPIRE_TTL`) only Redis's own expiry cancels,
 //!   as with the PHP worker: the app may `forget()` the key on payment, and a `PTTL` answer of
@@ -24,10 +25,14 @@
 //!   paid column) decides.
 //!
 //! Cost: Redis answers two `PTTL`s per order; MySQL answers one primary-key range query per
-//! tick over the orders inserted since the last one.
+//! 200 ms over the orders inserted since the last one. Memory: 8 bytes per pending order when
+//! deadlines crowd (a burst), more when they are sparse (see [`wheel`]), plus the key waits of
+//! the few orders whose key has not appeared yet; the re-read overlap is remembered for its few
+//! hundred ids only.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+mod wheel;
+
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -40,8 +45,9 @@ use crate::mysql::orders::DeadlineQueries;
 use crate::queue::{Origin, QueueSender};
 use crate::redis::{RedisServers, RoutedConnection};
 use crate::stats::health::Heartbeat;
+use wheel::Wheel;
 
-/// How often new orders are looked up and due deadlines checked.
+/// How often new orders are looked up (due deadlines are checked as each 10 ms slot comes due).
 const TICK: Duration = Duration::from_millis(200);
 /// How many ids before the newest one each discovery re-reads, for orders whose transaction
 /// committed after a later one's.
@@ -61,7 +67,7 @@ pub(crate) struct DeadlineWatcher {
 }
 
 /// An order waiting for its deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Due {
     at: Instant,
     order: u64,
@@ -70,7 +76,7 @@ struct Due {
     waiting_for_key: Option<KeyWait>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct KeyWait {
     /// `created_at + ORDER_EXPIRE_TTL`, when known: past it, a missing key means overdue.
     fallback: Option<Instant>,
@@ -117,19 +123,27 @@ impl DeadlineWatcher {
             redis: None,
             since: start.to_zoned(self.timezone.tz.clone()).datetime(),
             cursor: None,
-            known: HashSet::new(),
-            heap: BinaryHeap::new(),
+            known: BTreeSet::new(),
+            wheel: Wheel::new(Instant::now()),
+            waiting: HashMap::new(),
         };
         let mut failing = false;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = heartbeat.waiting(tick.tick()) => {}
+            // Discovery at its own pace; the schedule as soon as its next slot is due, except
+            // while failing: then every tick retries, no faster.
+            let next_due = match failing {
+                true => None,
+                false => state.wheel.next_due().map(tokio::time::Instant::from_std),
+            };
+            let discover = tokio::select! {
+                _ = heartbeat.waiting(tick.tick()) => true,
+                () = sleep_until(next_due) => false,
                 () = shutdown.cancelled() => return,
-            }
+            };
             let result = tokio::select! {
-                result = self.step(&mut state, &queue, &heartbeat) => result,
+                result = self.step(&mut state, &queue, &heartbeat, discover) => result,
                 () = shutdown.cancelled() => return,
             };
             match result {
@@ -152,12 +166,15 @@ impl DeadlineWatcher {
         state: &mut State,
         queue: &QueueSender,
         heartbeat: &Heartbeat,
+        discover: bool,
     ) -> Result<(), SourceError> {
         let mut redis = match state.redis.take() {
             Some(conn) => conn,
             None => self.redis.connect().await?,
         };
-        self.discover(state, &mut redis, heartbeat).await?;
+        if discover {
+            self.discover(state, &mut redis, heartbeat).await?;
+        }
         self.check_due(state, &mut redis, queue, heartbeat).await?;
         // Kept only after a clean step: any error above drops it and the next tick reconnects.
         state.redis = Some(redis);
@@ -211,9 +228,11 @@ impl DeadlineWatcher {
                 .new_orders(&mut db, after)
                 .await
                 .map_err(|e| self.db.error("reading new unpaid orders", e))?;
+            // An id past the cursor was never read; one at or below it is new unless the
+            // previous look read it (a transaction that committed late).
             let fresh: Vec<(u64, jiff::civil::DateTime)> = page
                 .iter()
-                .filter(|(id, _)| !state.known.contains(id))
+                .filter(|(id, _)| *id > cursor || !state.known.contains(id))
                 .filter_map(|(id, created)| created.map(|c| (*id, c)))
                 .collect();
             if !fresh.is_empty() {
@@ -226,7 +245,7 @@ impl DeadlineWatcher {
                         looks_left: 20,
                     };
                     if let Some(due) = next_look(order, pttl, now.0, Some(wait)) {
-                        state.heap.push(Reverse(due));
+                        state.schedule(due);
                     }
                 }
             }
@@ -234,13 +253,13 @@ impl DeadlineWatcher {
                 newest = newest.max(*id);
                 after = *id;
             }
+            // Only the ids the next look re-reads need remembering: at most a page more.
+            state.forget_known_below(newest.saturating_sub(OVERLAP_IDS));
             if page.len() < PAGE {
                 break;
             }
         }
         state.cursor = Some(newest);
-        let keep_from = newest.saturating_sub(OVERLAP_IDS);
-        state.known.retain(|id| *id > keep_from);
         Ok(())
     }
 
@@ -276,28 +295,29 @@ impl DeadlineWatcher {
         loop {
             heartbeat.beat();
             let now = Instant::now();
-            let mut due = Vec::new();
-            while let Some(Reverse(next)) = state.heap.peek() {
-                if next.at > now || due.len() == PAGE {
-                    break;
-                }
-                due.push(*next);
-                state.heap.pop();
-            }
+            let due = state.wheel.take_due(now, PAGE);
             if due.is_empty() {
+                state.shrink_waits();
                 return Ok(());
             }
             // PTTL on a key past its TTL deletes it and publishes `expired` right now.
-            let ttls = match self.pttl(redis, due.iter().map(|d| d.order)).await {
+            let ttls = match self.pttl(redis, due.iter().map(|d| d.1)).await {
                 Ok(ttls) => ttls,
                 Err(e) => {
-                    state.heap.extend(due.into_iter().map(Reverse));
+                    for (at, order) in due {
+                        state.wheel.insert(at, order);
+                    }
                     return Err(e);
                 }
             };
-            for (entry, pttl) in due.into_iter().zip(ttls) {
+            for ((at, order), pttl) in due.into_iter().zip(ttls) {
+                let entry = Due {
+                    at,
+                    order,
+                    waiting_for_key: state.waiting.remove(&order),
+                };
                 if let Some(next) = next_look(entry.order, pttl, now, entry.waiting_for_key) {
-                    state.heap.push(Reverse(next));
+                    state.schedule(next);
                     continue;
                 }
                 // The key is gone and the deadline has passed. With the TTL known (reconciliation)
@@ -311,7 +331,8 @@ impl DeadlineWatcher {
                 if !overdue {
                     continue;
                 }
-                // The deadline: the key's TTL as last read, else created_at + ORDER_EXPIRE_TTL.
+                // The deadline: the key's TTL as last read (to its 10 ms slot), else
+                // created_at + ORDER_EXPIRE_TTL.
                 let deadline = entry
                     .waiting_for_key
                     .and_then(|w| w.fallback)
@@ -373,9 +394,45 @@ struct State {
     since: jiff::civil::DateTime,
     /// The newest order id discovered so far.
     cursor: Option<u64>,
-    /// Orders discovered in the overlap window, so a re-read does not schedule them twice.
-    known: HashSet<u64>,
-    heap: BinaryHeap<Reverse<Due>>,
+    /// Orders discovered in the overlap window, so a re-read does not schedule them twice: the
+    /// last [`OVERLAP_IDS`] ids and at most a page more, not one entry per pending order.
+    known: BTreeSet<u64>,
+    /// The pending orders' next looks.
+    wheel: Wheel,
+    /// The key waits of the scheduled orders whose key has not appeared yet (few: the app
+    /// writes the key just after the order).
+    waiting: HashMap<u64, KeyWait>,
+}
+
+impl State {
+    /// Schedules `due`'s next look.
+    fn schedule(&mut self, due: Due) {
+        self.wheel.insert(due.at, due.order);
+        if let Some(wait) = due.waiting_for_key {
+            self.waiting.insert(due.order, wait);
+        }
+    }
+
+    /// Forgets the known ids at or below `floor`.
+    fn forget_known_below(&mut self, floor: u64) {
+        self.known = self.known.split_off(&floor.saturating_add(1));
+    }
+
+    /// Gives back the room of the key waits once mostly empty, so a burst of orders without
+    /// keys leaves nothing behind.
+    fn shrink_waits(&mut self) {
+        if self.waiting.capacity() > 1024 && self.waiting.len() < self.waiting.capacity() / 4 {
+            self.waiting.shrink_to_fit();
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
