@@ -5,7 +5,7 @@
 //! already share, with nothing to deploy: each worker holds one of [`SLOTS`] named locks
 //! (`GET_LOCK(name, 0)`), and one `SELECT IS_USED_LOCK(...)` over all of them is the set of
 //! live workers. Named locks exist on every supported server (MySQL 5.7, MariaDB 10.3 and
-//! later), need no grant and no table, and belong to a session: when a worker dies its
+//! later), need no grant and no table, and belong to a connection: when a worker dies its
 //! connection closes and the server frees its slot at once, which is what lets the others take
 //! its orders over without waiting for a lease to run out.
 //!
