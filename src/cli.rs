@@ -130,12 +130,29 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub stop_timeout: u64,
 
+    /// How a transaction locks its orders: `auto` skips the rows another transaction holds
+    /// (the app in the middle of a payment, another worker) with FOR UPDATE SKIP LOCKED where
+    /// the server has it (MySQL 8.0.1+, MariaDB 10.6+), and tries them again shortly after;
+    /// elsewhere, and with `lock-wait`, it waits for them, as every server can. The worker logs
+    /// the path it runs at start (`write_path`); `check` shows it.
+    #[arg(long, value_enum, value_name = "PATH", default_value_t = WritePathArg::Auto)]
+    pub write_path: WritePathArg,
+
     /// Serve GET /metrics (Prometheus), /healthz (200 while the worker's loops run) and /readyz
     /// (200 while it is subscribed to Redis and MySQL answers, else 503 with the reason) on
     /// HOST:PORT, an IP address and a port, e.g. 127.0.0.1:9464 [ORDER_EXPIRE_METRICS_ADDR,
     /// default off].
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+}
+
+/// `--write-path`: how the writer locks a batch's orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WritePathArg {
+    /// Skip rows another transaction holds where the server can, else wait for them.
+    Auto,
+    /// Always wait for rows another transaction holds.
+    LockWait,
 }
 
 impl Cli {

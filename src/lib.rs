@@ -36,8 +36,11 @@
 //!   be heard: the one server, a cluster's masters, the Sentinel's master), and
 //!   `redis::RoutedConnection` sends each key's command to the master of its slot;
 //!   `mysql` holds the pool with Laravel's session settings, the schema check, and every
-//!   statement against the app's tables (`mysql::orders`), and the readiness check on a
-//!   connection of its own (`mysql::probe`). Each has its own error type. `endpoint` serves
+//!   statement against the app's tables (`mysql::orders`), the readiness check on a
+//!   connection of its own (`mysql::probe`), the member slots (named locks) through which the
+//!   replicas of one orders table find each other (`mysql::members`), and which way the writer
+//!   locks rows on this server (`mysql::write_path`: `SKIP LOCKED` or waiting). Each has its
+//!   own error type. `endpoint` serves
 //!   `/metrics`, `/healthz` and `/readyz` over HTTP (`--metrics-addr`); its error is
 //!   `EndpointError`.
 //! * `key`: turns the full Redis key Laravel wrote (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`)
@@ -57,9 +60,11 @@
 //!   for events that were never delivered.
 //! * `sink`: `sink::dispatch` hands queued orders to concurrent batch writes (dedup, retries with
 //!   backoff, the split of a failing batch, parking of an order MySQL refuses for good, the stop
-//!   deadline), generic over the writer so it is unit-tested without servers; `sink::writer` is
-//!   the exactly-once transaction that cancels the still-unpaid orders of a batch and returns
-//!   their stock; `sink::jobs` adds the app's Laravel job for each cancelled order to that
+//!   deadline), generic over the writer so it is unit-tested without servers; `sink::share`
+//!   decides which orders this worker writes when replicas run (blocks of ids per live member;
+//!   the others' set aside and taken over when their owner leaves or leaves them unwritten);
+//!   `sink::writer` is the exactly-once transaction that cancels the still-unpaid orders of a
+//!   batch and returns their stock; `sink::jobs` adds the app's Laravel job for each cancelled order to that
 //!   transaction (the `jobs` row, or an outbox row that `sink::outbox` pushes to a redis queue
 //!   after the commit); `sink::key_jobs` queues the Laravel job of an expired key of another type
 //!   (`ORDER_EXPIRE_ON_<TYPE>`) with the id from the key, and writes nothing else.

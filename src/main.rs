@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use order_expire::cli::{Cli, Command};
+use order_expire::cli::{Cli, Command, WritePathArg};
 use order_expire::config::Settings;
 use order_expire::{Error, cmd, logging};
 
@@ -67,7 +67,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
             value,
         } => cmd::schedule::command(&settings, order_id, ttl, value.as_deref()).await,
         Command::Check { json, no_connect } => {
-            cmd::check::command(&settings, json, !no_connect).await
+            let lock_wait = cli.run.write_path == WritePathArg::LockWait;
+            cmd::check::command(&settings, json, !no_connect, lock_wait).await
         }
         Command::Sweep { dry_run } => cmd::sweep::command(&settings, dry_run).await,
     }

@@ -20,6 +20,10 @@
 //! drained and writes in flight finish until the stop deadline; what is still in flight then is
 //! abandoned (MySQL rolls it back) and listed in the log.
 //!
+//! Replicas of one orders table split the work: once subscribed, the worker takes a member
+//! slot in MySQL (`sink::share`), and the dispatcher writes only its own blocks of ids, setting
+//! the others' aside until their owner leaves or leaves them unwritten.
+//!
 //! Keys of other types with a job (`ORDER_EXPIRE_ON_<TYPE>`) take a side path: the keyspace
 //! source hands them to their own queue and writer (`sink::key_jobs`), which queues each job
 //! with the id and writes no SQL on the orders; the deadline watcher and the sweep are for
@@ -45,7 +49,10 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
+use crate::mysql::members::MemberLocks;
+use crate::mysql::orders::UnpaidQuery;
 use crate::mysql::probe::MysqlProbe;
+use crate::mysql::write_path::WritePath;
 use crate::queue::{KeyJobSender, OrderQueue, QueueSender, key_job_queue, order_queue};
 use crate::redis::{RedisServers, RedisTarget};
 use crate::sink::Writer;
@@ -53,6 +60,7 @@ use crate::sink::dispatch::{ABANDON_GRACE, DispatchOptions, dispatch};
 use crate::sink::jobs::JobSink;
 use crate::sink::key_jobs::KeyJobWriter;
 use crate::sink::outbox::OutboxDrainer;
+use crate::sink::share::Share;
 use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
 use crate::source::reconcile::Reconciler;
@@ -80,6 +88,9 @@ pub struct WorkerOptions {
     pub batch_size: usize,
     /// How long a writer waits for more orders to fill a batch once it has one.
     pub batch_wait: Duration,
+    /// Wait for rows another transaction holds even where the server could skip them
+    /// (`--write-path lock-wait`).
+    pub lock_wait: bool,
 }
 
 impl Default for WorkerOptions {
@@ -91,6 +102,7 @@ impl Default for WorkerOptions {
             stop_timeout: Duration::from_secs(8),
             batch_size: 512,
             batch_wait: Duration::ZERO,
+            lock_wait: false,
         }
     }
 }
@@ -147,6 +159,21 @@ pub(crate) async fn run(
         settings, options, &redis, &writer, key_jobs, &stats, &shutdown,
     )
     .await?;
+    // Join the other workers of this orders table once subscribed (every event from the
+    // moment it holds a slot reaches it), and before the first order is written, so that the
+    // first burst is already split.
+    let share_stop = CancellationToken::new();
+    let (share, share_task) = Share::join(
+        Arc::clone(&stats),
+        MemberLocks::new(
+            writer.database().clone(),
+            &settings.schema.orders.to_string(),
+        ),
+        writer.database().clone(),
+        UnpaidQuery::new(&settings.schema),
+        share_stop.clone(),
+    )
+    .await;
     // The key jobs have their own writer: a slow or failing queue never holds up the orders.
     let key_task = key_writer.map(|w| {
         tokio::spawn(w.run(
@@ -185,11 +212,27 @@ pub(crate) async fn run(
         orders,
         Arc::clone(&writer),
         Arc::new(()),
+        Arc::clone(&share),
         &dispatching,
         &shutdown,
         &stats,
     )
     .await;
+    // The member slot is kept until the writes are done: the others take this worker's
+    // orders over only once it has stopped writing.
+    share_stop.cancel();
+    if let Some(task) = share_task {
+        let _ = tokio::time::timeout(ABANDON_GRACE, task).await;
+    }
+    // Orders given back (their owner left) after the dispatcher had finished: this worker's,
+    // and unwritten.
+    let late = share.take_released();
+    if !late.is_empty() {
+        Stats::add_n(&stats.abandoned, late.len() as u64);
+        tracing::warn!(event = "orders_left", count = late.len(), orders = ?&late[..late.len().min(50)],
+            recovery = if settings.recovery.order_ttl.is_some() { "on" } else { "off" },
+            "stopped as another worker left: its orders came back to this one too late to be written; they are still unpaid");
+    }
 
     outbox_stop.cancel();
     if let Some(task) = key_task {
@@ -231,6 +274,7 @@ async fn open_writer(
     options: &WorkerOptions,
 ) -> Result<(Arc<Writer>, Option<OutboxDrainer>), Error> {
     let db = Database::connect(&settings.mysql, options.concurrency).await?;
+    let (path, why) = WritePath::choose(&db.version().await?, options.lock_wait);
     let jobs = JobSink::new(settings, &db).await?;
     let outbox = match &jobs {
         Some(jobs) => OutboxDrainer::new(settings, db.clone(), jobs.outbox_written()).await?,
@@ -238,7 +282,8 @@ async fn open_writer(
     };
     let writer = Writer::new(db, &settings.schema, settings.timezone.clone())
         .await?
-        .with_jobs(jobs);
+        .with_jobs(jobs)
+        .with_write_path(path, why);
     Ok((Arc::new(writer), outbox))
 }
 
@@ -256,7 +301,8 @@ fn log_start(settings: &Settings, writer: &Writer) {
     }
     tracing::info!(mysql = %writer.database().endpoint(), database = %settings.mysql.database,
         orders = %settings.schema.orders, products = %settings.schema.products,
-        timezone = %settings.timezone.name, "writing to MySQL");
+        timezone = %settings.timezone.name, write_path = %writer.write_path().0,
+        write_path_reason = writer.write_path().1, "writing to MySQL");
     match &settings.source {
         ConfigSource::ConfigCache(cache) => {
             tracing::info!(file = %cache.display(), "read the app's configuration cache (Laravel ignores .env while it exists)");

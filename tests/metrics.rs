@@ -357,7 +357,14 @@ async fn the_backlog_shows_orders_waiting_behind_a_blocked_writer() {
     let product = db.add_product("Tea", 100).await;
     let ids = db.place_orders(&[product], 5).await;
     let app = App::new(&redis, &db, "");
-    let worker = app.start_worker(&["--metrics-addr", "127.0.0.1:0", "--concurrency", "1"]);
+    let worker = app.start_worker(&[
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--concurrency",
+        "1",
+        "--write-path",
+        "lock-wait",
+    ]);
     let addr = worker.metrics_addr();
 
     // The only writer waits for the first order's row lock; the others queue behind it.

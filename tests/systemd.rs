@@ -252,7 +252,10 @@ async fn a_write_blocked_on_a_row_lock_stops_the_pings_until_it_moves() {
     let order = db.place_order(product, 1).await;
     let socket = NotifySocket::bind();
     let app = App::new(&redis, &db, "");
-    let worker = start(&app, &socket, &["--metrics-addr", "127.0.0.1:0"], &[]);
+    // The waiting path: where the server has SKIP LOCKED the write would skip the held row
+    // and move on instead of blocking.
+    let args = ["--metrics-addr", "127.0.0.1:0", "--write-path", "lock-wait"];
+    let worker = start(&app, &socket, &args, &[]);
     let addr = worker.metrics_addr();
     let (ready_at, _) = socket.wait_for("READY=1", &worker);
     socket.wait_for_steady_pings(ready_at, &worker);

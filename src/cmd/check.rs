@@ -17,6 +17,7 @@ use crate::config::{
 use crate::contract::Contract;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
+use crate::mysql::write_path::WritePath;
 use crate::redis::{RedisError, RedisServers, expired_channel, publishes_expired};
 use crate::sink::Writer;
 
@@ -309,7 +310,18 @@ struct DbReport {
 #[derive(Debug, Default, Serialize)]
 struct Connections {
     redis: RedisProbe,
-    mysql: Probe,
+    mysql: MysqlProbe,
+}
+
+/// What the app's MySQL answered, and how the worker would lock rows there.
+#[derive(Debug, Default, Serialize)]
+struct MysqlProbe {
+    #[serde(flatten)]
+    probe: Probe,
+    /// `skip-locked` or `lock-wait` (`null`: the version was not read).
+    write_path: Option<&'static str>,
+    /// Why that path.
+    write_path_reason: Option<&'static str>,
 }
 
 /// What the cache Redis answered, and the servers the worker would subscribe to.
@@ -452,7 +464,7 @@ impl Report {
             && self
                 .connections
                 .as_ref()
-                .is_none_or(|c| c.redis.probe.ok && c.mysql.ok)
+                .is_none_or(|c| c.redis.probe.ok && c.mysql.probe.ok)
     }
 
     /// The human-readable form.
@@ -570,7 +582,7 @@ impl Report {
             let _ = writeln!(out, "  key job     {}", job.text());
         }
         if let Some(c) = &self.connections {
-            for (name, probe) in [("redis", &c.redis.probe), ("mysql", &c.mysql)] {
+            for (name, probe) in [("redis", &c.redis.probe), ("mysql", &c.mysql.probe)] {
                 let status = match (&probe.error, &probe.version) {
                     (Some(e), _) => format!("FAILED: {e}"),
                     (None, Some(v)) => format!("ok ({v})"),
@@ -595,6 +607,9 @@ impl Report {
                     );
                 }
             }
+            if let (Some(path), Some(reason)) = (c.mysql.write_path, c.mysql.write_path_reason) {
+                let _ = writeln!(out, "  write path  {path}: {reason}");
+            }
         }
         out
     }
@@ -602,8 +617,14 @@ impl Report {
 
 /// `order-expire check`: prints the report (as JSON with `json`) and fails when it is not
 /// healthy.
-pub async fn command(settings: &Settings, json: bool, connect: bool) -> Result<(), crate::Error> {
-    let report = run(settings, connect).await;
+/// `lock_wait`: `--write-path lock-wait`, shown as the path the worker would take.
+pub async fn command(
+    settings: &Settings,
+    json: bool,
+    connect: bool,
+    lock_wait: bool,
+) -> Result<(), crate::Error> {
+    let report = run(settings, connect, lock_wait).await;
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| crate::Error::Runtime(format!("cannot print the report: {e}")))?;
@@ -619,12 +640,12 @@ pub async fn command(settings: &Settings, json: bool, connect: bool) -> Result<(
 }
 
 /// Builds the report and, unless `connect` is false, probes both servers.
-async fn run(settings: &Settings, connect: bool) -> Report {
+async fn run(settings: &Settings, connect: bool, lock_wait: bool) -> Report {
     let mut report = Report::new(settings);
     if connect {
         report.connections = Some(Connections {
             redis: probe_redis(settings).await,
-            mysql: probe_mysql(settings).await,
+            mysql: probe_mysql(settings, lock_wait).await,
         });
     }
     report
@@ -675,11 +696,14 @@ async fn probe_redis(settings: &Settings) -> RedisProbe {
     }
 }
 
-async fn probe_mysql(settings: &Settings) -> Probe {
+async fn probe_mysql(settings: &Settings, lock_wait: bool) -> MysqlProbe {
     let mut probe = Probe::default();
+    let mut path = None;
     let result = async {
         let db = Database::connect(&settings.mysql, 1).await?;
-        probe.version = Some(db.version().await?);
+        let version = db.version().await?;
+        path = Some(WritePath::choose(&version, lock_wait));
+        probe.version = Some(version);
         let writer = Writer::new(db, &settings.schema, settings.timezone.clone()).await?;
         if let Some(statement) = writer
             .database()
@@ -695,7 +719,11 @@ async fn probe_mysql(settings: &Settings) -> Probe {
         Ok(())
     }
     .await;
-    finish(probe, result)
+    MysqlProbe {
+        probe: finish(probe, result),
+        write_path: path.map(|(path, _)| path.name()),
+        write_path_reason: path.map(|(_, reason)| reason),
+    }
 }
 
 fn finish(mut probe: Probe, result: Result<(), crate::Error>) -> Probe {

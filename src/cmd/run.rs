@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, WritePathArg};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::shutdown;
@@ -19,6 +19,7 @@ pub fn options(args: &RunArgs) -> WorkerOptions {
         stop_timeout: Duration::from_secs(args.stop_timeout),
         batch_size: usize::from(args.batch_size),
         batch_wait: Duration::from_millis(args.batch_wait_ms),
+        lock_wait: args.write_path == WritePathArg::LockWait,
     }
 }
 

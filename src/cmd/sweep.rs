@@ -20,6 +20,7 @@ use crate::queue::{OrderQueue, order_queue};
 use crate::redis::RedisServers;
 use crate::sink::dispatch::{DispatchOptions, Observer, dispatch};
 use crate::sink::jobs::JobSink;
+use crate::sink::share::Share;
 use crate::sink::writer::MAX_BATCH;
 use crate::sink::{Outcome, Writer};
 use crate::source::reconcile::{Reconciler, SweepSummary};
@@ -138,6 +139,7 @@ async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport, Err
             found,
             Arc::clone(&writer),
             Arc::clone(&tally),
+            Share::alone(Arc::clone(&stats)),
             &options,
             &never,
             &stats,

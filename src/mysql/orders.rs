@@ -3,7 +3,9 @@
 //! * [`WriteStatements`]: the writer's transaction (lock the orders, read their lines, cancel
 //!   the unpaid, return the stock, find deleted products);
 //! * [`DeadlineQueries`]: the deadline watcher's discovery of new unpaid orders;
-//! * [`ReconcileQueries`]: the reconciliation's pages of overdue unpaid orders.
+//! * [`ReconcileQueries`]: the reconciliation's pages of overdue unpaid orders;
+//! * [`UnpaidQuery`]: which of a list of orders are still unpaid, read without a lock (the
+//!   last look at orders set aside for another replica).
 //!
 //! Statements are built once from the schema mapping. The writer's are prepared for a few fixed
 //! list lengths (the id list is padded by repeating its last id), so the per-connection
@@ -59,6 +61,10 @@ type PerBucket = [String; BUCKETS.len()];
 /// The writer's SQL for one schema mapping.
 pub(crate) struct WriteStatements {
     lock_orders: PerBucket,
+    /// The same with `SKIP LOCKED` (servers that have it: [`super::write_path`]).
+    lock_free_orders: PerBucket,
+    /// The rows `SKIP LOCKED` did not return, read without a lock: held, or missing.
+    peek_orders: PerBucket,
     /// `None` when the lines are columns of the order row (read with the lock).
     order_lines: Option<PerBucket>,
     cancel_orders: PerBucket,
@@ -115,12 +121,17 @@ impl WriteStatements {
                 })),
             ),
         };
+        let select = |list: &str| {
+            format!(
+                "SELECT {id}, {status}, {line_columns}, {paid} FROM {orders} WHERE {id} IN ({list}) ORDER BY {id}"
+            )
+        };
         Self {
-            lock_orders: per_bucket(&|_, list| {
-                format!(
-                    "SELECT {id}, {status}, {line_columns}, {paid} FROM {orders} WHERE {id} IN ({list}) ORDER BY {id} FOR UPDATE"
-                )
+            lock_orders: per_bucket(&|_, list| format!("{} FOR UPDATE", select(list))),
+            lock_free_orders: per_bucket(&|_, list| {
+                format!("{} FOR UPDATE SKIP LOCKED", select(list))
             }),
+            peek_orders: per_bucket(&|_, list| select(list)),
             order_lines,
             cancel_orders: per_bucket(&|_, list| {
                 format!(
@@ -138,13 +149,32 @@ impl WriteStatements {
         }
     }
 
-    /// Locks the rows of `ids` (sorted, at most [`MAX_BATCH`]) in id order and reads them.
+    /// Locks the rows of `ids` (sorted, at most [`MAX_BATCH`]) in id order and reads them;
+    /// with `skip_locked`, only those no other transaction holds (the others are not
+    /// returned, as if missing: see [`Self::peek`]).
     pub(crate) async fn lock(
         &self,
         tx: &mut Transaction<'_>,
         ids: &[u64],
+        skip_locked: bool,
     ) -> Result<Vec<LockedOrder>, mysql_async::Error> {
-        tx.exec(&self.lock_orders[bucket_index(ids.len())], padded(ids))
+        let statements = if skip_locked {
+            &self.lock_free_orders
+        } else {
+            &self.lock_orders
+        };
+        tx.exec(&statements[bucket_index(ids.len())], padded(ids))
+            .await
+    }
+
+    /// Reads the rows of `ids` without locking them (a consistent read, which waits for no
+    /// lock): tells the rows another transaction holds from the missing ones.
+    pub(crate) async fn peek(
+        &self,
+        tx: &mut Transaction<'_>,
+        ids: &[u64],
+    ) -> Result<Vec<LockedOrder>, mysql_async::Error> {
+        tx.exec(&self.peek_orders[bucket_index(ids.len())], padded(ids))
             .await
     }
 
@@ -360,6 +390,55 @@ impl ReconcileQueries {
                     .await
             }
         }
+    }
+}
+
+/// Which of a list of orders are still unpaid (and, with a paid column, not paid), read
+/// without a lock: a plain consistent read that waits for no writer. Only a filter: the
+/// writer's locked transaction still decides each order it is given.
+pub(crate) struct UnpaidQuery {
+    per_bucket: PerBucket,
+    unpaid: i64,
+}
+
+impl UnpaidQuery {
+    pub(crate) fn new(schema: &Schema) -> Self {
+        let Schema {
+            orders,
+            order_status: status,
+            ..
+        } = schema;
+        let id = Schema::id_column();
+        let not_paid = not_paid(schema);
+        Self {
+            per_bucket: BUCKETS.map(|n| {
+                format!(
+                    "SELECT {id} FROM {orders} WHERE {id} IN ({list}) AND {status} = ?{not_paid}",
+                    list = placeholders(n)
+                )
+            }),
+            unpaid: schema.unpaid_status,
+        }
+    }
+
+    /// The ids among `ids` still unpaid, in chunks of at most [`MAX_BATCH`].
+    pub(crate) async fn still_unpaid(
+        &self,
+        conn: &mut Conn,
+        ids: &[u64],
+    ) -> Result<Vec<u64>, mysql_async::Error> {
+        let mut unpaid = Vec::new();
+        for chunk in ids.chunks(MAX_BATCH) {
+            let mut params: Vec<Value> = padded(chunk).into_iter().map(Value::from).collect();
+            params.push(self.unpaid.into());
+            let found: Vec<u64> = conn
+                .exec(&self.per_bucket[bucket_index(chunk.len())], params)
+                .await?;
+            unpaid.extend(found);
+        }
+        unpaid.sort_unstable();
+        unpaid.dedup();
+        Ok(unpaid)
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::share::Share;
 use super::writer::{CancelError, MAX_BATCH};
 use super::{Outcome, Writer};
 use crate::backoff::Backoff;
@@ -33,6 +34,11 @@ pub(crate) const ABANDON_GRACE: Duration = Duration::from_millis(400);
 const LEFT_SHOWN: usize = 50;
 /// Failed attempts of a batch before its orders are written one by one.
 const SPLIT_AFTER: u32 = 3;
+/// The first wait before orders skipped because another transaction held their rows are tried
+/// again, doubling up to [`BUSY_RETRY_MAX`]: a payment holds its row for milliseconds, a
+/// stuck request for longer.
+const BUSY_RETRY: Duration = Duration::from_millis(20);
+const BUSY_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Why a write failed, as far as the dispatcher's decisions go.
 pub(crate) trait WriteFailure: fmt::Display + Send + Sync + 'static {
@@ -196,16 +202,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Hands queued orders to at most `concurrency` writes until `shutdown` or the queue's end.
 /// Then it writes what was already received until the stop deadline, abandons what is still in
 /// flight (the server rolls those transactions back: nothing is half-written) and logs what was
-/// left. Returns the orders left unwritten, sorted.
+/// left. Only this worker's share of the orders is written ([`Share`]): those another live
+/// worker owns are set aside there, and are not left by this one's stop. Returns the orders
+/// left unwritten, sorted.
 pub(crate) async fn dispatch<W: BatchWriter, O: Observer>(
     mut orders: OrderQueue,
     writer: Arc<W>,
     observer: Arc<O>,
+    share: Arc<Share>,
     options: &DispatchOptions,
     shutdown: &CancellationToken,
     stats: &Arc<Stats>,
 ) -> Vec<u64> {
     let writers = Writers {
+        share,
         slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
         tracker: TaskTracker::new(),
         writing: Arc::new(Writing {
@@ -229,6 +239,7 @@ pub(crate) async fn dispatch<W: BatchWriter, O: Observer>(
     let deadline = tokio::time::Instant::now() + options.stop_timeout;
     let mut left = writers.drain_until(&mut orders, carried, deadline).await;
     left.extend(writers.wait_or_abandon(deadline).await);
+    left.extend(writers.share.take_released());
     left.sort_unstable();
     left.dedup();
     report_left(&left, stats, options.recovery_on);
@@ -238,6 +249,8 @@ pub(crate) async fn dispatch<W: BatchWriter, O: Observer>(
 /// The concurrent batch writes: at most `slots` at a time, tracked so the stop can wait for
 /// them or abandon them.
 struct Writers<W, O> {
+    /// Which orders are this worker's.
+    share: Arc<Share>,
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
     writing: Arc<Writing<W, O>>,
@@ -272,7 +285,7 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
         loop {
             let first = tokio::select! {
                 () = shutdown.cancelled() => return None,
-                order = heartbeat.waiting(orders.recv()) => order?,
+                order = heartbeat.waiting(self.share.next(orders)) => order?,
             };
             let permit = tokio::select! {
                 permit = heartbeat.waiting(Arc::clone(&self.slots).acquire_owned()) => match permit {
@@ -281,7 +294,9 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
                 },
                 () = shutdown.cancelled() => return Some(first),
             };
-            let batch = fill_batch(first, orders, self.batch_size, batch_wait).await;
+            let mut batch = fill_batch(first, orders, self.batch_size, batch_wait).await;
+            self.share.sort_out(&mut batch, &orders.clock());
+            self.share.fill_up(&mut batch, orders, self.batch_size);
             self.spawn(batch, permit);
         }
     }
@@ -299,14 +314,17 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
         loop {
             let order = match next.take() {
                 Some(order) => order,
-                None => match tokio::time::timeout_at(deadline, orders.recv()).await {
+                None => match tokio::time::timeout_at(deadline, self.share.next(orders)).await {
                     Ok(Some(order)) => order,
                     Ok(None) | Err(_) => break,
                 },
             };
             match tokio::time::timeout_at(deadline, Arc::clone(&self.slots).acquire_owned()).await {
                 Ok(Ok(permit)) => {
-                    let batch = fill_batch(order, orders, self.batch_size, Duration::ZERO).await;
+                    let mut batch =
+                        fill_batch(order, orders, self.batch_size, Duration::ZERO).await;
+                    self.share.sort_out(&mut batch, &orders.clock());
+                    self.share.fill_up(&mut batch, orders, self.batch_size);
                     self.spawn(batch, permit);
                 }
                 Ok(Err(_)) | Err(_) => {
@@ -428,8 +446,9 @@ async fn write_batch<W: BatchWriter, O: Observer>(
     }
     // In id order, so that each outcome finds its order (see `record`).
     batch.sort_unstable_by_key(|order| order.id);
-    let ids: Vec<u64> = batch.iter().map(|order| order.id).collect();
+    let mut ids: Vec<u64> = batch.iter().map(|order| order.id).collect();
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(10));
+    let mut busy_backoff = Backoff::new(BUSY_RETRY, BUSY_RETRY_MAX);
     loop {
         heartbeat.beat();
         // A transaction on a silently dead connection would wait forever; give it a bound. The
@@ -443,8 +462,29 @@ async fn write_batch<W: BatchWriter, O: Observer>(
                 if writing.health.succeeded() {
                     Stats::add(&writing.stats.mysql_recoveries);
                 }
-                record(outcomes, &batch, writing);
-                return;
+                let (busy, written): (Vec<_>, Vec<_>) = outcomes
+                    .into_iter()
+                    .partition(|(_, outcome)| *outcome == Outcome::Busy);
+                record(written, &batch, writing);
+                if busy.is_empty() {
+                    return;
+                }
+                // Rows another transaction holds, skipped: the rest is written; these are
+                // tried again shortly, until that transaction ends.
+                Stats::add_n(&writing.stats.busy, busy.len() as u64);
+                tracing::debug!(
+                    orders = busy.len(),
+                    "orders held by another transaction; trying them again shortly"
+                );
+                batch.retain(|order| busy.binary_search_by_key(&order.id, |(id, _)| *id).is_ok());
+                ids = batch.iter().map(|order| order.id).collect();
+                tokio::select! {
+                    () = heartbeat.idle(busy_backoff.next_delay()) => {}
+                    () = writing.give_up.cancelled() => {
+                        writing.abandon(&batch);
+                        return;
+                    }
+                }
             }
             Err(e) if e.is_permanent() => {
                 if let [order] = batch[..] {
@@ -565,6 +605,8 @@ fn record<W, O: Observer>(
                     "order is paid (its paid column is set); left alone"
                 );
             }
+            // Split off by the caller, which tries them again.
+            Outcome::Busy => {}
             Outcome::Missing => {
                 Stats::add(&stats.skipped_missing);
                 tracing::info!(
@@ -708,6 +750,7 @@ mod tests {
             rx,
             Arc::clone(writer),
             Arc::new(()),
+            Share::alone(Arc::clone(&stats)),
             &options(batch_size),
             &never,
             &stats,
@@ -737,7 +780,8 @@ mod tests {
         tokio::time::advance(Duration::from_millis(300)).await;
         drop(tx);
         let never = CancellationToken::new();
-        dispatch(rx, writer, Arc::new(()), &options(8), &never, &stats).await;
+        let share = Share::alone(Arc::clone(&stats));
+        dispatch(rx, writer, Arc::new(()), share, &options(8), &never, &stats).await;
         assert_eq!((stats.batch_size.count(), stats.batch_size.sum()), (1, 2.0));
         assert_eq!(stats.event_to_commit.count(), 1, "the event only");
         assert!((stats.event_to_commit.sum() - 0.3).abs() < 0.01);
@@ -841,6 +885,7 @@ mod tests {
             rx,
             Arc::clone(&writer),
             Arc::new(()),
+            Share::alone(Arc::clone(&stats)),
             &options(1),
             &stop,
             &stats,
@@ -864,7 +909,10 @@ mod tests {
         let stop = CancellationToken::new();
         let dispatching = tokio::spawn({
             let (writer, stop, stats) = (Arc::clone(&writer), stop.clone(), Arc::clone(&stats));
-            async move { dispatch(rx, writer, Arc::new(()), &options(1), &stop, &stats).await }
+            async move {
+                let share = Share::alone(Arc::clone(&stats));
+                dispatch(rx, writer, Arc::new(()), share, &options(1), &stop, &stats).await
+            }
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
         // The only writer hangs on 9: what arrives now waits, and is left at the deadline.

@@ -6,7 +6,10 @@
 //!
 //! 1. `SELECT ... WHERE id IN (...) ORDER BY id FOR UPDATE` locks the order rows, in id order;
 //!    a second worker handling the same orders waits here until the first commits, then sees
-//!    them cancelled;
+//!    them cancelled. On a server with `FOR UPDATE SKIP LOCKED` ([`WritePath`]) the rows
+//!    another transaction holds are skipped instead, and a plain read of the ids not returned
+//!    tells the held ones (still unpaid: [`Outcome::Busy`], tried again shortly) from the
+//!    missing ones;
 //! 2. only orders still in the unpaid status are touched: paid, already cancelled or missing
 //!    orders write nothing;
 //! 3. one `UPDATE orders SET status = <cancelled>, updated_at = <now in the app's time zone>
@@ -37,6 +40,7 @@ use super::jobs::JobSink;
 use crate::config::{Schema, TimeZoneSetting};
 pub(crate) use crate::mysql::orders::MAX_BATCH;
 use crate::mysql::orders::{LockedOrder, OrderLine, WriteStatements};
+use crate::mysql::write_path::WritePath;
 use crate::mysql::{Database, MysqlError};
 
 /// What happened to an order.
@@ -58,6 +62,10 @@ pub(crate) enum Outcome {
     Paid,
     /// No such order: nothing written.
     Missing,
+    /// Still unpaid, but another transaction holds its row (the app in the middle of a
+    /// payment, another worker), so `SKIP LOCKED` skipped it: nothing written now, and the
+    /// dispatcher tries it again shortly. Never seen on the waiting path.
+    Busy,
 }
 
 /// The locked orders by id: status, and product and quantity when they are on the order row.
@@ -101,6 +109,8 @@ pub(crate) struct Writer {
     timezone: TimeZoneSetting,
     /// The job written per cancelled order, when the app wants one.
     jobs: Option<JobSink>,
+    /// Whether held rows are waited for or skipped, and why.
+    path: (WritePath, &'static str),
 }
 
 impl Writer {
@@ -118,7 +128,20 @@ impl Writer {
             cancelled: schema.cancelled_status,
             timezone,
             jobs: None,
+            path: (WritePath::LockWait, "every server has it"),
         })
+    }
+
+    /// Locks rows the way of `path` (the waiting path until told otherwise: every server has
+    /// it).
+    pub(crate) fn with_write_path(mut self, path: WritePath, why: &'static str) -> Self {
+        self.path = (path, why);
+        self
+    }
+
+    /// The path in use and why it was chosen.
+    pub(crate) fn write_path(&self) -> (WritePath, &'static str) {
+        self.path
     }
 
     /// Writes a Laravel job per cancelled order in the cancel transaction (step 5).
@@ -165,7 +188,7 @@ impl Writer {
             .await
             .map_err(CancelError::query("BEGIN"))?;
 
-        let (found, paid) = self.lock_orders(&mut tx, &ids).await?;
+        let (found, paid, busy) = self.lock_orders(&mut tx, &ids).await?;
         let unpaid: Vec<u64> = found
             .iter()
             .filter(|(id, (status, _, _))| *status == self.unpaid && !paid.contains(id))
@@ -197,27 +220,52 @@ impl Writer {
         if let Some(jobs) = &self.jobs {
             jobs.committed(unpaid.len());
         }
-        Ok(self.outcomes(ids, found, &paid, lines))
+        Ok(self.outcomes(ids, found, &paid, &busy, lines))
     }
 
-    /// Step 1: locks the order rows in id order; returns them and the ids whose paid column is
-    /// set.
+    /// Step 1: locks the order rows in id order; returns them, the ids whose paid column is
+    /// set, and (skipping held rows) the unpaid ones another transaction holds. A held row
+    /// that is not unpaid is returned as read, unlocked: it is written by nobody here.
     async fn lock_orders(
         &self,
         tx: &mut Transaction<'_>,
         ids: &[u64],
-    ) -> Result<(Found, Vec<u64>), CancelError> {
-        let rows: Vec<LockedOrder> = self
+    ) -> Result<(Found, Vec<u64>, Vec<u64>), CancelError> {
+        let skip_locked = self.path.0 == WritePath::SkipLocked;
+        let mut rows: Vec<LockedOrder> = self
             .sql
-            .lock(tx, ids)
+            .lock(tx, ids, skip_locked)
             .await
             .map_err(CancelError::query("locking the orders"))?;
+        let mut busy = Vec::new();
+        if skip_locked && rows.len() < ids.len() {
+            let locked: Vec<u64> = rows.iter().map(|row| row.0).collect();
+            let skipped: Vec<u64> = ids
+                .iter()
+                .copied()
+                .filter(|id| locked.binary_search(id).is_err())
+                .collect();
+            let held = self
+                .sql
+                .peek(tx, &skipped)
+                .await
+                .map_err(CancelError::query(
+                    "reading the orders other transactions hold",
+                ))?;
+            for row in held {
+                if row.1 == self.unpaid && !row.4 {
+                    busy.push(row.0);
+                } else {
+                    rows.push(row);
+                }
+            }
+        }
         let paid: Vec<u64> = rows.iter().filter(|row| row.4).map(|row| row.0).collect();
         let found = rows
             .into_iter()
             .map(|(id, s, p, q, _)| (id, (s, p, q)))
             .collect();
-        Ok((found, paid))
+        Ok((found, paid, busy))
     }
 
     /// Step 2: the unpaid orders' lines, from the items table or from the locked rows.
@@ -292,11 +340,13 @@ impl Writer {
         ids: Vec<u64>,
         mut found: Found,
         paid: &[u64],
+        busy: &[u64],
         mut lines: Lines,
     ) -> Vec<(u64, Outcome)> {
         ids.into_iter()
             .map(|id| {
                 let outcome = match found.remove(&id) {
+                    None if busy.contains(&id) => Outcome::Busy,
                     None => Outcome::Missing,
                     Some((status, _, _)) if status == self.cancelled => Outcome::AlreadyCancelled,
                     Some(_) if paid.contains(&id) => Outcome::Paid,

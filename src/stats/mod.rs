@@ -77,6 +77,9 @@ pub(crate) struct Stats {
     pub key_jobs: Counter,
     /// Failed write attempts that were retried.
     pub retries: Counter,
+    /// Orders skipped because another transaction held their row (`FOR UPDATE SKIP LOCKED`),
+    /// and tried again.
+    pub busy: Counter,
     /// Redis subscriptions lost and re-established (`reconnects{server="redis"}`).
     pub resubscribes: Counter,
     /// MySQL writes working again after failing (`reconnects{server="mysql"}`).
@@ -95,6 +98,17 @@ pub(crate) struct Stats {
     pub received: Family<Label, Counter>,
     /// Orders skipped by the dispatcher as reported moments before, by origin.
     pub deduplicated: Family<Label, Counter>,
+    /// Live workers of this orders table this worker sees, itself included (1 when alone).
+    pub replicas: Gauge,
+    /// Orders set aside because another live worker owns them: not written by this one unless
+    /// that worker leaves or does not write them in time.
+    pub set_aside: Gauge,
+    /// Set-aside orders taken back because their owner left (`taken_over{reason="owner_left"}`).
+    pub taken_over_owner_left: Counter,
+    /// Set-aside orders that became this worker's when the members changed (`reason="rebalanced"`).
+    pub taken_over_rebalanced: Counter,
+    /// Set-aside orders still unpaid when their time ran out (`reason="not_written"`).
+    pub taken_over_not_written: Counter,
     /// The order queue's length and the age of its oldest order.
     pub backlog: Arc<Backlog>,
     /// The work loops' heartbeats, the subscriptions and MySQL.
@@ -190,6 +204,11 @@ impl Stats {
             "order_expire_write_retries",
             "Failed write attempts that were retried",
         );
+        let busy = counter(
+            &mut registry,
+            "order_expire_orders_busy",
+            "Orders skipped because another transaction held their row (FOR UPDATE SKIP LOCKED: the app mid-payment, another worker) and tried again shortly after",
+        );
         let last_sweep = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "order_expire_last_sweep_timestamp_seconds",
@@ -210,6 +229,23 @@ impl Stats {
             &mut registry,
             "order_expire_key_jobs_queued",
             "Laravel jobs queued for expired keys of other types (ORDER_EXPIRE_ON_<TYPE>)",
+        );
+        let replicas = Gauge::default();
+        registry.register(
+            "order_expire_replicas",
+            "Live workers of this orders table (member slots held), this one included; 1 when working alone",
+            replicas.clone(),
+        );
+        let set_aside = Gauge::default();
+        registry.register(
+            "order_expire_set_aside",
+            "Expired orders this worker holds back because another live worker owns them",
+            set_aside.clone(),
+        );
+        let taken_over = family(
+            &mut registry,
+            "order_expire_taken_over",
+            "Set-aside orders this worker wrote after all: their owner left (owner_left), the members changed (rebalanced), or they were still unpaid when their time ran out (not_written)",
         );
         registry.register(
             "order_expire_build",
@@ -247,6 +283,7 @@ impl Stats {
             abandoned,
             key_jobs,
             retries,
+            busy,
             resubscribes: label(&reconnects, "server", "redis"),
             mysql_recoveries: label(&reconnects, "server", "mysql"),
             sweep_recovered,
@@ -256,6 +293,11 @@ impl Stats {
             batch_size,
             received,
             deduplicated,
+            replicas,
+            set_aside,
+            taken_over_owner_left: label(&taken_over, "reason", "owner_left"),
+            taken_over_rebalanced: label(&taken_over, "reason", "rebalanced"),
+            taken_over_not_written: label(&taken_over, "reason", "not_written"),
             backlog,
             health,
             registry,

@@ -759,8 +759,10 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The binary is [`BIN`], or `ORDER_EXPIRE_TEST_BIN` when set (a release build, to measure).
     fn start(app: &App, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(BIN);
+        let bin = std::env::var_os("ORDER_EXPIRE_TEST_BIN").unwrap_or_else(|| BIN.into());
+        let mut command = Command::new(bin);
         command
             .env_clear()
             .env("RUST_LOG", "info")
