@@ -817,6 +817,11 @@ impl Worker {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log file, for a reader that follows it as it grows (the benchmark).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// The worker's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
