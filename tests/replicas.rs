@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 
-use common::{App, MariaServer, RedisServer, Scrape, TestDb, Worker, default_key};
+use common::{App, MariaServer, RedisServer, Scrape, TestDb, Worker};
 
 /// The stock each product starts with.
 const INITIAL_STOCK: u32 = 1_000_000;
@@ -49,29 +49,12 @@ async fn place(db: &TestDb, n: usize) -> (Vec<u64>, HashSet<u64>) {
     (ids, paid)
 }
 
-/// Sets every order's key to expire at the same instant, `after` from now (`PXAT`), as a sale
-/// whose checkouts all time out together would.
-fn expire_together(redis: &RedisServer, ids: &[u64], after: Duration) -> Instant {
-    let deadline = Instant::now() + after;
-    let deadline_ms = common::burst::now_ms() as u64 + after.as_millis() as u64;
-    let mut conn = redis.conn(1);
-    for chunk in ids.chunks(10_000) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.cmd("SET")
-                .arg(default_key(*id))
-                .arg(id.to_string())
-                .arg("PXAT")
-                .arg(deadline_ms)
-                .ignore();
-        }
-        pipe.query::<()>(&mut conn).expect("SET PXAT pipeline");
-    }
-    assert!(
-        Instant::now() < deadline,
-        "the keys were set before their deadline"
-    );
-    deadline
+/// The orders of `ids` not in `paid`: those the workers must cancel.
+fn unpaid_among(ids: &[u64], paid: &HashSet<u64>) -> HashSet<u64> {
+    ids.iter()
+        .copied()
+        .filter(|id| !paid.contains(id))
+        .collect()
 }
 
 /// Starts `n` workers on `app`, each with a metrics endpoint and `args`, and waits until each
@@ -142,22 +125,7 @@ async fn audit(db: &TestDb, ids: &[u64], paid: &HashSet<u64>) {
         let expected = if paid.contains(&id) { 1 } else { 2 };
         assert_eq!(status, expected, "order {id}");
     }
-    let stock: Vec<(u64, i64, i64)> = db
-        .conn()
-        .await
-        .query(
-            "SELECT p.id, p.stock, COALESCE((SELECT SUM(o.quantity) FROM orders o \
-             WHERE o.product_id = p.id AND o.status <> 2), 0) FROM products p ORDER BY p.id",
-        )
-        .await
-        .expect("read stock");
-    for (product, stock, held) in stock {
-        assert_eq!(
-            stock + held,
-            i64::from(INITIAL_STOCK),
-            "product {product}: stock {stock} + {held} held by orders not cancelled"
-        );
-    }
+    db.assert_stock_returned(i64::from(INITIAL_STOCK)).await;
 }
 
 /// The orders each worker's log says it cancelled; fails if one worker names an order twice
@@ -207,16 +175,12 @@ async fn two_workers_split_a_burst_and_write_each_order_once() {
     let redis = RedisServer::start();
     let db = TestDb::create().await;
     let (ids, paid) = place(&db, ORDERS).await;
-    let unpaid: HashSet<u64> = ids
-        .iter()
-        .copied()
-        .filter(|id| !paid.contains(id))
-        .collect();
+    let unpaid = unpaid_among(&ids, &paid);
     let app = App::new(&redis, &db, "");
     let workers = start_workers(&app, 2, &[]);
     let both: Vec<&Worker> = workers.iter().collect();
 
-    let deadline = expire_together(&redis, &ids, Duration::from_secs(2));
+    let deadline = redis.expire_together(&ids, Duration::from_secs(2));
     let done = drained(&db, &both).await;
     println!(
         "{ORDERS} orders ({} unpaid) drained by 2 workers {} ms after their keys' deadline",
@@ -272,7 +236,7 @@ async fn a_worker_killed_mid_burst_leaves_its_orders_to_the_survivor() {
     let app = App::new(&redis, &db, "");
     let mut workers = start_workers(&app, 2, &["--concurrency", "1", "--batch-size", "16"]);
 
-    let deadline = expire_together(&redis, &ids, Duration::from_secs(2));
+    let deadline = redis.expire_together(&ids, Duration::from_secs(2));
     let mut conn = db.conn().await;
     let start = Instant::now();
     loop {
@@ -344,11 +308,7 @@ async fn a_worker_alone_writes_every_order_as_before() {
     let redis = RedisServer::start();
     let db = TestDb::create().await;
     let (ids, paid) = place(&db, ORDERS).await;
-    let unpaid: HashSet<u64> = ids
-        .iter()
-        .copied()
-        .filter(|id| !paid.contains(id))
-        .collect();
+    let unpaid = unpaid_among(&ids, &paid);
     let app = App::new(&redis, &db, "");
     let workers = start_workers(&app, 1, &[]);
     let worker = &workers[0];
@@ -361,7 +321,7 @@ async fn a_worker_alone_writes_every_order_as_before() {
     assert_eq!(changed[0]["rank"], 0);
     assert_eq!(worker.count_event("replicas"), 1, "joined at start");
 
-    expire_together(&redis, &ids, Duration::from_secs(1));
+    redis.expire_together(&ids, Duration::from_secs(1));
     drained(&db, &[worker]).await;
     audit(&db, &ids, &paid).await;
     logged(&[worker], unpaid.len()).await;
@@ -424,7 +384,7 @@ async fn measure(maria: &MariaServer, n: usize, orders: usize) -> (Duration, Vec
     .await
     .expect("connect to the private MariaDB");
     let before = server_counters(&mut admin).await;
-    let deadline = expire_together(&redis, &ids, Duration::from_secs(4));
+    let deadline = redis.expire_together(&ids, Duration::from_secs(4));
     let done = drained(&db, &all).await;
     // Let the last commits' log lines and any late duplicate write land before reading.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -10,25 +10,9 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
-use common::{App, RedisServer, Scrape, TestDb, Worker, default_key, wait_until};
+use common::{App, RedisServer, Scrape, TestDb, Worker, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Expires the keys of `ids` at one instant, `after` from now.
-fn expire_together(redis: &RedisServer, ids: &[u64], after: Duration) {
-    let deadline_ms = common::burst::now_ms() as u64 + after.as_millis() as u64;
-    let mut pipe = redis::pipe();
-    for id in ids {
-        pipe.cmd("SET")
-            .arg(default_key(*id))
-            .arg(id.to_string())
-            .arg("PXAT")
-            .arg(deadline_ms)
-            .ignore();
-    }
-    pipe.query::<()>(&mut redis.conn(1))
-        .expect("SET PXAT pipeline");
-}
 
 /// The `write_path` the worker logged at start.
 fn logged_path(worker: &Worker) -> String {
@@ -88,8 +72,7 @@ async fn an_order_the_app_holds_is_skipped_then_written_when_it_lets_go() {
     // Two requests of the app hold their orders, as a payment in progress would.
     let mut request_a = db.lock_order(rolled_back).await;
     let mut request_b = db.lock_order(paid_meanwhile).await;
-    expire_together(
-        &redis,
+    redis.expire_together(
         &[rolled_back, paid_meanwhile, free],
         Duration::from_millis(300),
     );
@@ -158,7 +141,7 @@ async fn lock_wait_waits_for_the_app_as_every_server_can() {
     assert_eq!(logged_path(&worker), "lock-wait");
 
     let mut request = db.lock_order(held).await;
-    expire_together(&redis, &[held], Duration::from_millis(300));
+    redis.expire_together(&[held], Duration::from_millis(300));
     // The worker's locking read stays in the server's process list while the row is held.
     wait_until(WAIT, "the worker's write waiting on the row", || async {
         let waiting: Option<i64> = db

@@ -223,8 +223,11 @@ pub async fn million(server: &BenchServer, size: usize, extra: &[String]) -> Mil
         emission::expire_at(&redis, KEY_PREFIX, &ids, |_| far);
         left -= chunk;
     }
-    // The worker's discovery reads new orders every 200 ms: let it catch up before the burst.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let the worker learn every order (its discovery reads new orders every 200 ms) before
+    // the burst: it goes idle once it has, as a worker running while the orders were placed
+    // would be. Without this the burst met orders still being learned, whose keys were gone.
+    let procs = watched(server, &redis, std::slice::from_ref(&worker));
+    wait_idle(&procs, emission::now_ms() + 120_000).await;
     let pending_kib = worker.pid().and_then(process::rss_kib);
     let subscriber = Subscriber::start(&redis, KEY_PREFIX);
     let deadline = emission::now_ms() + emission::lead_ms(size);

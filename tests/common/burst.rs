@@ -261,22 +261,7 @@ async fn audit(db: &TestDb, worker: &Worker, burst: &Burst, timeout: Duration) -
         "the worker's cancellations are exactly the unpaid orders"
     );
 
-    let stock: Vec<(u64, i64, i64)> = db
-        .conn()
-        .await
-        .query(
-            "SELECT p.id, p.stock, COALESCE((SELECT SUM(o.quantity) FROM orders o \
-             WHERE o.product_id = p.id AND o.status <> 2), 0) FROM products p ORDER BY p.id",
-        )
-        .await
-        .expect("read stock");
-    for (product, stock, held) in stock {
-        assert_eq!(
-            stock + held,
-            INITIAL_STOCK,
-            "product {product}: stock {stock} + {held} held by orders not cancelled"
-        );
-    }
+    db.assert_stock_returned(INITIAL_STOCK).await;
     Audit {
         orders: rows.len(),
         paid: paid.len(),

@@ -135,6 +135,32 @@ impl RedisServer {
             .expect("connect to the test redis-server")
     }
 
+    /// Sets the key of every order of `ids` (Laravel 8's default key, cache database 1) to
+    /// expire at one instant, `after` from now (`SET ... PXAT`), as a sale whose checkouts all
+    /// time out together would; returns that instant. Fails if writing the keys took longer.
+    pub fn expire_together(&self, ids: &[u64], after: Duration) -> Instant {
+        let deadline = Instant::now() + after;
+        let deadline_ms = burst::now_ms() as u64 + after.as_millis() as u64;
+        let mut conn = self.conn(1);
+        for chunk in ids.chunks(10_000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("SET")
+                    .arg(default_key(*id))
+                    .arg(id.to_string())
+                    .arg("PXAT")
+                    .arg(deadline_ms)
+                    .ignore();
+            }
+            pipe.query::<()>(&mut conn).expect("SET PXAT pipeline");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the keys were set before their deadline"
+        );
+        deadline
+    }
+
     /// Stops the server at once (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -541,6 +567,27 @@ impl TestDb {
             .await
             .expect("count");
         usize::try_from(n.unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Asserts that every product's stock plus what its orders not cancelled still hold is
+    /// `initial`: each cancelled order returned its units once, none twice, none lost.
+    pub async fn assert_stock_returned(&self, initial: i64) {
+        let stock: Vec<(u64, i64, i64)> = self
+            .conn()
+            .await
+            .query(
+                "SELECT p.id, p.stock, COALESCE((SELECT SUM(o.quantity) FROM orders o \
+                 WHERE o.product_id = p.id AND o.status <> 2), 0) FROM products p ORDER BY p.id",
+            )
+            .await
+            .expect("read stock");
+        for (product, stock, held) in stock {
+            assert_eq!(
+                stock + held,
+                initial,
+                "product {product}: stock {stock} + {held} held by orders not cancelled"
+            );
+        }
     }
 }
 
