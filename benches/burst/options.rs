@@ -28,7 +28,7 @@ pub struct Options {
 }
 
 const USAGE: &str = "\
-cargo bench --bench burst [-- OPTIONS]    the full run (about 20 minutes on 2 cores)
+cargo bench --bench burst [-- OPTIONS]    the full run (about 12 minutes on 2 cores)
 cargo bench --bench burst -- --smoke      small sizes, every section (what CI runs)
   --sizes 10000,100000    burst sizes (default 10000,50000,100000,200000)
   --workers 1,2,4         worker counts per burst size (default 1,2,4)
