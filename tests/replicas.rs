@@ -114,12 +114,7 @@ async fn drained(db: &TestDb, workers: &[&Worker]) -> Instant {
 /// Checks what a shop owner would: every unpaid order cancelled, every paid one untouched, and
 /// each product's stock back exactly (a second cancellation would return it twice).
 async fn audit(db: &TestDb, ids: &[u64], paid: &HashSet<u64>) {
-    let rows: Vec<(u64, i64)> = db
-        .conn()
-        .await
-        .query("SELECT id, status FROM orders ORDER BY id")
-        .await
-        .expect("read orders");
+    let rows = db.statuses().await;
     assert_eq!(rows.len(), ids.len());
     for (id, status) in rows {
         let expected = if paid.contains(&id) { 1 } else { 2 };

@@ -220,12 +220,7 @@ async fn audit(db: &TestDb, worker: &Worker, burst: &Burst, timeout: Duration) -
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let rows: Vec<(u64, i64)> = db
-        .conn()
-        .await
-        .query("SELECT id, status FROM orders ORDER BY id")
-        .await
-        .expect("read orders");
+    let rows = db.statuses().await;
     let paid = burst.paid();
     let mut cancelled: Vec<u64> = Vec::new();
     for (id, status) in &rows {

@@ -569,6 +569,15 @@ impl TestDb {
         usize::try_from(n.unwrap_or(0)).unwrap_or(0)
     }
 
+    /// Every order's id and status, in id order.
+    pub async fn statuses(&self) -> Vec<(u64, i64)> {
+        self.conn()
+            .await
+            .query("SELECT id, status FROM orders ORDER BY id")
+            .await
+            .expect("read orders")
+    }
+
     /// Asserts that every product's stock plus what its orders not cancelled still hold is
     /// `initial`: each cancelled order returned its units once, none twice, none lost.
     pub async fn assert_stock_returned(&self, initial: i64) {
