@@ -21,10 +21,10 @@
 //!   contract
 //! redis, mysql,     server adapters, and the HTTP endpoint
 //!   endpoint
-//! config, ...       the leaf, and small shared pieces (stats, systemd...)
+//! config, ...       the leaf (crates/config), and small shared pieces (stats, systemd...)
 //! ```
 //!
-//! * [`config`] (the leaf: it uses nothing else of the crate): reads the Laravel app's
+//! * [`config`] (the leaf, its own crate in `crates/config`, re-exported here): reads the Laravel app's
 //!   configuration the way Laravel boots (`.env` with phpdotenv's rules and `env()` mapping;
 //!   then its configuration cache, else its `config/*.php` evaluated with a PHP parser, else the
 //!   stock files of its Laravel version) and resolves every [`config::Settings`] the worker needs
@@ -85,7 +85,7 @@
 mod backoff;
 pub mod cli;
 pub mod cmd;
-pub mod config;
+pub use order_expire_config as config;
 mod contract;
 mod endpoint;
 pub mod error;
