@@ -81,6 +81,10 @@ pub enum Command {
         /// Only resolve the settings; do not connect.
         #[arg(long)]
         no_connect: bool,
+        /// Also ask the app's own Laravel (php and its vendor/ must be here) and show every
+        /// resolved setting on which it and order-expire's reading differ; any difference fails.
+        #[arg(long)]
+        compare: bool,
     },
     /// Run one reconciliation pass: cancel unpaid orders whose deadline has passed but whose
     /// expired event was missed (worker down, Redis restarted, cache:clear).
@@ -231,6 +235,21 @@ pub struct MappingArgs {
     /// exists only in 8-10) [ORDER_EXPIRE_LARAVEL_VERSION, default detected, else 8].
     #[arg(long, value_name = "VERSION", global = true)]
     pub laravel_version: Option<String>,
+    /// Where Laravel's settings are read: auto (the config cache, else config/*.php evaluated
+    /// by order-expire, asking the app's own Laravel for what it cannot evaluate),
+    /// config-cache, laravel (always the app's own Laravel) or evaluator (never run PHP)
+    /// [ORDER_EXPIRE_CONFIG_SOURCE, default auto].
+    #[arg(long, value_name = "SOURCE", global = true)]
+    pub config_source: Option<String>,
+    /// The php binary that runs the app, for its version and to ask its Laravel
+    /// [ORDER_EXPIRE_PHP, default php in PATH].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub php: Option<String>,
+    /// The app's PHP version, e.g. 8.3, when no php binary can tell: it decides PHP_VERSION_ID
+    /// and the PDO attribute numbers PHP 8.5 changed [ORDER_EXPIRE_PHP_VERSION, default the
+    /// php binary's, else composer.json's, else the lowest of the Laravel version].
+    #[arg(long, value_name = "VERSION", global = true)]
+    pub php_version: Option<String>,
     /// A Laravel job class to queue on the app's queue for every cancelled order, e.g.
     /// App\Jobs\OrderExpired: it runs what the app's observers did after $order->save()
     /// [ORDER_EXPIRE_DISPATCH, default none].
@@ -276,6 +295,9 @@ impl MappingArgs {
             (keys::ORDER_TTL, &self.order_ttl),
             (keys::SWEEP_INTERVAL, &self.sweep_interval),
             (keys::LARAVEL_VERSION, &self.laravel_version),
+            (keys::CONFIG_SOURCE, &self.config_source),
+            (keys::PHP, &self.php),
+            (keys::PHP_VERSION, &self.php_version),
             (keys::DISPATCH, &self.dispatch),
             (keys::ORDER_MODEL, &self.order_model),
             (keys::DISPATCH_ARGUMENT, &self.dispatch_argument),
@@ -347,6 +369,9 @@ mod tests {
             keys::ORDER_TTL,
             keys::SWEEP_INTERVAL,
             keys::LARAVEL_VERSION,
+            keys::CONFIG_SOURCE,
+            keys::PHP,
+            keys::PHP_VERSION,
             keys::DISPATCH,
             keys::ORDER_MODEL,
             keys::DISPATCH_ARGUMENT,

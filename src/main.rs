@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use order_expire::cli::{Cli, Command, WritePathArg};
-use order_expire::config::Settings;
+use order_expire::config::{Settings, keys};
 use order_expire::{Error, cmd, logging};
 
 fn main() -> ExitCode {
@@ -66,9 +66,23 @@ async fn run(cli: Cli) -> Result<(), Error> {
             ttl,
             value,
         } => cmd::schedule::command(&settings, order_id, ttl, value.as_deref()).await,
-        Command::Check { json, no_connect } => {
+        Command::Check {
+            json,
+            no_connect,
+            compare,
+        } => {
             let lock_wait = cli.run.write_path == WritePathArg::LockWait;
-            cmd::check::command(&settings, json, !no_connect, lock_wait).await
+            let laravel = compare.then(|| {
+                let mut forced = overrides.clone();
+                forced.insert(keys::CONFIG_SOURCE, "laravel".into());
+                Settings::load(&env_file, &forced)
+            });
+            let options = cmd::check::CheckOptions {
+                json,
+                connect: !no_connect,
+                lock_wait,
+            };
+            cmd::check::command(&settings, laravel, options).await
         }
         Command::Sweep { dry_run } => cmd::sweep::command(&settings, dry_run).await,
     }

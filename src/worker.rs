@@ -345,6 +345,10 @@ fn log_start(settings: &Settings, writer: &Writer) {
         ConfigSource::Env => tracing::info!(
             "no config/ folder beside the .env: using the stock config files of the app's Laravel version"
         ),
+        ConfigSource::Laravel { php, because } => tracing::info!(
+            php = %php, because = %because,
+            "asked the app's own Laravel for its configuration (nothing of it booted but the .env and the config)"
+        ),
     }
 }
 

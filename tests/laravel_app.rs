@@ -25,10 +25,22 @@ fn place(laravel: &LaravelApp, n: usize, ttl: u64) -> Vec<u64> {
 }
 
 async fn orders_placed_by_laravel_are_cancelled(extra: &str, edits: &[Edit]) {
+    orders_placed_by_laravel_are_cancelled_with(extra, &[], edits).await;
+}
+
+/// The same with `files` (path, text) added to the app first; returns what `check --json`
+/// resolved.
+async fn orders_placed_by_laravel_are_cancelled_with(
+    extra: &str,
+    files: &[(&str, &str)],
+    edits: &[Edit],
+) -> serde_json::Value {
     let redis = RedisServer::start();
     let db = TestDb::create_empty().await;
     let laravel = LaravelApp::new(&App::env_text(redis.port, &db, extra));
+    add_files(&laravel, files);
     customise(&laravel, edits);
+    let ours = our_view(&laravel, extra);
     laravel.artisan(&["migrate", "--force"]);
     // The table prefix the customised config/database.php may set.
     let config = laravel_view(&laravel);
@@ -98,6 +110,74 @@ async fn orders_placed_by_laravel_are_cancelled(extra: &str, edits: &[Edit]) {
     );
     assert_eq!(expiring.len(), 12);
     assert!(worker.stop(Duration::from_secs(10)).success());
+    ours
+}
+
+/// Writes `files` (path in the app, text) into the copied fixture app.
+fn add_files(laravel: &LaravelApp, files: &[(&str, &str)]) {
+    for (path, text) in files {
+        let path = laravel.dir().join(path);
+        std::fs::create_dir_all(path.parent().expect("a folder")).expect("mkdir");
+        std::fs::write(path, text).expect("write file");
+    }
+}
+
+/// An app helper (composer.json `autoload.files`, as apps declare `app/helpers.php`) that
+/// computes the Redis prefix: PHP order-expire does not evaluate, so the app's own Laravel is
+/// asked; the worker hears the keys Laravel writes, with the prefix Laravel computed.
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_placed_by_laravel_with_a_prefix_from_an_app_helper_are_cancelled() {
+    let helpers = "<?php\n\nuse Illuminate\\Support\\Str;\n\nfunction shop_redis_prefix(): string\n{\n    return 'helper_'.Str::slug(env('APP_NAME', 'laravel'), '_').'_';\n}\n";
+    let ours = orders_placed_by_laravel_are_cancelled_with(
+        "APP_NAME=\"Mall Shop\"",
+        &[("app/helpers.php", helpers)],
+        &[
+            (
+                "config/database.php",
+                REDIS_PREFIX_EXPR,
+                "shop_redis_prefix()",
+            ),
+            (
+                "composer.json",
+                "\"psr-4\": {",
+                "\"files\": [\"app/helpers.php\"],\n        \"psr-4\": {",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(ours["source"], "laravel", "{ours}");
+    assert_eq!(ours["redis"]["prefix"], "helper_mall_shop_", "{ours}");
+    let because = ours["laravel_itself"].as_str().unwrap_or("");
+    assert!(
+        because.starts_with("config/database.php:")
+            && because.contains("shop_redis_prefix()")
+            && because.contains("database.redis.options.prefix"),
+        "{because}"
+    );
+}
+
+/// A package's class constant (a PSR-4 package under vendor/) as the cache prefix.
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_placed_by_laravel_with_a_cache_prefix_from_a_package_constant_are_cancelled() {
+    let package = "<?php\n\nnamespace Acme\\ShopKeys;\n\nfinal class Prefixes\n{\n    public const CACHE = 'acme_orders';\n}\n";
+    let ours = orders_placed_by_laravel_are_cancelled_with(
+        "",
+        &[("vendor/acme/shop-keys/src/Prefixes.php", package)],
+        &[
+            ("config/cache.php", CACHE_PREFIX_EXPR, "\\Acme\\ShopKeys\\Prefixes::CACHE"),
+            (
+                "composer.json",
+                "\"App\\\\\": \"app/\"",
+                "\"App\\\\\": \"app/\",\n            \"Acme\\\\ShopKeys\\\\\": \"vendor/acme/shop-keys/src/\"",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(ours["source"], "laravel", "{ours}");
+    assert_eq!(
+        ours["key_pattern"], "laravel_database_acme_orders:ORDER_CONFIRM:*",
+        "{ours}"
+    );
 }
 
 /// The app's MySQL connection has a `timezone` key: Laravel sets the session time zone, so a
@@ -403,19 +483,40 @@ fn laravel_view(laravel: &LaravelApp) -> serde_json::Value {
 
 /// What order-expire resolves for the app (`check --json --no-connect`), which must succeed.
 fn our_view(laravel: &LaravelApp, label: &str) -> serde_json::Value {
-    let output = laravel.app.run(&["check", "--json", "--no-connect"]);
+    our_view_with(laravel, label, &[])
+}
+
+/// The same with more `check` arguments.
+fn our_view_with(laravel: &LaravelApp, label: &str, args: &[&str]) -> serde_json::Value {
+    let output = laravel
+        .app
+        .run(&[&["check", "--json", "--no-connect"], args].concat());
     assert!(
         output.status.success(),
-        "{label}: {}",
-        String::from_utf8_lossy(&output.stderr)
+        "{label}: {}{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
     );
     serde_json::from_slice(&output.stdout).expect("our JSON")
 }
 
-/// Compares what Laravel resolves for the app with `check --json`; records differences.
+/// Compares what Laravel resolves for the app with `check --json --compare`, which also asks
+/// the app's own Laravel through order-expire's boot script and compares every resolved
+/// setting with our reading; records differences of both.
 fn compare(laravel: &LaravelApp, label: &str, differences: &mut Vec<String>) {
     let theirs = laravel_view(laravel);
-    let ours = our_view(laravel, label);
+    let ours = our_view_with(laravel, label, &["--compare"]);
+    let comparison = &ours["comparison"];
+    // Read from the app's own Laravel already, ours has nothing of its own to compare.
+    let asked = ours["source"] == "laravel";
+    if !asked
+        && (comparison["laravel_php"]
+            .as_str()
+            .is_none_or(|php| !php.starts_with("8."))
+            || comparison["differences"] != serde_json::json!([]))
+    {
+        differences.push(format!("{label} check --compare: {comparison}"));
+    }
     for side in [&theirs, &ours] {
         assert!(
             side["key_pattern"].is_string() && side["channel"].is_string(),
@@ -423,6 +524,9 @@ fn compare(laravel: &LaravelApp, label: &str, differences: &mut Vec<String>) {
         );
     }
     for (their_field, our_field) in FIELDS {
+        if asked && *their_field == "/source" {
+            continue;
+        }
         if theirs.pointer(their_field) != ours.pointer(our_field) {
             differences.push(format!(
                 "{label} {their_field}: laravel {:?}, ours {:?}",
@@ -516,11 +620,32 @@ fn settings_resolve_as_in_laravel() {
     );
 }
 
-/// A value order-expire needs, written in PHP it does not evaluate: `check` fails with one
-/// line naming the file, the line and the expression, and suggests `config:cache`; after
-/// `php artisan config:cache` the same app resolves.
+/// `check --json --no-connect` with `env` as its whole process environment.
+fn check_with_env(laravel: &LaravelApp, env: &[(&str, &std::path::Path)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_order-expire"));
+    command
+        .env_clear()
+        .envs(env.iter().copied())
+        .arg("--env")
+        .arg(laravel.app.env_file())
+        .args(["check", "--json", "--no-connect"]);
+    common::run_bounded(command, Duration::from_secs(60))
+}
+
+/// The last line on stderr of a run that must fail.
+fn failure(output: &std::process::Output) -> String {
+    assert!(!output.status.success(), "must fail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr.lines().last().unwrap_or("").to_string()
+}
+
+/// A value order-expire needs, written in PHP it does not evaluate. Without PHP on the host,
+/// `check` fails with one line naming the construct, the setting it feeds and both ways out;
+/// with php and the app's vendor/autoload.php it asks the app's own Laravel and says so in one
+/// line; `ORDER_EXPIRE_CONFIG_SOURCE` forces a source; after `php artisan config:cache` the
+/// cache is read.
 #[test]
-fn a_needed_value_outside_the_evaluated_php_is_named_and_config_cache_is_the_way_out() {
+fn a_needed_value_outside_the_evaluated_php_is_asked_of_laravel_itself() {
     let laravel = LaravelApp::new("CACHE_DRIVER=redis\nDB_CONNECTION=mysql\n");
     customise(
         &laravel,
@@ -530,22 +655,99 @@ fn a_needed_value_outside_the_evaluated_php_is_named_and_config_cache_is_the_way
             "collect(['shop', 'kv'])->implode('_')",
         )],
     );
-    let output = laravel.app.run(&["check", "--json", "--no-connect"]);
-    assert!(!output.status.success(), "must fail");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let line = stderr.lines().last().unwrap_or("");
+    let no_php = tempfile::tempdir().expect("an empty PATH");
+    let line = failure(&check_with_env(&laravel, &[("PATH", no_php.path())]));
     for needle in [
         "config/database.php:",
-        "collect(['shop', 'kv'])->implode('_')",
-        "database.redis.options.prefix",
+        "`collect(['shop', 'kv'])->implode('_')`",
+        "needed for database.redis.options.prefix",
+        "there is no php on this host",
         "php artisan config:cache",
+        "where php and the app's vendor/ are",
     ] {
-        assert!(line.contains(needle), "{needle:?} in {stderr}");
+        assert!(line.contains(needle), "{needle:?} in {line}");
     }
-    laravel.artisan(&["config:cache"]);
+
+    let ours = our_view(&laravel, "with php");
+    assert_eq!(
+        (&ours["source"], &ours["redis"]["prefix"]),
+        (&serde_json::json!("laravel"), &serde_json::json!("shop_kv")),
+        "{ours}"
+    );
+    let text = laravel.app.run(&["check", "--no-connect"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    let config_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("config "))
+        .unwrap_or("");
+    assert!(
+        config_line.contains("from Laravel itself (php 8.")
+            && config_line.contains("because config/database.php:")
+            && config_line.contains("collect(['shop', 'kv'])->implode('_')"),
+        "{text}"
+    );
     let mut differences = Vec::new();
+    compare(&laravel, "asked of Laravel itself", &mut differences);
+    assert!(differences.is_empty(), "{differences:?}");
+
+    let env = std::fs::read_to_string(laravel.app.env_file()).expect("read .env");
+    for (source, needle) in [
+        (
+            "evaluator",
+            "ORDER_EXPIRE_CONFIG_SOURCE=evaluator keeps it from running PHP",
+        ),
+        ("config-cache", "bootstrap/cache/config.php does not exist"),
+    ] {
+        std::fs::write(
+            laravel.app.env_file(),
+            format!("{env}ORDER_EXPIRE_CONFIG_SOURCE={source}\n"),
+        )
+        .expect("write .env");
+        let line = failure(&laravel.app.run(&["check", "--json", "--no-connect"]));
+        assert!(line.contains(needle), "{source}: {line}");
+    }
+    std::fs::write(
+        laravel.app.env_file(),
+        format!("{env}ORDER_EXPIRE_CONFIG_SOURCE=laravel\n"),
+    )
+    .expect("write .env");
+    let forced = our_view(&laravel, "forced");
+    assert_eq!(
+        forced["laravel_itself"],
+        "ORDER_EXPIRE_CONFIG_SOURCE=laravel"
+    );
+
+    std::fs::write(laravel.app.env_file(), &env).expect("write .env");
+    laravel.artisan(&["config:cache"]);
+    let cached = our_view(&laravel, "after config:cache");
+    assert_eq!(cached["source"], "config-cache");
     compare(&laravel, "after config:cache", &mut differences);
     assert!(differences.is_empty(), "{differences:?}");
+}
+
+/// A value in PHP order-expire does not evaluate that feeds no setting it reads never stops
+/// the start: `check` passes and names it in a note.
+#[test]
+fn an_unneeded_value_outside_the_evaluated_php_is_a_note() {
+    let laravel = LaravelApp::new("CACHE_DRIVER=redis\nDB_CONNECTION=mysql\n");
+    customise(
+        &laravel,
+        &[(
+            "config/database.php",
+            "'migrations' => 'migrations',",
+            "'migrations' => collect(['migrations'])->first(),",
+        )],
+    );
+    let ours = our_view(&laravel, "unneeded");
+    assert_eq!(ours["source"], "config");
+    let notes = ours["notes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .is_some_and(|n| n.starts_with("config/database.php:")
+                && n.contains("collect(['migrations'])->first()"))),
+        "{notes:?}"
+    );
 }
 
 /// `.env` variants for the queue a job per cancelled order goes to, with the edits to the app's

@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::{
-    DispatchArgument, DispatchSettings, KeyJobSettings, OrderLines, QueueTarget, RedisEndpoint,
-    RedisTopology, Settings,
+    ConfigError, ConfigSource, DispatchArgument, DispatchSettings, KeyJobSettings, OrderLines,
+    QueueTarget, RedisEndpoint, RedisTopology, Settings,
 };
 use crate::contract::Contract;
 use crate::key::KeyPattern;
@@ -36,6 +36,19 @@ struct Report {
     /// The phpdotenv whose rules read the `.env` and where that was found, e.g.
     /// `5.4.1 (composer.lock)` or `^5.6.1 (required by Laravel 11)`.
     dotenv: String,
+    /// The app's PHP version and where it was found, e.g. `8.2.36 (from /usr/bin/php)`: the
+    /// config files and the cache are read for it.
+    php: String,
+    /// `ORDER_EXPIRE_CONFIG_SOURCE`: `auto`, `config-cache`, `laravel` or `evaluator`.
+    config_source: String,
+    /// When the settings come from the app's own Laravel (`source` is `laravel`): why it was
+    /// asked, e.g. the construct order-expire did not evaluate and the setting it feeds.
+    laravel_itself: Option<String>,
+    /// Values of the app's config files order-expire does not evaluate, none of which feeds
+    /// a setting it reads: they do not stop the worker.
+    notes: Vec<String>,
+    /// `--compare`: the app's own Laravel's reading next to ours (`null` without it).
+    comparison: Option<ComparisonReport>,
     /// Warnings about the settings themselves.
     warnings: Vec<String>,
     /// What stops the worker whatever the servers answer: `check` fails when this is not
@@ -200,6 +213,77 @@ impl KeyJobReport {
             self.queue,
             self.delivery
         )
+    }
+}
+
+/// `check --compare`: what the app's own Laravel resolved, against ours.
+#[derive(Debug, Serialize)]
+struct ComparisonReport {
+    /// The PHP the app's Laravel ran on (`null` when it could not be asked).
+    laravel_php: Option<String>,
+    /// Why it could not be asked (a problem: the comparison was asked for).
+    error: Option<String>,
+    /// Why there is nothing to compare: our own reading needed the app's Laravel already.
+    nothing_to_compare: Option<String>,
+    /// Every resolved setting on which the two readings differ (secrets as `***`).
+    differences: Vec<DifferenceReport>,
+}
+
+/// One setting the two readings resolve differently.
+#[derive(Debug, Serialize)]
+struct DifferenceReport {
+    field: &'static str,
+    ours: String,
+    laravel: String,
+}
+
+impl ComparisonReport {
+    fn new(ours: &Settings, laravel: Result<Settings, ConfigError>) -> Self {
+        let mut report = Self {
+            laravel_php: None,
+            error: None,
+            nothing_to_compare: None,
+            differences: Vec::new(),
+        };
+        match (&ours.source, laravel) {
+            (ConfigSource::Laravel { .. }, _) => {
+                report.nothing_to_compare = Some(
+                    "order-expire's own reading needs the app's Laravel already (see config)"
+                        .into(),
+                );
+            }
+            (_, Err(e)) => report.error = Some(e.to_string()),
+            (_, Ok(laravel)) => {
+                report.laravel_php = Some(laravel.php.text.clone());
+                report.differences = crate::config::differences(ours, &laravel)
+                    .into_iter()
+                    .map(|d| DifferenceReport {
+                        field: d.field,
+                        ours: d.ours,
+                        laravel: d.laravel,
+                    })
+                    .collect();
+            }
+        }
+        report
+    }
+
+    /// The problems it means for `check`: a difference, or no answer from the app's Laravel.
+    fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .differences
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} differs: order-expire reads {:?}, the app's Laravel {:?}",
+                    d.field, d.ours, d.laravel
+                )
+            })
+            .collect();
+        if let Some(error) = &self.error {
+            out.push(format!("no comparison with the app's Laravel: {error}"));
+        }
+        out
     }
 }
 
@@ -383,6 +467,14 @@ impl Report {
             warnings: Vec::new(),
             problems: Vec::new(),
             dotenv: settings.dotenv.to_string(),
+            php: settings.php.to_string(),
+            config_source: settings.source_choice.name().to_string(),
+            laravel_itself: match &settings.source {
+                ConfigSource::Laravel { because, .. } => Some(because.clone()),
+                _ => None,
+            },
+            notes: settings.notes.clone(),
+            comparison: None,
             laravel: settings.laravel.as_ref().map(|v| LaravelReport {
                 version: v.text.clone(),
                 major: v.major,
@@ -483,7 +575,24 @@ impl Report {
     /// Where the settings were read: the `.env`, the config files, Laravel's version.
     fn write_sources(&self, out: &mut String) {
         let _ = writeln!(out, "settings from {} ({})", self.env_file, self.source);
-        let _ = writeln!(out, "  config      {}", self.config_files.join(", "));
+        match &self.laravel_itself {
+            Some(because) => {
+                let _ = writeln!(
+                    out,
+                    "  config      from Laravel itself (php {}), because {because}",
+                    self.php.split(' ').next().unwrap_or("")
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  config      {}", self.config_files.join(", "));
+            }
+        }
+        for note in &self.notes {
+            let _ = writeln!(
+                out,
+                "  note        {note}; no setting order-expire reads depends on it"
+            );
+        }
         let _ = writeln!(
             out,
             "  laravel     {}",
@@ -493,7 +602,22 @@ impl Report {
                 |l| format!("{} (from {})", l.version, l.source)
             )
         );
+        let _ = writeln!(out, "  php         {}", self.php);
         let _ = writeln!(out, "  dotenv      phpdotenv {}", self.dotenv);
+        if let Some(c) = &self.comparison {
+            let line = match (&c.laravel_php, &c.error) {
+                (Some(php), _) if c.differences.is_empty() => {
+                    format!("the app's Laravel (php {php}) resolves every setting alike")
+                }
+                (Some(php), _) => format!(
+                    "the app's Laravel (php {php}) resolves {} setting(s) otherwise: see the problems",
+                    c.differences.len()
+                ),
+                (None, Some(error)) => error.clone(),
+                (None, None) => c.nothing_to_compare.clone().unwrap_or_default(),
+            };
+            let _ = writeln!(out, "  compare     {line}");
+        }
     }
 
     /// The cache Redis: where, which database, who, and over what.
@@ -640,16 +764,35 @@ impl Report {
     }
 }
 
+/// How `check` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckOptions {
+    /// Print one JSON object instead of text.
+    pub json: bool,
+    /// Connect to Redis and MySQL (`--no-connect` turns it off).
+    pub connect: bool,
+    /// `--write-path lock-wait`, shown as the path the worker would take.
+    pub lock_wait: bool,
+}
+
 /// `order-expire check`: prints the report (as JSON with `json`) and fails when it is not
-/// healthy.
-/// `lock_wait`: `--write-path lock-wait`, shown as the path the worker would take.
+/// healthy. `laravel` is the app's own Laravel's reading, for `--compare`.
 pub async fn command(
     settings: &Settings,
-    json: bool,
-    connect: bool,
-    lock_wait: bool,
+    laravel: Option<Result<Settings, ConfigError>>,
+    options: CheckOptions,
 ) -> Result<(), crate::Error> {
-    let report = run(settings, connect, lock_wait).await;
+    let CheckOptions {
+        json,
+        connect,
+        lock_wait,
+    } = options;
+    let mut report = run(settings, connect, lock_wait).await;
+    if let Some(laravel) = laravel {
+        let comparison = ComparisonReport::new(settings, laravel);
+        report.problems.extend(comparison.problems());
+        report.comparison = Some(comparison);
+    }
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| crate::Error::Runtime(format!("cannot print the report: {e}")))?;

@@ -14,7 +14,12 @@
 //! | `deleteWhenMissingModels` | 13 |
 //! | `data.batchId` | 12.51 and later |
 //! | `createdAt` | 12.11 and later |
-//! | `id`, `attempts` (redis queue only, appended last) | every version |
+//! | `id`, `attempts` (redis queue only, appended) | every version |
+//! | `delay` (`null`: dispatched without one), last | 12.11 and later |
+//!
+//! In `data.command`, the model identifier `SerializesModels` writes has a fifth property,
+//! `collectionClass` (`null` for one model), from Laravel 9.26. Checked against Laravel
+//! 13.26's own `createPayload` (redis and database queues).
 //!
 //! The job's settings are left `null` (and `failOnTimeout` false), which gives the worker's own
 //! defaults (`--tries`, `--timeout`), as for a job class that sets none of them.
@@ -37,6 +42,10 @@ pub struct PayloadFormat {
     pub batch_id: bool,
     /// `createdAt` (Laravel 12.11 and later).
     pub created_at: bool,
+    /// `delay`, the last field (Laravel 12.11 and later, `Queue::createPayload`).
+    pub delay: bool,
+    /// The model identifier's `collectionClass` property (Laravel 9.26 and later).
+    pub collection_class: bool,
 }
 
 impl PayloadFormat {
@@ -49,6 +58,8 @@ impl PayloadFormat {
             delete_when_missing_models: major >= 13,
             batch_id: at_least(12, 51),
             created_at: at_least(12, 11),
+            delay: at_least(12, 11),
+            collection_class: at_least(9, 26),
         }
     }
 }
@@ -85,20 +96,27 @@ pub struct JobClass {
 impl JobClass {
     /// `serialize(clone $job)` for a job holding `id`, with only its argument property set: the
     /// other properties (the `Queueable` traits' ones) keep their class defaults on
-    /// `unserialize()`, as they would after `SerializesModels::__unserialize`.
-    pub fn serialized(&self, id: u64) -> String {
+    /// `unserialize()`, as they would after `SerializesModels::__unserialize`. The model
+    /// identifier has `collection_class` (Laravel 9.26+).
+    pub fn serialized(&self, id: u64, collection_class: bool) -> String {
         let value = match &self.argument {
             JobArgument::Model {
                 model, connection, ..
-            } => PhpSerialized::Object {
-                class: MODEL_IDENTIFIER.into(),
-                properties: vec![
+            } => {
+                let mut properties = vec![
                     ("class".into(), PhpSerialized::Str(model.clone())),
                     ("id".into(), PhpSerialized::Int(i128::from(id))),
                     ("relations".into(), PhpSerialized::EmptyArray),
                     ("connection".into(), PhpSerialized::Str(connection.clone())),
-                ],
-            },
+                ];
+                if collection_class {
+                    properties.push(("collectionClass".into(), PhpSerialized::Null));
+                }
+                PhpSerialized::Object {
+                    class: MODEL_IDENTIFIER.into(),
+                    properties,
+                }
+            }
             JobArgument::Id { .. } => PhpSerialized::Int(i128::from(id)),
         };
         let property = match &self.argument {
@@ -153,7 +171,10 @@ pub fn payload(
 ) -> String {
     let mut data = vec![
         ("commandName", json_string(&job.class)),
-        ("command", json_string(&job.serialized(id))),
+        (
+            "command",
+            json_string(&job.serialized(id, format.collection_class)),
+        ),
     ];
     if format.batch_id {
         data.push(("batchId", "null".into()));
@@ -181,6 +202,9 @@ pub fn payload(
     if driver == QueueDriver::Redis {
         fields.push(("id", json_string(&ids.redis_id)));
         fields.push(("attempts", "0".into()));
+    }
+    if format.delay {
+        fields.push(("delay", "null".into()));
     }
     object(&fields)
 }
@@ -262,8 +286,17 @@ mod tests {
     #[test]
     fn the_model_travels_as_laravel_8_serializes_it() {
         assert_eq!(
-            order_job().serialized(1),
+            order_job().serialized(1, false),
             "O:21:\"App\\Jobs\\OrderExpired\":1:{s:5:\"order\";O:45:\"Illuminate\\Contracts\\Database\\ModelIdentifier\":4:{s:5:\"class\";s:16:\"App\\Models\\Order\";s:2:\"id\";i:1;s:9:\"relations\";a:0:{}s:10:\"connection\";s:5:\"mysql\";}}"
+        );
+    }
+
+    /// Laravel 13.26's `createPayload` for the same job: the identifier's fifth property.
+    #[test]
+    fn the_model_travels_as_laravel_13_serializes_it() {
+        assert_eq!(
+            order_job().serialized(1, PayloadFormat::of_laravel(13, None).collection_class),
+            "O:21:\"App\\Jobs\\OrderExpired\":1:{s:5:\"order\";O:45:\"Illuminate\\Contracts\\Database\\ModelIdentifier\":5:{s:5:\"class\";s:16:\"App\\Models\\Order\";s:2:\"id\";i:1;s:9:\"relations\";a:0:{}s:10:\"connection\";s:5:\"mysql\";s:15:\"collectionClass\";N;}}"
         );
     }
 
@@ -320,10 +353,29 @@ mod tests {
             assert!(k.contains(&"failOnTimeout".to_string()), "{major}");
             assert!(!k.contains(&"createdAt".to_string()), "{major}");
         }
+        let v12_10 = keys(12, Some(10), QueueDriver::Database);
+        assert_eq!(v12_10.last().map(String::as_str), Some("data"));
         let v12_11 = keys(12, Some(11), QueueDriver::Database);
-        assert_eq!(v12_11.last().map(String::as_str), Some("createdAt"));
-        let v13 = keys(13, None, QueueDriver::Redis);
-        assert!(v13.contains(&"deleteWhenMissingModels".to_string()));
+        assert_eq!(&v12_11[v12_11.len() - 2..], ["createdAt", "delay"]);
+        // What Laravel 13.26's RedisQueue and DatabaseQueue push, in this order.
+        let laravel_13 = [
+            "uuid",
+            "displayName",
+            "job",
+            "maxTries",
+            "maxExceptions",
+            "failOnTimeout",
+            "backoff",
+            "timeout",
+            "retryUntil",
+            "deleteWhenMissingModels",
+            "data",
+            "createdAt",
+        ];
+        let redis_13 = [&laravel_13[..], &["id", "attempts", "delay"]].concat();
+        assert_eq!(keys(13, None, QueueDriver::Redis), redis_13);
+        let database_13 = [&laravel_13[..], &["delay"]].concat();
+        assert_eq!(keys(13, Some(26), QueueDriver::Database), database_13);
         let json13 = payload(
             &order_job(),
             PayloadFormat::of_laravel(13, None),
@@ -350,7 +402,7 @@ mod tests {
             },
         };
         assert_eq!(
-            job.serialized(42),
+            job.serialized(42, true),
             "O:25:\"App\\Jobs\\SomethingExpired\":1:{s:7:\"orderId\";i:42;}"
         );
     }

@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 /// One serialized PHP value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PhpSerialized {
+    /// `N;`
+    Null,
     /// `i:<n>;`
     Int(i128),
     /// `s:<byte length>:"<text>";`
@@ -36,6 +38,7 @@ impl PhpSerialized {
 
     fn write(&self, out: &mut String) {
         match self {
+            Self::Null => out.push_str("N;"),
             Self::Int(n) => {
                 let _ = write!(out, "i:{n};");
             }

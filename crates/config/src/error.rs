@@ -78,6 +78,30 @@ pub enum ConfigError {
     /// evaluates (a method call, a closure, an unknown function).
     Unsupported(Unevaluated),
 
+    #[error(
+        "{construct}; order-expire evaluates the PHP config files are written in, not arbitrary code, and cannot ask the app's own Laravel here: {why}. Either run `php artisan config:cache` in the app (order-expire then reads Laravel's own values from bootstrap/cache/config.php, exactly), or run order-expire where php and the app's vendor/ are (it then asks the app's Laravel)"
+    )]
+    /// A value the worker needs is PHP outside what order-expire evaluates (a helper of the
+    /// app, a package's class), and the app's own Laravel cannot be asked for it.
+    NotEvaluated {
+        /// The construct, where it is, and the setting it feeds.
+        construct: Unevaluated,
+        /// Why Laravel itself was not asked: no `php`, no `vendor/autoload.php`, or the
+        /// setting that forbids running PHP.
+        why: String,
+    },
+
+    #[error(
+        "{because}: asking the app's own Laravel for its configuration failed: {reason} (after `php artisan config:cache` in the app, order-expire reads Laravel's values without running PHP)"
+    )]
+    /// The app's own Laravel was asked for its configuration and gave no answer.
+    Laravel {
+        /// Why it was asked: the construct order-expire did not evaluate, or the setting.
+        because: String,
+        /// What went wrong: no `php`, the boot failed or timed out, an unreadable answer.
+        reason: String,
+    },
+
     #[error("cannot read Laravel's configuration cache {}: {reason} (run php artisan config:cache again, or config:clear)", path.display())]
     /// Laravel's configuration cache (`bootstrap/cache/config.php`, or `APP_CONFIG_CACHE`)
     /// exists but cannot be read or parsed.

@@ -59,6 +59,10 @@
 
 mod ascii_table;
 mod bounded;
+mod compare;
+mod config_source;
+#[cfg(test)]
+mod construct_tests;
 mod dispatch;
 #[cfg(test)]
 mod dispatch_tests;
@@ -66,8 +70,13 @@ pub mod dotenv;
 mod env_value;
 mod environment;
 mod error;
+#[cfg(test)]
+mod laravel13_tests;
+mod laravel_boot;
 mod php;
+mod php_constants;
 mod php_eval;
+mod php_runtime;
 mod php_value;
 mod repository;
 mod resolve;
@@ -83,6 +92,8 @@ mod url;
 pub mod version;
 
 pub use bounded::{ReadError, read_pem};
+pub use compare::{Difference, differences};
+pub use config_source::SourceChoice;
 pub use dispatch::{DispatchArgument, DispatchSettings, KeyJobSettings, QueueTarget};
 pub use error::{ConfigError, ValueOrigin};
 pub use php::is_numeric;

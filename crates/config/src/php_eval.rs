@@ -38,8 +38,10 @@ use php_ast::{AssignOp, BinaryOp, CastKind, MagicConstKind, NameKind, Span, Unar
 use super::env_value::EnvValue;
 use super::environment::Environment;
 use super::php;
+use super::php_constants;
 use super::php_value::{ArrayKey, PhpArray, PhpValue, Unevaluated};
 use super::slug::slug;
+use super::version::PhpVersion;
 
 /// Why a call whose named argument has no parameter of that name is not evaluated.
 const NO_SLOT: &str = "passes arguments the function does not take";
@@ -73,6 +75,8 @@ pub(super) struct Context<'a> {
     pub env: &'a Environment,
     /// The app's root (`base_path()`).
     pub base_path: &'a Path,
+    /// The app's PHP, for `PHP_VERSION_ID` and the PDO MySQL attributes.
+    pub php: &'a PhpVersion,
 }
 
 /// A config file, evaluated.
@@ -202,16 +206,6 @@ struct Evaluator<'a> {
     /// The first limit the file went past; once set, evaluation unwinds without more work.
     limit: Option<Box<Unevaluated>>,
 }
-
-/// The MySQL PDO attributes Laravel's stock files use, with their values on PHP 8 / mysqlnd.
-const PDO_MYSQL_ATTRIBUTES: &[(&str, i64)] = &[
-    ("SSL_KEY", 1007),
-    ("SSL_CERT", 1008),
-    ("SSL_CA", 1009),
-    ("SSL_CAPATH", 1010),
-    ("SSL_CIPHER", 1011),
-    ("SSL_VERIFY_SERVER_CERT", 1014),
-];
 
 impl Evaluator<'_> {
     fn unevaluated(&self, span: Span, reason: impl Into<String>) -> PhpValue {
@@ -571,7 +565,7 @@ impl Evaluator<'_> {
         }
     }
 
-    /// `Foo::class` and the `PDO::MYSQL_ATTR_*` constants.
+    /// `Foo::class`, and the constants of `PDO` and `Pdo\Mysql` as the app's PHP defines them.
     fn class_constant(&self, access: &StaticAccessExpr, span: Span) -> PhpValue {
         let (ExprKind::Name(class), ExprKind::Identifier(member)) =
             (&access.class.kind, &access.member.kind)
@@ -582,18 +576,8 @@ impl Evaluator<'_> {
         if member.eq_ignore_ascii_case("class") {
             return PhpValue::Str(class);
         }
-        let attribute = match class.to_ascii_lowercase().as_str() {
-            "pdo" => member.strip_prefix("MYSQL_ATTR_"),
-            "pdo\\mysql" => member.strip_prefix("ATTR_"),
-            _ => None,
-        };
-        PDO_MYSQL_ATTRIBUTES
-            .iter()
-            .find(|(name, _)| Some(*name) == attribute)
-            .map_or_else(
-                || self.unevaluated(span, "is a constant order-expire does not know"),
-                |(_, value)| PhpValue::Int(*value),
-            )
+        php_constants::class_constant(&class.to_ascii_lowercase(), member, self.ctx.php)
+            .unwrap_or_else(|| self.unevaluated(span, "is a constant order-expire does not know"))
     }
 
     /// A double-quoted string or heredoc at `span`, with its `{$expressions}` filled in.
@@ -642,16 +626,8 @@ impl Evaluator<'_> {
             "null" => return PhpValue::Null,
             _ => {}
         }
-        match text {
-            "PHP_EOL" => PhpValue::Str("\n".into()),
-            "DIRECTORY_SEPARATOR" => PhpValue::Str("/".into()),
-            "PATH_SEPARATOR" => PhpValue::Str(":".into()),
-            "PHP_INT_MAX" => PhpValue::Int(i64::MAX),
-            "PHP_INT_MIN" => PhpValue::Int(i64::MIN),
-            "PHP_INT_SIZE" => PhpValue::Int(8),
-            "PHP_OS" | "PHP_OS_FAMILY" => PhpValue::Str("Linux".into()),
-            _ => self.unevaluated(span, "is a constant order-expire does not know"),
-        }
+        php_constants::constant(text, self.ctx.php)
+            .unwrap_or_else(|| self.unevaluated(span, "is a constant order-expire does not know"))
     }
 
     fn cast(&self, kind: CastKind, value: PhpValue, span: Span) -> PhpValue {
@@ -1254,9 +1230,11 @@ mod tests {
 
     fn eval_with(source: &str, env: &str) -> EvaluatedFile {
         let env = Environment::parse(env, Box::new(|_| None)).expect("valid .env");
+        let php = PhpVersion::new("8.2.36", "a test").expect("a version");
         let ctx = Context {
             env: &env,
             base_path: Path::new("/app"),
+            php: &php,
         };
         evaluate_file(Path::new("/app/config/test.php"), source, &ctx).expect("parses")
     }
@@ -1404,9 +1382,11 @@ mod tests {
     #[test]
     fn syntax_errors_fail_with_the_line() {
         let env = Environment::parse("", Box::new(|_| None)).expect("valid .env");
+        let php = PhpVersion::new("8.2.36", "a test").expect("a version");
         let ctx = Context {
             env: &env,
             base_path: Path::new("/app"),
+            php: &php,
         };
         let err = evaluate_file(
             Path::new("/app/config/cache.php"),
@@ -1420,9 +1400,11 @@ mod tests {
 
     fn evaluate(source: &str) -> Result<EvaluatedFile, Unevaluated> {
         let env = Environment::parse("", Box::new(|_| None)).expect("valid .env");
+        let php = PhpVersion::new("8.2.36", "a test").expect("a version");
         let ctx = Context {
             env: &env,
             base_path: Path::new("/app"),
+            php: &php,
         };
         evaluate_file(Path::new("/app/config/app.php"), source, &ctx)
     }

@@ -75,6 +75,20 @@ impl fmt::Display for Unevaluated {
     }
 }
 
+impl Unevaluated {
+    /// The same line with the file named relative to the app's `root` (`config/app.php:12: ...`).
+    pub fn relative_to(&self, root: &std::path::Path) -> String {
+        let file = self.file.strip_prefix(root).unwrap_or(&self.file);
+        format!(
+            "{}:{}: `{}` {}",
+            file.display(),
+            self.line,
+            self.expression,
+            self.reason
+        )
+    }
+}
+
 impl PhpValue {
     /// `$array[$key]`, looking integer keys up by their decimal text as PHP does.
     pub(super) fn get(&self, key: &str) -> Option<&PhpValue> {

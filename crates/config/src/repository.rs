@@ -7,10 +7,14 @@
 //! level deeper for `database.connections` and `cache.stores`), so a slim app without
 //! `config/database.php` still has one.
 //!
-//! We read the same three files the worker needs (`app`, `cache`, `database`). When the app has
-//! no `config/` folder at all (a `.env` copied next to the worker), we evaluate the stock files
-//! of the app's Laravel version instead, kept in `crates/config/src/stock/`: the `.env` then means
-//! what it means with an unmodified app.
+//! We read the same files the worker needs (`app`, `cache`, `database`, `queue`). When the app
+//! has no `config/` folder at all (a `.env` copied next to the worker), we evaluate the stock
+//! files of the app's Laravel version instead, kept in `crates/config/src/stock/`: the `.env`
+//! then means what it means with an unmodified app.
+//!
+//! A third source is the app's own Laravel ([`Repository::from_laravel`]): the values Laravel
+//! itself computed from the files, read when a value the worker needs is written in PHP we do
+//! not evaluate (see `laravel_boot`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,9 +24,10 @@ use super::environment::Environment;
 use super::error::{ConfigError, is_secret_name};
 use super::php_eval::{Context, evaluate_file};
 use super::php_value::{ArrayKey, PhpArray, PhpValue, Unevaluated, parse_config_cache};
+use super::version::PhpVersion;
 
 /// The config files the worker reads (`queue` for dispatching jobs).
-const FILES: [&str; 4] = ["app", "cache", "database", "queue"];
+pub(super) const FILES: [&str; 4] = ["app", "cache", "database", "queue"];
 
 /// Where the configuration came from, as `check` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +38,14 @@ pub enum ConfigSource {
     Config,
     /// The configuration cache at this path; `.env` is not read for Laravel's settings.
     ConfigCache(PathBuf),
+    /// The app's own Laravel, booted with `php` as far as its configuration.
+    Laravel {
+        /// The PHP that ran it, e.g. `8.2.36`.
+        php: String,
+        /// Why it was asked: the construct order-expire could not evaluate and the setting
+        /// that needed it, or the setting that says so.
+        because: String,
+    },
 }
 
 impl ConfigSource {
@@ -42,6 +55,7 @@ impl ConfigSource {
             Self::Env => ".env",
             Self::Config => "config",
             Self::ConfigCache(_) => "config-cache",
+            Self::Laravel { .. } => "laravel",
         }
     }
 }
@@ -50,7 +64,13 @@ impl ConfigSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Origin {
     File(PathBuf),
-    Stock { major: u32 },
+    Stock {
+        major: u32,
+    },
+    /// The app's own Laravel, run with this PHP.
+    Laravel {
+        php: String,
+    },
 }
 
 impl std::fmt::Display for Origin {
@@ -58,6 +78,7 @@ impl std::fmt::Display for Origin {
         match self {
             Self::File(path) => write!(f, "{}", path.display()),
             Self::Stock { major } => write!(f, "Laravel {major}'s stock config files"),
+            Self::Laravel { php } => write!(f, "Laravel itself (php {php})"),
         }
     }
 }
@@ -73,31 +94,34 @@ pub(super) struct Repository {
     origins: BTreeMap<String, Origin>,
     /// Dotted path -> the line of the app's config file that wrote its value.
     lines: BTreeMap<String, u32>,
+    /// The PHP whose numbers the values hold (the PDO MySQL attributes of `options`).
+    php: PhpVersion,
 }
 
 impl Repository {
-    /// Loads the configuration of the app at `root` as Laravel `major` would: its configuration
-    /// cache (`cache_file`) if that exists, else its `config/` files, else the stock files.
+    /// Loads the configuration of the app at `root` as Laravel `major` on `php` would: its
+    /// configuration cache (`cache_file`) if that exists, else its `config/` files, else the
+    /// stock files.
     pub(super) fn load(
         root: &Path,
         env: &Environment,
-        major: u32,
+        (major, php): (u32, &PhpVersion),
         cache_file: &Path,
     ) -> Result<Self, ConfigError> {
         // Laravel's test is `file_exists()`: a cache path that is a directory or a device is
         // an error to report, not a reason to read other files.
         if cache_file.exists() {
-            return Self::from_cache(cache_file);
+            return Self::from_cache(cache_file, php);
         }
         let config_dir = root.join("config");
         if !config_dir.is_dir() {
-            return Self::stock(root, env, major);
+            return Self::stock(root, env, (major, php));
         }
-        Self::assemble(root, env, major, Some(&config_dir))
+        Self::assemble(root, env, (major, php), Some(&config_dir))
     }
 
-    /// Reads `php artisan config:cache` output.
-    pub(super) fn from_cache(cache_file: &Path) -> Result<Self, ConfigError> {
+    /// Reads `php artisan config:cache` output, written by the app's PHP `php`.
+    pub(super) fn from_cache(cache_file: &Path, php: &PhpVersion) -> Result<Self, ConfigError> {
         let bad = |reason: String| ConfigError::ConfigCache {
             path: cache_file.to_path_buf(),
             reason,
@@ -118,12 +142,40 @@ impl Repository {
             from_env: BTreeMap::new(),
             origins,
             lines: BTreeMap::new(),
+            php: php.clone(),
         })
     }
 
+    /// The configuration the app's own Laravel computed (`values`: its `app`, `cache`,
+    /// `database` and `queue` arrays) on `php`, asked `because` of what is said there.
+    pub(super) fn from_laravel(values: PhpValue, php: PhpVersion, because: String) -> Self {
+        let origin = Origin::Laravel {
+            php: php.text.clone(),
+        };
+        let origins = FILES
+            .iter()
+            .map(|name| (name.to_string(), origin.clone()))
+            .collect();
+        Self {
+            source: ConfigSource::Laravel {
+                php: php.text.clone(),
+                because,
+            },
+            values,
+            from_env: BTreeMap::new(),
+            origins,
+            lines: BTreeMap::new(),
+            php,
+        }
+    }
+
     /// The stock `app`, `cache` and `database` files of Laravel `major`, evaluated with `env`.
-    pub(super) fn stock(root: &Path, env: &Environment, major: u32) -> Result<Self, ConfigError> {
-        Self::assemble(root, env, major, None)
+    pub(super) fn stock(
+        root: &Path,
+        env: &Environment,
+        version: (u32, &PhpVersion),
+    ) -> Result<Self, ConfigError> {
+        Self::assemble(root, env, version, None)
     }
 
     /// Evaluates the app's files in `config_dir` (if any), with the stock copy of each file
@@ -132,12 +184,13 @@ impl Repository {
     fn assemble(
         root: &Path,
         env: &Environment,
-        major: u32,
+        (major, php): (u32, &PhpVersion),
         config_dir: Option<&Path>,
     ) -> Result<Self, ConfigError> {
         let ctx = Context {
             env,
             base_path: root,
+            php,
         };
         let mut repository = Self {
             source: if config_dir.is_some() {
@@ -149,6 +202,7 @@ impl Repository {
             from_env: BTreeMap::new(),
             origins: BTreeMap::new(),
             lines: BTreeMap::new(),
+            php: php.clone(),
         };
         for (name, (stock_path, stock_source)) in FILES.into_iter().zip(stock_files(major)) {
             let app = match config_dir {
@@ -298,6 +352,43 @@ impl Repository {
     pub(super) fn origin(&self, path: &str) -> Option<&Origin> {
         self.origins.get(path.split('.').next().unwrap_or(path))
     }
+
+    /// The PHP whose numbers the values hold: the one Laravel ran on, the one the cache and
+    /// the files are read for.
+    pub(super) fn php(&self) -> &PhpVersion {
+        &self.php
+    }
+
+    /// The values of the app's own files that are PHP order-expire does not evaluate, by
+    /// place (file and line), at most `limit`: none of them fed a setting, or it would have
+    /// failed, so they are notes for `check`.
+    pub(super) fn unevaluated(&self, limit: usize) -> Vec<&Unevaluated> {
+        fn walk<'v>(value: &'v PhpValue, out: &mut Vec<&'v Unevaluated>, limit: usize) {
+            match value {
+                PhpValue::Unevaluated(u) => {
+                    let seen = out.iter().any(|o| o.file == u.file && o.line == u.line);
+                    if !seen && out.len() < limit {
+                        out.push(u);
+                    }
+                }
+                PhpValue::Array(entries) => {
+                    for (_, v) in entries {
+                        walk(v, out, limit);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for name in FILES {
+            if let (Some(Origin::File(_)), Some(value)) =
+                (self.origins.get(name), self.values.get(name))
+            {
+                walk(value, &mut out, limit);
+            }
+        }
+        out
+    }
 }
 
 /// The error for a needed value that could not be evaluated. The expression of a secret
@@ -343,8 +434,9 @@ fn under(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
-/// The stock `app`, `cache` and `database` files of Laravel `major` (path for messages, text).
-/// Laravel 9 and 10 share their skeleton's files, 11 and later the framework's.
+/// The stock `app`, `cache`, `database` and `queue` files of Laravel `major` (path for messages,
+/// text). Laravel 9 and 10 share their skeleton's files, 11 and later the framework's (12 keeps
+/// 11's `cache` and `database`, 13 hyphenates their prefixes; `queue` is the same from 11 on).
 fn stock_files(major: u32) -> [(&'static str, &'static str); 4] {
     macro_rules! stock {
         ($app:literal, $cache:literal, $database:literal, $queue:literal) => {
@@ -378,10 +470,16 @@ fn stock_files(major: u32) -> [(&'static str, &'static str); 4] {
             "stock/laravel11/database.php",
             "stock/laravel11/queue.php"
         ),
-        _ => stock!(
+        12 => stock!(
             "stock/laravel12/app.php",
             "stock/laravel11/cache.php",
             "stock/laravel11/database.php",
+            "stock/laravel11/queue.php"
+        ),
+        _ => stock!(
+            "stock/laravel13/app.php",
+            "stock/laravel13/cache.php",
+            "stock/laravel13/database.php",
             "stock/laravel11/queue.php"
         ),
     }
@@ -395,10 +493,14 @@ mod tests {
         Environment::parse(text, Box::new(|_| None)).expect("valid .env")
     }
 
+    fn php() -> PhpVersion {
+        PhpVersion::new("8.3.0", "a test").expect("a version")
+    }
+
     #[test]
     fn every_stock_file_evaluates() {
         for major in [8, 9, 10, 11, 12, 13] {
-            let r = Repository::stock(Path::new("/app"), &env(""), major).expect("stock");
+            let r = Repository::stock(Path::new("/app"), &env(""), (major, &php())).expect("stock");
             for path in [
                 "app.timezone",
                 "cache.default",
@@ -428,7 +530,7 @@ mod tests {
         let r = Repository::load(
             dir.path(),
             &env("DB_CONNECTION=mysql"),
-            11,
+            (11, &php()),
             &dir.path().join("bootstrap/cache/config.php"),
         )
         .expect("loads");

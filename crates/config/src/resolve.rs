@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use super::environment::Environment;
 use super::error::{ConfigError, ValueOrigin};
 use super::php;
+use super::php_constants;
 use super::php_value::PhpValue;
 use super::repository::{ConfigSource, Origin, Repository, unsupported};
 use super::resolved::{
@@ -421,13 +422,14 @@ impl Laravel<'_> {
                 None => (None, format!("{path}.0.ssl")),
             }
         } else {
-            (
-                options.get("context").cloned(),
-                option_paths
-                    .get("context")
-                    .cloned()
-                    .unwrap_or_else(|| format!("{path}.options.context")),
-            )
+            let context_path = option_paths
+                .get("context")
+                .cloned()
+                .unwrap_or_else(|| format!("{path}.options.context"));
+            match options.get("context") {
+                Some(context) => self.cluster_context(context.clone(), context_path),
+                None => (None, context_path),
+            }
         };
         let redis = RedisSettings {
             endpoint: first,
@@ -520,6 +522,8 @@ impl Laravel<'_> {
         let tls = matches!(conn.text("driver")?.as_deref(), Some("tls"))
             || matches!(conn.text("scheme")?.as_deref(), Some("tls" | "rediss"));
         let host = conn.text("host")?.unwrap_or_default();
+        let client = self.client()?;
+        self.host_scheme_agrees(conn, &host, &client)?;
         // phpredis casts the port with (int), as we do; errors show what was written.
         let port_text = conn.text("port")?.unwrap_or_default();
         let port = php::int_cast(&port_text);
@@ -534,7 +538,6 @@ impl Laravel<'_> {
             .get("password")?
             .filter(|v| !v.is_php_empty())
             .and_then(PhpValue::to_php_string);
-        let client = self.client()?;
         // Laravel 9+ sends an ACL username with either client. On Laravel 8 phpredis never
         // does (PhpRedisConnector::createClient calls `auth($config['password'])` only), but
         // predis (1.1.7+) sends `AUTH <username> <password>` from its parameters, which are the
@@ -570,6 +573,40 @@ impl Laravel<'_> {
         })
     }
 
+    /// A `scheme://` host must name the connection's `scheme` (a `scheme` key, or `tcp`/`tls`
+    /// from its URL, as RedisManager sets it), case aside. phpredis never connects otherwise:
+    /// Laravel 13.12+ (PhpRedisConnector::formatHost) refuses it, older versions prefix the
+    /// scheme again (`tcp://tls://host`). predis: Laravel 13.12+ (PredisConnector::formatHost)
+    /// refuse it too; before, the host's `tls://` won.
+    fn host_scheme_agrees(
+        &self,
+        conn: &Entries,
+        host: &str,
+        client: &str,
+    ) -> Result<(), ConfigError> {
+        let scheme = match conn.text("scheme")? {
+            Some(scheme) => Some(scheme),
+            None => conn.text("driver")?.filter(|d| d == "tcp" || d == "tls"),
+        };
+        let (Some(scheme), Some((host_scheme, _))) = (scheme, host.split_once("://")) else {
+            return Ok(());
+        };
+        if host_scheme.eq_ignore_ascii_case(&scheme) {
+            return Ok(());
+        }
+        let refused = self.version.is_some_and(|v| v.at_least(13, 12));
+        let reason = match (client, refused) {
+            (_, true) => format!(
+                "the scheme in the Redis host (`{host_scheme}://`) must match the connection's scheme `{scheme}`: Laravel refuses it (\"The scheme configured in the Redis host option must match the scheme option\"); drop one of them"
+            ),
+            ("phpredis", false) => format!(
+                "the scheme in the Redis host (`{host_scheme}://`) is not the connection's scheme `{scheme}`: phpredis would be asked for {scheme}://{host}, which is no server; drop one of them"
+            ),
+            _ => return Ok(()),
+        };
+        Err(self.invalid(&conn.path("host"), host, reason))
+    }
+
     /// The TLS options as the app's Redis client hands them to PHP's `ssl` stream context.
     ///
     /// phpredis (Laravel 8.83, Illuminate/Redis/Connectors/PhpRedisConnector.php): `connect()`
@@ -601,11 +638,43 @@ impl Laravel<'_> {
                 },
             };
             match context {
-                Some((context, path)) => (context.get("stream").cloned(), format!("{path}.stream")),
+                Some((context, path)) => self.stream_context(context, path),
                 None => (None, conn.path("context.stream")),
             }
         };
         self.tls_options(options, setting)
+    }
+
+    /// The TLS options phpredis gets from a connection's `context` (at `path`): its `stream`
+    /// array, which `Redis::connect()` reads. From Laravel 13.5, PhpRedisConnector's
+    /// `normalizeContext` also takes an `ssl` array, or the context itself, as that array.
+    fn stream_context(&self, context: PhpValue, path: String) -> (Option<PhpValue>, String) {
+        if let PhpValue::Unevaluated(_) = context {
+            return (Some(context), path);
+        }
+        let normalised = self.version.is_some_and(|v| v.at_least(13, 5));
+        match (context.get("stream"), context.get("ssl")) {
+            (Some(stream), _) => (Some(stream.clone()), format!("{path}.stream")),
+            (None, Some(ssl @ PhpValue::Array(_))) if normalised => {
+                (Some(ssl.clone()), format!("{path}.ssl"))
+            }
+            (None, _) if normalised => (Some(context), path),
+            (None, _) => (None, format!("{path}.stream")),
+        }
+    }
+
+    /// The TLS options phpredis's RedisCluster gets from the merged `context` (at `path`): the
+    /// context itself; from Laravel 13.5 (`normalizeClusterContext`) its `ssl` or `stream`
+    /// array when it has one.
+    fn cluster_context(&self, context: PhpValue, path: String) -> (Option<PhpValue>, String) {
+        if self.version.is_some_and(|v| v.at_least(13, 5)) {
+            for level in ["ssl", "stream"] {
+                if let Some(inner @ PhpValue::Array(_)) = context.get(level) {
+                    return (Some(inner.clone()), format!("{path}.{level}"));
+                }
+            }
+        }
+        (Some(context), path)
     }
 
     /// The `ssl` context options `options` (at `setting`) as PHP reads them; `None`: PHP's
@@ -875,14 +944,23 @@ impl Laravel<'_> {
     /// into the PDO constructor's options (Illuminate/Database/Connectors/Connector.php,
     /// Laravel 8.83). mysqlnd turns TLS on as soon as one SSL attribute is set, and then
     /// verifies the server's certificate unless `PDO::MYSQL_ATTR_SSL_VERIFY_SERVER_CERT` is
-    /// `false` (ext/mysqlnd/mysqlnd_vio.c). The keys are the attributes' values on PHP 8.
+    /// `false` (ext/mysqlnd/mysqlnd_vio.c). The keys are the attributes' numbers on the PHP the
+    /// configuration was read for, which PHP 8.5 changed (see `php_constants`).
     fn mysql_tls(&self, conn: &Entries) -> Result<Option<MysqlTls>, ConfigError> {
-        const SSL_KEY: &str = "1007";
-        const SSL_CERT: &str = "1008";
-        const SSL_CA: &str = "1009";
-        const SSL_CAPATH: &str = "1010";
-        const SSL_CIPHER: &str = "1011";
-        const SSL_VERIFY_SERVER_CERT: &str = "1014";
+        let php = self.config.php().id;
+        let [key, cert, ca, capath, cipher, verify] = [
+            "SSL_KEY",
+            "SSL_CERT",
+            "SSL_CA",
+            "SSL_CAPATH",
+            "SSL_CIPHER",
+            "SSL_VERIFY_SERVER_CERT",
+        ]
+        .map(|name| {
+            php_constants::pdo_mysql_attribute(name, php)
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        });
         let setting = conn.path("options");
         let Some(options) = conn.get("options")? else {
             return Ok(None);
@@ -890,9 +968,7 @@ impl Laravel<'_> {
         let entry = |key: &str| -> Result<Option<PhpValue>, ConfigError> {
             match options.get(key) {
                 Some(PhpValue::Unevaluated(u)) => Err(unsupported(u, &format!("{setting}.{key}"))),
-                Some(v) if !v.is_php_empty() || key == SSL_VERIFY_SERVER_CERT => {
-                    Ok(Some(v.clone()))
-                }
+                Some(v) if !v.is_php_empty() || key == verify => Ok(Some(v.clone())),
                 _ => Ok(None),
             }
         };
@@ -902,20 +978,20 @@ impl Laravel<'_> {
                 .and_then(|v| v.to_php_string())
                 .map(|p| root.join(p)))
         };
-        if let Some(v) = entry(SSL_CAPATH)? {
+        if let Some(v) = entry(&capath)? {
             return Err(self.invalid(
-                &format!("{setting}.{SSL_CAPATH}"),
+                &format!("{setting}.{capath}"),
                 &v.to_php_string().unwrap_or_default(),
                 "PDO::MYSQL_ATTR_SSL_CAPATH (a CA directory) is not supported: put its certificates in one PEM file and set PDO::MYSQL_ATTR_SSL_CA to it",
             ));
         }
-        let ca_file = file(SSL_CA)?;
-        let client_cert = file(SSL_CERT)?;
-        let client_key = file(SSL_KEY)?;
+        let ca_file = file(&ca)?;
+        let client_cert = file(&cert)?;
+        let client_key = file(&key)?;
         if ca_file.is_none()
             && client_cert.is_none()
             && client_key.is_none()
-            && entry(SSL_CIPHER)?.is_none()
+            && entry(&cipher)?.is_none()
         {
             return Ok(None);
         }
@@ -923,7 +999,7 @@ impl Laravel<'_> {
             client_key: client_key.or_else(|| client_cert.clone()),
             ca_file,
             client_cert,
-            verify_peer: entry(SSL_VERIFY_SERVER_CERT)?.is_none_or(|v| v.truthy()),
+            verify_peer: entry(&verify)?.is_none_or(|v| v.truthy()),
             setting,
         }))
     }

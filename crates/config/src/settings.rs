@@ -9,16 +9,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::config_source::{self, SourceChoice};
 use super::dispatch::{self, DispatchSettings, KeyJobSettings};
 use super::environment::Environment;
 use super::error::{ConfigError, ValueOrigin};
+use super::laravel_boot;
 use super::repository::{ConfigSource, Repository};
 use super::resolve::Laravel;
 use super::resolved::{
     KeySettings, MysqlSettings, RecoverySettings, RedisSettings, TimeZoneSetting,
 };
 use super::schema::{Ident, OrderLines, Schema};
-use super::version::{DotenvRules, DotenvVersion, LaravelVersion};
+use super::version::{DotenvRules, DotenvVersion, LaravelVersion, PhpVersion};
 
 /// Names of our own settings. They live in the app's `.env` beside Laravel's, and each has a
 /// command-line flag that wins over it.
@@ -68,6 +70,7 @@ pub mod keys {
     /// `HOST:PORT` of the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz` (unset:
     /// none).
     pub const METRICS_ADDR: &str = "ORDER_EXPIRE_METRICS_ADDR";
+    pub use super::super::config_source::keys::*;
     pub use super::super::dispatch::keys::*;
 }
 
@@ -128,21 +131,47 @@ pub struct Settings {
     /// Where the worker serves `/metrics`, `/healthz` and `/readyz` (`ORDER_EXPIRE_METRICS_ADDR`);
     /// `None`: nowhere. Port 0 takes a free port, which the worker logs.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The app's PHP version and where it was found (`PHP_VERSION_ID` and the PDO attribute
+    /// numbers of the config files and the cache are read for it).
+    pub php: PhpVersion,
+    /// `ORDER_EXPIRE_CONFIG_SOURCE`.
+    pub source_choice: SourceChoice,
+    /// Values of the app's config files that are PHP order-expire does not evaluate, none of
+    /// which feeds a setting it reads (`file:line: expression ...`).
+    pub notes: Vec<String>,
 }
 
+/// The most notes about unevaluated values `check` lists.
+const MAX_NOTES: usize = 20;
+
 impl Settings {
-    /// Where Laravel's settings came from: `.env`, `config` or `config-cache`.
+    /// Where Laravel's settings came from: `.env`, `config`, `config-cache` or `laravel`.
     pub fn source(&self) -> &'static str {
         self.source.name()
     }
 
     /// Reads the app whose `.env` is `env_file` the way Laravel boots it and resolves the
     /// settings; `overrides` (command-line flags) win over everything.
+    ///
+    /// The configuration comes from the cache, else the config files through our evaluator;
+    /// when a value the worker needs is PHP the evaluator does not know, the app's own Laravel
+    /// is asked (see `config_source`), unless `ORDER_EXPIRE_CONFIG_SOURCE` says otherwise.
     pub fn load(env_file: &Path, overrides: &Overrides) -> Result<Self, ConfigError> {
         let root = env_file.parent().unwrap_or(Path::new("."));
         let detected = LaravelVersion::detect(root);
         let (env, dotenv, version) = Self::load_env(env_file, overrides, root, detected)?;
         let major = version.as_ref().map_or(8, |v| v.major);
+        let ours = Ours {
+            env: &env,
+            overrides,
+            file: env_file,
+        };
+        let (setting, invalid) = (
+            &|name: &str| ours.ours(name),
+            &|name: &str, value: &str, reason: String| ours.invalid(name, value, reason),
+        );
+        let choice = config_source::choice(setting, invalid)?;
+        let php = config_source::php(setting, invalid, choice, (root, version.as_ref()))?;
         // Laravel's Application::getCachedConfigPath: APP_CONFIG_CACHE (relative to the app
         // root unless absolute), else bootstrap/cache/config.php.
         let cache_file = match env.raw("APP_CONFIG_CACHE").filter(|p| !p.is_empty()) {
@@ -150,9 +179,63 @@ impl Settings {
             Some(path) => root.join(path),
             None => root.join("bootstrap/cache/config.php"),
         };
-        let config = Repository::load(root, &env, major, &cache_file)?;
-        let mut settings = Self::from_config(env_file, &env, overrides, version, &config)?;
+        let (config, exact) = match choice {
+            SourceChoice::Laravel => config_source::ask_laravel(
+                &php,
+                (root, env_file),
+                format!("{}={}", keys::CONFIG_SOURCE, choice.name()),
+            )?,
+            SourceChoice::ConfigCache if !cache_file.exists() => {
+                return Err(ours.invalid(
+                    keys::CONFIG_SOURCE,
+                    choice.name(),
+                    format!(
+                        "{} does not exist: run php artisan config:cache in the app",
+                        cache_file.display()
+                    ),
+                ));
+            }
+            _ => (
+                Repository::load(root, &env, (major, &php.version), &cache_file)?,
+                None,
+            ),
+        };
+        // The version the app's own Laravel names is exact; a given one still wins.
+        let version = match exact {
+            Some(exact) if ours.ours(keys::LARAVEL_VERSION).is_none() => Some(exact),
+            _ => version,
+        };
+        let mut settings =
+            match Self::from_config(env_file, &env, overrides, version.clone(), &config) {
+                Err(ConfigError::Unsupported(construct))
+                    if config.source == ConfigSource::Config =>
+                {
+                    let why_not = match choice {
+                        SourceChoice::Evaluator => Some(format!(
+                            "{}=evaluator keeps it from running PHP",
+                            keys::CONFIG_SOURCE
+                        )),
+                        _ => laravel_boot::unavailable(php.binary.as_deref(), root),
+                    };
+                    if let Some(why) = why_not {
+                        return Err(ConfigError::NotEvaluated { construct, why });
+                    }
+                    let because = construct.relative_to(root);
+                    let (config, exact) =
+                        config_source::ask_laravel(&php, (root, env_file), because)?;
+                    let version = match exact {
+                        Some(exact) if ours.ours(keys::LARAVEL_VERSION).is_none() => Some(exact),
+                        _ => version,
+                    };
+                    Self::from_config(env_file, &env, overrides, version, &config)?
+                }
+                other => other?,
+            };
         settings.dotenv = dotenv;
+        settings.source_choice = choice;
+        if !matches!(settings.source, ConfigSource::Laravel { .. }) {
+            settings.php = php.version;
+        }
         Ok(settings)
     }
 
@@ -226,7 +309,8 @@ impl Settings {
         };
         let version = ours.version(detected)?;
         let root = env_file.parent().unwrap_or(Path::new("."));
-        let config = Repository::stock(root, env, version.as_ref().map_or(8, |v| v.major))?;
+        let php = PhpVersion::required_by(version.as_ref());
+        let config = Repository::stock(root, env, (version.as_ref().map_or(8, |v| v.major), &php))?;
         Self::from_config(env_file, env, overrides, version, &config)
     }
 
@@ -283,7 +367,15 @@ impl Settings {
             &env.names_with_prefix(keys::ON_PREFIX),
             &key_type,
         )?;
+        let root = env_file.parent().unwrap_or(Path::new("."));
         Ok(Self {
+            php: config.php().clone(),
+            source_choice: SourceChoice::Auto,
+            notes: config
+                .unevaluated(MAX_NOTES)
+                .into_iter()
+                .map(|u| u.relative_to(root))
+                .collect(),
             env_file: env_file.to_path_buf(),
             dotenv: DotenvVersion::required_by(version.as_ref()),
             laravel: version,

@@ -7,6 +7,11 @@
 //!
 //! The phpdotenv version decides how the `.env` itself is read ([`DotenvVersion`]): 5.5 changed
 //! which variable names are valid and how a multi-line value ends.
+//!
+//! The PHP version ([`PhpVersion`]) decides what `PHP_VERSION_ID` says to a config file, and the
+//! numbers of the PDO MySQL attributes: PHP 8.5 renumbered them (`PDO::MYSQL_ATTR_SSL_CA` and
+//! `Pdo\Mysql::ATTR_SSL_CA` are 1009 up to 8.4, 1008 from 8.5), and the configuration cache
+//! holds those numbers.
 
 use std::fmt;
 use std::path::Path;
@@ -66,6 +71,108 @@ impl LaravelVersion {
     /// Laravel 8-10 append `:` to the cache prefix (`RedisStore::setPrefix`); 11+ do not.
     pub fn cache_prefix_colon(&self) -> bool {
         self.major <= 10
+    }
+
+    /// Whether this is Laravel `major.minor` or later. A version read from composer.json is a
+    /// constraint (`^13.0`), and Composer installs the newest release it allows: its minor
+    /// counts as the newest of its major, as does a version given without one (`13`).
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        let known_minor = if self.source == "composer.json" {
+            None
+        } else {
+            self.minor()
+        };
+        self.major > major || (self.major == major && known_minor.is_none_or(|m| m >= minor))
+    }
+}
+
+/// The PHP version the app runs on, and where that was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhpVersion {
+    /// `PHP_VERSION_ID`: 80236 for 8.2.36.
+    pub id: u32,
+    /// As found (`8.2.36`), or the lowest release a constraint allows (`8.2.0` for `^8.2`).
+    pub text: String,
+    /// Where it was found: the setting, the php binary, composer.json, or the Laravel version.
+    pub source: String,
+}
+
+impl fmt::Display for PhpVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (from {})", self.text, self.source)
+    }
+}
+
+impl PhpVersion {
+    /// `8.2.36`, `v8.3`, `8`, `8.5.0RC1` -> its `PHP_VERSION_ID` (80236, 80300, 80000, 80500);
+    /// `None` when it does not start with a major version from 5 to 9.
+    pub fn id_of(text: &str) -> Option<u32> {
+        let text = text.trim().trim_start_matches(['v', 'V']);
+        let mut parts = text.split('.').map(leading_number);
+        let major = parts.next().flatten().filter(|m| (5..=9).contains(m))?;
+        let minor = parts.next().flatten().unwrap_or(0).min(99);
+        let release = parts.next().flatten().unwrap_or(0).min(99);
+        Some(major * 10_000 + minor * 100 + release)
+    }
+
+    /// A version given as text (`8.3`), found at `source`.
+    pub fn new(text: &str, source: impl Into<String>) -> Option<Self> {
+        Some(Self {
+            id: Self::id_of(text)?,
+            text: text.trim().to_string(),
+            source: source.into(),
+        })
+    }
+
+    /// `PHP_MAJOR_VERSION`, `PHP_MINOR_VERSION` and `PHP_RELEASE_VERSION`.
+    pub fn parts(&self) -> (u32, u32, u32) {
+        (self.id / 10_000, self.id / 100 % 100, self.id % 100)
+    }
+
+    /// `PHP_VERSION`: `8.2.36` (a version known only as a constraint is its lowest release).
+    pub fn dotted(&self) -> String {
+        let (major, minor, release) = self.parts();
+        format!("{major}.{minor}.{release}")
+    }
+
+    /// What the app's composer.json says: the PHP it pins for Composer (`config.platform.php`),
+    /// else the lowest its `require.php` constraint allows (`^8.2` -> 8.2).
+    pub fn from_composer(root: &Path) -> Option<Self> {
+        let text = read_small(&root.join("composer.json"))?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        if let Some(pinned) = json["config"]["platform"]["php"].as_str() {
+            return Self::new(pinned, "composer.json config.platform.php");
+        }
+        let constraint = json["require"]["php"].as_str()?;
+        let lowest = constraint
+            .split(['|', ',', ' '])
+            .filter_map(|part| Self::id_of(part.trim_start_matches(['^', '~', '>', '=', 'v'])))
+            .min()?;
+        let mut version = Self {
+            id: lowest,
+            text: String::new(),
+            source: format!("the lowest composer.json's require.php {constraint:?} allows"),
+        };
+        version.text = version.dotted();
+        Some(version)
+    }
+
+    /// The lowest PHP Laravel `major` runs on (laravel/framework's composer.json: 8.0 for 9,
+    /// 8.1 for 10, 8.2 for 11 and 12, 8.3 for 13); 8.0 for Laravel 8, the oldest PHP
+    /// order-expire evaluates for.
+    pub fn required_by(laravel: Option<&LaravelVersion>) -> Self {
+        let major = laravel.map_or(8, |v| v.major);
+        let (id, text) = match major {
+            0..=9 => (80000, "8.0"),
+            10 => (80100, "8.1"),
+            11 | 12 => (80200, "8.2"),
+            _ => (80300, "8.3"),
+        };
+        Self {
+            id,
+            text: text.into(),
+            source: format!("the lowest Laravel {major} runs on"),
+        }
     }
 }
 
