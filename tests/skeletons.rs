@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{App, RedisServer, TestDb, setex, wait_until};
+use common::{App, LaravelApp, RedisServer, TestDb, wait_until};
 
 /// Copies `fixtures/skeletons/<vintage>` (composer.json and config/) into `app`; `None` leaves
 /// the app without config files, with only a composer.json requiring `framework`.
@@ -252,12 +252,30 @@ fn laravel_13_without_config_files() {
     );
 }
 
-/// Starts the worker on an app made from `vintage` (or none) on `framework`, places orders as
-/// the app does (the rows, then `SETEX` of the key Laravel writes for it: `key_prefix` + id, in
-/// the cache database 1) and waits until the expired ones are cancelled with their stock back.
+/// Places `n` orders through the Laravel 8 fixture (Eloquent and `Cache::store('redis')->put()`);
+/// returns their ids.
+fn place(laravel: &LaravelApp, n: usize, ttl: u64) -> Vec<u64> {
+    let out = laravel.artisan(&["orders:place", &n.to_string(), &format!("--ttl={ttl}")]);
+    let json: serde_json::Value =
+        serde_json::from_str(out.trim()).expect("orders:place prints JSON");
+    json["orders"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect()
+}
+
+/// Starts the worker on an app made from `vintage` (or none) on `framework` and waits until
+/// the orders it places expire and are cancelled with their stock back. Laravel 12.11+ and 13
+/// do not run on this host's PHP, so the orders are placed by the Laravel 8 fixture app on the
+/// same Redis and database (its migrations make the tables, Eloquent the rows, its cache store
+/// the keys): its prefixes are set so that its keys are exactly the ones the app's Laravel
+/// writes, `key_prefix` + id (the connection prefix carries it all, the store prefix is empty,
+/// as Laravel 8 would otherwise add a `:`).
 async fn orders_expire(vintage: Option<&str>, framework: &str, key_prefix: &str) {
     let redis = RedisServer::start();
-    let db = TestDb::create().await;
+    let db = TestDb::create_empty().await;
     let base = format!(
         "REDIS_PORT={}\n{}CACHE_DRIVER=redis\nCACHE_STORE=redis",
         redis.port,
@@ -275,20 +293,26 @@ async fn orders_expire(vintage: Option<&str>, framework: &str, key_prefix: &str)
         format!("{key_prefix}*"),
         "the worker listens for what Laravel writes"
     );
+    let connection_prefix = key_prefix
+        .strip_suffix("ORDER_CONFIRM:")
+        .expect("a prefix of ORDER_CONFIRM keys");
+    let placer = LaravelApp::new(&App::env_text(
+        redis.port,
+        &db,
+        &format!("REDIS_PREFIX={connection_prefix}\nCACHE_PREFIX="),
+    ));
+    placer.artisan(&["migrate", "--force"]);
     let mut worker = app.start_worker(&[]);
-    let product = db.add_product("tea", 100).await;
-    let expiring = db.place_orders(&[product], 5).await;
-    let later = db.place_orders(&[product], 2).await;
-    let mut conn = redis.conn(1);
-    for id in &expiring {
-        setex(&mut conn, &format!("{key_prefix}{id}"), 1, &id.to_string());
-    }
+    let expiring = place(&placer, 5, 1).len();
+    let later = place(&placer, 2, 600);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*ORDER_CONFIRM:*")
+        .query(&mut redis.conn(1))
+        .expect("KEYS");
     for id in &later {
-        setex(
-            &mut conn,
-            &format!("{key_prefix}{id}"),
-            600,
-            &id.to_string(),
+        assert!(
+            keys.contains(&format!("{key_prefix}{id}")),
+            "the placing app writes the keys the app's Laravel writes: {keys:?}"
         );
     }
     wait_until(
@@ -296,18 +320,20 @@ async fn orders_expire(vintage: Option<&str>, framework: &str, key_prefix: &str)
         "the expired orders cancelled",
         || {
             let db = &db;
-            async move { db.count_status(2).await == 5 }
+            async move { db.count_status(2).await == expiring }
         },
     )
     .await;
     for id in &later {
         assert_eq!(db.status(*id).await, 0, "order {id} has not expired");
     }
-    assert_eq!(
-        db.stock(product).await,
-        98,
-        "stock back for the 5 cancelled"
-    );
+    // 3 products of 1000; the 2 unexpired orders still hold one item each.
+    let mut stock = Vec::new();
+    for product in 1..=3 {
+        stock.push(db.stock(product).await);
+    }
+    stock.sort_unstable();
+    assert_eq!(stock, vec![999, 999, 1000], "stock back for the 5 cancelled");
     assert!(worker.stop(Duration::from_secs(10)).success());
 }
 
