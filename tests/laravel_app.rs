@@ -674,6 +674,20 @@ fn a_needed_value_outside_the_evaluated_php_is_asked_of_laravel_itself() {
         (&serde_json::json!("laravel"), &serde_json::json!("shop_kv")),
         "{ours}"
     );
+    // `--env .env` in the app's folder, as a user types it: Laravel runs there too.
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_order-expire"));
+    command.env_clear().current_dir(laravel.dir()).args([
+        "--env",
+        ".env",
+        "check",
+        "--json",
+        "--no-connect",
+    ]);
+    let relative = common::run_bounded(command, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&relative.stderr);
+    assert!(relative.status.success(), "--env .env: {stderr}");
+    let relative: serde_json::Value = serde_json::from_slice(&relative.stdout).expect("JSON");
+    assert_eq!(relative["redis"]["prefix"], "shop_kv", "{relative}");
     let text = laravel.app.run(&["check", "--no-connect"]);
     let text = String::from_utf8_lossy(&text.stdout);
     let config_line = text

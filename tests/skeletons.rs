@@ -333,7 +333,11 @@ async fn orders_expire(vintage: Option<&str>, framework: &str, key_prefix: &str)
         stock.push(db.stock(product).await);
     }
     stock.sort_unstable();
-    assert_eq!(stock, vec![999, 999, 1000], "stock back for the 5 cancelled");
+    assert_eq!(
+        stock,
+        vec![999, 999, 1000],
+        "stock back for the 5 cancelled"
+    );
     assert!(worker.stop(Duration::from_secs(10)).success());
 }
 

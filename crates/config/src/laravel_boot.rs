@@ -53,7 +53,15 @@ pub(super) fn unavailable(php: Option<&Path>, root: &Path) -> Option<String> {
 /// Boots the app at `root`, whose `.env` is `env_file`, with `php`, as far as its
 /// configuration.
 pub(super) fn boot(php: &Path, root: &Path, env_file: &Path) -> Result<Booted, String> {
-    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // `--env .env` makes the root the empty path: the current folder, which PHP must run in.
+    let absolute = |path: &Path| {
+        let path = if path.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            path
+        };
+        std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+    };
     let (root, env_file): (PathBuf, PathBuf) = (absolute(root), absolute(env_file));
     let (root_arg, env_arg) = (root.display().to_string(), env_file.display().to_string());
     let output = php_runtime::run(
