@@ -5,7 +5,7 @@
 //! fixed sizes, so the per-connection statement cache holds a handful of statements.
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Params, Transaction, Value};
+use mysql_async::{Conn, Params, Transaction, Value};
 
 use super::{Database, MysqlError};
 use crate::config::Ident;
@@ -177,6 +177,38 @@ impl OutboxStatements {
             vec!["?"; ids.len()].join(", ")
         );
         tx.exec_drop(sql, ids.to_vec()).await
+    }
+}
+
+/// What waits in the outbox, as `status` reports it: how many rows (counted up to a bound) and
+/// when the oldest was written.
+pub(crate) struct OutboxBacklog {
+    count: String,
+    oldest: String,
+}
+
+impl OutboxBacklog {
+    pub(crate) fn new(table: &Ident) -> Self {
+        Self {
+            count: format!("SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT ?) AS backlog"),
+            // Rows are written in id order: the smallest id is the oldest row.
+            oldest: format!("SELECT `created_at` FROM {table} ORDER BY `id` LIMIT 1"),
+        }
+    }
+
+    /// The rows waiting, counting at most `at_most`.
+    pub(crate) async fn count(
+        &self,
+        conn: &mut Conn,
+        at_most: u64,
+    ) -> Result<u64, mysql_async::Error> {
+        let n: Option<u64> = conn.exec_first(&self.count, (at_most,)).await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// When the oldest waiting row was written, in unix seconds; `None` when the outbox is empty.
+    pub(crate) async fn oldest(&self, conn: &mut Conn) -> Result<Option<i64>, mysql_async::Error> {
+        conn.query_first(&self.oldest).await
     }
 }
 
