@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::redis_node::{PASSWORD, RedisNode, connect, free_port_with_bus, wait_for};
+use super::redis_node::{PASSWORD, Process, RedisNode, connect, free_port_with_bus, wait_for};
 
 /// Failure detection between nodes: small, so a test does not wait long, yet well above the
 /// pauses of a loaded two-core machine, so that no node is voted out by mistake.
@@ -421,7 +421,7 @@ fn spawn_node(dir: &TempDir) -> RedisNode {
     for _ in 0..10 {
         let port = free_port_with_bus();
         if let Some(node) =
-            RedisNode::spawn("redis-server", dir.path(), port, &config, Some(PASSWORD))
+            RedisNode::spawn(Process::Server, dir.path(), port, &config, Some(PASSWORD))
         {
             return node;
         }
