@@ -7,6 +7,7 @@
 #                    script that runs the fetched binary with what it needs
 #   bin/install-db   MariaDB only: mariadb-install-db of the same version
 #   family, version  redis|valkey|mariadb|mysql, and the exact version the binary reports
+#   tls              Redis and Valkey: yes when the binary was built with TLS
 #   source           where it came from, for docs/tested-with.md
 # The test harness (tests/common) starts bin/server when ORDER_EXPIRE_TEST_REDIS_SERVER or
 # ORDER_EXPIRE_TEST_DB names the server.
@@ -263,9 +264,24 @@ oe_server_fetch_one() {
     *) oe_slog "$name: the fetched binary is $reported"; return 1 ;;
   esac
   [ "$family" = "${name%%-*}" ] || { oe_slog "$name: the fetched binary is $reported"; return 1; }
+  if [ "$family" = redis ] || [ "$family" = valkey ]; then
+    oe_server_tls "$dir/bin/server" >"$dir/tls"
+  fi
   printf '%s\n' "$family" >"$dir/family"
   printf '%s\n' "$version" >"$dir/version"
   printf '%s\n' "$source" >"$dir/source"
+}
+
+# "yes" when the Redis or Valkey server PROGRAM was built with TLS, else "no": one built
+# without it says so when asked to listen with TLS (some PyPI builds leave it out).
+oe_server_tls() {
+  local out
+  out=$(timeout 10 "$1" --port 0 --tls-port "$(oe_free_port)" --tls-cert-file /nonexistent \
+    --tls-key-file /nonexistent --save '' --appendonly no 2>&1 || true)
+  case "$out" in
+    *"Failed finding TLS support"* | *"Bad directive"* | *"Unknown"*"tls-port"*) echo no ;;
+    *) echo yes ;;
+  esac
 }
 
 oe_server_describe() {
@@ -374,4 +390,63 @@ oe_servers_fetch() {
     oe_slog "$name: $(oe_server_describe "$name")"
   done
   oe_slog "servers ready in $(($(date +%s) - started)) s"
+}
+
+# --- a shared database server for the tests ------------------------------------------------
+
+OE_TEST_DB_USER=order_expire_test
+OE_TEST_DB_PASSWORD=order_expire_test
+
+oe_free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts the fetched database server NAME in the background with a new datadir in DIR, on a
+# free loopback port, with the account the tests create their databases with (a password:
+# caching_sha2_password on MySQL, so its full authentication over plain TCP is what the tests
+# go through). Prints "PID URL" once it answers.
+oe_db_server_start() {
+  local name=$1 dir=$2 family port
+  family=$(cat "$(oe_server_dir "$name")/family")
+  local bin
+  bin="$(oe_server_dir "$name")/bin"
+  rm -rf "$dir" && mkdir -p "$dir"
+  cat >"$dir/init.sql" <<SQL
+CREATE USER IF NOT EXISTS '$OE_TEST_DB_USER'@'127.0.0.1' IDENTIFIED BY '$OE_TEST_DB_PASSWORD';
+GRANT ALL PRIVILEGES ON *.* TO '$OE_TEST_DB_USER'@'127.0.0.1' WITH GRANT OPTION;
+SQL
+  case "$family" in
+    mariadb)
+      "$bin/install-db" --no-defaults --user=root --auth-root-authentication-method=normal \
+        --skip-test-db --datadir="$dir/data" >"$dir/init.log" 2>&1 || { tail -n 20 "$dir/init.log" >&2; return 1; }
+      ;;
+    mysql)
+      "$bin/server" --no-defaults --initialize-insecure --user=root --datadir="$dir/data" \
+        --log-error="$dir/init.log" || { tail -n 20 "$dir/init.log" >&2; return 1; }
+      ;;
+    *) oe_slog "$name is not a database server"; return 1 ;;
+  esac
+  local extra=()
+  case "$family" in
+    mariadb) extra=(--innodb-log-file-size=64M) ;;
+    mysql) extra=(--mysqlx=OFF --secure-file-priv=) ;;
+  esac
+  port=$(oe_free_port)
+  "$bin/server" --no-defaults --user=root --bind-address=127.0.0.1 --skip-name-resolve \
+    --port="$port" --datadir="$dir/data" --socket="$dir/db.sock" --pid-file="$dir/db.pid" \
+    --log-error="$dir/error.log" --init-file="$dir/init.sql" --innodb-buffer-pool-size=256M \
+    --max-connections=1000 "${extra[@]}" >/dev/null 2>&1 &
+  local pid=$! i
+  for i in $(seq 1 240); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      printf '%s mysql://%s:%s@127.0.0.1:%s\n' "$pid" "$OE_TEST_DB_USER" "$OE_TEST_DB_PASSWORD" "$port"
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  oe_slog "$name did not start; the end of $dir/error.log:"
+  tail -n 20 "$dir/error.log" >&2
+  kill "$pid" 2>/dev/null || true
+  return 1
 }
