@@ -410,7 +410,9 @@ oe_db_server_start() {
   family=$(cat "$(oe_server_dir "$name")/family")
   local bin
   bin="$(oe_server_dir "$name")/bin"
-  rm -rf "$dir" && mkdir -p "$dir"
+  rm -rf "$dir" && mkdir -p "$dir/tmp"
+  # Its own temporary folder: bootstraps and servers started side by side share no file.
+  export TMPDIR="$dir/tmp"
   cat >"$dir/init.sql" <<SQL
 CREATE USER IF NOT EXISTS '$OE_TEST_DB_USER'@'127.0.0.1' IDENTIFIED BY '$OE_TEST_DB_PASSWORD';
 GRANT ALL PRIVILEGES ON *.* TO '$OE_TEST_DB_USER'@'127.0.0.1' WITH GRANT OPTION;
@@ -422,19 +424,19 @@ SQL
       ;;
     mysql)
       "$bin/server" --no-defaults --initialize-insecure --user=root --datadir="$dir/data" \
-        --log-error="$dir/init.log" || { tail -n 20 "$dir/init.log" >&2; return 1; }
+        --tmpdir="$dir/tmp" --innodb-redo-log-capacity=32M --log-error="$dir/init.log" || { tail -n 20 "$dir/init.log" >&2; return 1; }
       ;;
     *) oe_slog "$name is not a database server"; return 1 ;;
   esac
   local extra=()
   case "$family" in
     mariadb) extra=(--innodb-log-file-size=64M) ;;
-    mysql) extra=(--mysqlx=OFF --secure-file-priv=) ;;
+    mysql) extra=(--mysqlx=OFF --secure-file-priv= --innodb-redo-log-capacity=32M) ;;
   esac
   port=$(oe_free_port)
   "$bin/server" --no-defaults --user=root --bind-address=127.0.0.1 --skip-name-resolve \
     --port="$port" --datadir="$dir/data" --socket="$dir/db.sock" --pid-file="$dir/db.pid" \
-    --log-error="$dir/error.log" --init-file="$dir/init.sql" --innodb-buffer-pool-size=256M \
+    --log-error="$dir/error.log" --init-file="$dir/init.sql" --tmpdir="$dir/tmp" --innodb-buffer-pool-size=256M \
     --max-connections=1000 "${extra[@]}" >/dev/null 2>&1 &
   local pid=$! i
   for i in $(seq 1 240); do

@@ -65,12 +65,12 @@ impl RedisCluster {
             );
         }
         for (i, (first, last)) in slot_ranges(masters).into_iter().enumerate() {
+            // ADDSLOTS with every slot, not ADDSLOTSRANGE: Redis 6.2 has only the former.
             cluster.command(
                 cluster.nodes[i].port,
                 redis::cmd("CLUSTER")
-                    .arg("ADDSLOTSRANGE")
-                    .arg(first)
-                    .arg(last),
+                    .arg("ADDSLOTS")
+                    .arg((first..=last).collect::<Vec<u16>>()),
             );
         }
         for node in &cluster.nodes[1..] {

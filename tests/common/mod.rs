@@ -112,7 +112,11 @@ impl RedisServer {
                 };
             }
         }
-        panic!("could not start redis-server");
+        panic!(
+            "could not start {}; its output:\n{}",
+            servers::redis().program.display(),
+            fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+        );
     }
 
     /// The server's process id.
@@ -198,9 +202,20 @@ fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Option<Child> {
         ])
         .arg("--dir")
         .arg(dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .args(extra);
+    // Its output, for the message when it does not start (a directive this version lacks).
+    match fs::File::create(dir.join("server.log")) {
+        Ok(log) => {
+            let copy = log
+                .try_clone()
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null());
+            command.stdout(log).stderr(copy);
+        }
+        Err(_) => {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
     die_with_parent(&mut command);
     let mut child = command
         .spawn()
@@ -279,6 +294,8 @@ impl MariaServer {
             .arg(format!("--socket={}", d.join("m.sock").display()))
             .arg(format!("--pid-file={}", d.join("m.pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
+            // Its own temporary files: servers started side by side never share one.
+            .arg(format!("--tmpdir={}", d.display()))
             .arg("--innodb-buffer-pool-size=32M");
         match program.family {
             servers::DbFamily::MariaDb => {
@@ -388,7 +405,7 @@ fn initialise_datadir(dir: &Path) {
             command
         }
     };
-    command.arg(datadir);
+    command.arg(datadir).env("TMPDIR", dir);
     let output = run_bounded(command, Duration::from_secs(120));
     assert!(
         output.status.success(),

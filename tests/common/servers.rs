@@ -49,8 +49,19 @@ pub struct DbProgram {
     pub server: PathBuf,
     /// `mariadb-install-db` (MariaDB; MySQL initialises its datadir with `mysqld` itself).
     pub install_db: PathBuf,
-    /// The version the binary reports; empty for this machine's own MariaDB.
+    /// The version the binary reports (`10.11.19`).
     pub version: String,
+}
+
+impl DbProgram {
+    /// Whether the server has `FOR UPDATE SKIP LOCKED` (MySQL 8.0.1+, MariaDB 10.6+), as its
+    /// name in the matrix says.
+    pub fn has_skip_locked(&self) -> bool {
+        match self.family {
+            DbFamily::MySql => true,
+            DbFamily::MariaDb => version_at_least(&self.version, 10, 6),
+        }
+    }
 }
 
 /// The Redis server of this test run, read once.
@@ -84,7 +95,7 @@ pub fn database() -> &'static DbProgram {
             family: DbFamily::MariaDb,
             server: "mariadbd".into(),
             install_db: "mariadb-install-db".into(),
-            version: String::new(),
+            version: own_mariadb_version(),
         },
     })
 }
@@ -160,6 +171,21 @@ fn redis_program_of(program: PathBuf) -> RedisProgram {
         family: family.to_string(),
         version,
     }
+}
+
+/// `mariadbd --version` of this machine's MariaDB: `... Ver 10.11.19-MariaDB-0+deb12u1 ...`.
+fn own_mariadb_version() -> String {
+    let output = std::process::Command::new("mariadbd")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("mariadbd must be installed (scripts/test installs it): {e}"));
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace()
+        .skip_while(|word| *word != "Ver")
+        .nth(1)
+        .and_then(|v| v.split('-').next())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Whether `version` (`7.4.1`) is `major.minor` or newer.
