@@ -1,6 +1,6 @@
 //! The contract with the app: which signals cancel an order, and what keeps it alive.
 //!
-//! README, "Delivery guarantees", says it in prose; this is the same promise computed from the
+//! docs/contract.md says it in prose; this is the same promise computed from the
 //! settings, so that `check` and the worker's first lines state exactly what the code does.
 
 use std::fmt::Write as _;
@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 
-/// The contract with the app (README, "Delivery guarantees"): what makes an order count as
+/// The contract with the app (docs/contract.md): what makes an order count as
 /// expired, and what keeps it alive.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Contract {

@@ -21,10 +21,10 @@
 //!   contract
 //! redis, mysql,     server adapters, and the HTTP endpoint
 //!   endpoint
-//! config, ...       the leaf, and small shared pieces (stats, systemd...)
+//! config, ...       the leaf (crates/config), and small shared pieces (stats, systemd...)
 //! ```
 //!
-//! * [`config`] (the leaf: it uses nothing else of the crate): reads the Laravel app's
+//! * [`config`] (the leaf, its own crate in `crates/config`, re-exported here): reads the Laravel app's
 //!   configuration the way Laravel boots (`.env` with phpdotenv's rules and `env()` mapping;
 //!   then its configuration cache, else its `config/*.php` evaluated with a PHP parser, else the
 //!   stock files of its Laravel version) and resolves every [`config::Settings`] the worker needs
@@ -35,12 +35,14 @@
 //!   `redis::RedisServers` the cache Redis whatever its topology (the servers whose events must
 //!   be heard: the one server, a cluster's masters, the Sentinel's master), and
 //!   `redis::RoutedConnection` sends each key's command to the master of its slot;
+//!   `redis::server` tells Redis from Valkey (and each one's own version) in `INFO server`;
 //!   `mysql` holds the pool with Laravel's session settings, the schema check, and every
 //!   statement against the app's tables (`mysql::orders`), the readiness check on a
 //!   connection of its own (`mysql::probe`), the member slots (named locks) through which the
-//!   replicas of one orders table find each other (`mysql::members`), and which way the writer
-//!   locks rows on this server (`mysql::write_path`: `SKIP LOCKED` or waiting). Each has its
-//!   own error type. `endpoint` serves
+//!   replicas of one orders table find each other (`mysql::members`), which server it is
+//!   (`mysql::server`: MySQL or MariaDB, and its version, from which what differs is decided)
+//!   and which way the writer locks rows on it (`mysql::write_path`: `SKIP LOCKED` or
+//!   waiting). Each has its own error type. `endpoint` serves
 //!   `/metrics`, `/healthz` and `/readyz` over HTTP (`--metrics-addr`); its error is
 //!   `EndpointError`.
 //! * `key`: turns the full Redis key Laravel wrote (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`)
@@ -85,7 +87,7 @@
 mod backoff;
 pub mod cli;
 pub mod cmd;
-pub mod config;
+pub use order_expire_config as config;
 mod contract;
 mod endpoint;
 pub mod error;

@@ -123,20 +123,7 @@ pub(crate) async fn run(
         },
     ));
     stats.health.bind_stop(shutdown.clone());
-    let _endpoint = match settings.metrics_addr {
-        Some(addr) => {
-            let endpoint = Endpoint::bind(addr).await?;
-            Some(AbortOnDropHandle::new(tokio::spawn(
-                endpoint.serve(Arc::clone(&stats)),
-            )))
-        }
-        None => None,
-    };
-    let _systemd = AbortOnDropHandle::new(tokio::spawn(systemd::supervise(
-        Arc::clone(&stats),
-        watchdog,
-        shutdown.clone(),
-    )));
+    let _reporting = start_reporting(settings, &stats, watchdog, &shutdown).await?;
 
     let redis = RedisServers::new(&settings.redis)?;
     let (_, topology) = redis.refresh().await?;
@@ -218,8 +205,60 @@ pub(crate) async fn run(
         &stats,
     )
     .await;
-    // The member slot is kept until the writes are done: the others take this worker's
-    // orders over only once it has stopped writing.
+    leave_share(&share, share_stop, share_task, settings, &stats).await;
+    outbox_stop.cancel();
+    if let Some(task) = key_task {
+        // It stops at its own deadline, counted from the same stop signal.
+        stop_within(task, options.stop_timeout + ABANDON_GRACE).await;
+    }
+    finish(outbox_task, sources, writer).await;
+    log_stopped(&stats);
+    Ok(stats)
+}
+
+/// What reports on the worker while it runs: the HTTP endpoint (`--metrics-addr`) and systemd's
+/// notifications; both stop when the returned handles are dropped.
+struct Reporting {
+    _endpoint: Option<AbortOnDropHandle<()>>,
+    _systemd: AbortOnDropHandle<()>,
+}
+
+/// Binds the endpoint (a port taken stops the start) and starts telling systemd how it goes.
+async fn start_reporting(
+    settings: &Settings,
+    stats: &Arc<Stats>,
+    watchdog: Option<Duration>,
+    shutdown: &CancellationToken,
+) -> Result<Reporting, Error> {
+    let endpoint = match settings.metrics_addr {
+        Some(addr) => {
+            let endpoint = Endpoint::bind(addr).await?;
+            Some(AbortOnDropHandle::new(tokio::spawn(
+                endpoint.serve(Arc::clone(stats)),
+            )))
+        }
+        None => None,
+    };
+    let systemd = AbortOnDropHandle::new(tokio::spawn(systemd::supervise(
+        Arc::clone(stats),
+        watchdog,
+        shutdown.clone(),
+    )));
+    Ok(Reporting {
+        _endpoint: endpoint,
+        _systemd: systemd,
+    })
+}
+
+/// Gives up this worker's member slot once its writes are done (the others take its orders
+/// over only once it has stopped writing), and reports orders given back to it too late.
+async fn leave_share(
+    share: &Share,
+    share_stop: CancellationToken,
+    share_task: Option<JoinHandle<()>>,
+    settings: &Settings,
+    stats: &Stats,
+) {
     share_stop.cancel();
     if let Some(task) = share_task {
         let _ = tokio::time::timeout(ABANDON_GRACE, task).await;
@@ -233,21 +272,14 @@ pub(crate) async fn run(
             recovery = if settings.recovery.order_ttl.is_some() { "on" } else { "off" },
             "stopped as another worker left: its orders came back to this one too late to be written; they are still unpaid");
     }
+}
 
-    outbox_stop.cancel();
-    if let Some(task) = key_task {
-        // It stops at its own deadline, counted from the same stop signal.
-        let abort = task.abort_handle();
-        if tokio::time::timeout(options.stop_timeout + ABANDON_GRACE, task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
+/// Waits for `task` at most `limit`, then aborts it.
+async fn stop_within(task: JoinHandle<()>, limit: Duration) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(limit, task).await.is_err() {
+        abort.abort();
     }
-    finish(outbox_task, sources, writer).await;
-    log_stopped(&stats);
-    Ok(stats)
 }
 
 /// Makes sure a master publishes `expired` events (turning them on with `--configure-redis`)

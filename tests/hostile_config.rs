@@ -14,15 +14,15 @@ use common::{App, BIN, run_bounded};
 const STOCK: [(&str, &str); 3] = [
     (
         "app.php",
-        include_str!("../src/config/stock/laravel8/app.php"),
+        include_str!("../crates/config/src/stock/laravel8/app.php"),
     ),
     (
         "cache.php",
-        include_str!("../src/config/stock/laravel8/cache.php"),
+        include_str!("../crates/config/src/stock/laravel8/cache.php"),
     ),
     (
         "database.php",
-        include_str!("../src/config/stock/laravel8/database.php"),
+        include_str!("../crates/config/src/stock/laravel8/database.php"),
     ),
 ];
 

@@ -2,7 +2,7 @@
 //!
 //! * the `.env` parser against phpdotenv: the same variables, or an error in both, with the rules
 //!   of the phpdotenv Debian ships (5.4.1 on bookworm; the 5.5+ rules are unit-tested in
-//!   `src/config/dotenv.rs`);
+//!   `crates/config/src/dotenv.rs`);
 //! * `Str::slug`, which turns `APP_NAME` into the default key prefixes.
 
 use std::io::Write;

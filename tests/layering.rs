@@ -120,12 +120,13 @@ fn module_graph() -> Graph {
     graph
 }
 
-/// Each file of `src/config/` (by module name) with the sibling files it uses through
-/// `super::<file>` or `crate::config::<file>`.
-fn config_file_graph() -> Graph {
-    let dir = src_dir().join("config");
+/// Each file of a module directory (by file name) with the sibling files it uses through
+/// `super::<file>` or `<root>::<file>` (`crate::redis::` for `src/redis/`, `crate::` for the
+/// config crate's `src/`). The module root (`mod.rs`, `lib.rs`) declares and re-exports the
+/// files; it is not one of them.
+fn file_graph(dir: &Path, root: &str) -> Graph {
     let mut files = Vec::new();
-    rust_files(&dir, &mut files);
+    rust_files(dir, &mut files);
     let name_of = |file: &Path| {
         let stem = file
             .file_stem()
@@ -133,21 +134,50 @@ fn config_file_graph() -> Graph {
             .unwrap_or_default();
         stem.to_string()
     };
-    let siblings: BTreeSet<String> = files.iter().map(|f| name_of(f)).collect();
+    let direct: Vec<&PathBuf> = files.iter().filter(|f| f.parent() == Some(dir)).collect();
+    let siblings: BTreeSet<String> = direct.iter().map(|f| name_of(f)).collect();
     let mut graph = Graph::new();
-    for file in files.iter().filter(|f| f.parent() == Some(dir.as_path())) {
+    for file in direct {
         let name = name_of(file);
-        if name == "mod" {
-            // The module root declares and re-exports the files; it is not one of them.
+        if name == "mod" || name == "lib" {
             continue;
         }
         let code = code_of(file);
         let mut uses = paths_after(&code, "super::");
-        uses.extend(paths_after(&code, "crate::config::"));
+        uses.extend(paths_after(&code, root));
         uses.retain(|used| *used != name && siblings.contains(used));
         graph.insert(name, uses);
     }
     graph
+}
+
+/// The config crate's source directory.
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/config/src")
+}
+
+/// Every module directory of `src/` (nested ones too) with the path its files are named by
+/// (`crate::source::deadline::`), and the config crate's `src/` (`crate::`).
+fn module_dirs() -> Vec<(PathBuf, String)> {
+    fn walk(dir: &Path, path: &str, out: &mut Vec<(PathBuf, String)>) {
+        let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+        for entry in entries {
+            let sub = entry.expect("a directory entry").path();
+            if !sub.is_dir() {
+                continue;
+            }
+            let Some(name) = sub.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+                continue;
+            };
+            let sub_path = format!("{path}{name}::");
+            out.push((sub.clone(), sub_path.clone()));
+            walk(&sub, &sub_path, out);
+        }
+    }
+    let mut dirs = vec![(config_dir(), "crate::".to_string())];
+    walk(&src_dir(), "crate::", &mut dirs);
+    dirs.retain(|(dir, _)| !dir.ends_with("stock") && !dir.starts_with(config_dir().join("stock")));
+    dirs
 }
 
 /// The cycles of `graph`, each as the path that closes it (`a -> b -> a`).
@@ -193,12 +223,22 @@ fn the_graphs_are_read_from_the_source() {
             .is_some_and(|uses| uses.contains("config")),
         "worker uses config, but the graph read {modules:?}"
     );
-    let files = config_file_graph();
+    let files = file_graph(&config_dir(), "crate::");
     assert!(
         files
             .get("settings")
             .is_some_and(|uses| uses.contains("resolve")),
-        "config/settings.rs uses config/resolve.rs, but the graph read {files:?}"
+        "crates/config/src/settings.rs uses resolve.rs, but the graph read {files:?}"
+    );
+    let redis = file_graph(&src_dir().join("redis"), "crate::redis::");
+    assert!(
+        redis.get("cluster").is_some_and(|uses| !uses.is_empty()),
+        "src/redis/cluster.rs uses its siblings, but the graph read {redis:?}"
+    );
+    assert!(
+        module_dirs().len() >= 9,
+        "every module directory is read, but found {:?}",
+        module_dirs()
     );
     assert_eq!(
         paths_after("use crate::{a::x, b::{y, z}};\nuse crate::c;", "crate::"),
@@ -218,20 +258,31 @@ fn every_module_has_a_layer() {
 
 #[test]
 fn config_is_a_leaf() {
-    let graph = module_graph();
-    let uses = graph.get("config").cloned().unwrap_or_default();
+    // As its own crate, the compiler keeps it from using the worker's modules; this keeps it
+    // from depending on any other crate of the workspace either.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/config/Cargo.toml");
+    let text = fs::read_to_string(&manifest).expect("crates/config/Cargo.toml");
+    let local: Vec<&str> = text.lines().filter(|l| l.contains("path =")).collect();
     assert!(
-        uses.is_empty(),
-        "src/config uses {uses:?}: it must use nothing of the crate outside itself"
+        local
+            .iter()
+            .all(|l| l.trim_start().starts_with("path = \"src/")),
+        "crates/config depends on other crates of the workspace: {local:?}; it must stay the leaf"
     );
 }
 
 #[test]
-fn config_files_form_no_cycle() {
-    let found = cycles(&config_file_graph());
+fn files_of_a_module_form_no_cycle() {
+    let mut found = Vec::new();
+    for (dir, root) in module_dirs() {
+        for cycle in cycles(&file_graph(&dir, &root)) {
+            let shown = dir.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&dir);
+            found.push(format!("{}: {cycle}", shown.display()));
+        }
+    }
     assert!(
         found.is_empty(),
-        "files of src/config use each other in a cycle: {found:?}; move what both need into a file of its own"
+        "files of a module use each other in a cycle: {found:?}; move what both need into a file of its own"
     );
 }
 
@@ -259,5 +310,90 @@ fn modules_form_no_cycle() {
     assert!(
         found.is_empty(),
         "modules use each other in a cycle: {found:?}"
+    );
+}
+
+/// The longest a function may be, from `fn` to its closing brace.
+const MAX_FUNCTION_LINES: usize = 120;
+
+/// Every function of a file (free, in an `impl` or a trait, nested ones too) with its lines.
+struct FunctionLengths {
+    file: String,
+    found: Vec<(String, usize)>,
+}
+
+impl FunctionLengths {
+    fn record(&mut self, name: &syn::Ident, fn_token: &syn::token::Fn, block: &syn::Block) {
+        let first = fn_token.span.start().line;
+        let last = block.brace_token.span.close().end().line;
+        let lines = last.saturating_sub(first) + 1;
+        self.found.push((format!("{}: {name}", self.file), lines));
+    }
+}
+
+impl<'ast> syn::visit::Visit<'ast> for FunctionLengths {
+    fn visit_item_fn(&mut self, item: &'ast syn::ItemFn) {
+        self.record(&item.sig.ident, &item.sig.fn_token, &item.block);
+        syn::visit::visit_item_fn(self, item);
+    }
+
+    fn visit_impl_item_fn(&mut self, item: &'ast syn::ImplItemFn) {
+        self.record(&item.sig.ident, &item.sig.fn_token, &item.block);
+        syn::visit::visit_impl_item_fn(self, item);
+    }
+
+    fn visit_trait_item_fn(&mut self, item: &'ast syn::TraitItemFn) {
+        if let Some(block) = &item.default {
+            self.record(&item.sig.ident, &item.sig.fn_token, block);
+        }
+        syn::visit::visit_trait_item_fn(self, item);
+    }
+}
+
+/// Every function of the workspace's Rust source (the crates, their tests and benchmarks).
+fn function_lengths() -> Vec<(String, usize)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "crates", "tests", "benches", "examples"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let mut all = Vec::new();
+    for file in files {
+        let text =
+            fs::read_to_string(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        let shown = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        let parsed = syn::parse_file(&text).unwrap_or_else(|e| panic!("parse {shown}: {e}"));
+        let mut lengths = FunctionLengths {
+            file: shown,
+            found: Vec::new(),
+        };
+        syn::visit::Visit::visit_file(&mut lengths, &parsed);
+        all.extend(lengths.found);
+    }
+    all
+}
+
+#[test]
+fn no_function_is_longer_than_the_limit() {
+    let all = function_lengths();
+    // A reader that found nothing would pass: the worker's own run loop is one of them.
+    assert!(
+        all.len() > 500 && all.iter().any(|(name, _)| name == "src/worker.rs: run"),
+        "the functions are read from the source, but found {} of them",
+        all.len()
+    );
+    let mut long: Vec<String> = all
+        .into_iter()
+        .filter(|(_, lines)| *lines > MAX_FUNCTION_LINES)
+        .map(|(name, lines)| format!("{name} ({lines} lines)"))
+        .collect();
+    long.sort();
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines: {long:?}; split each into functions whose names say what the parts do"
     );
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 
 use common::{
-    App, MariaServer, RedisServer, Scrape, TestDb, default_key, http_get, setex, wait_until,
+    App, MariaServer, RedisServer, Scrape, TestDb, Worker, default_key, http_get, setex, wait_until,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -61,34 +61,9 @@ fn labelled(name: &str, label: &str, value: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_is_counted_exactly_while_it_drains() {
-    const ORDERS: usize = 2000;
-    const PAID: usize = 100;
-    const ALREADY_CANCELLED: usize = 50;
-    const MISSING: usize = 5;
     let redis = RedisServer::start();
     let db = TestDb::create().await;
-    let mut products = Vec::new();
-    for name in ["Tea", "Coffee", "Cocoa"] {
-        products.push(db.add_product(name, 10_000).await);
-    }
-    let ids = db.place_orders(&products, ORDERS).await;
-    let mut conn = db.conn().await;
-    let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-    conn.query_drop(format!(
-        "UPDATE orders SET status = 1 WHERE id IN ({})",
-        list(&ids[..PAID])
-    ))
-    .await
-    .expect("pay some orders");
-    conn.query_drop(format!(
-        "UPDATE orders SET status = 2 WHERE id IN ({})",
-        list(&ids[PAID..PAID + ALREADY_CANCELLED])
-    ))
-    .await
-    .expect("cancel some orders");
-    drop(conn);
-    let newest = *ids.last().expect("orders");
-    let missing: Vec<u64> = (1..=MISSING as u64).map(|i| newest + 1000 + i).collect();
+    let burst = Burst::place(&db).await;
 
     let app = App::new(&redis, &db, "");
     let worker = app.start_worker(&["--metrics-addr", "127.0.0.1:0", "--batch-size", "8"]);
@@ -97,22 +72,80 @@ async fn a_burst_is_counted_exactly_while_it_drains() {
     assert_eq!(before.get("order_expire_orders_cancelled_total"), 0.0);
     promtool_check(&before.text);
 
-    let mut keys: Vec<String> = ids
+    let mut keys: Vec<String> = burst
+        .ids
         .iter()
-        .chain(&missing)
+        .chain(&burst.missing)
         .map(|id| default_key(*id))
         .collect();
     keys.push("laravel_database_laravel_cache:ORDER_CONFIRM:05".into());
     keys.push("laravel_database_laravel_cache:SESSION:abc".into());
     expire_all(&redis, &keys, 2);
 
-    let cancelled_total = "order_expire_orders_cancelled_total";
-    let expected_cancelled = (ORDERS - PAID - ALREADY_CANCELLED) as f64;
+    let scrapes = scrape_until_drained(&worker, &addr).await;
+    assert_counters_only_grow(&scrapes);
+    let end = Scrape::take(&addr);
+    promtool_check(&end.text);
+    assert_outcomes_counted(&end, &db, &burst, &worker).await;
+    assert_intake_and_timing_counted(&end, keys.len(), redis.port);
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+}
+
+/// The burst of [`a_burst_is_counted_exactly_while_it_drains`]: orders of three products, some
+/// paid, some already cancelled, and ids of orders that do not exist.
+const ORDERS: usize = 2000;
+const PAID: usize = 100;
+const ALREADY_CANCELLED: usize = 50;
+const MISSING: usize = 5;
+const EXPECTED_CANCELLED: f64 = (ORDERS - PAID - ALREADY_CANCELLED) as f64;
+const CANCELLED_TOTAL: &str = "order_expire_orders_cancelled_total";
+
+struct Burst {
+    products: Vec<u64>,
+    ids: Vec<u64>,
+    missing: Vec<u64>,
+}
+
+impl Burst {
+    async fn place(db: &TestDb) -> Self {
+        let mut products = Vec::new();
+        for name in ["Tea", "Coffee", "Cocoa"] {
+            products.push(db.add_product(name, 10_000).await);
+        }
+        let ids = db.place_orders(&products, ORDERS).await;
+        let mut conn = db.conn().await;
+        let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        conn.query_drop(format!(
+            "UPDATE orders SET status = 1 WHERE id IN ({})",
+            list(&ids[..PAID])
+        ))
+        .await
+        .expect("pay some orders");
+        conn.query_drop(format!(
+            "UPDATE orders SET status = 2 WHERE id IN ({})",
+            list(&ids[PAID..PAID + ALREADY_CANCELLED])
+        ))
+        .await
+        .expect("cancel some orders");
+        drop(conn);
+        let newest = *ids.last().expect("orders");
+        let missing: Vec<u64> = (1..=MISSING as u64).map(|i| newest + 1000 + i).collect();
+        Self {
+            products,
+            ids,
+            missing,
+        }
+    }
+}
+
+/// Scrapes `/metrics` every 20 ms until the burst is written; every scrape, in order.
+async fn scrape_until_drained(worker: &Worker, addr: &str) -> Vec<Scrape> {
     let started = Instant::now();
     let mut scrapes: Vec<Scrape> = Vec::new();
     loop {
-        let scrape = Scrape::take(&addr);
-        let done = scrape.get(cancelled_total) >= expected_cancelled
+        let scrape = Scrape::take(addr);
+        let done = scrape.get(CANCELLED_TOTAL) >= EXPECTED_CANCELLED
             && scrape.get("order_expire_event_to_commit_seconds_count")
                 >= (ORDERS + MISSING) as f64;
         scrapes.push(scrape);
@@ -126,11 +159,14 @@ async fn a_burst_is_counted_exactly_while_it_drains() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    scrapes
+}
 
-    // Scraped while it drained: counters only grow, and some scrape saw the burst half done.
+/// Scraped while it drained: counters only grow, and some scrape saw the burst half done.
+fn assert_counters_only_grow(scrapes: &[Scrape]) {
     let during: Vec<&Scrape> = scrapes
         .iter()
-        .filter(|s| (1.0..expected_cancelled).contains(&s.get(cancelled_total)))
+        .filter(|s| (1.0..EXPECTED_CANCELLED).contains(&s.get(CANCELLED_TOTAL)))
         .collect();
     assert!(
         !during.is_empty(),
@@ -140,7 +176,7 @@ async fn a_burst_is_counted_exactly_while_it_drains() {
     promtool_check(&during[0].text);
     for pair in scrapes.windows(2) {
         for series in [
-            cancelled_total,
+            CANCELLED_TOTAL,
             "order_expire_stock_units_returned_total",
             "order_expire_lateness_seconds_count",
             "order_expire_batch_size_sum",
@@ -151,16 +187,15 @@ async fn a_burst_is_counted_exactly_while_it_drains() {
             );
         }
     }
+}
 
-    let end = Scrape::take(&addr);
-    promtool_check(&end.text);
+/// What became of each order, counted as the database shows it.
+async fn assert_outcomes_counted(end: &Scrape, db: &TestDb, burst: &Burst, worker: &Worker) {
     let skipped = "order_expire_orders_skipped_total";
-    let received = "order_expire_expired_received_total";
-    let ignored = "order_expire_keys_ignored_total";
     let cancelled_in_db = db.count_status(2).await - ALREADY_CANCELLED;
-    assert_eq!(cancelled_in_db as f64, expected_cancelled);
-    assert_eq!(end.get(cancelled_total), expected_cancelled);
-    assert_eq!(worker.cancelled_orders().len() as f64, expected_cancelled);
+    assert_eq!(cancelled_in_db as f64, EXPECTED_CANCELLED);
+    assert_eq!(end.get(CANCELLED_TOTAL), EXPECTED_CANCELLED);
+    assert_eq!(worker.cancelled_orders().len() as f64, EXPECTED_CANCELLED);
     assert_eq!(end.get(&labelled(skipped, "reason", "paid")), PAID as f64);
     assert_eq!(
         end.get(&labelled(skipped, "reason", "already_cancelled")),
@@ -172,7 +207,7 @@ async fn a_burst_is_counted_exactly_while_it_drains() {
     );
     // Every order has quantity 1: one unit back per cancellation, as the products show.
     let mut stock = 0;
-    for product in &products {
+    for product in &burst.products {
         stock += db.stock(*product).await;
     }
     let taken = ORDERS as i64;
@@ -182,8 +217,14 @@ async fn a_burst_is_counted_exactly_while_it_drains() {
     );
     assert_eq!(
         end.get("order_expire_stock_units_returned_total"),
-        expected_cancelled
+        EXPECTED_CANCELLED
     );
+}
+
+/// What was heard, when it was written, and the state of the queue and the subscription.
+fn assert_intake_and_timing_counted(end: &Scrape, keys: usize, redis_port: u16) {
+    let received = "order_expire_expired_received_total";
+    let ignored = "order_expire_keys_ignored_total";
     assert_eq!(
         end.get(&labelled(received, "origin", "event")),
         (ORDERS + MISSING) as f64
@@ -192,18 +233,15 @@ async fn a_burst_is_counted_exactly_while_it_drains() {
     assert_eq!(end.get(&labelled(received, "origin", "sweep")), 0.0);
     assert_eq!(end.get(&labelled(ignored, "reason", "malformed")), 1.0);
     assert_eq!(end.get(&labelled(ignored, "reason", "unrelated")), 1.0);
-    assert_eq!(
-        end.get("order_expire_keyspace_events_total"),
-        keys.len() as f64
-    );
+    assert_eq!(end.get("order_expire_keyspace_events_total"), keys as f64);
     // One lateness per cancellation, one event-to-commit per order heard; every batch counted.
     assert_eq!(
         end.get("order_expire_lateness_seconds_count"),
-        expected_cancelled
+        EXPECTED_CANCELLED
     );
     assert_eq!(
         end.get("order_expire_lateness_seconds_bucket{le=\"+Inf\"}"),
-        expected_cancelled
+        EXPECTED_CANCELLED
     );
     assert_eq!(
         end.get("order_expire_event_to_commit_seconds_count"),
@@ -234,7 +272,7 @@ async fn a_burst_is_counted_exactly_while_it_drains() {
     assert_eq!(
         end.get(&format!(
             "order_expire_subscription_up{{node=\"127.0.0.1:{}\"}}",
-            redis.port
+            redis_port
         )),
         1.0
     );
@@ -247,8 +285,6 @@ async fn a_burst_is_counted_exactly_while_it_drains() {
         0.0
     );
     assert_eq!(end.series("order_expire_build_info").len(), 1);
-    assert_eq!(http_get(&addr, "/healthz").0, 200);
-    assert_eq!(http_get(&addr, "/readyz").0, 200);
 }
 
 /// Polls `path` until it answers `status`; returns the body.

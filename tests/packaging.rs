@@ -221,6 +221,17 @@ fn debian_package_installs_runs_and_removes() {
         let path = Path::new("/usr/share/doc/order-expire/examples").join(example);
         assert!(path.is_file(), "{} is installed", path.display());
     }
+    // The README and the guide it links to, with the same relative paths as in the repository.
+    for doc in [
+        "README.md",
+        "docs/README.md",
+        "docs/configuration.md",
+        "docs/performance.md",
+        "docs/bench/results.md",
+    ] {
+        let path = Path::new("/usr/share/doc/order-expire").join(doc);
+        assert!(path.is_file(), "{} is installed", path.display());
+    }
 
     let removed = dpkg(&["--remove", PACKAGE]);
     assert!(removed.status.success(), "dpkg --remove {PACKAGE}");
@@ -272,7 +283,7 @@ impl Podman {
         command
     }
 
-    /// `podman run` of `image` in the hardening the README recommends: read-only, no
+    /// `podman run` of `image` in the hardening docs/operating.md recommends: read-only, no
     /// capabilities, no new privileges, the `.env` mounted read-only; host networking so that
     /// the test's loopback servers are reachable.
     fn run(&self, image: &str, env_file: &Path, args: &[&str]) -> Command {

@@ -5,7 +5,7 @@
 //! private MariaDB so that nothing else moves them.
 //!
 //! `ORDER_EXPIRE_TEST_BURST=100000 ORDER_EXPIRE_TEST_BIN=target/release/order-expire` runs
-//! the measurement on a bigger burst with a release build (README, "Measured numbers").
+//! the measurement on a bigger burst with a release build (docs/performance.md, "Replicas on one burst").
 //!
 //! Every check reads what a user would: the orders' statuses and the products' stock in the
 //! database, each worker's JSON log (`orders_cancelled`, `replicas_changed`) and its /metrics.

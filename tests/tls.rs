@@ -1,7 +1,7 @@
 //! TLS and ACL users against real servers started here: a TLS-only `redis-server` with a test CA
 //! and server and client certificates made by the `openssl` command, a MariaDB whose user
-//! requires a client certificate, and a Redis ACL user with only the permissions the README's
-//! "Topologies" section lists.
+//! requires a client certificate, and a Redis ACL user with only the permissions
+//! docs/topologies.md ("ACL users") lists.
 //!
 //! In each: every unpaid order is cancelled once, the stock is exact and no paid order changes;
 //! a wrong CA, or a user missing a permission, stops the start with one line naming the fix.
@@ -397,7 +397,7 @@ fn laravel_9_key(id: u64) -> String {
     format!("laravel_database_laravel_cache_:ORDER_CONFIRM:{id}")
 }
 
-/// The ACL line of the README's "Topologies" section, for the Laravel 9 app of [`acl_app`]
+/// The ACL line of docs/topologies.md, "ACL users", for the Laravel 9 app of [`acl_app`]
 /// (cache database 1, keys as [`laravel_9_key`]), minus `leave_out`.
 fn acl_rules(leave_out: &str) -> Vec<String> {
     "on >order-expire-secret resetkeys ~laravel_database_laravel_cache_:ORDER_CONFIRM:* resetchannels &__keyevent@1__:expired -@all +select +ping +subscribe +unsubscribe +pttl +exists +setex +info +config|get"

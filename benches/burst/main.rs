@@ -27,8 +27,8 @@
 //!
 //! Every section checks its own outcome (every order cancelled exactly once, stock exact): a
 //! failed check makes the run exit non-zero; a missed performance target never does. The full
-//! run writes `docs/bench/results.md`, `docs/bench/drain.svg` and the README's numbers
-//! (`report.rs`, `chart.rs`, `readme.rs`).
+//! run writes `docs/bench/results.md`, `docs/bench/drain.svg` and the numbers of
+//! `docs/performance.md` (`report.rs`, `chart.rs`, `page.rs`).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -40,9 +40,9 @@ mod floor;
 mod logs;
 mod measure;
 mod options;
+mod page;
 mod php;
 mod process;
-mod readme;
 mod report;
 mod results;
 mod steady;
@@ -197,7 +197,7 @@ async fn header(server: &BenchServer) -> String {
     )
 }
 
-/// `docs/bench/results.md`, `docs/bench/drain.svg` and the README's numbers.
+/// `docs/bench/results.md`, `docs/bench/drain.svg` and the numbers of `docs/performance.md`.
 fn write_outputs(r: &Results, header: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("docs/bench");
@@ -211,17 +211,17 @@ fn write_outputs(r: &Results, header: &str) {
     if let Err(e) = chart::draw(&dir.join("drain.svg"), r) {
         eprintln!("cannot draw docs/bench/drain.svg: {e}");
     }
-    let path = root.join("README.md");
+    let path = root.join(page::PATH);
     let body = format!("{header}\n\n{}", report::summary(r));
     match std::fs::read_to_string(&path).map_err(|e| e.to_string()) {
-        Ok(text) => match readme::rewrite(&text, &body) {
+        Ok(text) => match page::rewrite(&text, &body) {
             Ok(new) => {
                 if let Err(e) = std::fs::write(&path, new) {
-                    eprintln!("cannot write README.md: {e}");
+                    eprintln!("cannot write {}: {e}", page::PATH);
                 }
             }
             Err(e) => eprintln!("{e}"),
         },
-        Err(e) => eprintln!("cannot read README.md: {e}"),
+        Err(e) => eprintln!("cannot read {}: {e}", page::PATH),
     }
 }

@@ -22,8 +22,8 @@ pub struct Options {
     pub php_sizes: Vec<usize>,
     /// Extra worker arguments.
     pub worker_args: Vec<String>,
-    /// Write `docs/bench` and the README's numbers: the default full run does, a narrowed or
-    /// smoke run does not unless `--write` is given.
+    /// Write `docs/bench` and the numbers of `docs/performance.md`: the default full run does, a
+    /// narrowed or smoke run does not unless `--write` is given.
     pub write: bool,
 }
 
@@ -36,7 +36,7 @@ cargo bench --bench burst -- --smoke      small sizes, every section (what CI ru
   --million | --no-million   the 1,000,000-order memory burst (default on)
   --no-php                skip the PHP command; --php-sizes 10000,50000 to choose its sizes
   --worker-args \"...\"     extra worker arguments, e.g. \"--concurrency 8\"
-  --write                 write docs/bench and README.md even for a narrowed run";
+  --write                 write docs/bench and docs/performance.md even for a narrowed run";
 
 impl Options {
     fn full() -> Self {

@@ -1,6 +1,6 @@
 //! The tables: a summary per burst size with the targets (printed, in `docs/bench/results.md`
-//! and between the README's markers), and the details of every run (CPU per process, the
-//! database's counters, memory), which `docs/bench/results.md` adds.
+//! and between the markers of `docs/performance.md`), and the details of every run (CPU per
+//! process, the database's counters, memory), which `docs/bench/results.md` adds.
 
 use std::fmt::Write as _;
 

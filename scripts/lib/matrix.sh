@@ -142,8 +142,7 @@ oe_matrix_job() {
       done >>"$out/results"
     done < <("oe_matrix_group_$group")
   done
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  oe_db_server_stop "$pid"
   # The datadir is a few hundred MB; its error log stays for a failure's reader.
   rm -rf "$out/db/data"
   oe_slog "matrix: $redis + $db: $(grep -c ' ok$' "$out/results") passed, $(grep -vc ' ok$' "$out/results") failed, $(($(date +%s) - started)) s"

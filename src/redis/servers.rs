@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use ::redis::aio::{MultiplexedConnection, PubSub};
 
 use super::cluster::{self, ClusterView, NodeAddr};
-use super::routed::RoutedConnection;
 use super::sentinel;
 use super::slot::{SLOTS, key_slot};
 use super::{Access, RedisError, RedisTarget};
@@ -217,11 +216,6 @@ impl RedisServers {
             Some(current) => Ok(current),
             None => self.refresh().await,
         }
-    }
-
-    /// A command connection that sends each key's command to the server holding it.
-    pub(crate) async fn connect(&self) -> Result<RoutedConnection, RedisError> {
-        RoutedConnection::open(self.clone()).await
     }
 
     /// Asks the deployment for its servers now, and keeps the answer as the current topology

@@ -45,6 +45,145 @@ const EVENT_TO_COMMIT_BUCKETS: [f64; 14] = [
 /// Orders per committed transaction: 1 to the largest batch, 512.
 const BATCH_SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
+/// A metric's name and help, as `/metrics` shows them.
+type Metric = (&'static str, &'static str);
+
+const CANCELLED: Metric = (
+    "order_expire_orders_cancelled",
+    "Orders cancelled with their stock returned",
+);
+const SKIPPED: Metric = (
+    "order_expire_orders_skipped",
+    "Orders left alone when written: paid (status or paid column), already cancelled, or missing",
+);
+const UNITS_RETURNED: Metric = (
+    "order_expire_stock_units_returned",
+    "Units of stock returned to products by cancellations",
+);
+const RECEIVED: Metric = (
+    "order_expire_expired_received",
+    "Expired orders that entered the writer queue, by where they were found: an expired event, the deadline watcher, or a sweep",
+);
+const IGNORED: Metric = (
+    "order_expire_keys_ignored",
+    "Expired keys that queued nothing: not an order key of this app (unrelated), or an order key whose id is not canonical (malformed)",
+);
+const DEDUPLICATED: Metric = (
+    "order_expire_duplicates_skipped",
+    "Orders not written again because they were handed to a writer moments before, by origin",
+);
+const LATENESS: Metric = (
+    "order_expire_lateness_seconds",
+    "Seconds from an order's deadline (its key's TTL, or created_at + ORDER_EXPIRE_TTL) to the commit that cancelled it",
+);
+const EVENT_TO_COMMIT: Metric = (
+    "order_expire_event_to_commit_seconds",
+    "Seconds from receiving an expired event to the commit of its order's transaction",
+);
+const BATCH_SIZE: Metric = (
+    "order_expire_batch_size",
+    "Orders per committed cancel transaction",
+);
+const DROPPED: Metric = (
+    "order_expire_queue_dropped",
+    "Expired orders and keys turned away by a full queue (a sweep recovers the orders); raise --queue-size",
+);
+const RECONNECTS: Metric = (
+    "order_expire_reconnects",
+    "Connections re-established after a loss: the Redis subscription (redis), MySQL writes working again after failing (mysql)",
+);
+const RETRIES: Metric = (
+    "order_expire_write_retries",
+    "Failed write attempts that were retried",
+);
+const BUSY: Metric = (
+    "order_expire_orders_busy",
+    "Orders skipped because another transaction held their row (FOR UPDATE SKIP LOCKED: the app mid-payment, another worker) and tried again shortly after",
+);
+const SWEEP_RECOVERED: Metric = (
+    "order_expire_sweep_recovered",
+    "Overdue unpaid orders a sweep found without their key and queued",
+);
+const PARKED: Metric = (
+    "order_expire_orders_parked",
+    "Orders MySQL refused with a permanent error; left unpaid until fixed by hand",
+);
+const KEY_JOBS: Metric = (
+    "order_expire_key_jobs_queued",
+    "Laravel jobs queued for expired keys of other types (ORDER_EXPIRE_ON_<TYPE>)",
+);
+const TAKEN_OVER: Metric = (
+    "order_expire_taken_over",
+    "Set-aside orders this worker wrote after all: their owner left (owner_left), the members changed (rebalanced), or they were still unpaid when their time ran out (not_written)",
+);
+const EVENTS: Metric = (
+    "order_expire_keyspace_events",
+    "Expired keyspace events received from Redis, for any key",
+);
+const LAST_SWEEP: Metric = (
+    "order_expire_last_sweep_timestamp_seconds",
+    "When the last reconciliation sweep finished, in seconds since the Unix epoch (0: none yet)",
+);
+const REPLICAS: Metric = (
+    "order_expire_replicas",
+    "Live workers of this orders table (member slots held), this one included; 1 when working alone",
+);
+const SET_ASIDE: Metric = (
+    "order_expire_set_aside",
+    "Expired orders this worker holds back because another live worker owns them",
+);
+
+/// Registers each metric under its name and help and hands back its handle, which shares its
+/// atomics with the registry's copy.
+#[derive(Default)]
+struct Registrar {
+    registry: Registry,
+}
+
+impl Registrar {
+    fn counter(&mut self, (name, help): Metric) -> Counter {
+        let counter = Counter::default();
+        self.registry.register(name, help, counter.clone());
+        counter
+    }
+
+    fn family(&mut self, (name, help): Metric) -> Family<Label, Counter> {
+        let family = Family::<Label, Counter>::default();
+        self.registry.register(name, help, family.clone());
+        family
+    }
+
+    fn histogram(&mut self, (name, help): Metric, buckets: &[f64]) -> Histogram {
+        let histogram = Histogram::new(buckets.iter().copied());
+        self.registry.register(name, help, histogram.clone());
+        histogram
+    }
+
+    fn gauge(&mut self, (name, help): Metric) -> Gauge {
+        let gauge = Gauge::default();
+        self.registry.register(name, help, gauge.clone());
+        gauge
+    }
+
+    fn float_gauge(&mut self, (name, help): Metric) -> Gauge<f64, AtomicU64> {
+        let gauge = Gauge::<f64, AtomicU64>::default();
+        self.registry.register(name, help, gauge.clone());
+        gauge
+    }
+
+    /// `order_expire_build`: the running order-expire and the app's Laravel version.
+    fn build_info(&mut self, laravel: Option<&str>) {
+        self.registry.register(
+            "order_expire_build",
+            "The running order-expire and the app's Laravel version",
+            Info::new([
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                ("laravel", laravel.unwrap_or("unknown").to_string()),
+            ]),
+        );
+    }
+}
+
 /// The pipeline's metrics, shared by every stage. The fields are the handles the stages bump;
 /// the registry holds the same handles (they share their atomics) with names and help.
 #[derive(Debug)]
@@ -124,183 +263,53 @@ impl Default for Stats {
 impl Stats {
     /// Registers every metric; `laravel` is the app's Laravel version for `build_info`.
     pub(crate) fn new(laravel: Option<&str>, health: HealthOptions) -> Self {
-        let mut registry = Registry::default();
-        let counter = |registry: &mut Registry, name: &str, help: &str| {
-            let counter = Counter::default();
-            registry.register(name, help, counter.clone());
-            counter
-        };
-        let family = |registry: &mut Registry, name: &str, help: &str| {
-            let family = Family::<Label, Counter>::default();
-            registry.register(name, help, family.clone());
-            family
-        };
-        let histogram = |registry: &mut Registry, name: &str, help: &str, buckets: &[f64]| {
-            let histogram = Histogram::new(buckets.iter().copied());
-            registry.register(name, help, histogram.clone());
-            histogram
-        };
-
-        let cancelled = counter(
-            &mut registry,
-            "order_expire_orders_cancelled",
-            "Orders cancelled with their stock returned",
-        );
-        let skipped = family(
-            &mut registry,
-            "order_expire_orders_skipped",
-            "Orders left alone when written: paid (status or paid column), already cancelled, or missing",
-        );
-        let units_returned = counter(
-            &mut registry,
-            "order_expire_stock_units_returned",
-            "Units of stock returned to products by cancellations",
-        );
-        let received = family(
-            &mut registry,
-            "order_expire_expired_received",
-            "Expired orders that entered the writer queue, by where they were found: an expired event, the deadline watcher, or a sweep",
-        );
-        let ignored = family(
-            &mut registry,
-            "order_expire_keys_ignored",
-            "Expired keys that queued nothing: not an order key of this app (unrelated), or an order key whose id is not canonical (malformed)",
-        );
-        let deduplicated = family(
-            &mut registry,
-            "order_expire_duplicates_skipped",
-            "Orders not written again because they were handed to a writer moments before, by origin",
-        );
-        let lateness = histogram(
-            &mut registry,
-            "order_expire_lateness_seconds",
-            "Seconds from an order's deadline (its key's TTL, or created_at + ORDER_EXPIRE_TTL) to the commit that cancelled it",
-            &LATENESS_BUCKETS,
-        );
-        let event_to_commit = histogram(
-            &mut registry,
-            "order_expire_event_to_commit_seconds",
-            "Seconds from receiving an expired event to the commit of its order's transaction",
-            &EVENT_TO_COMMIT_BUCKETS,
-        );
-        let batch_size = histogram(
-            &mut registry,
-            "order_expire_batch_size",
-            "Orders per committed cancel transaction",
-            &BATCH_SIZE_BUCKETS,
-        );
-        let dropped = counter(
-            &mut registry,
-            "order_expire_queue_dropped",
-            "Expired orders and keys turned away by a full queue (a sweep recovers the orders); raise --queue-size",
-        );
-        let reconnects = family(
-            &mut registry,
-            "order_expire_reconnects",
-            "Connections re-established after a loss: the Redis subscription (redis), MySQL writes working again after failing (mysql)",
-        );
-        let retries = counter(
-            &mut registry,
-            "order_expire_write_retries",
-            "Failed write attempts that were retried",
-        );
-        let busy = counter(
-            &mut registry,
-            "order_expire_orders_busy",
-            "Orders skipped because another transaction held their row (FOR UPDATE SKIP LOCKED: the app mid-payment, another worker) and tried again shortly after",
-        );
-        let last_sweep = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "order_expire_last_sweep_timestamp_seconds",
-            "When the last reconciliation sweep finished, in seconds since the Unix epoch (0: none yet)",
-            last_sweep.clone(),
-        );
-        let sweep_recovered = counter(
-            &mut registry,
-            "order_expire_sweep_recovered",
-            "Overdue unpaid orders a sweep found without their key and queued",
-        );
-        let parked = counter(
-            &mut registry,
-            "order_expire_orders_parked",
-            "Orders MySQL refused with a permanent error; left unpaid until fixed by hand",
-        );
-        let key_jobs = counter(
-            &mut registry,
-            "order_expire_key_jobs_queued",
-            "Laravel jobs queued for expired keys of other types (ORDER_EXPIRE_ON_<TYPE>)",
-        );
-        let replicas = Gauge::default();
-        registry.register(
-            "order_expire_replicas",
-            "Live workers of this orders table (member slots held), this one included; 1 when working alone",
-            replicas.clone(),
-        );
-        let set_aside = Gauge::default();
-        registry.register(
-            "order_expire_set_aside",
-            "Expired orders this worker holds back because another live worker owns them",
-            set_aside.clone(),
-        );
-        let taken_over = family(
-            &mut registry,
-            "order_expire_taken_over",
-            "Set-aside orders this worker wrote after all: their owner left (owner_left), the members changed (rebalanced), or they were still unpaid when their time ran out (not_written)",
-        );
-        registry.register(
-            "order_expire_build",
-            "The running order-expire and the app's Laravel version",
-            Info::new([
-                ("version", env!("CARGO_PKG_VERSION").to_string()),
-                ("laravel", laravel.unwrap_or("unknown").to_string()),
-            ]),
-        );
+        let mut r = Registrar::default();
+        let skipped = r.family(SKIPPED);
+        let ignored = r.family(IGNORED);
+        let reconnects = r.family(RECONNECTS);
+        let taken_over = r.family(TAKEN_OVER);
+        r.build_info(laravel);
         let backlog = Arc::new(Backlog::new());
-        registry.register_collector(Box::new(Arc::clone(&backlog)));
+        r.registry
+            .register_collector(Box::new(Arc::clone(&backlog)));
         let health = Arc::new(Health::new(health));
-        registry.register_collector(Box::new(Arc::clone(&health)));
-
-        let events = counter(
-            &mut registry,
-            "order_expire_keyspace_events",
-            "Expired keyspace events received from Redis, for any key",
-        );
-        let abandoned = Counter::default();
+        r.registry.register_collector(Box::new(Arc::clone(&health)));
         let label = |family: &Family<Label, Counter>, name, value| {
             family.get_or_create_owned(&[(name, value)])
         };
         Self {
-            events,
+            cancelled: r.counter(CANCELLED),
+            units_returned: r.counter(UNITS_RETURNED),
+            received: r.family(RECEIVED),
+            deduplicated: r.family(DEDUPLICATED),
+            lateness: r.histogram(LATENESS, &LATENESS_BUCKETS),
+            event_to_commit: r.histogram(EVENT_TO_COMMIT, &EVENT_TO_COMMIT_BUCKETS),
+            batch_size: r.histogram(BATCH_SIZE, &BATCH_SIZE_BUCKETS),
+            dropped: r.counter(DROPPED),
+            retries: r.counter(RETRIES),
+            busy: r.counter(BUSY),
+            last_sweep: r.float_gauge(LAST_SWEEP),
+            sweep_recovered: r.counter(SWEEP_RECOVERED),
+            parked: r.counter(PARKED),
+            key_jobs: r.counter(KEY_JOBS),
+            replicas: r.gauge(REPLICAS),
+            set_aside: r.gauge(SET_ASIDE),
+            events: r.counter(EVENTS),
+            // Not served at /metrics: the worker's stop line reports it.
+            abandoned: Counter::default(),
             unrelated: label(&ignored, "reason", "unrelated"),
             malformed: label(&ignored, "reason", "malformed"),
-            dropped,
-            cancelled,
             skipped_paid: label(&skipped, "reason", "paid"),
             skipped_already_cancelled: label(&skipped, "reason", "already_cancelled"),
             skipped_missing: label(&skipped, "reason", "missing"),
-            units_returned,
-            parked,
-            abandoned,
-            key_jobs,
-            retries,
-            busy,
             resubscribes: label(&reconnects, "server", "redis"),
             mysql_recoveries: label(&reconnects, "server", "mysql"),
-            sweep_recovered,
-            last_sweep,
-            lateness,
-            event_to_commit,
-            batch_size,
-            received,
-            deduplicated,
-            replicas,
-            set_aside,
             taken_over_owner_left: label(&taken_over, "reason", "owner_left"),
             taken_over_rebalanced: label(&taken_over, "reason", "rebalanced"),
             taken_over_not_written: label(&taken_over, "reason", "not_written"),
             backlog,
             health,
-            registry,
+            registry: r.registry,
         }
     }
 

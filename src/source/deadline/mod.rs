@@ -15,8 +15,8 @@
 //!   due, `PTTL` on its keys again. For a key past its TTL that makes Redis delete it and
 //!   publish `expired` on the spot, so the event path runs within milliseconds of the deadline.
 //!   A key that was put again with a later TTL is rescheduled.
-//! * what a key that is gone at its deadline means depends on the mode (README, "Delivery
-//!   guarantees"). In events-only mode (no `ORDER_EXPIRE_TTL`) only Redis's own expiry cancels,
+//! * what a key that is gone at its deadline means depends on the mode (docs/contract.md,
+//!   "The contract"). In events-only mode (no `ORDER_EXPIRE_TTL`) only Redis's own expiry cancels,
 //!   as with the PHP worker: the app may `forget()` the key on payment, and a `PTTL` answer of
 //!   "no such key" cannot tell a deleted key from one that just expired, so the watcher queues
 //!   nothing itself and the `expired` event its `PTTL` caused does the rest. In reconciliation

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::config::error::ConfigError;
-use crate::config::resolved::{RedisEndpoint, RedisSettings};
-use crate::config::settings::{Overrides, Settings};
+use crate::error::ConfigError;
+use crate::resolved::{RedisEndpoint, RedisSettings};
+use crate::settings::{Overrides, Settings};
 
 /// The Redis settings of an app whose `config/database.php` has the `cache` connection
 /// `connection` (PHP), the client `client` and the global `options` (PHP).
@@ -150,7 +150,7 @@ fn verify_peer_name_off_is_fine_without_verify_peer() {
 }
 
 /// The MySQL settings' TLS of an app whose `mysql` connection has the PDO `options` (PHP).
-fn mysql_tls(options: &str) -> Result<Option<crate::config::resolved::MysqlTls>, ConfigError> {
+fn mysql_tls(options: &str) -> Result<Option<crate::resolved::MysqlTls>, ConfigError> {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
     std::fs::write(

@@ -9,7 +9,7 @@
 //!
 //! We read the same three files the worker needs (`app`, `cache`, `database`). When the app has
 //! no `config/` folder at all (a `.env` copied next to the worker), we evaluate the stock files
-//! of the app's Laravel version instead, kept in `src/config/stock/`: the `.env` then means
+//! of the app's Laravel version instead, kept in `crates/config/src/stock/`: the `.env` then means
 //! what it means with an unmodified app.
 
 use std::collections::BTreeMap;
@@ -349,10 +349,13 @@ fn stock_files(major: u32) -> [(&'static str, &'static str); 4] {
     macro_rules! stock {
         ($app:literal, $cache:literal, $database:literal, $queue:literal) => {
             [
-                (concat!("src/config/", $app), include_str!($app)),
-                (concat!("src/config/", $cache), include_str!($cache)),
-                (concat!("src/config/", $database), include_str!($database)),
-                (concat!("src/config/", $queue), include_str!($queue)),
+                (concat!("crates/config/src/", $app), include_str!($app)),
+                (concat!("crates/config/src/", $cache), include_str!($cache)),
+                (
+                    concat!("crates/config/src/", $database),
+                    include_str!($database),
+                ),
+                (concat!("crates/config/src/", $queue), include_str!($queue)),
             ]
         };
     }

@@ -492,7 +492,7 @@ impl Ours<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::resolved::RedisEndpoint;
+    use crate::resolved::RedisEndpoint;
 
     fn resolve(text: &str) -> Result<Settings, ConfigError> {
         resolve_with(text, &Overrides::new())

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use crate::config::dispatch::{DispatchArgument, DispatchSettings, KeyJobSettings, QueueTarget};
-use crate::config::environment::Environment;
-use crate::config::error::ConfigError;
-use crate::config::settings::{Overrides, Settings};
-use crate::config::version::LaravelVersion;
+use crate::dispatch::{DispatchArgument, DispatchSettings, KeyJobSettings, QueueTarget};
+use crate::environment::Environment;
+use crate::error::ConfigError;
+use crate::settings::{Overrides, Settings};
+use crate::version::LaravelVersion;
 
 /// The dispatch settings of a `.env` with the stock config files of Laravel `major`.
 fn dispatch(text: &str, major: &str) -> Result<Option<DispatchSettings>, ConfigError> {

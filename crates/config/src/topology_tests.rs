@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::config::error::ConfigError;
-use crate::config::resolved::{RedisEndpoint, RedisTopology};
-use crate::config::settings::{Overrides, Settings};
+use crate::error::ConfigError;
+use crate::resolved::{RedisEndpoint, RedisTopology};
+use crate::settings::{Overrides, Settings};
 
 const STOCK_APP: &str = include_str!("stock/laravel8/app.php");
 const STOCK_CACHE: &str = include_str!("stock/laravel8/cache.php");

@@ -1,14 +1,16 @@
 //! Finds a Laravel app's Redis and MySQL the way Laravel itself would: from the app's `.env` to
 //! resolved [`Settings`].
 //!
-//! This module is a leaf: it uses nothing of the rest of the crate (`tests/layering.rs` keeps
-//! it so) and has its own error type, [`ConfigError`], so it reads as a small library any Rust
-//! service could use to reach the same servers as a Laravel app, with the same key prefixes.
+//! The leaf of order-expire, as a crate of its own: it depends on no other crate of the
+//! workspace (the compiler keeps it so), builds in parallel with the rest, and has its own
+//! error type, [`ConfigError`], so it is a small library any Rust service can use to reach the
+//! same servers as a Laravel app, with the same key prefixes. order-expire re-exports it as
+//! `order_expire::config`.
 //!
 //! ```no_run
 //! use std::path::Path;
 //!
-//! use order_expire::config::{ConfigError, Overrides, Settings};
+//! use order_expire_config::{ConfigError, Overrides, Settings};
 //!
 //! let settings = Settings::load(Path::new("/var/www/app/.env"), &Overrides::new())?;
 //! let keys = &settings.keys;
