@@ -175,7 +175,7 @@ async fn two_workers_split_a_burst_and_write_each_order_once() {
     let workers = start_workers(&app, 2, &[]);
     let both: Vec<&Worker> = workers.iter().collect();
 
-    let deadline = redis.expire_together(&ids, Duration::from_secs(2));
+    let deadline = redis.expire_together(&ids, Duration::from_secs(4));
     let done = drained(&db, &both).await;
     println!(
         "{ORDERS} orders ({} unpaid) drained by 2 workers {} ms after their keys' deadline",
@@ -231,7 +231,7 @@ async fn a_worker_killed_mid_burst_leaves_its_orders_to_the_survivor() {
     let app = App::new(&redis, &db, "");
     let mut workers = start_workers(&app, 2, &["--concurrency", "1", "--batch-size", "16"]);
 
-    let deadline = redis.expire_together(&ids, Duration::from_secs(2));
+    let deadline = redis.expire_together(&ids, Duration::from_secs(4));
     let mut conn = db.conn().await;
     let start = Instant::now();
     loop {

