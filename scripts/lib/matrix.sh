@@ -215,8 +215,8 @@ EOF2
     esac
     local suites
     suites=$(awk -v n="$name" -v f="$family" '
-      (f == "redis" || f == "valkey") && $1 == n && $5 == "ok" { c[$3]++ }
-      f != "redis" && f != "valkey" && $2 == n && $5 == "ok" { c[$3]++ }
+      (f == "redis" || f == "valkey") && $1 == n && $2 == "mariadb-10.11" && $5 == "ok" { c[$3]++ }
+      f != "redis" && f != "valkey" && $2 == n && $1 == "redis-7.0" && $5 == "ok" { c[$3]++ }
       END { for (s in c) printf "%s %d\n", s, c[s] }' "$results" | sort | awk '{ printf "%s%s %d", (NR > 1 ? ", " : ""), $1, $2 }')
     local note=""
     if [ -f "$(oe_server_dir "$name")/tls" ] && [ "$(cat "$(oe_server_dir "$name")/tls")" = no ]; then
