@@ -229,7 +229,7 @@ EOF2
     printf '| %s | %s | %s | %s | %s%s |\n' "$(oe_family_title "$family")" "$(cat "$(oe_server_dir "$name")/version")" \
       "$(cat "$(oe_server_dir "$name")/source")" "$with" "$suites" "$note"
   done
-  printf '\n%s tests in %s configurations, %s s on this machine (2 cores), fetching included.\n' \
+  printf '\n%s tests in %s configurations, %s s on a 2-core machine (the servers already fetched:\nthe first fetch of all of them takes about 80 s). The `tls` suite also holds the ACL tests, run on\nevery server.\n' \
     "$(wc -l <"$results")" "$(awk '{ print $1, $2 }' "$results" | sort -u | wc -l)" "$took"
 }
 
