@@ -35,12 +35,14 @@
 //!   `redis::RedisServers` the cache Redis whatever its topology (the servers whose events must
 //!   be heard: the one server, a cluster's masters, the Sentinel's master), and
 //!   `redis::RoutedConnection` sends each key's command to the master of its slot;
+//!   `redis::server` tells Redis from Valkey (and each one's own version) in `INFO server`;
 //!   `mysql` holds the pool with Laravel's session settings, the schema check, and every
 //!   statement against the app's tables (`mysql::orders`), the readiness check on a
 //!   connection of its own (`mysql::probe`), the member slots (named locks) through which the
-//!   replicas of one orders table find each other (`mysql::members`), and which way the writer
-//!   locks rows on this server (`mysql::write_path`: `SKIP LOCKED` or waiting). Each has its
-//!   own error type. `endpoint` serves
+//!   replicas of one orders table find each other (`mysql::members`), which server it is
+//!   (`mysql::server`: MySQL or MariaDB, and its version, from which what differs is decided)
+//!   and which way the writer locks rows on it (`mysql::write_path`: `SKIP LOCKED` or
+//!   waiting). Each has its own error type. `endpoint` serves
 //!   `/metrics`, `/healthz` and `/readyz` over HTTP (`--metrics-addr`); its error is
 //!   `EndpointError`.
 //! * `key`: turns the full Redis key Laravel wrote (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`)

@@ -307,7 +307,7 @@ async fn open_writer(
     options: &WorkerOptions,
 ) -> Result<(Arc<Writer>, Option<OutboxDrainer>), Error> {
     let db = Database::connect(&settings.mysql, options.concurrency).await?;
-    let (path, why) = WritePath::choose(&db.version().await?, options.lock_wait);
+    let (path, why) = WritePath::choose(&db.server().await?, options.lock_wait);
     let jobs = JobSink::new(settings, &db).await?;
     let outbox = match &jobs {
         Some(jobs) => OutboxDrainer::new(settings, db.clone(), jobs.outbox_written()).await?,

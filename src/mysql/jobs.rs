@@ -118,21 +118,7 @@ impl Database {
     /// Whether the server has `SKIP LOCKED` (MySQL 8.0.1+, MariaDB 10.6+), so that several
     /// workers drain the outbox side by side instead of one after the other.
     pub(crate) async fn has_skip_locked(&self) -> Result<bool, MysqlError> {
-        let version = self.version().await?;
-        let numbers: Vec<u32> = version
-            .split(|c: char| !c.is_ascii_digit())
-            .take(2)
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        let (major, minor) = (
-            numbers.first().copied().unwrap_or(0),
-            numbers.get(1).copied().unwrap_or(0),
-        );
-        Ok(if version.contains("MariaDB") {
-            (major, minor) >= (10, 6)
-        } else {
-            major >= 8
-        })
+        Ok(self.server().await?.has_skip_locked())
     }
 }
 

@@ -8,6 +8,7 @@
 use ::redis::ErrorKind;
 use ::redis::aio::{MultiplexedConnection, PubSub};
 
+use super::server::RedisServerInfo;
 use super::{RedisError, RedisTarget};
 
 impl RedisTarget {
@@ -74,22 +75,17 @@ impl RedisTarget {
             .map_err(|e| self.command_error("CONFIG SET notify-keyspace-events", e))
     }
 
-    /// The server's version, from `INFO server`.
-    pub(crate) async fn version(
+    /// Which server this is, Redis or Valkey, and its version, from `INFO server`.
+    pub(crate) async fn server_info(
         &self,
         conn: &mut MultiplexedConnection,
-    ) -> Result<String, RedisError> {
+    ) -> Result<RedisServerInfo, RedisError> {
         let info: String = ::redis::cmd("INFO")
             .arg("server")
             .query_async(conn)
             .await
             .map_err(|e| self.command_error("INFO server", e))?;
-        Ok(info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_string())
+        Ok(RedisServerInfo::parse(&info))
     }
 
     /// Subscribes `pubsub` to this database's `expired` channel.
