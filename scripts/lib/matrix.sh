@@ -20,7 +20,7 @@
 #
 # redis: what depends on the Redis-protocol server: keyspace events and subscriptions, restarts,
 # FLUSHDB, the output-buffer limit, CONFIG, SCAN for the sweep, the redis queue and the outbox,
-# schedule's keys, Laravel's own phpredis, ACL users, readiness.
+# schedule's keys, Laravel's own phpredis, ACL users, readiness, status's PUBSUB NUMSUB.
 oe_matrix_group_redis() {
   cat <<'EOF'
 worker: two_hundred_expired_orders_are_cancelled_and_their_stock_returned a_killed_subscription_is_restored app_name_and_cache_db_decide_the_key_and_channel keys_of_other_apps_types_or_with_bad_ids_change_nothing
@@ -32,6 +32,7 @@ schedule: schedule_writes_laravels_key_in_the_cache_database schedule_follows_pr
 tls: an_acl_user_with_only_the_documented_permissions_runs_the_worker an_acl_user_missing_a_permission_stops_the_start_in_one_line
 metrics: readyz_follows_the_redis_subscription
 laravel_app: orders_placed_by_laravel_with_default_prefixes_are_cancelled
+status: ok_with_a_worker_running_and_its_endpoint_read_from_the_settings notifications_turned_off_under_a_running_worker_are_degraded
 EOF
 }
 
@@ -53,7 +54,8 @@ EOF
 
 # database: what depends on the database server: the write path and row locks, replicas'
 # named locks and row counters, the jobs table and the outbox, the schema and start-up checks,
-# session settings and time zones, a restart of the server, TLS to it, PHP's pdo_mysql.
+# session settings and time zones, a restart of the server, TLS to it, PHP's pdo_mysql,
+# status's bounded counts and the member slots it reads.
 oe_matrix_group_database() {
   cat <<'EOF'
 worker: two_hundred_expired_orders_are_cancelled_and_their_stock_returned paid_orders_stay_paid_and_keep_their_stock two_workers_return_stock_exactly_once order_lines_in_an_items_table_return_each_products_stock updated_at_is_written_in_the_app_time_zone
@@ -67,6 +69,7 @@ contract: a_paid_column_that_does_not_exist_is_refused_at_start stop_timeout_is_
 tls: mysql_over_tls_with_the_pdo_ssl_options_and_a_user_that_requires_a_certificate
 metrics: readyz_says_when_mysql_does_not_answer the_backlog_shows_orders_waiting_behind_a_blocked_writer
 laravel_app: orders_placed_by_laravel_with_default_prefixes_are_cancelled orders_placed_by_laravel_on_a_connection_with_a_time_zone_get_eloquents_updated_at
+status: ok_with_a_worker_running_and_its_endpoint_read_from_the_settings overdue_orders_are_counted_with_the_oldest_ones_lateness an_outbox_backlog_is_counted_and_a_stale_one_is_degraded
 EOF
 }
 
