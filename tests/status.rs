@@ -327,3 +327,37 @@ async fn an_outbox_backlog_is_counted_and_a_stale_one_is_degraded() {
         "{report:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_servers_make_the_verdict_unknown_each_said_once() {
+    let db = TestDb::create().await;
+    let (redis_port, mysql_port) = (closed_port(), closed_port());
+    let env = App::env_text(redis_port, &db, "ORDER_EXPIRE_TTL=60").replace(
+        &format!(
+            "DB_PORT={}",
+            db.host_port().rsplit(':').next().unwrap_or_default()
+        ),
+        &format!("DB_PORT={mysql_port}"),
+    );
+    let app = App::with_env(&env);
+    let (report, code) = status_json(&app, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["verdict"], "unknown", "{report:#}");
+    let reasons = reasons(&report);
+    assert_eq!(
+        reasons.len(),
+        2,
+        "one for Redis, one for MySQL: {reasons:?}"
+    );
+    assert!(
+        reasons[0].contains(&format!("127.0.0.1:{redis_port}")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains(&format!("127.0.0.1:{mysql_port}")),
+        "{reasons:?}"
+    );
+    assert!(report["mysql"]["error"].is_string());
+    assert!(report["workers"]["live"].is_null());
+    assert!(report["overdue"]["count"].is_null());
+}

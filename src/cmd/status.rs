@@ -52,6 +52,8 @@ struct Report {
     channel: String,
     /// The cache Redis's masters.
     redis: RedisFacts,
+    /// The app's database, where the workers, the overdue orders and the outbox are read.
+    mysql: MysqlFacts,
     /// The live workers.
     workers: WorkerFacts,
     /// The overdue unpaid orders (`null` without `ORDER_EXPIRE_TTL`).
@@ -76,7 +78,11 @@ impl Report {
                     FACT_TIMEOUT.as_secs()
                 )),
             };
-        let db_ref = db.as_ref().map_err(String::as_str);
+        let mysql = MysqlFacts {
+            endpoint: settings.mysql.endpoint(),
+            error: db.as_ref().err().cloned(),
+        };
+        let db_ref = db.as_ref().map_err(|_| MYSQL_NOT_REACHED);
         let (redis, workers, overdue, outbox, endpoints) = tokio::join!(
             RedisFacts::read(servers.as_ref().map_err(Clone::clone)),
             WorkerFacts::read(db_ref, settings),
@@ -96,6 +102,7 @@ impl Report {
             reasons: Vec::new(),
             channel,
             redis,
+            mysql,
             workers,
             overdue,
             outbox,
@@ -108,12 +115,17 @@ impl Report {
     fn judge(&self) -> Findings {
         let mut findings = Findings::default();
         self.redis.judge(&mut findings);
-        self.workers.judge(&mut findings);
-        if let Some(overdue) = &self.overdue {
-            overdue.judge(&mut findings);
-        }
-        if let Some(outbox) = &self.outbox {
-            outbox.judge(&mut findings);
+        if let Some(error) = &self.mysql.error {
+            // Nothing read there is known: one reason for all of it.
+            findings.unknown(error.clone());
+        } else {
+            self.workers.judge(&mut findings);
+            if let Some(overdue) = &self.overdue {
+                overdue.judge(&mut findings);
+            }
+            if let Some(outbox) = &self.outbox {
+                outbox.judge(&mut findings);
+            }
         }
         for endpoint in &self.endpoints {
             endpoint.judge(&mut findings);
@@ -132,6 +144,9 @@ impl Report {
         }
         let mut lines: Vec<Line> = Vec::new();
         self.redis.lines(&mut lines);
+        if let Some(error) = &self.mysql.error {
+            lines.push(("mysql", format!("unknown: {error}")));
+        }
         self.workers.lines(&mut lines);
         match &self.overdue {
             Some(overdue) => overdue.lines(&mut lines),
@@ -159,6 +174,20 @@ impl Report {
         out
     }
 }
+
+/// The app's database as `status` reached it.
+#[derive(Debug, Serialize)]
+struct MysqlFacts {
+    /// `host:port` (or `unix:`).
+    endpoint: String,
+    /// Why it could not be reached (`null` when it was): then none of the facts read there is
+    /// known, and this is their one reason.
+    error: Option<String>,
+}
+
+/// What the facts read on the database say when it could not be reached (the reason is said
+/// once, on the `mysql` line).
+const MYSQL_NOT_REACHED: &str = "MySQL not reached";
 
 /// The worker endpoints to read: those given (`--metrics-addr`, each `HOST:PORT`), else the
 /// settings' own `ORDER_EXPIRE_METRICS_ADDR`, where a worker started with these settings
