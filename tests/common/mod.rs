@@ -867,23 +867,61 @@ pub fn run_bounded(mut command: Command, timeout: Duration) -> Output {
     let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    // Both pipes are read while the command runs: one that writes more than a pipe holds
+    // would otherwise block until the timeout.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let start = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break status,
             Ok(None) if start.elapsed() > timeout => {
                 let _ = child.kill();
-                let output = child.wait_with_output().expect("output");
+                let _ = child.wait();
                 panic!(
                     "{program} did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
+                    String::from_utf8_lossy(&joined(stdout)),
+                    String::from_utf8_lossy(&joined(stderr))
                 );
             }
-            _ => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("wait for {program}: {e}"),
         }
+    };
+    Output {
+        status,
+        stdout: joined(stdout),
+        stderr: joined(stderr),
     }
-    child.wait_with_output().expect("output")
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain<R: std::io::Read + Send + 'static>(
+    pipe: Option<R>,
+) -> Option<std::thread::JoinHandle<Vec<u8>>> {
+    pipe.map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    })
+}
+
+/// What a [`drain`] thread read: empty if the pipe was not there, the thread failed, or the
+/// pipe is still open a second after the command ended (a process it started holds it).
+fn joined(reader: Option<std::thread::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    let Some(reader) = reader else {
+        return Vec::new();
+    };
+    let start = Instant::now();
+    while !reader.is_finished() && start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !reader.is_finished() {
+        return Vec::new();
+    }
+    reader.join().unwrap_or_default()
 }
 
 /// A running worker; killed on drop if the test did not stop it.
