@@ -96,7 +96,7 @@ fn extra_sections() -> String {
             ),
             (
                 "1",
-                "an error: one line on stderr names the file, setting, host or table, and the fix",
+                "an error: one line on stderr names the file, setting, host or table, and the fix; `check` found a problem; `status` found the workers degraded, or could not read a fact that decides it",
             ),
             ("2", "a usage mistake"),
             (

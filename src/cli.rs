@@ -98,6 +98,35 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Is anyone listening, are the workers alive, is anything overdue? One line per fact, the
+    /// verdict first: `ok`, `degraded: <reasons>` or `unknown: <reasons>`.
+    ///
+    /// Reads, from the app's settings: the subscribers of the `expired` channel and the
+    /// keyspace notifications on each Redis master, the live workers (their member slots), the
+    /// unpaid orders past their deadline (with ORDER_EXPIRE_TTL), the outbox backlog (with a
+    /// redis queue), and each worker endpoint's readiness, lateness p99 and queue depth.
+    /// Exits 0 when ok, 1 when degraded or when a deciding fact cannot be read.
+    Status {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// A worker's metrics endpoint to read, HOST:PORT; repeat it or give a comma-separated
+        /// list for several workers [default: ORDER_EXPIRE_METRICS_ADDR of the settings].
+        #[arg(long = "metrics-addr", value_name = "HOST:PORT", value_delimiter = ',', value_parser = host_port)]
+        metrics_addrs: Vec<String>,
+    },
+}
+
+/// `HOST:PORT` (`[::1]:9464` for an IPv6 address), as `status --metrics-addr` takes it.
+fn host_port(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{text}` is not HOST:PORT"))?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("`{text}` is not HOST:PORT (a port 1-65535)"));
+    }
+    Ok(text.to_string())
 }
 
 /// Options of the worker.

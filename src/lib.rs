@@ -31,16 +31,18 @@
 //!   as Laravel's managers would. Its errors are [`config::ConfigError`].
 //! * `redis` and `mysql`: the server adapters. `redis` opens connections to the app's cache
 //!   Redis and holds every command we send (`PTTL`, `EXISTS`, `SETEX`, `CONFIG`, `SUBSCRIBE`,
-//!   `CLUSTER SHARDS`, `SENTINEL`, `ROLE`): `redis::RedisTarget` is one server,
+//!   `PUBSUB`, `CLUSTER SHARDS`, `SENTINEL`, `ROLE`): `redis::RedisTarget` is one server,
 //!   `redis::RedisServers` the cache Redis whatever its topology (the servers whose events must
 //!   be heard: the one server, a cluster's masters, the Sentinel's master), and
 //!   `redis::RoutedConnection` sends each key's command to the master of its slot;
+//!   `redis::server` tells Redis from Valkey (and each one's own version) in `INFO server`;
 //!   `mysql` holds the pool with Laravel's session settings, the schema check, and every
 //!   statement against the app's tables (`mysql::orders`), the readiness check on a
 //!   connection of its own (`mysql::probe`), the member slots (named locks) through which the
-//!   replicas of one orders table find each other (`mysql::members`), and which way the writer
-//!   locks rows on this server (`mysql::write_path`: `SKIP LOCKED` or waiting). Each has its
-//!   own error type. `endpoint` serves
+//!   replicas of one orders table find each other (`mysql::members`), which server it is
+//!   (`mysql::server`: MySQL or MariaDB, and its version, from which what differs is decided)
+//!   and which way the writer locks rows on it (`mysql::write_path`: `SKIP LOCKED` or
+//!   waiting). Each has its own error type. `endpoint` serves
 //!   `/metrics`, `/healthz` and `/readyz` over HTTP (`--metrics-addr`); its error is
 //!   `EndpointError`.
 //! * `key`: turns the full Redis key Laravel wrote (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`)
@@ -57,7 +59,8 @@
 //!   keeps one per master, re-reading the cluster's or the Sentinel's topology and moving the
 //!   subscriptions when the masters change; `source::deadline` makes Redis expire
 //!   each order key at its deadline; `source::reconcile` reconciles the database with the cache
-//!   for events that were never delivered.
+//!   for events that were never delivered, and `source::progress` says how far a long pass has
+//!   got (log lines; `cmd::sweep` draws a bar on a terminal).
 //! * `sink`: `sink::dispatch` hands queued orders to concurrent batch writes (dedup, retries with
 //!   backoff, the split of a failing batch, parking of an order MySQL refuses for good, the stop
 //!   deadline), generic over the writer so it is unit-tested without servers; `sink::share`
@@ -72,8 +75,10 @@
 //!   one line printed before exiting and [`Error::exit_code`] its status (2 only for usage
 //!   mistakes).
 //! * `worker`: wires source -> queue -> dispatcher -> writer and runs until the stop signal.
-//! * [`cmd`]: the subcommands (`run`, `check`, `sweep`, `schedule`); [`cli`]: the command line
-//!   and its `--help`. `main.rs` only parses the arguments and calls them.
+//! * [`cmd`]: the subcommands (`run`, `check`, `sweep`, `status`, `schedule`); `cmd::status`
+//!   reads what an operator asks first from the servers and the workers' endpoints (its HTTP
+//!   client and the Prometheus reading are its own, `cmd::status::scrape`); [`cli`]: the
+//!   command line and its `--help`. `main.rs` only parses the arguments and calls them.
 //! * `backoff`, `shutdown` (signals), [`logging`] (text lines escape control characters),
 //!   `throttle` (rate limits for warnings outside input can repeat): small shared pieces.
 //!   `stats` is what the worker knows about itself: the metrics every stage records (one

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))
         .and_then(|runtime| runtime.block_on(run(cli)));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("{}", e.render());
             ExitCode::from(e.exit_code())
@@ -51,7 +51,8 @@ fn one_malloc_arena() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn one_malloc_arena() {}
 
-async fn run(cli: Cli) -> Result<(), Error> {
+/// Runs the command; its exit status when it has one of its own (`status`), else success.
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let overrides = cli.overrides();
     let env_file = cli.env_file.ok_or_else(|| {
         Error::Usage(
@@ -59,7 +60,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         )
     })?;
     let settings = Settings::load(&env_file, &overrides)?;
-    match cli.command.unwrap_or(Command::Run) {
+    let done = match cli.command.unwrap_or(Command::Run) {
         Command::Run => cmd::run::run(&settings, &cli.run).await,
         Command::Schedule {
             order_id,
@@ -84,6 +85,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
             };
             cmd::check::command(&settings, laravel, options).await
         }
-        Command::Sweep { dry_run } => cmd::sweep::command(&settings, dry_run).await,
-    }
+        Command::Sweep { dry_run } => cmd::sweep::command(&settings, dry_run, cli.log_format).await,
+        Command::Status {
+            json,
+            metrics_addrs,
+        } => {
+            let verdict = cmd::status::command(&settings, json, &metrics_addrs).await?;
+            return Ok(ExitCode::from(verdict.exit_code()));
+        }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }

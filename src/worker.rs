@@ -63,6 +63,7 @@ use crate::sink::outbox::OutboxDrainer;
 use crate::sink::share::Share;
 use crate::source::deadline::DeadlineWatcher;
 use crate::source::keyspace::KeyspaceSource;
+use crate::source::progress::{LogProgress, Progress};
 use crate::source::reconcile::Reconciler;
 use crate::source::topology::{SourceFactory, TopologySource};
 use crate::stats::Stats;
@@ -306,7 +307,7 @@ async fn open_writer(
     options: &WorkerOptions,
 ) -> Result<(Arc<Writer>, Option<OutboxDrainer>), Error> {
     let db = Database::connect(&settings.mysql, options.concurrency).await?;
-    let (path, why) = WritePath::choose(&db.version().await?, options.lock_wait);
+    let (path, why) = WritePath::choose(&db.server().await?, options.lock_wait);
     let jobs = JobSink::new(settings, &db).await?;
     let outbox = match &jobs {
         Some(jobs) => OutboxDrainer::new(settings, db.clone(), jobs.outbox_written()).await?,
@@ -518,10 +519,14 @@ async fn reconcile_loop(
 ) {
     let heartbeat = stats.health.heartbeat("sweep loop");
     let mut failing = false;
+    // The first pass may meet the backlog of an outage: it says how far it has got when it
+    // lasts more than a few seconds. The later ones find what a moment missed.
+    let at_start = LogProgress::new("sweep at start");
+    let mut progress: Option<&dyn Progress> = Some(&at_start);
     loop {
         let started = Instant::now();
         tokio::select! {
-            result = reconciler.sweep(&queue, &heartbeat) => match result {
+            result = reconciler.sweep(&queue, &heartbeat, progress.take()) => match result {
                 Ok(summary) => {
                     stats.last_sweep.set(unix_now());
                     Stats::add_n(&stats.sweep_recovered, summary.overdue as u64);

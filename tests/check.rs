@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::servers::DbFamily;
 use common::{App, RedisServer, TestDb};
 
 fn json(output: &std::process::Output) -> serde_json::Value {
@@ -56,6 +57,56 @@ async fn check_reports_settings_and_healthy_connections() {
     assert!(text.status.success(), "{stdout}");
     assert!(
         stdout.contains("mall_shop_database_mall_shop_cache:ORDER_CONFIRM:*"),
+        "{stdout}"
+    );
+}
+
+/// Each server is named by its family and its own version: Valkey as Valkey (its
+/// `valkey_version`, not the Redis version it reports for compatibility), MySQL apart from
+/// MariaDB; with how the worker sets its sessions up there.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_each_servers_family_and_own_version() {
+    let redis = RedisServer::start();
+    let db = TestDb::create().await;
+    let app = App::new(&redis, &db, "");
+    let output = app.run(&["check", "--json"]);
+    let report = json(&output);
+    assert!(output.status.success(), "{report:#}");
+    let (cache, database) = (common::servers::redis(), common::servers::database());
+    let found = &report["connections"]["redis"];
+    assert_eq!(found["family"], cache.family.as_str(), "{found:#}");
+    assert_eq!(found["version"], cache.version.as_str(), "{found:#}");
+    let found = &report["connections"]["mysql"];
+    let (family, title) = match database.family {
+        DbFamily::MySql => ("mysql", "MySQL"),
+        DbFamily::MariaDb => ("mariadb", "MariaDB"),
+    };
+    assert_eq!(found["family"], family, "{found:#}");
+    assert_eq!(found["version"], database.version.as_str(), "{found:#}");
+    let session = found["session"].as_str().unwrap_or_default();
+    assert!(session.contains("READ COMMITTED"), "{found:#}");
+    // MariaDB 11.6.2 and later turn snapshot isolation on by default.
+    let snapshot = database.family == DbFamily::MariaDb
+        && common::servers::version_at_least(&database.version, 11, 7);
+    assert_eq!(
+        session.contains("innodb_snapshot_isolation is ON"),
+        snapshot,
+        "{found:#}"
+    );
+
+    let text = app.run(&["check"]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    let redis_title = if cache.family == "valkey" {
+        "Valkey"
+    } else {
+        "Redis"
+    };
+    assert!(
+        stdout.contains(&format!("ok ({redis_title} {}", cache.version)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("ok ({title} {})", database.version)),
         "{stdout}"
     );
 }

@@ -104,10 +104,8 @@ async fn reconciliation_mode_a_paid_column_protects_an_order_whose_key_is_gone()
     );
     let worker = app.start_worker(&["--log-format", "json"]);
 
-    let mut conn = redis.conn(1);
-    for order in [paid_deleted, paid_expired, unpaid_deleted] {
-        setex(&mut conn, &default_key(order), 3, &order.to_string());
-    }
+    // Paid before the keys are written: on a loaded machine the 3 s could pass between the two,
+    // and an order whose key expired before it was paid is rightly cancelled.
     for order in [paid_deleted, paid_expired] {
         db.conn()
             .await
@@ -117,6 +115,10 @@ async fn reconciliation_mode_a_paid_column_protects_an_order_whose_key_is_gone()
             )
             .await
             .expect("mark paid");
+    }
+    let mut conn = redis.conn(1);
+    for order in [paid_deleted, paid_expired, unpaid_deleted] {
+        setex(&mut conn, &default_key(order), 3, &order.to_string());
     }
     for order in [paid_deleted, unpaid_deleted] {
         let _: i64 = redis::cmd("DEL")

@@ -437,6 +437,11 @@ async fn the_backlog_shows_orders_waiting_behind_a_blocked_writer() {
         db.count_status(2).await == 5
     })
     .await;
+    // The counters follow the commit the test just saw.
+    wait_until(WAIT, "all five counted", || async {
+        Scrape::take(&addr).get("order_expire_orders_cancelled_total") == 5.0
+    })
+    .await;
     let end = Scrape::take(&addr);
     assert_eq!(end.get("order_expire_queue_depth"), 0.0);
     assert_eq!(end.get("order_expire_oldest_pending_seconds"), 0.0);

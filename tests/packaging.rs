@@ -178,6 +178,7 @@ fn debian_package_installs_runs_and_removes() {
         "order-expire-run",
         "order-expire-check",
         "order-expire-sweep",
+        "order-expire-status",
         "order-expire-schedule",
     ] {
         let path = man_path(page).unwrap_or_else(|| panic!("man -w {page} finds no page"));

@@ -175,7 +175,7 @@ async fn two_workers_split_a_burst_and_write_each_order_once() {
     let workers = start_workers(&app, 2, &[]);
     let both: Vec<&Worker> = workers.iter().collect();
 
-    let deadline = redis.expire_together(&ids, Duration::from_secs(2));
+    let deadline = redis.expire_together(&ids, Duration::from_secs(4));
     let done = drained(&db, &both).await;
     println!(
         "{ORDERS} orders ({} unpaid) drained by 2 workers {} ms after their keys' deadline",
@@ -231,7 +231,7 @@ async fn a_worker_killed_mid_burst_leaves_its_orders_to_the_survivor() {
     let app = App::new(&redis, &db, "");
     let mut workers = start_workers(&app, 2, &["--concurrency", "1", "--batch-size", "16"]);
 
-    let deadline = redis.expire_together(&ids, Duration::from_secs(2));
+    let deadline = redis.expire_together(&ids, Duration::from_secs(4));
     let mut conn = db.conn().await;
     let start = Instant::now();
     loop {
@@ -340,6 +340,8 @@ async fn a_worker_alone_writes_every_order_as_before() {
 }
 
 /// The server's counters that grow with the work of locking and reading order rows.
+/// `Rows_read` is MariaDB's alone (MySQL has none): it is shown where the server has it; the
+/// counters asserted on are on every server.
 const LOCK_COUNTERS: [&str; 5] = [
     "Innodb_row_lock_waits",
     "Innodb_row_lock_time",
@@ -348,7 +350,7 @@ const LOCK_COUNTERS: [&str; 5] = [
     "Handler_read_key",
 ];
 
-async fn server_counters(conn: &mut mysql_async::Conn) -> Vec<i64> {
+async fn server_counters(conn: &mut mysql_async::Conn) -> Vec<Option<i64>> {
     let rows: Vec<(String, String)> = conn
         .query("SHOW GLOBAL STATUS")
         .await
@@ -359,14 +361,13 @@ async fn server_counters(conn: &mut mysql_async::Conn) -> Vec<i64> {
             rows.iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in SHOW GLOBAL STATUS"))
         })
         .collect()
 }
 
 /// One burst drained by `n` workers on a fresh database of `maria`: the drain time and the
 /// server counters' deltas over it.
-async fn measure(maria: &MariaServer, n: usize, orders: usize) -> (Duration, Vec<i64>) {
+async fn measure(maria: &MariaServer, n: usize, orders: usize) -> (Duration, Vec<Option<i64>>) {
     let redis = RedisServer::start();
     let db = TestDb::create_on(&maria.url()).await;
     let (ids, paid) = place(&db, orders).await;
@@ -386,7 +387,11 @@ async fn measure(maria: &MariaServer, n: usize, orders: usize) -> (Duration, Vec
     let after = server_counters(&mut admin).await;
     audit(&db, &ids, &paid).await;
     drop(workers);
-    let deltas = before.iter().zip(&after).map(|(b, a)| a - b).collect();
+    let deltas = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| Some(a.as_ref()? - b.as_ref()?))
+        .collect();
     (done.saturating_duration_since(deadline), deltas)
 }
 
@@ -413,7 +418,10 @@ async fn more_workers_lock_no_more_rows_than_one() {
         let shown: Vec<String> = LOCK_COUNTERS
             .iter()
             .zip(&deltas)
-            .map(|(name, d)| format!("{name} +{d}"))
+            .map(|(name, d)| match d {
+                Some(d) => format!("{name} +{d}"),
+                None => format!("{name} (not on this server)"),
+            })
             .collect();
         println!(
             "{n} worker(s), {orders} orders: drained {} ms after the deadline; {}",
@@ -423,29 +431,29 @@ async fn more_workers_lock_no_more_rows_than_one() {
         results.push((n, drain, deltas));
     }
     let one = &results[0].2;
+    let counter = |deltas: &[Option<i64>], name: &str| {
+        let at = LOCK_COUNTERS.iter().position(|c| *c == name).unwrap_or(0);
+        deltas[at].unwrap_or_else(|| panic!("no {name} in SHOW GLOBAL STATUS"))
+    };
     for (n, _, deltas) in &results[1..] {
         // Handler_read_key: one per order the writers look up by id (the lock and the update),
         // plus a handful per query of the deadline watchers. Without the split each worker
         // looks every order up itself.
-        let read_key = LOCK_COUNTERS
-            .iter()
-            .position(|c| *c == "Handler_read_key")
-            .unwrap_or(0);
-        assert!(
-            deltas[read_key] as f64 <= one[read_key] as f64 * 1.1,
-            "{n} workers: Handler_read_key +{} against +{} for one",
-            deltas[read_key],
-            one[read_key]
+        let (read_key, one_read_key) = (
+            counter(deltas, "Handler_read_key"),
+            counter(one, "Handler_read_key"),
         );
-        let updated = LOCK_COUNTERS
-            .iter()
-            .position(|c| *c == "Handler_update")
-            .unwrap_or(0);
         assert!(
-            deltas[updated] <= one[updated] + one[updated] / 10,
-            "{n} workers updated {} rows, one {}",
-            deltas[updated],
-            one[updated]
+            read_key as f64 <= one_read_key as f64 * 1.1,
+            "{n} workers: Handler_read_key +{read_key} against +{one_read_key} for one"
+        );
+        let (updated, one_updated) = (
+            counter(deltas, "Handler_update"),
+            counter(one, "Handler_update"),
+        );
+        assert!(
+            updated <= one_updated + one_updated / 10,
+            "{n} workers updated {updated} rows, one {one_updated}"
         );
     }
 }

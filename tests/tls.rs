@@ -134,7 +134,7 @@ impl TlsRedis {
                 .and_then(|l| l.local_addr())
                 .map(|a| a.port())
                 .expect("a free loopback port");
-            let mut command = Command::new("redis-server");
+            let mut command = Command::new(&common::servers::redis().program);
             command
                 .args([
                     "--port",

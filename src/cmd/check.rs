@@ -17,7 +17,9 @@ use crate::config::{
 use crate::contract::Contract;
 use crate::key::KeyPattern;
 use crate::mysql::Database;
+use crate::mysql::server::DbServer;
 use crate::mysql::write_path::WritePath;
+use crate::redis::server::RedisFamily;
 use crate::redis::{RedisError, RedisServers, expired_channel, publishes_expired};
 use crate::sink::Writer;
 
@@ -406,6 +408,8 @@ struct MysqlProbe {
     write_path: Option<&'static str>,
     /// Why that path.
     write_path_reason: Option<&'static str>,
+    /// How the worker's sessions and transactions are set up on this server.
+    session: Option<String>,
 }
 
 /// What the cache Redis answered, and the servers the worker would subscribe to.
@@ -413,6 +417,8 @@ struct MysqlProbe {
 struct RedisProbe {
     #[serde(flatten)]
     probe: Probe,
+    /// Valkey's `redis_version`: the Redis version it is compatible with (`null` on Redis).
+    redis_compatible: Option<String>,
     /// One entry per server whose `expired` events the worker would hear: the server, every
     /// master of a cluster, the master the sentinels name now (as far as they were found).
     subscriptions: Vec<SubscriptionReport>,
@@ -434,8 +440,13 @@ struct SubscriptionReport {
 struct Probe {
     /// True when the server is usable as configured.
     ok: bool,
-    /// The server's version, once connected.
+    /// The server's family, once connected: `redis` or `valkey`, `mysql` or `mariadb`.
+    family: Option<&'static str>,
+    /// The server's own version (Valkey's, not the Redis version it reports for
+    /// compatibility), once connected.
     version: Option<String>,
+    /// Family and version as one name, `Valkey 8.1.8 (Redis 7.2.4 compatible)`, `MySQL 9.7.4`.
+    server: Option<String>,
     /// Why the server is not usable, on one line.
     error: Option<String>,
     /// Findings that do not stop the worker (notifications unreadable, an index missing).
@@ -734,9 +745,9 @@ impl Report {
     /// What the servers answered (`check` without `--no-connect`).
     fn write_connections(&self, c: &Connections, out: &mut String) {
         for (name, probe) in [("redis", &c.redis.probe), ("mysql", &c.mysql.probe)] {
-            let status = match (&probe.error, &probe.version) {
+            let status = match (&probe.error, &probe.server) {
                 (Some(e), _) => format!("FAILED: {e}"),
-                (None, Some(v)) => format!("ok ({v})"),
+                (None, Some(server)) => format!("ok ({server})"),
                 (None, None) => "ok".into(),
             };
             let _ = writeln!(out, "  {name:<11} {status}");
@@ -760,6 +771,9 @@ impl Report {
         }
         if let (Some(path), Some(reason)) = (c.mysql.write_path, c.mysql.write_path_reason) {
             let _ = writeln!(out, "  write path  {path}: {reason}");
+        }
+        if let Some(session) = &c.mysql.session {
+            let _ = writeln!(out, "  session     {session}");
         }
     }
 }
@@ -823,6 +837,7 @@ async fn run(settings: &Settings, connect: bool, lock_wait: bool) -> Report {
 async fn probe_redis(settings: &Settings) -> RedisProbe {
     let mut probe = Probe::default();
     let mut subscriptions = Vec::new();
+    let mut redis_compatible = None;
     let result = async {
         let servers = RedisServers::new(&settings.redis)?;
         let (_, topology) = servers.refresh().await?;
@@ -830,7 +845,12 @@ async fn probe_redis(settings: &Settings) -> RedisProbe {
         for master in topology.masters() {
             let mut conn = master.connect().await?;
             if probe.version.is_none() {
-                probe.version = Some(master.version(&mut conn).await?);
+                let info = master.server_info(&mut conn).await?;
+                probe.family = Some(info.family.name());
+                probe.server = Some(info.to_string());
+                redis_compatible =
+                    (info.family == RedisFamily::Valkey).then(|| info.redis_version.clone());
+                probe.version = Some(info.version);
             }
             let flags = master.notification_flags(&mut conn).await?;
             match &flags {
@@ -860,6 +880,7 @@ async fn probe_redis(settings: &Settings) -> RedisProbe {
     .await;
     RedisProbe {
         probe: finish(probe, result),
+        redis_compatible,
         subscriptions,
     }
 }
@@ -867,11 +888,15 @@ async fn probe_redis(settings: &Settings) -> RedisProbe {
 async fn probe_mysql(settings: &Settings, lock_wait: bool) -> MysqlProbe {
     let mut probe = Probe::default();
     let mut path = None;
+    let mut session = None;
     let result = async {
         let db = Database::connect(&settings.mysql, 1).await?;
-        let version = db.version().await?;
-        path = Some(WritePath::choose(&version, lock_wait));
-        probe.version = Some(version);
+        let server = db.server().await?;
+        path = Some(WritePath::choose(&server, lock_wait));
+        probe.family = Some(server.family.name());
+        probe.version = Some(server.version());
+        probe.server = Some(server.to_string());
+        session = Some(session_report(&server, db.snapshot_isolation().await?));
         let writer = Writer::new(db, &settings.schema, settings.timezone.clone()).await?;
         if let Some(statement) = writer
             .database()
@@ -891,7 +916,28 @@ async fn probe_mysql(settings: &Settings, lock_wait: bool) -> MysqlProbe {
         probe: finish(probe, result),
         write_path: path.map(|(path, _)| path.name()),
         write_path_reason: path.map(|(_, reason)| reason),
+        session,
     }
+}
+
+/// How the worker's sessions are set up on `server`, and what of it depends on the server:
+/// the isolation level is set per transaction with the one statement every server has (not
+/// through `tx_isolation`, which MySQL 8 removed, nor `transaction_isolation`, which MariaDB
+/// has only since 11.1), and MariaDB's snapshot isolation (`snapshot`: its
+/// `innodb_snapshot_isolation`, ON by default since 11.6.2) refuses only REPEATABLE READ
+/// transactions.
+fn session_report(server: &DbServer, snapshot: Option<bool>) -> String {
+    let mut text = String::from(
+        "each write in READ COMMITTED (SET TRANSACTION ISOLATION LEVEL, on every MySQL and MariaDB), with Laravel's names, time zone and sql_mode",
+    );
+    if snapshot == Some(true) {
+        let _ = write!(
+            text,
+            "; innodb_snapshot_isolation is ON on this {}: it refuses REPEATABLE READ transactions that lock a row changed after their snapshot (ERROR 1020), not these",
+            server.family.title()
+        );
+    }
+    text
 }
 
 fn finish(mut probe: Probe, result: Result<(), crate::Error>) -> Probe {

@@ -7,10 +7,13 @@
 //!   non-zero when something would stop the worker.
 //! * [`sweep`]: `order-expire sweep`, one reconciliation pass by hand (after an outage, or with
 //!   `--dry-run` to see what is pending), written through the worker's queue and dispatcher.
+//! * [`status`]: `order-expire status`, what an operator asks first (anyone listening, the
+//!   workers alive, anything overdue), a verdict and an exit status for monitoring.
 //! * [`schedule`]: `order-expire schedule`, writes an order's key exactly as Laravel's cache
 //!   would (used by the demo, the tests and services not written in PHP).
 
 pub mod check;
 pub mod run;
 pub mod schedule;
+pub mod status;
 pub mod sweep;

@@ -4,17 +4,24 @@
 //! printed: what an operator runs after an outage, or with `--dry-run` to see what is pending.
 //! It writes through the worker's own path (queue, dispatcher, writer), so batches, retries and
 //! the parking of a refused order behave as in the worker.
+//!
+//! A long pass shows how far it has got: a bar with the rate and an estimate of the time left
+//! when stderr is a terminal (and the log is text), `sweep_progress` log lines every few
+//! seconds otherwise (`crate::source::progress`). A `sweep_finished` log line ends every pass.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::error::Error;
 use crate::key::KeyPattern;
+use crate::logging::LogFormat;
 use crate::mysql::Database;
 use crate::queue::{OrderQueue, order_queue};
 use crate::redis::RedisServers;
@@ -23,6 +30,7 @@ use crate::sink::jobs::JobSink;
 use crate::sink::share::Share;
 use crate::sink::writer::MAX_BATCH;
 use crate::sink::{Outcome, Writer};
+use crate::source::progress::{LogProgress, Progress};
 use crate::source::reconcile::{Reconciler, SweepSummary};
 use crate::stats::Stats;
 
@@ -73,29 +81,113 @@ struct Tally {
     cancelled: AtomicUsize,
     not_unpaid: AtomicUsize,
     refused: AtomicUsize,
+    out: Out,
 }
 
 impl Observer for Tally {
     fn written(&self, order: u64, outcome: &Outcome) {
         if let Outcome::Cancelled { units, .. } = outcome {
             self.cancelled.fetch_add(1, Ordering::Relaxed);
-            println!("cancelled order {order}: {units} units returned to stock");
+            self.out.line(format_args!(
+                "cancelled order {order}: {units} units returned to stock"
+            ));
         } else {
             self.not_unpaid.fetch_add(1, Ordering::Relaxed);
-            println!("order {order} is no longer unpaid: left alone");
+            self.out.line(format_args!(
+                "order {order} is no longer unpaid: left alone"
+            ));
         }
     }
 
     // One bad row must not stop the pass: say which and go on.
     fn refused(&self, order: u64, error: &dyn fmt::Display) {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        println!("order {order} cannot be cancelled, left unpaid: {error}");
+        self.out.line(format_args!(
+            "order {order} cannot be cancelled, left unpaid: {error}"
+        ));
+    }
+}
+
+/// Where the pass's lines go: stdout, around the bar when both are on one terminal.
+#[derive(Default, Clone)]
+struct Out {
+    /// The bar, when stdout is a terminal too: each line is printed with the bar cleared, then
+    /// the bar is drawn again below it.
+    bar: Option<ProgressBar>,
+}
+
+impl Out {
+    fn line(&self, text: fmt::Arguments<'_>) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| println!("{text}")),
+            None => println!("{text}"),
+        }
+    }
+}
+
+/// The pass's bar on stderr: orders examined out of those counted, the rate, the time left.
+struct Bar(ProgressBar);
+
+impl Bar {
+    /// A bar when stderr is a terminal that draws (`TERM` set, not `dumb`) and the log is text
+    /// (JSON log lines are for a machine, which wants `sweep_progress` lines, not a bar
+    /// between them).
+    fn on_terminal(format: LogFormat, dry_run: bool) -> Option<Self> {
+        if format != LogFormat::Text || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let style = ProgressStyle::with_template(
+            "{msg} [{bar:20}] {pos}/{len} orders examined, {rate}, eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &ProgressState, w: &mut dyn fmt::Write| {
+            let _ = write!(w, "{:.0}/s", state.per_sec());
+        })
+        .progress_chars("=> ");
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
+            .with_style(style)
+            .with_message(if dry_run { "sweep (dry run)" } else { "sweep" });
+        // A terminal that cannot draw one (`TERM` unset or `dumb`) gets the log lines instead.
+        (!bar.is_hidden()).then_some(Self(bar))
+    }
+
+    /// The bar, for the lines printed around it when stdout is the same terminal.
+    fn out(&self) -> Out {
+        Out {
+            bar: std::io::stdout().is_terminal().then(|| self.0.clone()),
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+        self.0.reset_elapsed();
+        // Redrawn while a page waits (MySQL slow, the queue full): the rate falls visibly.
+        self.0.enable_steady_tick(Duration::from_millis(250));
+    }
+
+    fn advance(&self, examined: u64) {
+        if examined > self.0.length().unwrap_or(0) {
+            self.0.set_length(examined);
+        }
+        self.0.set_position(examined);
+    }
+
+    fn finish(&self, examined: u64) {
+        self.0.set_length(examined);
+        self.0.set_position(examined);
+        self.0.finish();
     }
 }
 
 /// Runs one pass; prints a line per overdue order on stdout. The orders go through the
 /// worker's own queue, dispatcher and writer.
-async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport, Error> {
+async fn run_once(
+    settings: &Settings,
+    dry_run: bool,
+    format: LogFormat,
+) -> Result<SweepReport, Error> {
     let redis = RedisServers::new(&settings.redis)?;
     let db = Database::connect(&settings.mysql, 2).await?;
     // The jobs of the orders it cancels go where the worker's would (a redis queue's outbox
@@ -114,17 +206,27 @@ async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport, Err
     })?;
 
     let stats = Arc::new(Stats::default());
-    let tally = Arc::new(Tally::default());
+    let bar = Bar::on_terminal(format, dry_run);
+    let logged = LogProgress::new("sweep");
+    let progress: &dyn Progress = match &bar {
+        Some(bar) => bar,
+        None => &logged,
+    };
+    let out = bar.as_ref().map(Bar::out).unwrap_or_default();
+    let tally = Arc::new(Tally {
+        out: out.clone(),
+        ..Tally::default()
+    });
     let (overdue, found) = order_queue(QUEUE_SIZE, Arc::clone(&stats));
     let sweeping = async {
         let heartbeat = stats.health.task_heartbeat("sweep");
-        let result = reconciler.sweep(&overdue, &heartbeat).await;
+        let result = reconciler.sweep(&overdue, &heartbeat, Some(progress)).await;
         drop(overdue);
         result
     };
     let handling = async {
         if dry_run {
-            print_pending(found).await;
+            print_pending(found, &out).await;
             return Vec::new();
         }
         let options = DispatchOptions {
@@ -168,19 +270,35 @@ async fn run_once(settings: &Settings, dry_run: bool) -> Result<SweepReport, Err
     })
 }
 
-/// `order-expire sweep`: one pass, then its summary line.
-pub async fn command(settings: &Settings, dry_run: bool) -> Result<(), Error> {
-    let report = run_once(settings, dry_run).await?;
+/// `order-expire sweep`: one pass, then its summary line (and the same as a `sweep_finished`
+/// log line, for whoever reads the log). `format` is the log's: a bar is drawn only between
+/// text lines.
+pub async fn command(settings: &Settings, dry_run: bool, format: LogFormat) -> Result<(), Error> {
+    let started = Instant::now();
+    let report = run_once(settings, dry_run, format).await?;
+    let s = &report.summary;
+    tracing::info!(
+        event = "sweep_finished",
+        examined = s.examined,
+        overdue = s.overdue,
+        still_keyed = s.still_keyed,
+        cancelled = report.cancelled,
+        not_unpaid = report.not_unpaid,
+        refused = report.refused,
+        dry_run,
+        took_ms = started.elapsed().as_millis() as u64,
+        "sweep finished"
+    );
     println!("{report}");
     Ok(())
 }
 
 /// `--dry-run`: says what would be cancelled, writes nothing.
-async fn print_pending(mut found: OrderQueue) {
+async fn print_pending(mut found: OrderQueue, out: &Out) {
     while let Some(order) = found.recv().await {
-        println!(
+        out.line(format_args!(
             "would cancel order {}: unpaid, past its deadline, no key in Redis",
             order.id
-        );
+        ));
     }
 }

@@ -5,7 +5,7 @@
 //! fixed sizes, so the per-connection statement cache holds a handful of statements.
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Params, Transaction, Value};
+use mysql_async::{Conn, Params, Transaction, Value};
 
 use super::{Database, MysqlError};
 use crate::config::Ident;
@@ -118,21 +118,7 @@ impl Database {
     /// Whether the server has `SKIP LOCKED` (MySQL 8.0.1+, MariaDB 10.6+), so that several
     /// workers drain the outbox side by side instead of one after the other.
     pub(crate) async fn has_skip_locked(&self) -> Result<bool, MysqlError> {
-        let version = self.version().await?;
-        let numbers: Vec<u32> = version
-            .split(|c: char| !c.is_ascii_digit())
-            .take(2)
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        let (major, minor) = (
-            numbers.first().copied().unwrap_or(0),
-            numbers.get(1).copied().unwrap_or(0),
-        );
-        Ok(if version.contains("MariaDB") {
-            (major, minor) >= (10, 6)
-        } else {
-            major >= 8
-        })
+        Ok(self.server().await?.has_skip_locked())
     }
 }
 
@@ -177,6 +163,38 @@ impl OutboxStatements {
             vec!["?"; ids.len()].join(", ")
         );
         tx.exec_drop(sql, ids.to_vec()).await
+    }
+}
+
+/// What waits in the outbox, as `status` reports it: how many rows (counted up to a bound) and
+/// when the oldest was written.
+pub(crate) struct OutboxBacklog {
+    count: String,
+    oldest: String,
+}
+
+impl OutboxBacklog {
+    pub(crate) fn new(table: &Ident) -> Self {
+        Self {
+            count: format!("SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT ?) AS backlog"),
+            // Rows are written in id order: the smallest id is the oldest row.
+            oldest: format!("SELECT `created_at` FROM {table} ORDER BY `id` LIMIT 1"),
+        }
+    }
+
+    /// The rows waiting, counting at most `at_most`.
+    pub(crate) async fn count(
+        &self,
+        conn: &mut Conn,
+        at_most: u64,
+    ) -> Result<u64, mysql_async::Error> {
+        let n: Option<u64> = conn.exec_first(&self.count, (at_most,)).await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// When the oldest waiting row was written, in unix seconds; `None` when the outbox is empty.
+    pub(crate) async fn oldest(&self, conn: &mut Conn) -> Result<Option<i64>, mysql_async::Error> {
+        conn.query_first(&self.oldest).await
     }
 }
 

@@ -187,6 +187,40 @@ impl MemberLocks {
     }
 }
 
+/// The slots held now, each with the connection id holding it, read without taking one: the
+/// live workers of `orders` (the table name as written in SQL) as `status` counts them. Bounded
+/// by [`QUERY_TIMEOUT`].
+pub(crate) async fn held_slots(
+    db: &Database,
+    orders: &str,
+) -> Result<Vec<(usize, u64)>, MysqlError> {
+    let names = slot_names(&db.database, orders);
+    let sql = format!("SELECT {}", vec!["IS_USED_LOCK(?)"; SLOTS].join(", "));
+    let read = async {
+        let mut conn = db.conn().await.map_err(|e| db.error("connecting", e))?;
+        read_holders(&mut conn, &sql, &names)
+            .await
+            .map_err(|e| db.error("IS_USED_LOCK (member slots)", e))
+    };
+    let holders = tokio::time::timeout(QUERY_TIMEOUT * 2, read)
+        .await
+        .map_err(|_| MysqlError::Connect {
+            endpoint: db.endpoint().to_string(),
+            database: db.database.clone(),
+            username: db.username.clone(),
+            cause: format!(
+                "no answer to the member check within {} s",
+                (QUERY_TIMEOUT * 2).as_secs()
+            ),
+            hint: "",
+        })??;
+    Ok(holders
+        .into_iter()
+        .enumerate()
+        .filter_map(|(slot, holder)| holder.map(|id| (slot, id)))
+        .collect())
+}
+
 /// Whether `error` says the server (or a proxy) will not run named-lock functions at all, as
 /// opposed to a moment's failure (a lost connection, a shutdown, a killed query) that the next
 /// refresh may not meet.

@@ -3,7 +3,8 @@
 //! * [`WriteStatements`]: the writer's transaction (lock the orders, read their lines, cancel
 //!   the unpaid, return the stock, find deleted products);
 //! * [`DeadlineQueries`]: the deadline watcher's discovery of new unpaid orders;
-//! * [`ReconcileQueries`]: the reconciliation's pages of overdue unpaid orders;
+//! * [`ReconcileQueries`]: the reconciliation's pages of overdue unpaid orders, and their
+//!   bounded count (the sweep's progress, `status`);
 //! * [`UnpaidQuery`]: which of a list of orders are still unpaid, read without a lock (the
 //!   last look at orders set aside for another replica).
 //!
@@ -349,6 +350,8 @@ impl DeadlineQueries {
 pub(crate) struct ReconcileQueries {
     first_page: String,
     next_page: String,
+    /// How many there are, at most `?` counted: the same range of the same index.
+    count: String,
     unpaid: i64,
 }
 
@@ -363,16 +366,32 @@ impl ReconcileQueries {
         let id = Schema::id_column();
         let created = Schema::created_at_column();
         let not_paid = not_paid(schema);
-        let select = format!(
-            "SELECT {id}, {created} FROM {orders} WHERE {status} = ?{not_paid} AND {created} IS NOT NULL AND {created} <= ?"
+        let range = format!(
+            "FROM {orders} WHERE {status} = ?{not_paid} AND {created} IS NOT NULL AND {created} <= ?"
         );
+        let select = format!("SELECT {id}, {created} {range}");
         Self {
+            count: format!("SELECT COUNT(*) FROM (SELECT 1 {range} LIMIT ?) AS overdue"),
             first_page: format!("{select} ORDER BY {created}, {id} LIMIT {page}"),
             next_page: format!(
                 "{select} AND {created} >= ? AND ({created} > ? OR {id} > ?) ORDER BY {created}, {id} LIMIT {page}"
             ),
             unpaid: schema.unpaid_status,
         }
+    }
+
+    /// How many unpaid orders were created at or before `cutoff`, counting at most `at_most`
+    /// (a bounded read of the index range the pages walk).
+    pub(crate) async fn count(
+        &self,
+        conn: &mut Conn,
+        cutoff: &str,
+        at_most: u64,
+    ) -> Result<u64, mysql_async::Error> {
+        let n: Option<u64> = conn
+            .exec_first(&self.count, (self.unpaid, cutoff, at_most))
+            .await?;
+        Ok(n.unwrap_or(0))
     }
 
     /// The unpaid orders created at or before `cutoff`, after `cursor` (the last row of the

@@ -12,6 +12,7 @@ use mysql_async::{
 };
 
 use super::MysqlError;
+use super::server::DbServer;
 use crate::config::{MysqlSession, MysqlSettings, MysqlTls};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,6 +120,22 @@ impl Database {
             .await
             .map_err(|e| self.error("SELECT VERSION()", e))?;
         Ok(version.unwrap_or_default())
+    }
+
+    /// The server's family and version, from [`Database::version`].
+    pub(crate) async fn server(&self) -> Result<DbServer, MysqlError> {
+        Ok(DbServer::parse(&self.version().await?))
+    }
+
+    /// The server's `innodb_snapshot_isolation` (MariaDB 11.6.2+; `None` where the server has
+    /// no such variable).
+    pub(crate) async fn snapshot_isolation(&self) -> Result<Option<bool>, MysqlError> {
+        let mut conn = self.conn().await.map_err(|e| self.error("connecting", e))?;
+        let row: Option<(String, String)> = conn
+            .query_first("SHOW VARIABLES LIKE 'innodb_snapshot_isolation'")
+            .await
+            .map_err(|e| self.error("SHOW VARIABLES LIKE 'innodb_snapshot_isolation'", e))?;
+        Ok(row.map(|(_, value)| value.eq_ignore_ascii_case("ON") || value == "1"))
     }
 
     /// Closes the pool, waiting for connections in use to come back.

@@ -8,6 +8,7 @@
 use ::redis::ErrorKind;
 use ::redis::aio::{MultiplexedConnection, PubSub};
 
+use super::server::RedisServerInfo;
 use super::{RedisError, RedisTarget};
 
 impl RedisTarget {
@@ -34,6 +35,31 @@ impl RedisTarget {
         }
     }
 
+    /// How many connections are subscribed to `channel` on this server now (`PUBSUB NUMSUB`),
+    /// or `None` where the command is not allowed (an ACL user without `+pubsub|numsub`, a
+    /// proxy that does not pass it). It counts `SUBSCRIBE`s of the exact channel, not pattern
+    /// subscriptions: the worker subscribes with `SUBSCRIBE` ([`Self::subscribe_expired`]). On a
+    /// cluster it counts this node's own subscribers, which is what the worker keeps per master.
+    pub(crate) async fn subscribers(
+        &self,
+        conn: &mut MultiplexedConnection,
+        channel: &str,
+    ) -> Result<Option<u64>, RedisError> {
+        let reply: ::redis::RedisResult<(String, u64)> = ::redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(conn)
+            .await;
+        match reply {
+            Ok((_, count)) => Ok(Some(count)),
+            Err(e) if e.kind() == ErrorKind::Io => Err(self.command_error("PUBSUB NUMSUB", e)),
+            Err(e) => {
+                tracing::debug!(error = %e, "PUBSUB NUMSUB is not allowed");
+                Ok(None)
+            }
+        }
+    }
+
     /// Sets `notify-keyspace-events` to `flags` (`--configure-redis`).
     pub(super) async fn set_notification_flags(
         &self,
@@ -49,22 +75,17 @@ impl RedisTarget {
             .map_err(|e| self.command_error("CONFIG SET notify-keyspace-events", e))
     }
 
-    /// The server's version, from `INFO server`.
-    pub(crate) async fn version(
+    /// Which server this is, Redis or Valkey, and its version, from `INFO server`.
+    pub(crate) async fn server_info(
         &self,
         conn: &mut MultiplexedConnection,
-    ) -> Result<String, RedisError> {
+    ) -> Result<RedisServerInfo, RedisError> {
         let info: String = ::redis::cmd("INFO")
             .arg("server")
             .query_async(conn)
             .await
             .map_err(|e| self.command_error("INFO server", e))?;
-        Ok(info
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_string())
+        Ok(RedisServerInfo::parse(&info))
     }
 
     /// Subscribes `pubsub` to this database's `expired` channel.

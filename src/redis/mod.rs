@@ -1,5 +1,6 @@
 //! The Redis adapter: connections to the app's cache Redis, built from the Laravel settings, the
-//! commands the pipeline sends ([`commands`]) and their errors ([`RedisError`]).
+//! commands the pipeline sends ([`commands`]), which server answers them (Redis or Valkey:
+//! [`server`]) and their errors ([`RedisError`]).
 //!
 //! Laravel's phpredis connection applies the key prefix itself; we do not, because keyspace
 //! events carry the full key and `schedule` must write the full key. So connections here are
@@ -19,6 +20,7 @@ pub(crate) mod commands;
 mod error;
 mod routed;
 mod sentinel;
+pub(crate) mod server;
 mod servers;
 mod slot;
 

@@ -6,10 +6,12 @@
 //! * [`deadline`] makes the fast path punctual: it knows each pending order's deadline and makes
 //!   Redis expire the key at that moment instead of minutes later.
 //! * [`reconcile`] is the safety net: reconciliation of the database against the cache, for events
-//!   that were never delivered.
+//!   that were never delivered; [`progress`] is how far a long pass has got (a bar, or log
+//!   lines every few seconds).
 
 pub(crate) mod deadline;
 pub(crate) mod error;
 pub(crate) mod keyspace;
+pub(crate) mod progress;
 pub(crate) mod reconcile;
 pub(crate) mod topology;

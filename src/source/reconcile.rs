@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use super::error::SourceError;
+use super::progress::Progress;
 use crate::config::{Settings, TimeZoneSetting};
 use crate::key::KeyPattern;
 use crate::mysql::Database;
@@ -71,11 +72,14 @@ impl Reconciler {
     }
 
     /// One pass over the overdue unpaid orders; each one without a key is sent to `overdue`.
-    /// `heartbeat` beats every page, and while waiting for room in the queue.
+    /// `heartbeat` beats every page, and while waiting for room in the queue. With `progress`,
+    /// the candidates are counted first (one read of the index range the pages walk), and
+    /// each page advances it.
     pub(crate) async fn sweep(
         &self,
         overdue: &QueueSender,
         heartbeat: &Heartbeat,
+        progress: Option<&dyn Progress>,
     ) -> Result<SweepSummary, SourceError> {
         // The TTL is bounded when the settings are read, so the cutoff cannot underflow; were
         // it to, the earliest time selects no order, so nothing is cancelled early.
@@ -92,6 +96,14 @@ impl Reconciler {
             .await
             .map_err(|e| self.db.error("connecting for a sweep", e))?;
         let mut redis = self.redis.connect().await?;
+        if let Some(progress) = progress {
+            let total = self
+                .sql
+                .count(&mut db, &cutoff, u64::MAX)
+                .await
+                .map_err(|e| self.db.error("counting overdue unpaid orders", e))?;
+            progress.start(total);
+        }
         let mut summary = SweepSummary::default();
         let mut cursor: Option<(CreatedAt, u64)> = None;
         loop {
@@ -120,10 +132,16 @@ impl Reconciler {
                     }
                 }
             }
+            if let Some(progress) = progress {
+                progress.advance(summary.examined as u64);
+            }
             if page.len() < PAGE {
                 break;
             }
             cursor = Some((last_created, last_id));
+        }
+        if let Some(progress) = progress {
+            progress.finish(summary.examined as u64);
         }
         Ok(summary)
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::redis_node::{PASSWORD, RedisNode, connect, free_port_with_bus, wait_for};
+use super::redis_node::{PASSWORD, Process, RedisNode, connect, free_port_with_bus, wait_for};
 
 /// Failure detection between nodes: small, so a test does not wait long, yet well above the
 /// pauses of a loaded two-core machine, so that no node is voted out by mistake.
@@ -65,12 +65,12 @@ impl RedisCluster {
             );
         }
         for (i, (first, last)) in slot_ranges(masters).into_iter().enumerate() {
+            // ADDSLOTS with every slot, not ADDSLOTSRANGE: Redis 6.2 has only the former.
             cluster.command(
                 cluster.nodes[i].port,
                 redis::cmd("CLUSTER")
-                    .arg("ADDSLOTSRANGE")
-                    .arg(first)
-                    .arg(last),
+                    .arg("ADDSLOTS")
+                    .arg((first..=last).collect::<Vec<u16>>()),
             );
         }
         for node in &cluster.nodes[1..] {
@@ -421,7 +421,7 @@ fn spawn_node(dir: &TempDir) -> RedisNode {
     for _ in 0..10 {
         let port = free_port_with_bus();
         if let Some(node) =
-            RedisNode::spawn("redis-server", dir.path(), port, &config, Some(PASSWORD))
+            RedisNode::spawn(Process::Server, dir.path(), port, &config, Some(PASSWORD))
         {
             return node;
         }

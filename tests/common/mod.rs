@@ -5,6 +5,11 @@
 //! * [`TestDb`]: a private database on the local MariaDB, loaded from `fixtures/schema.sql`;
 //!   dropped on drop. The server is `ORDER_EXPIRE_TEST_MYSQL_URL`, default
 //!   `mysql://root@127.0.0.1:3306` (`scripts/test` sets it up).
+//! * [`MariaServer`]: a private database server of its own (its datadir and port), for the
+//!   tests that stop and restart it.
+//! * [`servers`]: which Redis (or Valkey) and which database server those are: this machine's
+//!   own, or the server of the matrix that `ORDER_EXPIRE_TEST_REDIS_SERVER` and
+//!   `ORDER_EXPIRE_TEST_DB` name (`scripts/test --matrix`).
 //! * [`App`]: a Laravel app folder holding a `.env` for both.
 //! * [`Worker`]: the `order-expire` binary as a child process, its output in a log file.
 //! * [`cluster::RedisCluster`] and [`sentinel::SentinelSet`]: real Redis Cluster and Sentinel
@@ -20,6 +25,7 @@ pub mod cluster;
 pub mod proxy;
 pub mod redis_node;
 pub mod sentinel;
+pub mod servers;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -106,7 +112,11 @@ impl RedisServer {
                 };
             }
         }
-        panic!("could not start redis-server");
+        panic!(
+            "could not start {}; its output:\n{}",
+            servers::redis().program.display(),
+            fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+        );
     }
 
     /// The server's process id.
@@ -178,7 +188,7 @@ impl Drop for RedisServer {
 
 /// Starts `redis-server` on `port` and waits until it answers; `None` if it exits (port taken).
 fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Option<Child> {
-    let mut command = Command::new("redis-server");
+    let mut command = Command::new(&servers::redis().program);
     command
         .args([
             "--port",
@@ -192,13 +202,24 @@ fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Option<Child> {
         ])
         .arg("--dir")
         .arg(dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .args(extra);
+    // Its output, for the message when it does not start (a directive this version lacks).
+    match fs::File::create(dir.join("server.log")) {
+        Ok(log) => {
+            let copy = log
+                .try_clone()
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null());
+            command.stdout(log).stderr(copy);
+        }
+        Err(_) => {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
     die_with_parent(&mut command);
     let mut child = command
         .spawn()
-        .expect("redis-server must be installed (scripts/test installs it)");
+        .unwrap_or_else(|e| panic!("start {}: {e}", servers::redis().program.display()));
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
         if let Ok(Some(_)) = child.try_wait() {
@@ -218,7 +239,8 @@ fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Option<Child> {
     None
 }
 
-/// A private MariaDB server (its own datadir and port), for tests that stop and restart it.
+/// A private database server (its own datadir and port), for tests that stop and restart it:
+/// this machine's MariaDB, or the MariaDB or MySQL `ORDER_EXPIRE_TEST_DB` names.
 pub struct MariaServer {
     child: Option<Child>,
     pub port: u16,
@@ -227,28 +249,16 @@ pub struct MariaServer {
 }
 
 impl MariaServer {
-    /// Initialises a datadir and starts `mariadbd` on a free port; root has an empty password.
+    /// Initialises a datadir and starts the server on a free port; root has an empty password
+    /// and may connect from 127.0.0.1.
     pub fn start() -> Self {
         Self::start_with(&[])
     }
 
-    /// The same, with extra `mariadbd` arguments (`--ssl-ca=...`).
+    /// The same, with extra server arguments (`--ssl-ca=...`).
     pub fn start_with(extra: &[String]) -> Self {
         let dir = TempDir::new().expect("temp dir");
-        let datadir = dir.path().join("data");
-        let status = Command::new("mariadb-install-db")
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ])
-            .arg(format!("--datadir={}", datadir.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("mariadb-install-db must be installed (scripts/test installs MariaDB)");
-        assert!(status.success(), "mariadb-install-db failed");
+        initialise_datadir(dir.path());
         let mut server = Self {
             child: None,
             port: free_port(),
@@ -263,9 +273,15 @@ impl MariaServer {
         format!("mysql://root@127.0.0.1:{}", self.port)
     }
 
+    /// The server's family (MariaDB or MySQL).
+    pub fn family(&self) -> servers::DbFamily {
+        servers::database().family
+    }
+
     fn launch(&mut self) {
         let d = self.dir.path();
-        let mut command = Command::new("mariadbd");
+        let program = servers::database();
+        let mut command = Command::new(&program.server);
         command
             .args([
                 "--no-defaults",
@@ -278,23 +294,43 @@ impl MariaServer {
             .arg(format!("--socket={}", d.join("m.sock").display()))
             .arg(format!("--pid-file={}", d.join("m.pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
-            .args(["--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M"])
+            // Its own temporary files: servers started side by side never share one.
+            .arg(format!("--tmpdir={}", d.display()))
+            .arg("--innodb-buffer-pool-size=32M");
+        match program.family {
+            servers::DbFamily::MariaDb => {
+                command.arg("--innodb-log-file-size=8M");
+            }
+            // No X Protocol listener (it would take port 33060), and no directory
+            // restriction for LOAD DATA (the default needs a folder of the package).
+            servers::DbFamily::MySql => {
+                command.args(["--mysqlx=OFF", "--secure-file-priv="]);
+            }
+        }
+        command
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         die_with_parent(&mut command);
-        let mut child = command.spawn().expect("mariadbd must be installed");
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.server.display()));
         let start = Instant::now();
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("mariadbd exited with {status}: see its error log");
+                panic!(
+                    "{} exited with {status}; its log:\n{}",
+                    program.server.display(),
+                    fs::read_to_string(d.join("error.log")).unwrap_or_default()
+                );
             }
             assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "mariadbd did not start within 30 s"
+                start.elapsed() < Duration::from_secs(60),
+                "{} did not start within 60 s",
+                program.server.display()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -336,6 +372,49 @@ impl Drop for MariaServer {
             let _ = child.wait();
         }
     }
+}
+
+/// Makes `dir/data` a new datadir whose root has an empty password (MySQL: also as
+/// `root@127.0.0.1`, as `--skip-name-resolve` matches TCP clients by address).
+fn initialise_datadir(dir: &Path) {
+    let program = servers::database();
+    let datadir = format!("--datadir={}", dir.join("data").display());
+    let mut command = match program.family {
+        servers::DbFamily::MariaDb => {
+            let mut command = Command::new(&program.install_db);
+            command.args([
+                "--no-defaults",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ]);
+            command
+        }
+        servers::DbFamily::MySql => {
+            let init = dir.join("init.sql");
+            fs::write(
+                &init,
+                "CREATE USER 'root'@'127.0.0.1';\nGRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;\n",
+            )
+            .expect("write init.sql");
+            let mut command = Command::new(&program.server);
+            command
+                .args(["--no-defaults", "--initialize-insecure", "--user=root"])
+                .arg(format!("--init-file={}", init.display()))
+                .arg(format!("--log-error={}", dir.join("init.log").display()));
+            command
+        }
+    };
+    command.arg(datadir).env("TMPDIR", dir);
+    let output = run_bounded(command, Duration::from_secs(120));
+    assert!(
+        output.status.success(),
+        "initialising a datadir with {} failed:\n{}\n{}{}",
+        program.server.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        fs::read_to_string(dir.join("init.log")).unwrap_or_default()
+    );
 }
 
 static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -788,23 +867,61 @@ pub fn run_bounded(mut command: Command, timeout: Duration) -> Output {
     let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    // Both pipes are read while the command runs: one that writes more than a pipe holds
+    // would otherwise block until the timeout.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let start = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break status,
             Ok(None) if start.elapsed() > timeout => {
                 let _ = child.kill();
-                let output = child.wait_with_output().expect("output");
+                let _ = child.wait();
                 panic!(
                     "{program} did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
+                    String::from_utf8_lossy(&joined(stdout)),
+                    String::from_utf8_lossy(&joined(stderr))
                 );
             }
-            _ => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("wait for {program}: {e}"),
         }
+    };
+    Output {
+        status,
+        stdout: joined(stdout),
+        stderr: joined(stderr),
     }
-    child.wait_with_output().expect("output")
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain<R: std::io::Read + Send + 'static>(
+    pipe: Option<R>,
+) -> Option<std::thread::JoinHandle<Vec<u8>>> {
+    pipe.map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    })
+}
+
+/// What a [`drain`] thread read: empty if the pipe was not there, the thread failed, or the
+/// pipe is still open a second after the command ended (a process it started holds it).
+fn joined(reader: Option<std::thread::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    let Some(reader) = reader else {
+        return Vec::new();
+    };
+    let start = Instant::now();
+    while !reader.is_finished() && start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !reader.is_finished() {
+        return Vec::new();
+    }
+    reader.join().unwrap_or_default()
 }
 
 /// A running worker; killed on drop if the test did not stop it.

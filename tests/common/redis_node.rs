@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::die_with_parent;
+use super::servers;
 
 /// The password every server of a topology test requires (`requirepass`, and `masterauth` for
 /// its replicas), as a Laravel app sets `REDIS_PASSWORD`. Sentinels themselves have none.
@@ -23,7 +24,16 @@ pub const PASSWORD: &str = "topology-secret";
 /// How long one command may take before the harness gives up on a node.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A running `redis-server` or `redis-sentinel`.
+/// What a node runs as: both are the chosen `redis-server` ([`servers::redis`]), a sentinel
+/// with `--sentinel` (Redis and Valkey alike; a separate `redis-sentinel` program is only a link
+/// to the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    Server,
+    Sentinel,
+}
+
+/// A running `redis-server` or sentinel.
 pub struct RedisNode {
     child: Option<Child>,
     pub port: u16,
@@ -31,11 +41,11 @@ pub struct RedisNode {
 }
 
 impl RedisNode {
-    /// Starts `program` with a config file made of `config` plus the port, loopback bind, working
-    /// dir and log file, and waits until it answers `PING` (after `AUTH` when `password` is
-    /// set). `None` when it exits first, which is how a taken port shows.
+    /// Starts `process` with a config file made of `config` plus the port, loopback bind,
+    /// working dir and log file, and waits until it answers `PING` (after `AUTH` when
+    /// `password` is set). `None` when it exits first, which is how a taken port shows.
     pub fn spawn(
-        program: &str,
+        process: Process,
         dir: &Path,
         port: u16,
         config: &str,
@@ -53,15 +63,17 @@ impl RedisNode {
         text.push_str(config);
         fs::write(&conf, text).expect("write node config");
 
+        let program = &servers::redis().program;
         let mut command = Command::new(program);
-        command
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        command.arg(&conf);
+        if process == Process::Sentinel {
+            command.arg("--sentinel");
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         die_with_parent(&mut command);
-        let mut child = command.spawn().unwrap_or_else(|e| {
-            panic!("{program} must be installed (scripts/test installs it): {e}")
-        });
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(15) {
             if let Ok(Some(_)) = child.try_wait() {

@@ -1,6 +1,6 @@
-//! A real Sentinel set-up started by a test: one master, one replica and as many
-//! `redis-sentinel` processes as the test asks for (the quorum their majority: 2 of 3, 1 of 1) on
-//! free loopback ports, monitoring the service [`SERVICE`].
+//! A real Sentinel set-up started by a test: one master, one replica and as many sentinels
+//! (the same server program with `--sentinel`) as the test asks for (the quorum their
+//! majority: 2 of 3, 1 of 1) on free loopback ports, monitoring the service [`SERVICE`].
 //!
 //! Both servers have `notify-keyspace-events Ex` in their own config file (the replica becomes
 //! the master on a failover, and `CONFIG SET` on the old master would not follow it) and the
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::redis_node::{PASSWORD, RedisNode, connect, connect_db, free_port, wait_for};
+use super::redis_node::{PASSWORD, Process, RedisNode, connect, connect_db, free_port, wait_for};
 
 /// The master's name in the sentinels, as Laravel's `options.service` names it.
 pub const SERVICE: &str = "mymaster";
@@ -37,10 +37,10 @@ impl SentinelSet {
         assert!(sentinels > 0, "a Sentinel set-up needs a sentinel");
         let quorum = sentinels / 2 + 1;
         let dir = TempDir::new().expect("temp dir");
-        let master = spawn(&dir, "redis-server", &server_config(None), Some(PASSWORD));
+        let master = spawn(&dir, Process::Server, &server_config(None), Some(PASSWORD));
         let replica = spawn(
             &dir,
-            "redis-server",
+            Process::Server,
             &server_config(Some(master.port)),
             Some(PASSWORD),
         );
@@ -53,7 +53,7 @@ impl SentinelSet {
             master.port
         );
         let sentinels = (0..sentinels)
-            .map(|_| spawn(&dir, "redis-sentinel", &sentinel_config, None))
+            .map(|_| spawn(&dir, Process::Sentinel, &sentinel_config, None))
             .collect();
         let set = Self {
             servers: vec![master, replica],
@@ -190,14 +190,14 @@ fn server_config(replica_of: Option<u16>) -> String {
     config
 }
 
-/// Starts `program` on a free port, retrying when a port was taken meanwhile.
-fn spawn(dir: &TempDir, program: &str, config: &str, password: Option<&str>) -> RedisNode {
+/// Starts `process` on a free port, retrying when a port was taken meanwhile.
+fn spawn(dir: &TempDir, process: Process, config: &str, password: Option<&str>) -> RedisNode {
     for _ in 0..10 {
-        if let Some(node) = RedisNode::spawn(program, dir.path(), free_port(), config, password) {
+        if let Some(node) = RedisNode::spawn(process, dir.path(), free_port(), config, password) {
             return node;
         }
     }
-    panic!("could not start {program}");
+    panic!("could not start a {process:?}");
 }
 
 /// What a sentinel says about the service.
