@@ -4,7 +4,8 @@
 #
 # Functions:
 #   oe_install_packages        apt-get install what is missing (redis-server, mariadb-server,
-#                              openssl, php-cli and Debian's Laravel 8 for the parity tests,
+#                              postgresql, openssl, php-cli, php-pgsql and Debian's Laravel 8
+#                              for the parity tests,
 #                              promtool from Debian's prometheus for the metrics tests)
 #   oe_start_mariadb           start MariaDB if nothing answers on 127.0.0.1:3306
 #   oe_stop_started_services   stop what oe_start_mariadb started (for a trap on EXIT)
@@ -36,6 +37,9 @@ oe_install_packages() {
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
   command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
   command -v mariadb-install-db >/dev/null 2>&1 || missing+=(mariadb-server)
+  # PostgreSQL 15's server programs: the tests of apps on DB_CONNECTION=pgsql run a private
+  # cluster with initdb and postgres (tests/common/pgsql.rs), never the packaged service.
+  [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql)
   # PHP and Debian's Laravel 8, for the tests that compare order-expire with Laravel itself.
   command -v php >/dev/null 2>&1 || missing+=(php-cli)
   [ -f /usr/share/php/Illuminate/autoload.php ] || missing+=(php-laravel-framework)
@@ -43,6 +47,7 @@ oe_install_packages() {
   [ -f /usr/share/php/Predis/Autoloader.php ] || missing+=(php-nrk-predis)
   php -m 2>/dev/null | grep -qx redis || missing+=(php-redis)
   php -m 2>/dev/null | grep -qx pdo_mysql || missing+=(php-mysql)
+  php -m 2>/dev/null | grep -qx pdo_pgsql || missing+=(php-pgsql)
   php -m 2>/dev/null | grep -qx mbstring || missing+=(php-mbstring)
   if [ "${#missing[@]}" -gt 0 ]; then
     oe_log "installing ${missing[*]}"

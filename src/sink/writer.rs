@@ -28,20 +28,19 @@
 //! `updated_at` is the literal `Y-m-d H:i:s` in the app time zone that Eloquent sends, not
 //! `NOW()`, which would follow the server's time zone instead.
 //!
-//! The statements themselves live in [`crate::mysql::orders`]; this module decides what to run
+//! The statements themselves live in the adapters (`crate::mysql::orders`,
+//! `crate::pgsql::orders`), behind [`crate::db::orders`]; this module decides what to run
 //! and what each order's outcome is.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use mysql_async::{IsolationLevel, Transaction, TxOpts};
-
 use super::jobs::JobSink;
 use crate::config::{Schema, TimeZoneSetting};
-pub(crate) use crate::mysql::orders::MAX_BATCH;
-use crate::mysql::orders::{LockedOrder, OrderLine, WriteStatements};
+pub(crate) use crate::db::orders::MAX_BATCH;
+use crate::db::orders::{LockedOrder, OrderLine, WriteStatements};
+use crate::db::{Database, DbError, DriverError, Tx};
 use crate::mysql::write_path::WritePath;
-use crate::mysql::{Database, MysqlError};
 
 /// What happened to an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,10 +118,9 @@ impl Writer {
         db: Database,
         schema: &Schema,
         timezone: TimeZoneSetting,
-    ) -> Result<Self, MysqlError> {
-        let shape = db.inspect(schema).await?;
+    ) -> Result<Self, DbError> {
         Ok(Self {
-            sql: WriteStatements::new(schema, shape),
+            sql: WriteStatements::prepare(&db, schema).await?,
             db,
             unpaid: schema.unpaid_status,
             cancelled: schema.cancelled_status,
@@ -180,13 +178,9 @@ impl Writer {
         let mut conn = self.db.conn().await.map_err(CancelError::connect)?;
         // READ COMMITTED: the row locks of `FOR UPDATE` are all the isolation this needs, and
         // without REPEATABLE READ's gap locks concurrent batches cannot deadlock on the
-        // secondary indexes that the status update touches.
-        let mut options = TxOpts::default();
-        options.with_isolation_level(IsolationLevel::ReadCommitted);
-        let mut tx = conn
-            .start_transaction(options)
-            .await
-            .map_err(CancelError::query("BEGIN"))?;
+        // secondary indexes that the status update touches (MySQL), nor fail to serialize
+        // (PostgreSQL).
+        let mut tx = conn.begin().await.map_err(CancelError::query("BEGIN"))?;
 
         let (found, paid, busy) = self.lock_orders(&mut tx, &ids).await?;
         let unpaid: Vec<u64> = found
@@ -228,7 +222,7 @@ impl Writer {
     /// that is not unpaid is returned as read, unlocked: it is written by nobody here.
     async fn lock_orders(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         ids: &[u64],
     ) -> Result<(Found, Vec<u64>, Vec<u64>), CancelError> {
         let skip_locked = self.path.0 == WritePath::SkipLocked;
@@ -271,7 +265,7 @@ impl Writer {
     /// Step 2: the unpaid orders' lines, from the items table or from the locked rows.
     async fn read_lines(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         unpaid: &[u64],
         found: &Found,
     ) -> Result<Lines, CancelError> {
@@ -295,7 +289,7 @@ impl Writer {
     /// caller then rolls the batch back.
     async fn cancel_unpaid(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         unpaid: &[u64],
         now: &str,
     ) -> Result<bool, CancelError> {
@@ -311,7 +305,7 @@ impl Writer {
     /// from `lines`, so the outcome can name them.
     async fn return_stock(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         lines: &mut Lines,
         now: &str,
     ) -> Result<(), CancelError> {
@@ -382,61 +376,46 @@ fn cancelled(lines: &[(u64, u64)], returned: &BTreeMap<u64, u64>) -> Outcome {
 /// A failed attempt. The worker retries it unless [`CancelError::is_permanent`].
 #[derive(Debug)]
 pub(crate) enum CancelError {
-    Mysql {
+    Database {
         action: &'static str,
-        source: mysql_async::Error,
+        source: DriverError,
     },
     Unexpected(String),
 }
 
 impl CancelError {
-    /// A deadlock or lock wait timeout: another transaction won, retry at once. Not an outage.
+    /// A deadlock, lock wait timeout or serialization failure: another transaction won, retry
+    /// at once. Not an outage.
     pub(crate) fn is_lock_conflict(&self) -> bool {
-        matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1213 || e.code == 1205)
+        matches!(self, Self::Database { source, .. } if source.is_lock_conflict())
     }
 
     /// An error that the same statement on the same rows gets again however often it is
-    /// retried: a value out of range or truncated, a constraint or foreign key, a NOT NULL
-    /// column, a trigger's `SIGNAL`. Everything else (connection, deadlock, lock wait, timeout,
-    /// and errors not known to be permanent) is retried, so that no order is given up on a
-    /// guess.
+    /// retried (a value out of range, a constraint: the adapter's own codes). Everything else is
+    /// retried, so that no order is given up on a guess.
     pub(crate) fn is_permanent(&self) -> bool {
-        /// MySQL/MariaDB server error codes of the data, not of the moment.
-        const PERMANENT: [u16; 14] = [
-            1048, // column cannot be null
-            1062, // duplicate entry
-            1264, // out of range value
-            1265, // data truncated
-            1292, // incorrect value (date, number)
-            1366, // incorrect integer/string value
-            1406, // data too long
-            1451, // a foreign key refuses the update (parent row)
-            1452, // a foreign key refuses the update (child row)
-            1644, // a trigger's SIGNAL
-            1690, // value out of range in an expression (BIGINT UNSIGNED)
-            3819, // check constraint violated (MySQL)
-            4025, // check constraint violated (MariaDB)
-            1216, // foreign key constraint fails (old servers)
-        ];
-        matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if PERMANENT.contains(&e.code))
+        matches!(self, Self::Database { source, .. } if source.is_permanent())
     }
 
-    fn connect(source: mysql_async::Error) -> Self {
-        Self::Mysql {
+    fn connect(source: DriverError) -> Self {
+        Self::Database {
             action: "connecting",
             source,
         }
     }
 
-    fn query(action: &'static str) -> impl Fn(mysql_async::Error) -> Self {
-        move |source| Self::Mysql { action, source }
+    fn query<E: Into<DriverError>>(action: &'static str) -> impl Fn(E) -> Self {
+        move |source| Self::Database {
+            action,
+            source: source.into(),
+        }
     }
 }
 
 impl fmt::Display for CancelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Mysql { action, source } => write!(f, "{action}: {source}"),
+            Self::Database { action, source } => write!(f, "{action}: {source}"),
             Self::Unexpected(what) => f.write_str(what),
         }
     }
@@ -449,22 +428,22 @@ mod tests {
     use super::*;
 
     fn server_error(code: u16) -> CancelError {
-        CancelError::Mysql {
+        CancelError::Database {
             action: "returning stock",
-            source: mysql_async::Error::Server(mysql_async::ServerError {
+            source: DriverError::Mysql(mysql_async::Error::Server(mysql_async::ServerError {
                 code,
                 message: String::new(),
                 state: String::new(),
-            }),
+            })),
         }
     }
 
     #[test]
     fn data_errors_are_permanent_and_moments_are_retried() {
-        for code in [1264, 1265, 1366, 1406, 1048, 1451, 1452, 1062, 4025, 3819] {
+        for code in [1264, 1366, 1452, 4025] {
             assert!(server_error(code).is_permanent(), "{code}");
         }
-        for code in [1205, 1213, 2006, 2013, 1040, 1053, 1927, 1146] {
+        for code in [1205, 1213, 2006, 1146] {
             assert!(!server_error(code).is_permanent(), "{code}");
         }
         assert!(server_error(1213).is_lock_conflict());
