@@ -20,8 +20,12 @@ use crate::mysql::Database;
 use crate::mysql::server::DbServer;
 use crate::mysql::write_path::WritePath;
 use crate::redis::server::RedisFamily;
-use crate::redis::{RedisError, RedisServers, expired_channel, publishes_expired};
+use crate::redis::{
+    RedisError, RedisServers, RedisTarget, TargetOrigin, expired_channel, publishes_expired,
+};
 use crate::sink::Writer;
+use crate::sink::jobs::JobSink;
+use crate::sink::key_jobs::KeyJobWriter;
 
 /// Everything `check` prints: the settings as resolved, then what each server answered. The
 /// field names are the keys of `check --json`.
@@ -397,6 +401,9 @@ struct DbReport {
 struct Connections {
     redis: RedisProbe,
     mysql: MysqlProbe,
+    /// The redis queue's Redis (`null` unless jobs go to a redis queue). Its failure does not
+    /// stop the worker, whose jobs wait in the outbox: `check` does not fail for it.
+    queue: Option<Probe>,
 }
 
 /// What the app's MySQL answered, and how the worker would lock rows there.
@@ -558,6 +565,18 @@ impl Report {
                 .map(|j| KeyJobReport::new(settings, j))
                 .collect(),
             connections: None,
+        }
+    }
+
+    /// Adds a problem when the worker could not serve its endpoint: the address is taken (by
+    /// another process; a worker already running there holds it too), or not this machine's.
+    fn check_metrics_addr(&mut self, settings: &Settings) {
+        if let Some(addr) = settings.metrics_addr
+            && let Err(e) = std::net::TcpListener::bind(addr)
+        {
+            self.problems.push(format!(
+                "cannot listen on {addr} for /metrics, /healthz and /readyz: {e}; set --metrics-addr (ORDER_EXPIRE_METRICS_ADDR) to a free port of this machine, or leave it unset"
+            ));
         }
     }
 
@@ -744,7 +763,11 @@ impl Report {
 
     /// What the servers answered (`check` without `--no-connect`).
     fn write_connections(&self, c: &Connections, out: &mut String) {
-        for (name, probe) in [("redis", &c.redis.probe), ("mysql", &c.mysql.probe)] {
+        let queue = c.queue.iter().map(|p| ("queue", p));
+        for (name, probe) in [("redis", &c.redis.probe), ("mysql", &c.mysql.probe)]
+            .into_iter()
+            .chain(queue)
+        {
             let status = match (&probe.error, &probe.server) {
                 (Some(e), _) => format!("FAILED: {e}"),
                 (None, Some(server)) => format!("ok ({server})"),
@@ -824,10 +847,12 @@ pub async fn command(
 /// Builds the report and, unless `connect` is false, probes both servers.
 async fn run(settings: &Settings, connect: bool, lock_wait: bool) -> Report {
     let mut report = Report::new(settings);
+    report.check_metrics_addr(settings);
     if connect {
         report.connections = Some(Connections {
             redis: probe_redis(settings).await,
             mysql: probe_mysql(settings, lock_wait).await,
+            queue: probe_queue(settings).await,
         });
     }
     report
@@ -897,6 +922,9 @@ async fn probe_mysql(settings: &Settings, lock_wait: bool) -> MysqlProbe {
         probe.version = Some(server.version());
         probe.server = Some(server.to_string());
         session = Some(session_report(&server, db.snapshot_isolation().await?));
+        // The job tables and the key jobs' queues, as the worker opens them at start.
+        JobSink::new(settings, &db).await?;
+        drop(KeyJobWriter::new(settings, db.clone()).await?);
         let writer = Writer::new(db, &settings.schema, settings.timezone.clone()).await?;
         if let Some(statement) = writer
             .database()
@@ -918,6 +946,35 @@ async fn probe_mysql(settings: &Settings, lock_wait: bool) -> MysqlProbe {
         write_path_reason: path.map(|(_, reason)| reason),
         session,
     }
+}
+
+/// The redis queue's Redis, where the outbox's jobs are pushed: unreachable, it is a warning
+/// (the worker starts, its jobs wait in the outbox); `None` unless jobs go to a redis queue.
+async fn probe_queue(settings: &Settings) -> Option<Probe> {
+    let dispatch = settings.dispatch.as_ref()?;
+    let QueueTarget::Redis { redis, .. } = &dispatch.target else {
+        return None;
+    };
+    let mut probe = Probe::default();
+    let reached = async {
+        let target = RedisTarget::new(redis)?.with_origin(TargetOrigin::Queue {
+            connection: dispatch.connection.clone(),
+        });
+        let mut conn = target.connect().await?;
+        let info = target.server_info(&mut conn).await?;
+        probe.family = Some(info.family.name());
+        probe.server = Some(info.to_string());
+        probe.version = Some(info.version);
+        Ok::<_, crate::Error>(())
+    }
+    .await;
+    let mut probe = finish(probe, reached);
+    if let Some(error) = &mut probe.error {
+        error.push_str(
+            "; the worker starts all the same, and the jobs wait in the outbox until it answers",
+        );
+    }
+    Some(probe)
 }
 
 /// How the worker's sessions are set up on `server`, and what of it depends on the server:

@@ -1161,6 +1161,27 @@ pub fn write_config_cache(app: &App, mysql: &str, redis: &str) {
     .expect("write config cache");
 }
 
+/// Writes the app's `config/database.php`: Laravel 8's stock one, with the `default` Redis
+/// connection (the redis queue's) at `queue_port` instead of `REDIS_PORT`, so that the queue's
+/// Redis is another server than the cache's.
+pub fn queue_redis_at(app: &App, queue_port: u16) {
+    let stock = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/config/src/stock/laravel8/database.php"),
+    )
+    .expect("the stock database.php");
+    let (before, after) = stock
+        .split_once("'default' => [")
+        .expect("the redis default connection");
+    let after = after.replacen("env('REDIS_PORT', '6379')", &format!("'{queue_port}'"), 1);
+    let root = app.env_file().parent().expect("app root").to_path_buf();
+    fs::create_dir_all(root.join("config")).expect("mkdir config");
+    fs::write(
+        root.join("config/database.php"),
+        format!("{before}'default' => [{after}"),
+    )
+    .expect("write config/database.php");
+}
+
 /// A Redis Cluster config: three seeds, the password in the global options.
 pub const CLUSTER_REDIS: &str = "array ('client' => 'phpredis', 'options' => array ('cluster' => 'redis', 'prefix' => 'shop_database_', 'password' => 'cluster-secret'), 'clusters' => array ('cache' => array (0 => array ('host' => '127.0.0.11', 'port' => 7000, 'database' => 3), 1 => array ('host' => '127.0.0.12', 'port' => 7001), 2 => array ('host' => '127.0.0.13', 'port' => 7002))))";
 
