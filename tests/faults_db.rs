@@ -171,15 +171,6 @@ fn slot_lock(worker: &Worker, slot: usize) -> String {
     format!("{base}:{slot}")
 }
 
-/// Sends `signal` to the worker's process.
-fn signal(worker: &Worker, signal: i32) {
-    let pid = i32::try_from(worker.pid().expect("running")).expect("pid");
-    // SAFETY: signalling our own child process.
-    unsafe {
-        libc::kill(pid, signal);
-    }
-}
-
 /// The one JSON line of a fault test.
 fn summary(
     fault: &str,

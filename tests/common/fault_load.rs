@@ -120,11 +120,14 @@ async fn checkout_loop(pool: mysql_async::Pool, product: u64, stop: Arc<AtomicBo
 /// One answer of a probe: when (Unix ms) and the status (`None`: no answer within 2 s).
 pub type Answer = (i64, Option<u16>);
 
+/// The answers per worker (its index) and path.
+pub type Answers = HashMap<(usize, &'static str), Vec<Answer>>;
+
 /// `/readyz` and `/healthz` of some workers, asked every 200 ms with a 2 s timeout as a
 /// Kubernetes probe would, on a thread of its own.
 pub struct Probes {
     stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<HashMap<(usize, &'static str), Vec<Answer>>>>,
+    answers: Arc<Mutex<Answers>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -158,7 +161,7 @@ impl Probes {
     }
 
     /// Stops asking; the answers of worker `i` to `path`.
-    pub fn finish(mut self) -> HashMap<(usize, &'static str), Vec<Answer>> {
+    pub fn finish(mut self) -> Answers {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
