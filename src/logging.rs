@@ -44,6 +44,33 @@ pub fn init(format: LogFormat, verbose: u8) {
     };
 }
 
+/// Reports every panic as one log line (`event = "panic"`) through the installed subscriber,
+/// in place of the standard hook's lines on stderr, whose message and backtrace span several
+/// lines and would break a JSON log apart. The backtrace (with `RUST_BACKTRACE`) is a field.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(a panic without a message)".into());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => backtrace.to_string(),
+            _ => String::new(),
+        };
+        let thread = std::thread::current();
+        tracing::error!(event = "panic", thread = thread.name().unwrap_or("(unnamed)"),
+            %location, backtrace = %escape_controls(&backtrace), panic = %escape_controls(&message),
+            "a bug: the task that panicked is gone (the liveness probe reports a loop that stopped); please report it");
+    }));
+}
+
 /// The text format's fields: `name=value`, space-separated, the message bare, every control
 /// character escaped.
 fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
@@ -86,6 +113,62 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::escape_controls;
+
+    /// A writer into a shared buffer, for a subscriber whose output the test reads.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_is_one_json_line() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        super::log_panics();
+        let caught = tracing::subscriber::with_default(subscriber, || {
+            std::panic::catch_unwind(|| panic!("first line\nsecond line"))
+        });
+        let _ = std::panic::take_hook();
+        assert!(caught.is_err());
+        let bytes = buffer
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let text = String::from_utf8(bytes).expect("UTF-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");
+        assert_eq!(line["event"], "panic");
+        assert_eq!(line["level"], "ERROR");
+        let panic = line["panic"].as_str().expect("panic field");
+        assert!(
+            panic.contains("first line") && panic.contains("second line"),
+            "{line}"
+        );
+        assert!(
+            line["location"]
+                .as_str()
+                .is_some_and(|l| l.contains("logging.rs")),
+            "{line}"
+        );
+    }
 
     #[test]
     fn control_characters_are_escaped() {

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     one_malloc_arena();
     let cli = Cli::parse();
     logging::init(cli.log_format, cli.verbose);
+    logging::log_panics();
     // Both TLS users (redis, mysql_async) share one process-wide rustls provider; a second
     // install attempt just means one is already there.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -174,7 +174,11 @@ pub(crate) async fn run(
     // The drainer stops after the writers: its own token is cancelled once they are done.
     let outbox_stop = CancellationToken::new();
     let outbox_task = outbox.map(|drainer| {
-        tokio::spawn(drainer.run(outbox_stop.clone(), stats.health.heartbeat("outbox")))
+        tokio::spawn(drainer.run(
+            outbox_stop.clone(),
+            stats.health.heartbeat("outbox"),
+            Arc::clone(&stats),
+        ))
     });
     let contract = Contract::new(settings);
     tracing::info!(event = "contract", mode = contract.mode, guard = %contract.guard, "{}", contract.promise());

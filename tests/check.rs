@@ -311,3 +311,102 @@ fn check_shows_the_redis_topology() {
         "{text}"
     );
 }
+
+/// `check` fails exactly where the worker refuses to start: a missing outbox and a metrics port
+/// already taken fail both; a queue Redis that is down fails neither (the jobs wait in the
+/// outbox), and `check` says so on its own line.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_fails_exactly_where_the_worker_refuses_to_start() {
+    let redis = RedisServer::start();
+    let db = TestDb::create().await;
+    let dispatch = "ORDER_EXPIRE_DISPATCH=App\\Jobs\\OrderExpired\nQUEUE_CONNECTION=redis";
+    let mut verdicts = Vec::new();
+
+    // The outbox is missing.
+    let app = App::new(&redis, &db, dispatch);
+    let output = app.run(&["check", "--json"]);
+    let report = json(&output);
+    let error = report["connections"]["mysql"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("order_expire_outbox"), "{report:#}");
+    let worker = app.run(&[]);
+    assert_eq!(
+        (output.status.code(), worker.status.code()),
+        (Some(1), Some(1))
+    );
+    verdicts.push(("outbox_missing", output.status.code(), worker.status.code()));
+
+    mysql_async::prelude::Queryable::query_drop(
+        &mut db.conn().await,
+        "CREATE TABLE order_expire_outbox (id bigint unsigned NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+         order_id bigint unsigned NOT NULL, payload longtext NOT NULL, created_at int unsigned NOT NULL)",
+    )
+    .await
+    .expect("create the outbox");
+
+    // The metrics port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address");
+    let app = App::new(
+        &redis,
+        &db,
+        &format!("{dispatch}\nORDER_EXPIRE_METRICS_ADDR={addr}"),
+    );
+    let output = app.run(&["check", "--json"]);
+    let report = json(&output);
+    assert!(
+        report["problems"].to_string().contains(&addr.to_string()),
+        "{report:#}"
+    );
+    let offline = app.run(&["check", "--no-connect"]);
+    let worker = app.run(&[]);
+    assert_eq!(
+        (
+            output.status.code(),
+            offline.status.code(),
+            worker.status.code()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    verdicts.push((
+        "metrics_port_taken",
+        output.status.code(),
+        worker.status.code(),
+    ));
+    drop(taken);
+
+    // The queue's Redis is down: both go on.
+    let queue_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let app = App::new(&redis, &db, dispatch);
+    common::queue_redis_at(&app, queue_port);
+    let output = app.run(&["check", "--json"]);
+    let report = json(&output);
+    assert!(output.status.success(), "{report:#}");
+    let queue = &report["connections"]["queue"];
+    assert_eq!(queue["ok"], false, "{report:#}");
+    let error = queue["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&queue_port.to_string()) && error.contains("queue connection `redis`"),
+        "{error}"
+    );
+    assert!(!error.contains("REDIS_HOST"), "{error}");
+    let text = app.run(&["check"]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains("queue       FAILED"), "{stdout}");
+    let mut worker = app.start_worker(&[]);
+    worker.stop(std::time::Duration::from_secs(20));
+    verdicts.push(("queue_redis_down", output.status.code(), Some(0)));
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "check_matches_the_worker",
+            "cases": verdicts.iter().map(|(case, check, worker)| serde_json::json!({
+                "case": case, "check_exit": check, "worker_exit": worker,
+            })).collect::<Vec<_>>(),
+        })
+    );
+}

@@ -18,8 +18,12 @@ use crate::contract::Contract;
 use crate::db::{Database, Server};
 use crate::key::KeyPattern;
 use crate::redis::server::RedisFamily;
-use crate::redis::{RedisError, RedisServers, expired_channel, publishes_expired};
+use crate::redis::{
+    RedisError, RedisServers, RedisTarget, TargetOrigin, expired_channel, publishes_expired,
+};
 use crate::sink::Writer;
+use crate::sink::jobs::JobSink;
+use crate::sink::key_jobs::KeyJobWriter;
 
 /// Everything `check` prints: the settings as resolved, then what each server answered. The
 /// field names are the keys of `check --json`.
@@ -406,6 +410,9 @@ struct Connections {
     mysql: Option<MysqlProbe>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pgsql: Option<MysqlProbe>,
+    /// The redis queue's Redis (`null` unless jobs go to a redis queue). Its failure does not
+    /// stop the worker, whose jobs wait in the outbox: `check` does not fail for it.
+    queue: Option<Probe>,
 }
 
 impl Connections {
@@ -629,6 +636,18 @@ impl Report {
         }
     }
 
+    /// Adds a problem when the worker could not serve its endpoint: the address is taken (by
+    /// another process; a worker already running there holds it too), or not this machine's.
+    fn check_metrics_addr(&mut self, settings: &Settings) {
+        if let Some(addr) = settings.metrics_addr
+            && let Err(e) = std::net::TcpListener::bind(addr)
+        {
+            self.problems.push(format!(
+                "cannot listen on {addr} for /metrics, /healthz and /readyz: {e}; set --metrics-addr (ORDER_EXPIRE_METRICS_ADDR) to a free port of this machine, or leave it unset"
+            ));
+        }
+    }
+
     /// True when nothing stops the worker.
     fn healthy(&self) -> bool {
         self.problems.is_empty()
@@ -833,7 +852,8 @@ impl Report {
             Some(("redis", &c.redis.probe)),
             database.map(|d| (driver, &d.probe)),
         ];
-        for (name, probe) in probes.into_iter().flatten() {
+        let queue = c.queue.iter().map(|p| ("queue", p));
+        for (name, probe) in probes.into_iter().flatten().chain(queue) {
             let status = match (&probe.error, &probe.server) {
                 (Some(e), _) => format!("FAILED: {e}"),
                 (None, Some(server)) => format!("ok ({server})"),
@@ -928,19 +948,23 @@ pub async fn command(
 /// Builds the report and, unless `connect` is false, probes both servers.
 async fn run(settings: &Settings, connect: bool, lock_wait: bool) -> Report {
     let mut report = Report::new(settings);
+    report.check_metrics_addr(settings);
     if connect {
         let redis = probe_redis(settings).await;
         let database = probe_mysql(settings, lock_wait).await;
+        let queue = probe_queue(settings).await;
         report.connections = Some(match settings.database {
             DatabaseSettings::Mysql(_) => Connections {
                 redis,
                 mysql: Some(database),
                 pgsql: None,
+                queue,
             },
             DatabaseSettings::Pgsql(_) => Connections {
                 redis,
                 mysql: None,
                 pgsql: Some(database),
+                queue,
             },
         });
     }
@@ -1016,6 +1040,9 @@ async fn probe_mysql(settings: &Settings, lock_wait: bool) -> MysqlProbe {
             None => None,
         };
         session = Some(session_report(&server, snapshot, settings));
+        // The job tables and the key jobs' queues, as the worker opens them at start.
+        JobSink::new(settings, &db).await?;
+        drop(KeyJobWriter::new(settings, db.clone()).await?);
         let writer = Writer::new(db, &settings.schema, settings.timezone.clone()).await?;
         let missing = writer
             .database()
@@ -1039,6 +1066,35 @@ async fn probe_mysql(settings: &Settings, lock_wait: bool) -> MysqlProbe {
         write_path_reason: path.map(|(_, reason)| reason),
         session,
     }
+}
+
+/// The redis queue's Redis, where the outbox's jobs are pushed: unreachable, it is a warning
+/// (the worker starts, its jobs wait in the outbox); `None` unless jobs go to a redis queue.
+async fn probe_queue(settings: &Settings) -> Option<Probe> {
+    let dispatch = settings.dispatch.as_ref()?;
+    let QueueTarget::Redis { redis, .. } = &dispatch.target else {
+        return None;
+    };
+    let mut probe = Probe::default();
+    let reached = async {
+        let target = RedisTarget::new(redis)?.with_origin(TargetOrigin::Queue {
+            connection: dispatch.connection.clone(),
+        });
+        let mut conn = target.connect().await?;
+        let info = target.server_info(&mut conn).await?;
+        probe.family = Some(info.family.name());
+        probe.server = Some(info.to_string());
+        probe.version = Some(info.version);
+        Ok::<_, crate::Error>(())
+    }
+    .await;
+    let mut probe = finish(probe, reached);
+    if let Some(error) = &mut probe.error {
+        error.push_str(
+            "; the worker starts all the same, and the jobs wait in the outbox until it answers",
+        );
+    }
+    Some(probe)
 }
 
 /// How the worker's sessions are set up on `server`, and what of it depends on the server:

@@ -28,13 +28,23 @@ pub(crate) async fn write_jobs(
     }
 }
 
-/// A row of the outbox: its id and the payload to push.
-pub(crate) type OutboxRow = (u64, String);
+/// A claimed row of the outbox, before its payload is read.
+pub(crate) use crate::mysql::jobs::ClaimedRow;
+
+/// A row of the outbox read for its push: its id and its payload as stored (`None`: NULL).
+pub(crate) type OutboxRow = (u64, Option<Vec<u8>>);
 
 /// The drainer's statements on the outbox.
 pub(crate) enum OutboxStatements {
     Mysql(mysql::jobs::OutboxStatements),
     Pgsql(pgsql::jobs::OutboxStatements),
+}
+
+fn claim_error(error: mysql::jobs::MysqlClaimError) -> DriverError {
+    match error {
+        mysql::jobs::MysqlClaimError::Server(e) => DriverError::Mysql(e),
+        other => DriverError::Rows(other.to_string()),
+    }
 }
 
 impl OutboxStatements {
@@ -55,11 +65,41 @@ impl OutboxStatements {
         }
     }
 
-    /// Locks the oldest rows no other drainer holds.
-    pub(crate) async fn claim(&self, tx: &mut Tx<'_>) -> Result<Vec<OutboxRow>, DriverError> {
+    /// Locks the oldest rows after `after` no other drainer holds, leaving out `excluded`;
+    /// reads their lengths, not their payloads.
+    pub(crate) async fn claim(
+        &self,
+        tx: &mut Tx<'_>,
+        after: u64,
+        excluded: &[u64],
+    ) -> Result<Vec<ClaimedRow>, DriverError> {
         match (self, tx) {
-            (Self::Mysql(s), Tx::Mysql(tx)) => Ok(s.claim(tx).await?),
-            (Self::Pgsql(s), Tx::Pgsql(tx)) => Ok(s.claim(tx).await?),
+            (Self::Mysql(s), Tx::Mysql(tx)) => {
+                s.claim(tx, after, excluded).await.map_err(claim_error)
+            }
+            (Self::Pgsql(s), Tx::Pgsql(tx)) => Ok(s
+                .claim(tx, after, excluded)
+                .await?
+                .into_iter()
+                .map(|(id, order_id, bytes)| ClaimedRow {
+                    id,
+                    order_id,
+                    bytes,
+                })
+                .collect()),
+            _ => Err(DriverError::Mismatch),
+        }
+    }
+
+    /// The payloads of claimed rows `ids`, each as stored.
+    pub(crate) async fn payloads(
+        &self,
+        tx: &mut Tx<'_>,
+        ids: &[u64],
+    ) -> Result<Vec<OutboxRow>, DriverError> {
+        match (self, tx) {
+            (Self::Mysql(s), Tx::Mysql(tx)) => s.payloads(tx, ids).await.map_err(claim_error),
+            (Self::Pgsql(s), Tx::Pgsql(tx)) => Ok(s.payloads(tx, ids).await?),
             _ => Err(DriverError::Mismatch),
         }
     }

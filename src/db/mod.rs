@@ -20,6 +20,7 @@ pub(crate) mod probe;
 
 use std::fmt;
 
+use mysql_async::prelude::Queryable;
 use mysql_async::{IsolationLevel, TxOpts};
 
 use crate::config::{DatabaseSettings, Ident, Schema};
@@ -28,6 +29,11 @@ use crate::mysql::write_path::WritePath;
 use crate::mysql::{self, MysqlError};
 use crate::pgsql::server::PgServer;
 use crate::pgsql::{self, PgQueryError, PgsqlError};
+
+/// How long the server keeps a transaction of ours whose client went silent before it rolls it
+/// back (MariaDB's `idle_transaction_timeout`, PostgreSQL's
+/// `idle_in_transaction_session_timeout`, MySQL's `wait_timeout` for the span of a transaction).
+pub(crate) use crate::mysql::IDLE_IN_TRANSACTION;
 
 /// A failure of the database, in the adapter's words.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +51,10 @@ pub(crate) enum DriverError {
     Mysql(#[from] mysql_async::Error),
     #[error(transparent)]
     Pgsql(#[from] PgQueryError),
+    /// Rows that are not of the types the statement reads (a table not as its migration
+    /// creates it).
+    #[error("{0}")]
+    Rows(String),
     /// A statement set of one adapter was given a connection of the other (a wiring mistake).
     #[error("a statement of one database adapter was run on the other's connection")]
     Mismatch,
@@ -62,7 +72,27 @@ impl DriverError {
         match self {
             Self::Mysql(e) => mysql::error::is_lock_conflict(e),
             Self::Pgsql(e) => e.is_lock_conflict(),
-            Self::Mismatch => false,
+            Self::Rows(_) | Self::Mismatch => false,
+        }
+    }
+
+    /// A lock wait that ran out (MySQL 1205, PostgreSQL's `lock_timeout`, 55P03): the rows
+    /// were held for the whole wait.
+    pub(crate) fn is_lock_wait_timeout(&self) -> bool {
+        match self {
+            Self::Mysql(e) => mysql::error::is_lock_wait_timeout(e),
+            Self::Pgsql(e) => e.code() == Some("55P03"),
+            Self::Rows(_) | Self::Mismatch => false,
+        }
+    }
+
+    /// The connection broke: the statement's outcome on the server is not known from here. A
+    /// server's error, by contrast, comes on a working connection.
+    pub(crate) fn is_connection_lost(&self) -> bool {
+        match self {
+            Self::Mysql(e) => !matches!(e, mysql_async::Error::Server(_)),
+            Self::Pgsql(e) => e.code().is_none(),
+            Self::Rows(_) | Self::Mismatch => false,
         }
     }
 
@@ -72,7 +102,7 @@ impl DriverError {
         match self {
             Self::Mysql(e) => mysql::error::is_permanent(e),
             Self::Pgsql(e) => e.is_permanent(),
-            Self::Mismatch => false,
+            Self::Rows(_) | Self::Mismatch => false,
         }
     }
 }
@@ -267,6 +297,48 @@ impl Database {
         }
     }
 
+    /// MySQL (not MariaDB, not PostgreSQL), which bounds an idle transaction only through the
+    /// session's `wait_timeout`: set to [`IDLE_IN_TRANSACTION`] for the span of a transaction.
+    pub(crate) async fn bound_idle(&self, conn: &mut Conn) -> Result<(), DriverError> {
+        if let (Self::Mysql(db), Conn::Mysql(conn)) = (self, conn)
+            && db.is_mysql()
+        {
+            conn.query_drop(format!(
+                "SET SESSION wait_timeout = {}",
+                IDLE_IN_TRANSACTION.as_secs()
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The session's `wait_timeout` back to the server's after [`Self::bound_idle`].
+    pub(crate) async fn unbound_idle(&self, conn: &mut Conn) -> Result<(), DriverError> {
+        if let (Self::Mysql(db), Conn::Mysql(conn)) = (self, conn)
+            && db.is_mysql()
+        {
+            conn.query_drop("SET SESSION wait_timeout = @@GLOBAL.wait_timeout")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a connection whose transaction ran out of time or broke, so that the server rolls
+    /// back at once what it still holds: MySQL kills it from a connection of its own;
+    /// PostgreSQL's running statement is cancelled and the connection, taken out of the pool,
+    /// closed.
+    pub(crate) async fn abandon(&self, conn: Conn) -> Result<(), DbError> {
+        match (self, conn) {
+            (Self::Mysql(db), Conn::Mysql(conn)) => {
+                let id = conn.id();
+                drop(conn);
+                Ok(db.kill(id).await?)
+            }
+            (Self::Pgsql(db), Conn::Pgsql(conn)) => Ok(db.abandon(conn).await?),
+            _ => Ok(()),
+        }
+    }
+
     /// The MySQL pool, when it is one (what only MySQL has: its session variables).
     pub(crate) fn mysql(&self) -> Option<&mysql::Database> {
         match self {
@@ -286,6 +358,14 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
+    /// The server's id of this connection (MySQL's connection id), for the log.
+    pub(crate) fn id(&self) -> Option<u32> {
+        match self {
+            Self::Mysql(conn) => Some(conn.id()),
+            Self::Pgsql(_) => None,
+        }
+    }
+
     /// Begins a READ COMMITTED transaction: the row locks are all the isolation the writer
     /// needs, and without REPEATABLE READ's gap locks (MySQL) or snapshot (PostgreSQL)
     /// concurrent batches neither deadlock on secondary indexes nor fail to serialize.

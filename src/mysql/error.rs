@@ -51,6 +51,11 @@ pub(crate) fn is_lock_conflict(error: &mysql_async::Error) -> bool {
     matches!(error, mysql_async::Error::Server(e) if e.code == 1213 || e.code == 1205)
 }
 
+/// A lock wait timeout (1205): the rows were held for the whole lock wait.
+pub(crate) fn is_lock_wait_timeout(error: &mysql_async::Error) -> bool {
+    matches!(error, mysql_async::Error::Server(e) if e.code == 1205)
+}
+
 /// An error that the same statement on the same rows gets again however often it is retried:
 /// a value out of range or truncated, a constraint or foreign key, a NOT NULL column, a
 /// trigger's `SIGNAL`. Everything else (connection, deadlock, lock wait, timeout, and errors

@@ -5,7 +5,7 @@
 //! fixed sizes, so the per-connection statement cache holds a handful of statements.
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Params, Transaction, Value};
+use mysql_async::{Conn, Params, Row, Transaction, Value};
 
 use super::{Database, MysqlError};
 use crate::config::Ident;
@@ -95,9 +95,17 @@ fn chunk_size(n: usize) -> usize {
         .unwrap_or(1)
 }
 
-/// A row of the outbox: its id and the payload to push.
-pub(crate) type OutboxRow = (u64, String);
+/// A claimed row of the outbox, before its payload is read: its id, its order, and its
+/// payload's length in bytes (`None`: the payload is NULL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClaimedRow {
+    pub(crate) id: u64,
+    pub(crate) order_id: u64,
+    pub(crate) bytes: Option<u64>,
+}
 
+/// A row of the outbox read for its push: its id and its payload as stored (`None`: NULL).
+pub(crate) type OutboxRow = (u64, Option<Vec<u8>>);
 impl Database {
     /// Fails with the migration to run when `table` does not exist.
     pub(crate) async fn require_table(&self, table: &Ident, fix: &str) -> Result<(), MysqlError> {
@@ -118,28 +126,87 @@ impl Database {
 
 /// The drainer's statements on the outbox.
 pub(crate) struct OutboxStatements {
-    claim: String,
     table: Ident,
+    page: usize,
+    skip: &'static str,
 }
 
 impl OutboxStatements {
     /// `page` rows at most per claim; `skip_locked` where the server has it.
     pub(crate) fn new(table: Ident, page: usize, skip_locked: bool) -> Self {
-        let skip = if skip_locked { " SKIP LOCKED" } else { "" };
         Self {
-            claim: format!(
-                "SELECT `id`, `payload` FROM {table} ORDER BY `id` LIMIT {page} FOR UPDATE{skip}"
-            ),
             table,
+            page,
+            skip: if skip_locked { " SKIP LOCKED" } else { "" },
         }
     }
 
-    /// Locks the oldest rows no other drainer holds.
+    /// Locks the oldest rows after `after` no other drainer holds, leaving out `excluded`
+    /// (rows parked already); reads their lengths, not their payloads, so that no row is
+    /// brought into memory before its size is known.
     pub(crate) async fn claim(
         &self,
         tx: &mut Transaction<'_>,
-    ) -> Result<Vec<OutboxRow>, mysql_async::Error> {
-        tx.query(&self.claim).await
+        after: u64,
+        excluded: &[u64],
+    ) -> Result<Vec<ClaimedRow>, MysqlClaimError> {
+        let not_in = if excluded.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND `id` NOT IN ({})",
+                vec!["?"; excluded.len()].join(", ")
+            )
+        };
+        let sql = format!(
+            "SELECT `id`, `order_id`, LENGTH(`payload`) FROM {} WHERE `id` > ?{not_in} ORDER BY `id` LIMIT {} FOR UPDATE{}",
+            self.table, self.page, self.skip
+        );
+        let mut params: Vec<Value> = Vec::with_capacity(excluded.len() + 1);
+        params.push(after.into());
+        params.extend(excluded.iter().map(|id| Value::from(*id)));
+        let rows: Vec<Row> = tx
+            .exec(sql, Params::Positional(params))
+            .await
+            .map_err(MysqlClaimError::Server)?;
+        rows.into_iter()
+            .map(|row| {
+                let (id, order_id, bytes) =
+                    mysql_async::from_row_opt::<(u64, u64, Option<u64>)>(row)
+                        .map_err(|e| MysqlClaimError::Row(e.to_string()))?;
+                Ok(ClaimedRow {
+                    id,
+                    order_id,
+                    bytes,
+                })
+            })
+            .collect()
+    }
+
+    /// The payloads of claimed rows `ids`, each as stored.
+    pub(crate) async fn payloads(
+        &self,
+        tx: &mut Transaction<'_>,
+        ids: &[u64],
+    ) -> Result<Vec<OutboxRow>, MysqlClaimError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT `id`, `payload` FROM {} WHERE `id` IN ({}) ORDER BY `id`",
+            self.table,
+            vec!["?"; ids.len()].join(", ")
+        );
+        let rows: Vec<Row> = tx
+            .exec(sql, ids.to_vec())
+            .await
+            .map_err(MysqlClaimError::Server)?;
+        rows.into_iter()
+            .map(|row| {
+                mysql_async::from_row_opt::<OutboxRow>(row)
+                    .map_err(|e| MysqlClaimError::Row(e.to_string()))
+            })
+            .collect()
     }
 
     /// Deletes the pushed rows.
@@ -158,6 +225,15 @@ impl OutboxStatements {
         );
         tx.exec_drop(sql, ids.to_vec()).await
     }
+}
+
+/// Reading the outbox failed: the server refused, or a row is not of the migration's types.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MysqlClaimError {
+    #[error("{0}")]
+    Server(mysql_async::Error),
+    #[error("a row of the outbox is not (id, order_id, payload) as the migration creates it: {0}")]
+    Row(String),
 }
 
 /// What waits in the outbox, as `status` reports it: how many rows (counted up to a bound) and

@@ -47,13 +47,27 @@ pub(crate) async fn insert_outbox(
     Ok(())
 }
 
-/// A row of the outbox: its id and the payload to push.
-pub(crate) type OutboxRow = (u64, String);
+/// A claimed row: its id, its order and its payload's length in bytes (`None`: NULL).
+pub(crate) type ClaimedRow = (u64, u64, Option<u64>);
+
+/// A row read for its push: its id and its payload (`None`: NULL).
+pub(crate) type OutboxRow = (u64, Option<Vec<u8>>);
 
 /// The drainer's statements on the outbox.
 pub(crate) struct OutboxStatements {
     claim: String,
+    payloads: String,
     delete: String,
+}
+
+fn id(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn ids_param(ids: &[u64]) -> Vec<i64> {
+    ids.iter()
+        .map(|i| i64::try_from(*i).unwrap_or(i64::MAX))
+        .collect()
 }
 
 impl OutboxStatements {
@@ -61,19 +75,61 @@ impl OutboxStatements {
         let table = table.pg_quoted();
         Self {
             claim: format!(
-                "SELECT \"id\"::int8, \"payload\" FROM {table} ORDER BY \"id\" LIMIT {page} FOR UPDATE SKIP LOCKED"
+                "SELECT \"id\"::int8, \"order_id\"::int8, octet_length(\"payload\")::int8 FROM {table} \
+                 WHERE \"id\" > $1::int8 AND NOT (\"id\" = ANY($2::int8[])) \
+                 ORDER BY \"id\" LIMIT {page} FOR UPDATE SKIP LOCKED"
+            ),
+            payloads: format!(
+                "SELECT \"id\"::int8, \"payload\"::text FROM {table} WHERE \"id\" = ANY($1::int8[]) ORDER BY \"id\""
             ),
             delete: format!("DELETE FROM {table} WHERE \"id\" = ANY($1::int8[])"),
         }
     }
 
-    /// Locks the oldest rows no other drainer holds.
-    pub(crate) async fn claim(&self, tx: &Transaction<'_>) -> Result<Vec<OutboxRow>, PgQueryError> {
+    /// Locks the oldest rows after `after` no other drainer holds, leaving out `excluded`;
+    /// reads their lengths, not their payloads.
+    pub(crate) async fn claim(
+        &self,
+        tx: &Transaction<'_>,
+        after: u64,
+        excluded: &[u64],
+    ) -> Result<Vec<ClaimedRow>, PgQueryError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
         let statement = tx.prepare_cached(&self.claim).await?;
-        let rows = tx.query(&statement, &[]).await?;
+        let rows = tx
+            .query(&statement, &[&after, &ids_param(excluded)])
+            .await?;
         Ok(rows
             .iter()
-            .map(|r| (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1)))
+            .map(|r| {
+                (
+                    id(r.get(0)),
+                    id(r.get(1)),
+                    r.get::<_, Option<i64>>(2).map(id),
+                )
+            })
+            .collect())
+    }
+
+    /// The payloads of claimed rows `ids`.
+    pub(crate) async fn payloads(
+        &self,
+        tx: &Transaction<'_>,
+        ids: &[u64],
+    ) -> Result<Vec<OutboxRow>, PgQueryError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statement = tx.prepare_cached(&self.payloads).await?;
+        let rows = tx.query(&statement, &[&ids_param(ids)]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    id(r.get(0)),
+                    r.get::<_, Option<String>>(1).map(String::into_bytes),
+                )
+            })
             .collect())
     }
 
@@ -83,12 +139,11 @@ impl OutboxStatements {
         tx: &Transaction<'_>,
         ids: &[u64],
     ) -> Result<(), PgQueryError> {
-        let ids: Vec<i64> = ids
-            .iter()
-            .map(|i| i64::try_from(*i).unwrap_or(i64::MAX))
-            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
         let statement = tx.prepare_cached(&self.delete).await?;
-        tx.execute(&statement, &[&ids]).await?;
+        tx.execute(&statement, &[&ids_param(ids)]).await?;
         Ok(())
     }
 }

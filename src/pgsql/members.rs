@@ -92,6 +92,17 @@ impl MemberLocks {
                 .own_connection()
                 .await
                 .map_err(|e| self.db.error("connecting for the member slot", e))?;
+            // A worker reads the slots every 250 ms: a session silent for MEMBER_SILENCE
+            // belongs to a worker frozen or cut off, and the server ends it (PostgreSQL 14+),
+            // freeing its slot for the others to take its orders over. Older servers have no
+            // such bound; their sessions end when the connection does.
+            let silence = format!(
+                "SET idle_session_timeout = '{}s'",
+                crate::mysql::members::MEMBER_SILENCE.as_secs()
+            );
+            if let Err(e) = conn.batch_execute(&silence).await {
+                tracing::debug!(error = %e, "idle_session_timeout (PostgreSQL 14+) not set on the member slot's session");
+            }
             self.conn = Some(conn);
         }
         let Some(conn) = &self.conn else {

@@ -17,6 +17,24 @@ use crate::config::PgsqlSettings;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `lock_timeout` of our sessions: the longest one of our statements waits for a row lock (the
+/// app's, another worker's) before it fails (55P03) and is retried, as on MySQL.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long ending an abandoned connection may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Our bounds on every session, after Laravel's statements: the lock wait, and how long the
+/// server keeps a transaction of ours whose client went silent
+/// (`idle_in_transaction_session_timeout`: it rolls it back and closes the connection).
+fn bounds_statement() -> String {
+    format!(
+        "set lock_timeout = '{}s'; set idle_in_transaction_session_timeout = '{}s'",
+        LOCK_WAIT.as_secs(),
+        crate::mysql::IDLE_IN_TRANSACTION.as_secs()
+    )
+}
+
 /// The app's database: a pool, and where it is for messages. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub(crate) struct Database {
@@ -51,7 +69,9 @@ impl Database {
             .keepalives_idle(Duration::from_secs(30))
             .ssl_mode(tls::driver_mode(settings.tls.mode));
         let tls = MakeRustlsConnect::new(tls::client_config(&settings.tls)?);
-        let session = settings.session.statements().join("; ");
+        let mut statements = settings.session.statements();
+        statements.push(bounds_statement());
+        let session = statements.join("; ");
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
@@ -150,6 +170,24 @@ impl Database {
             number: u32::try_from(row.get::<_, i32>(0)).unwrap_or(0),
             version: row.get(1),
         })
+    }
+
+    /// Ends `conn`, whose transaction ran out of time or broke: its running statement is
+    /// cancelled (a request on a connection of its own, bounded), and the connection, taken
+    /// out of the pool, is closed, so the server rolls back what it holds.
+    pub(crate) async fn abandon(&self, conn: Object) -> Result<(), PgsqlError> {
+        let client = Object::take(conn);
+        let token = client.cancel_token();
+        drop(client);
+        match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(self.tls.clone())).await {
+            Ok(result) => {
+                result.map_err(|e| self.error("cancelling an abandoned statement", e.into()))
+            }
+            Err(_) => Err(self.connect_error(&PgQueryError::Pool(format!(
+                "no answer to the cancel request within {} s",
+                CANCEL_TIMEOUT.as_secs()
+            )))),
+        }
     }
 
     /// Closes the pool; connections in use close when they come back.

@@ -85,6 +85,33 @@ impl Access {
     }
 }
 
+/// Where a server's address came from, so that a failure names what to check: the app's
+/// settings only when the address is theirs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TargetOrigin {
+    /// The cache connection's settings (`REDIS_HOST`, `REDIS_PORT`, the cluster's seeds, the
+    /// sentinels).
+    Settings,
+    /// A master a cluster node announced (`CLUSTER SHARDS`, a redirection).
+    ClusterAnnounced,
+    /// The master the sentinels named.
+    SentinelAnnounced,
+    /// The Redis of the named queue connection, where jobs are pushed.
+    Queue { connection: String },
+}
+
+impl TargetOrigin {
+    /// What to check when the server does not answer, after `; `.
+    fn unreachable_hint(&self) -> String {
+        match self {
+            Self::Settings => "is Redis running there? check REDIS_HOST and REDIS_PORT".into(),
+            Self::ClusterAnnounced => "the cluster announces this address for a master: check that node's cluster-announce-ip / cluster-announce-port (or the address it binds) and that this host can reach it".into(),
+            Self::SentinelAnnounced => "the sentinels name this address as the master: check the master's replica-announce-ip / replica-announce-port and that this host can reach it".into(),
+            Self::Queue { connection } => format!("this is the Redis of queue connection `{connection}` (config/queue.php and its connection in config/database.php); until it answers, the jobs wait in the outbox"),
+        }
+    }
+}
+
 /// One Redis server: where to connect and how to explain failures.
 #[derive(Clone)]
 pub(crate) struct RedisTarget {
@@ -97,6 +124,8 @@ pub(crate) struct RedisTarget {
     tls_setting: Option<String>,
     /// Extra ACL rules of the deployment this server is part of.
     acl_extra: &'static str,
+    /// Where its address came from, for the hint of a failed connection.
+    origin: TargetOrigin,
 }
 
 impl RedisTarget {
@@ -132,7 +161,7 @@ impl RedisTarget {
         let info = conn_addr
             .into_connection_info()
             .map(|info| info.set_redis_settings(redis))
-            .map_err(|e| connect_error(&endpoint, None, &e))?;
+            .map_err(|e| connect_error(&endpoint, None, &TargetOrigin::Settings, &e))?;
         let client = match (&access.certificates, tls) {
             (Some(certificates), true) => Client::build_with_tls(info, certificates.clone())
                 .map_err(|e| RedisError::TlsFile {
@@ -140,7 +169,8 @@ impl RedisTarget {
                     setting: access.tls_setting.clone(),
                     cause: e.to_string(),
                 })?,
-            _ => Client::open(info).map_err(|e| connect_error(&endpoint, None, &e))?,
+            _ => Client::open(info)
+                .map_err(|e| connect_error(&endpoint, None, &TargetOrigin::Settings, &e))?,
         };
         Ok(Self {
             client,
@@ -149,7 +179,14 @@ impl RedisTarget {
             channel: expired_channel(access.database),
             tls_setting: tls.then(|| access.tls_setting.clone()),
             acl_extra: access.acl_extra,
+            origin: TargetOrigin::Settings,
         })
+    }
+
+    /// The same server, its address from `origin`.
+    pub(crate) fn with_origin(mut self, origin: TargetOrigin) -> Self {
+        self.origin = origin;
+        self
     }
 
     /// The host name or address (empty for a Unix socket).
@@ -200,9 +237,10 @@ impl RedisTarget {
             Ok(Err(e)) => Err(connect_error(
                 &self.endpoint,
                 self.tls_setting.as_deref(),
+                &self.origin,
                 &e,
             )),
-            Err(_) => Err(timeout_error(&self.endpoint)),
+            Err(_) => Err(timeout_error(&self.endpoint, &self.origin)),
         }
     }
 
@@ -274,12 +312,18 @@ pub(crate) fn publishes_expired(flags: &str) -> bool {
     flags.contains('E') && (flags.contains('x') || flags.contains('A'))
 }
 
-fn timeout_error(endpoint: &str) -> RedisError {
+fn timeout_error(endpoint: &str, origin: &TargetOrigin) -> RedisError {
+    let hint = match origin {
+        TargetOrigin::Settings => {
+            "; check REDIS_HOST and REDIS_PORT and that a firewall lets the connection through"
+                .to_string()
+        }
+        other => format!("; {}", other.unreachable_hint()),
+    };
     RedisError::Connect {
         endpoint: endpoint.to_string(),
         cause: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-        hint: "; check REDIS_HOST and REDIS_PORT and that a firewall lets the connection through"
-            .into(),
+        hint,
     }
 }
 
@@ -325,7 +369,12 @@ fn tls_files(tls: &RedisTls) -> String {
     files.join(", ")
 }
 
-fn connect_error(endpoint: &str, tls_setting: Option<&str>, e: &::redis::RedisError) -> RedisError {
+fn connect_error(
+    endpoint: &str,
+    tls_setting: Option<&str>,
+    origin: &TargetOrigin,
+    e: &::redis::RedisError,
+) -> RedisError {
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
     let hint = if matches!(e.kind(), ErrorKind::AuthenticationFailed)
@@ -343,7 +392,7 @@ fn connect_error(endpoint: &str, tls_setting: Option<&str>, e: &::redis::RedisEr
             "; check {setting}: `cafile` must hold the CA that signed the server's certificate, the host must be a name in it, and `local_cert` must be a client certificate the server trusts"
         )
     } else if e.is_io_error() || e.is_connection_refusal() {
-        "; is Redis running there? check REDIS_HOST and REDIS_PORT".to_string()
+        format!("; {}", origin.unreachable_hint())
     } else {
         String::new()
     };

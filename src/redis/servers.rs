@@ -21,7 +21,7 @@ use ::redis::aio::{MultiplexedConnection, PubSub};
 use super::cluster::{self, ClusterView, NodeAddr};
 use super::sentinel;
 use super::slot::{SLOTS, key_slot};
-use super::{Access, RedisError, RedisTarget};
+use super::{Access, RedisError, RedisTarget, TargetOrigin};
 use crate::config::{RedisEndpoint, RedisSettings, RedisTopology};
 
 /// The servers of the cache Redis, as last found: who to subscribe to, who holds each key.
@@ -253,7 +253,8 @@ impl RedisServers {
             Layout::Standalone(target) => matches!(target.addr, RedisEndpoint::Tls { .. }),
             Layout::Cluster { tls, .. } | Layout::Sentinel { tls, .. } => *tls,
         };
-        RedisTarget::at(&endpoint(host, port, tls), &self.0.access)
+        Ok(RedisTarget::at(&endpoint(host, port, tls), &self.0.access)?
+            .with_origin(TargetOrigin::ClusterAnnounced))
     }
 
     /// A pub/sub connection to the first sentinel that answers, subscribed to its failover
@@ -356,7 +357,8 @@ impl RedisServers {
             if let Some(target) = known.get(&name) {
                 return Ok(target.clone());
             }
-            let target = RedisTarget::at(&at, &self.0.access)?;
+            let target =
+                RedisTarget::at(&at, &self.0.access)?.with_origin(TargetOrigin::ClusterAnnounced);
             known.insert(name, target.clone());
             Ok(target)
         };
@@ -469,7 +471,8 @@ impl RedisServers {
         service: &str,
         tls: bool,
     ) -> Result<RedisTarget, RedisError> {
-        let master = RedisTarget::at(&endpoint(&addr.host, addr.port, tls), &self.0.access)?;
+        let master = RedisTarget::at(&endpoint(&addr.host, addr.port, tls), &self.0.access)?
+            .with_origin(TargetOrigin::SentinelAnnounced);
         let mut conn = master.connect().await?;
         let role = sentinel::role(&master, &mut conn).await?;
         if role != "master" {

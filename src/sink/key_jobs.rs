@@ -23,7 +23,7 @@ use crate::db::Database;
 use crate::db::jobs::{JobTable, write_jobs};
 use crate::job::payload::{JobArgument, JobClass, PayloadFormat, PayloadIds, QueueDriver, payload};
 use crate::queue::ExpiredKey;
-use crate::redis::RedisTarget;
+use crate::redis::{RedisTarget, TargetOrigin};
 use crate::stats::Stats;
 use crate::stats::health::Heartbeat;
 
@@ -321,7 +321,9 @@ async fn place(job: &KeyJobSettings, db: &Database) -> Result<Place, crate::Erro
             })
         }
         QueueTarget::Redis { redis, prefix } => {
-            let target = RedisTarget::new(redis)?;
+            let target = RedisTarget::new(redis)?.with_origin(TargetOrigin::Queue {
+                connection: job.connection.clone(),
+            });
             let conn = target.connect().await?;
             Place::Redis(Box::new(RedisPlace {
                 target,

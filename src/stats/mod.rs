@@ -133,6 +133,15 @@ const SET_ASIDE: Metric = (
     "Expired orders this worker holds back because another live worker owns them",
 );
 
+const OUTBOX_BACKLOG: Metric = (
+    "order_expire_outbox_backlog",
+    "Jobs waiting in the redis queue's outbox for their push (parked rows included), as of the last drain",
+);
+const OUTBOX_PARKED: Metric = (
+    "order_expire_outbox_parked",
+    "Outbox rows that cannot be pushed (payload NULL, not UTF-8, or over the size limit), parked since the start and left in the outbox",
+);
+
 /// Registers each metric under its name and help and hands back its handle, which shares its
 /// atomics with the registry's copy.
 #[derive(Default)]
@@ -248,6 +257,10 @@ pub(crate) struct Stats {
     pub taken_over_rebalanced: Counter,
     /// Set-aside orders still unpaid when their time ran out (`reason="not_written"`).
     pub taken_over_not_written: Counter,
+    /// Rows waiting in the redis queue's outbox, as of the last drain.
+    pub outbox_backlog: Gauge,
+    /// Outbox rows parked since the start (they cannot be pushed).
+    pub outbox_parked: Gauge,
     /// The order queue's length and the age of its oldest order.
     pub backlog: Arc<Backlog>,
     /// The work loops' heartbeats, the subscriptions and MySQL.
@@ -294,6 +307,8 @@ impl Stats {
             key_jobs: r.counter(KEY_JOBS),
             replicas: r.gauge(REPLICAS),
             set_aside: r.gauge(SET_ASIDE),
+            outbox_backlog: r.gauge(OUTBOX_BACKLOG),
+            outbox_parked: r.gauge(OUTBOX_PARKED),
             events: r.counter(EVENTS),
             // Not served at /metrics: the worker's stop line reports it.
             abandoned: Counter::default(),

@@ -23,6 +23,8 @@
 
 pub mod burst;
 pub mod cluster;
+pub mod fault_load;
+pub mod fault_proxy;
 pub mod pgsql;
 pub mod proxy;
 pub mod redis_node;
@@ -1159,6 +1161,27 @@ pub fn write_config_cache(app: &App, mysql: &str, redis: &str) {
         ),
     )
     .expect("write config cache");
+}
+
+/// Writes the app's `config/database.php`: Laravel 8's stock one, with the `default` Redis
+/// connection (the redis queue's) at `queue_port` instead of `REDIS_PORT`, so that the queue's
+/// Redis is another server than the cache's.
+pub fn queue_redis_at(app: &App, queue_port: u16) {
+    let stock = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/config/src/stock/laravel8/database.php"),
+    )
+    .expect("the stock database.php");
+    let (before, after) = stock
+        .split_once("'default' => [")
+        .expect("the redis default connection");
+    let after = after.replacen("env('REDIS_PORT', '6379')", &format!("'{queue_port}'"), 1);
+    let root = app.env_file().parent().expect("app root").to_path_buf();
+    fs::create_dir_all(root.join("config")).expect("mkdir config");
+    fs::write(
+        root.join("config/database.php"),
+        format!("{before}'default' => [{after}"),
+    )
+    .expect("write config/database.php");
 }
 
 /// A Redis Cluster config: three seeds, the password in the global options.
