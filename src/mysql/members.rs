@@ -32,6 +32,13 @@ pub(crate) const SLOTS: usize = 64;
 /// How long a connect, a `GET_LOCK` round or the live-slot query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The `wait_timeout` of the member slot's connection: a worker reads the slots every 250 ms,
+/// so a connection silent this long belongs to a worker that is frozen, cut off or whose host
+/// died without closing it; the server closes it then, and frees its slot, whose orders the
+/// others take over at their next look. Without it the slot stayed taken for the server's
+/// `wait_timeout` (8 hours by default).
+pub(crate) const MEMBER_SILENCE: Duration = Duration::from_secs(10);
+
 /// What one refresh saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Seen {
@@ -135,6 +142,14 @@ impl MemberLocks {
                         })?)
                 }
             };
+        if self.held.is_none() {
+            conn.query_drop(format!(
+                "SET SESSION wait_timeout = {}",
+                MEMBER_SILENCE.as_secs()
+            ))
+            .await
+            .map_err(failed("SET SESSION wait_timeout (member slot)"))?;
+        }
         let mut holders = read_holders(conn, &self.live_sql, &self.names)
             .await
             .map_err(failed("IS_USED_LOCK (member slots)"))?;

@@ -13,6 +13,7 @@ pub(crate) mod jobs;
 pub(crate) mod members;
 pub(crate) mod orders;
 mod pool;
+pub(crate) use pool::IDLE_IN_TRANSACTION;
 pub(crate) mod probe;
 pub(crate) mod schema;
 pub(crate) mod server;

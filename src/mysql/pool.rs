@@ -12,10 +12,30 @@ use mysql_async::{
 };
 
 use super::MysqlError;
-use super::server::DbServer;
+use super::server::{DbFamily, DbServer};
 use crate::config::{MysqlSession, MysqlSettings, MysqlTls};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the server keeps a transaction of ours whose client sends nothing more (frozen,
+/// cut off, or its next statement lost) before it rolls it back and closes the connection:
+/// the longest the app's statements wait on our row locks because of a worker that stopped
+/// in the middle. MariaDB's `idle_transaction_timeout`, set for every session at connect; on
+/// MySQL, which has no such variable, the writer sets the session's `wait_timeout` to it for
+/// the span of each cancel transaction ([`Database::is_mysql`]).
+pub(crate) const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
+
+/// `innodb_lock_wait_timeout` of our sessions: the longest one of our statements waits for a
+/// row lock (the app's, another worker's) before it fails and is retried; so also the longest
+/// the locks our transaction already holds make the app wait behind such a statement.
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// `net_read_timeout` and `net_write_timeout` of our sessions: how long the server waits on a
+/// client that stopped reading a result, or stopped in the middle of sending a statement.
+const NET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long ending an abandoned connection may take.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The app's database: a pool, and where it is for messages. Cheap to clone (the pool is shared).
 #[derive(Clone)]
@@ -26,6 +46,8 @@ pub(crate) struct Database {
     endpoint: String,
     pub(super) database: String,
     pub(super) username: String,
+    /// MySQL rather than MariaDB: no `idle_transaction_timeout` there.
+    is_mysql: bool,
 }
 
 impl Database {
@@ -65,14 +87,15 @@ impl Database {
             opts = opts.ssl_opts(Some(ssl_opts(tls)?));
         }
         let opts = Opts::from(opts);
-        let db = Self {
+        let mut db = Self {
             pool: Pool::new(opts.clone()),
             opts,
             endpoint: settings.endpoint(),
             database: settings.database.clone(),
             username: settings.username.clone(),
+            is_mysql: false,
         };
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, db.pool.get_conn()).await {
+        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, db.pool.get_conn()).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => return Err(connect_error(settings, &e)),
             Err(_) => {
@@ -85,8 +108,48 @@ impl Database {
                 });
             }
         };
+        let version: Option<String> = conn
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(|e| connect_error(settings, &e))?;
+        db.is_mysql = DbServer::parse(&version.unwrap_or_default()).family == DbFamily::MySql;
         drop(conn);
         Ok(db)
+    }
+
+    /// MySQL rather than MariaDB: a transaction's idle bound is the session's `wait_timeout`,
+    /// which the writer sets for the span of each transaction ([`IDLE_IN_TRANSACTION`]).
+    pub(crate) fn is_mysql(&self) -> bool {
+        self.is_mysql
+    }
+
+    /// Kills the connection `id` from a connection of its own (not the pool's, which may be
+    /// all taken): the server rolls back what it was doing, if anything, and frees its locks.
+    /// A connection already gone is not an error. Bounded by [`KILL_TIMEOUT`].
+    pub(crate) async fn kill(&self, id: u32) -> Result<(), MysqlError> {
+        let kill = async {
+            let mut conn = Conn::new(self.opts.clone())
+                .await
+                .map_err(|e| self.error("connecting to end an abandoned connection", e))?;
+            let killed = conn.query_drop(format!("KILL {id}")).await;
+            let _ = conn.disconnect().await;
+            match killed {
+                // Unknown thread id: the server ended it already.
+                Err(mysql_async::Error::Server(e)) if e.code == 1094 => Ok(()),
+                other => other.map_err(|e| self.error(format!("KILL {id}"), e)),
+            }
+        };
+        tokio::time::timeout(KILL_TIMEOUT, kill)
+            .await
+            .unwrap_or_else(|_| {
+                Err(MysqlError::Connect {
+                    endpoint: self.endpoint.clone(),
+                    database: self.database.clone(),
+                    username: self.username.clone(),
+                    cause: format!("no answer to KILL within {} s", KILL_TIMEOUT.as_secs()),
+                    hint: "",
+                })
+            })
     }
 
     /// `host:port` (or `unix:`), for messages.
@@ -201,9 +264,33 @@ fn connect_error(settings: &MysqlSettings, e: &mysql_async::Error) -> MysqlError
     }
 }
 
-/// The session statements, reversed: mysql_async runs its `init` list from the end.
+/// The session statements, reversed: mysql_async runs its `init` list from the end. Laravel's
+/// own, then ours ([`bounds_statement`]).
 fn session_init(session: &MysqlSession) -> Vec<String> {
     let mut statements = session.statements();
+    statements.push(bounds_statement());
     statements.reverse();
     statements
+}
+
+/// The bounds of our sessions on the server: the lock wait, the network timeouts, and (MariaDB
+/// 10.3 and later, in a comment only MariaDB executes) the idle transaction timeout.
+fn bounds_statement() -> String {
+    format!(
+        "SET SESSION innodb_lock_wait_timeout = {}, net_read_timeout = {net}, net_write_timeout = {net} /*M!100300 , idle_transaction_timeout = {} */",
+        LOCK_WAIT.as_secs(),
+        IDLE_IN_TRANSACTION.as_secs(),
+        net = NET_TIMEOUT.as_secs(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_bounds_are_set_on_both_servers() {
+        assert!(bounds_statement().contains("innodb_lock_wait_timeout = 5"));
+        assert!(bounds_statement().contains("/*M!100300 , idle_transaction_timeout = 10 */"));
+    }
 }

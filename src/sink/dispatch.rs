@@ -22,11 +22,12 @@ use super::{Outcome, Writer};
 use crate::backoff::Backoff;
 use crate::queue::{DueOrder, OrderQueue, Origin, QueueClock};
 use crate::stats::Stats;
-use crate::stats::health::Heartbeat;
+use crate::stats::health::{Health, Heartbeat};
 
-/// The longest one batch transaction may take before it is abandoned (rolled back by the
-/// server when the connection drops) and retried.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest one attempt at a batch may take before it is dropped and retried: above the
+/// writer's own bound on its transaction (15 s) plus ending an abandoned connection and reading
+/// back a `COMMIT` without reply, so that it only catches a writer that hangs elsewhere.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(40);
 /// After the stop deadline, how long abandoned writes get to return: the stop is the deadline
 /// plus at most about this.
 pub(crate) const ABANDON_GRACE: Duration = Duration::from_millis(400);
@@ -47,6 +48,11 @@ pub(crate) trait WriteFailure: fmt::Display + Send + Sync + 'static {
     /// The server refuses the write itself (a value out of range, a constraint): retrying
     /// cannot help.
     fn is_permanent(&self) -> bool;
+    /// A lock conflict that waited the whole lock wait timeout: a row held that long is an
+    /// outage of the writes (a frozen or cut-off transaction), not a race.
+    fn is_lock_wait_timeout(&self) -> bool {
+        false
+    }
 }
 
 /// Writes a batch of due orders in one transaction: cancels those still unpaid and returns
@@ -70,6 +76,10 @@ impl WriteFailure for CancelError {
 
     fn is_permanent(&self) -> bool {
         CancelError::is_permanent(self)
+    }
+
+    fn is_lock_wait_timeout(&self) -> bool {
+        CancelError::is_lock_wait_timeout(self)
     }
 }
 
@@ -125,6 +135,10 @@ impl<E: WriteFailure> AttemptError<E> {
 
     fn is_permanent(&self) -> bool {
         matches!(self, Self::Writer(e) if e.is_permanent())
+    }
+
+    fn is_lock_wait_timeout(&self) -> bool {
+        matches!(self, Self::Writer(e) if e.is_lock_wait_timeout())
     }
 }
 
@@ -294,11 +308,28 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
                 },
                 () = shutdown.cancelled() => return Some(first),
             };
-            let mut batch = fill_batch(first, orders, self.batch_size, batch_wait).await;
-            self.share.sort_out(&mut batch, &orders.clock());
-            self.share.fill_up(&mut batch, orders, self.batch_size);
+            let batch = self.batch_from(first, orders, batch_wait).await;
             self.spawn(batch, permit);
         }
+    }
+
+    /// A batch for `first` (from [`Share::next`]): what else is queued (waiting at most `wait`
+    /// for more) sorted out, then filled up with orders given back. `first` itself is this
+    /// worker's already, given back or kept as it came, and is not sorted out again: an order
+    /// given back because its owner left it unwritten would be set aside for that owner once
+    /// more, with its old queue time, and handed back and set aside forever.
+    async fn batch_from(
+        &self,
+        first: DueOrder,
+        orders: &mut OrderQueue,
+        wait: Duration,
+    ) -> Vec<DueOrder> {
+        let mut batch = fill_batch(first, orders, self.batch_size, wait).await;
+        let mut rest = batch.split_off(1);
+        self.share.sort_out(&mut rest, &orders.clock());
+        batch.append(&mut rest);
+        self.share.fill_up(&mut batch, orders, self.batch_size);
+        batch
     }
 
     /// The stop phase: writes the `carried` order and what is still queued while writers free
@@ -321,10 +352,7 @@ impl<W: BatchWriter, O: Observer> Writers<W, O> {
             };
             match tokio::time::timeout_at(deadline, Arc::clone(&self.slots).acquire_owned()).await {
                 Ok(Ok(permit)) => {
-                    let mut batch =
-                        fill_batch(order, orders, self.batch_size, Duration::ZERO).await;
-                    self.share.sort_out(&mut batch, &orders.clock());
-                    self.share.fill_up(&mut batch, orders, self.batch_size);
+                    let batch = self.batch_from(order, orders, Duration::ZERO).await;
                     self.spawn(batch, permit);
                 }
                 Ok(Err(_)) | Err(_) => {
@@ -403,7 +431,10 @@ struct WriteHealth {
 }
 
 impl WriteHealth {
-    fn failed(&self, order: u64, error: &dyn fmt::Display) {
+    /// A write failed: logged once per outage, and the worker not ready until a write works
+    /// (`health`: readiness).
+    fn failed(&self, health: &Health, order: u64, error: &dyn fmt::Display) {
+        health.writes_failing(Some(error.to_string()));
         let mut since = lock(&self.failing_since);
         if since.is_none() {
             *since = Some(Instant::now());
@@ -413,8 +444,14 @@ impl WriteHealth {
         }
     }
 
-    /// A write succeeded; `true` when writes were failing until now.
-    fn succeeded(&self) -> bool {
+    /// A write committed `written` orders (cancelled or left alone, not skipped as held by
+    /// another transaction); `true` when writes were failing until now. A commit that wrote
+    /// nothing (every row held elsewhere) is no recovery.
+    fn succeeded(&self, health: &Health, written: usize) -> bool {
+        if written == 0 {
+            return false;
+        }
+        health.writes_failing(None);
         let mut since = lock(&self.failing_since);
         let Some(start) = since.take() else {
             return false;
@@ -422,6 +459,7 @@ impl WriteHealth {
         tracing::info!(
             event = "writes_recovered",
             failing_for_ms = start.elapsed().as_millis() as u64,
+            orders_written = written,
             "MySQL writes succeed again"
         );
         true
@@ -459,12 +497,15 @@ async fn write_batch<W: BatchWriter, O: Observer>(
         };
         match attempt {
             Ok(outcomes) => {
-                if writing.health.succeeded() {
-                    Stats::add(&writing.stats.mysql_recoveries);
-                }
                 let (busy, written): (Vec<_>, Vec<_>) = outcomes
                     .into_iter()
                     .partition(|(_, outcome)| *outcome == Outcome::Busy);
+                if writing
+                    .health
+                    .succeeded(&writing.stats.health, written.len())
+                {
+                    Stats::add(&writing.stats.mysql_recoveries);
+                }
                 record(written, &batch, writing);
                 if busy.is_empty() {
                     return;
@@ -501,12 +542,15 @@ async fn write_batch<W: BatchWriter, O: Observer>(
             Err(e) if e.is_lock_conflict() => {
                 // Another transaction held the rows; rolled back, so simply try again.
                 Stats::add(&writing.stats.retries);
+                if e.is_lock_wait_timeout() {
+                    writing.health.failed(&writing.stats.health, ids[0], &e);
+                }
                 tracing::debug!(orders = batch.len(), error = %e, "lock conflict; retrying");
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await;
             }
             Err(e) => {
                 Stats::add(&writing.stats.retries);
-                writing.health.failed(ids[0], &e);
+                writing.health.failed(&writing.stats.health, ids[0], &e);
                 if batch.len() > 1 && backoff.attempts() + 1 >= SPLIT_AFTER {
                     tracing::debug!(
                         orders = batch.len(),
@@ -893,6 +937,39 @@ mod tests {
         .await;
         assert!(left.is_empty());
         assert_eq!(Stats::get(&stats.cancelled), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_order_given_back_is_written_not_set_aside_again() {
+        // Slot 9 is held by a member that never writes (a session squatting its named lock):
+        // order 1025 is in its block. The net gives it back; it must be written here then,
+        // even though its owner still looks alive.
+        let writer = FakeWriter::new(|_, _| Reply::Commit);
+        let stats = Arc::new(Stats::default());
+        let share = Share::among(Arc::clone(&stats), 3, &[3, 9]);
+        let (tx, rx) = queued(&[1025], &stats).await;
+        let stop = CancellationToken::new();
+        let dispatching = tokio::spawn({
+            let (writer, stop, stats, share) = (
+                Arc::clone(&writer),
+                stop.clone(),
+                Arc::clone(&stats),
+                Arc::clone(&share),
+            );
+            async move { dispatch(rx, writer, Arc::new(()), share, &options(8), &stop, &stats).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(stats.set_aside.get(), 1, "set aside for slot 9");
+        assert!(writer.batches().is_empty());
+        share.give_back_all();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(writer.batches(), [vec![1025]], "written once given back");
+        assert_eq!(stats.set_aside.get(), 0, "not set aside again");
+        assert_eq!(Stats::get(&stats.cancelled), 1);
+        drop(tx);
+        stop.cancel();
+        let left = dispatching.await.expect("dispatcher returns");
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[tokio::test(start_paused = true)]

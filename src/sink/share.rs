@@ -52,8 +52,9 @@ pub(crate) const SET_ASIDE_FOR: Duration = Duration::from_secs(30);
 /// Orders set aside within this span (and of one origin) share one entry for their time.
 const RUN_SPAN: Duration = Duration::from_millis(100);
 /// How long the unlocked re-read of orders whose time ran out may take; past it they are all
-/// written (the writer's lock decides).
-const REREAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// written (the writer's lock decides). Well below the member connection's silence bound
+/// ([`crate::mysql::members::MEMBER_SILENCE`]): the slots are not read while it runs.
+const REREAD_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// How long after a member is first seen it starts owning orders: it may not have heard
 /// events queued before it joined (it subscribes before it takes its slot, but this worker's
@@ -521,6 +522,38 @@ impl Share {
         due.retain(|order| still.binary_search(&order.id).is_ok());
         let count = due.len() as u64;
         self.lock().released.extend(due);
+        self.given_back(count, &self.stats.taken_over_not_written, "not_written");
+    }
+}
+
+#[cfg(test)]
+impl Share {
+    /// A worker at slot `own` among the members at slots `live`, as a refresh would see them
+    /// (connection ids are the slot plus 100).
+    pub(crate) fn among(stats: Arc<Stats>, own: usize, live: &[usize]) -> Arc<Self> {
+        let share = Self::alone(stats);
+        share.apply(View {
+            own: Some((own, own as u64 + 100)),
+            live: live.iter().map(|s| ((*s, *s as u64 + 100), None)).collect(),
+        });
+        share
+    }
+
+    /// Gives back every order set aside, as the safety net does with those their owner left
+    /// unwritten (without the re-read, which needs a server).
+    pub(crate) fn give_back_all(&self) {
+        let mut due = Vec::new();
+        {
+            let mut state = self.lock();
+            for pile in state.piles.values_mut() {
+                pile.take_until(None, &mut due);
+            }
+            state.piles.clear();
+            state.held = 0;
+            self.stats.set_aside.set(0);
+            state.released.extend(due.iter().map(|(order, _)| *order));
+        }
+        let count = due.len() as u64;
         self.given_back(count, &self.stats.taken_over_not_written, "not_written");
     }
 }

@@ -33,15 +33,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
-use mysql_async::{IsolationLevel, Transaction, TxOpts};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, IsolationLevel, Transaction, TxOpts};
 
 use super::jobs::JobSink;
 use crate::config::{Schema, TimeZoneSetting};
 pub(crate) use crate::mysql::orders::MAX_BATCH;
 use crate::mysql::orders::{LockedOrder, OrderLine, WriteStatements};
 use crate::mysql::write_path::WritePath;
-use crate::mysql::{Database, MysqlError};
+use crate::mysql::{Database, IDLE_IN_TRANSACTION, MysqlError};
 
 /// What happened to an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +68,22 @@ pub(crate) enum Outcome {
     /// payment, another worker), so `SKIP LOCKED` skipped it: nothing written now, and the
     /// dispatcher tries it again shortly. Never seen on the waiting path.
     Busy,
+}
+
+/// The longest one batch's transaction may take, its lock waits (5 s at most for each locking
+/// statement) and its `COMMIT` included; past it the connection is abandoned.
+pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long reading back the orders of a `COMMIT` without reply may take.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// What a transaction wrote, kept from just before its `COMMIT` until its reply.
+struct Committing {
+    ids: Vec<u64>,
+    found: Found,
+    paid: Vec<u64>,
+    busy: Vec<u64>,
+    lines: Lines,
+    unpaid: Vec<u64>,
 }
 
 /// The locked orders by id: status, and product and quantity when they are on the order row.
@@ -161,6 +179,13 @@ impl Writer {
     /// Cancels the unpaid orders among `orders` (at most [`MAX_BATCH`], no duplicates) and
     /// returns their stock, all in one transaction: the steps of this module's doc, each a
     /// function below. Returns an outcome per order, in id order.
+    ///
+    /// The transaction is bounded by [`TRANSACTION_TIMEOUT`]. When it runs out, or the
+    /// connection breaks, the connection is abandoned: killed from another one, so the server
+    /// rolls back at once whatever it still holds (it would after
+    /// [`IDLE_IN_TRANSACTION`] anyway). If the `COMMIT` had been sent, its outcome is unknown:
+    /// the orders are read again under lock, and if the server did commit, the batch counts as
+    /// written (its counters and log line follow what the database did).
     pub(crate) async fn cancel_batch(
         &self,
         orders: &[u64],
@@ -178,6 +203,47 @@ impl Writer {
         ids.dedup();
 
         let mut conn = self.db.conn().await.map_err(CancelError::connect)?;
+        let conn_id = conn.id();
+        let mut committing = None;
+        let attempt = tokio::time::timeout(
+            TRANSACTION_TIMEOUT,
+            self.transaction(&mut conn, ids, &mut committing),
+        )
+        .await;
+        let error = match attempt {
+            Ok(Ok(outcomes)) => {
+                self.idle_bound_off(&mut conn).await;
+                return Ok(outcomes);
+            }
+            Ok(Err(e)) if !e.is_connection_lost() => {
+                self.idle_bound_off(&mut conn).await;
+                return Err(e);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => CancelError::NoAnswer(TRANSACTION_TIMEOUT),
+        };
+        drop(conn);
+        self.settle_abandoned(conn_id, committing, error).await
+    }
+
+    /// The transaction of [`Self::cancel_batch`] on `conn`. Just before the `COMMIT` is sent,
+    /// what it wrote is left in `committing`, for the case its reply never comes.
+    async fn transaction(
+        &self,
+        conn: &mut Conn,
+        ids: Vec<u64>,
+        committing: &mut Option<Committing>,
+    ) -> Result<Vec<(u64, Outcome)>, CancelError> {
+        if self.db.is_mysql() {
+            // MySQL has no idle transaction timeout: the session's wait_timeout is the bound
+            // for the span of this transaction.
+            conn.query_drop(format!(
+                "SET SESSION wait_timeout = {}",
+                IDLE_IN_TRANSACTION.as_secs()
+            ))
+            .await
+            .map_err(CancelError::query("SET SESSION wait_timeout"))?;
+        }
         // READ COMMITTED: the row locks of `FOR UPDATE` are all the isolation this needs, and
         // without REPEATABLE READ's gap locks concurrent batches cannot deadlock on the
         // secondary indexes that the status update touches.
@@ -216,11 +282,105 @@ impl Writer {
                     .map_err(CancelError::query("queueing the orders' jobs"))?;
             }
         }
+        let written = committing.insert(Committing {
+            ids,
+            found,
+            paid,
+            busy,
+            lines,
+            unpaid,
+        });
+        let unpaid_count = written.unpaid.len();
         tx.commit().await.map_err(CancelError::query("COMMIT"))?;
+        let done = committing.take().expect("set before the COMMIT");
+        Ok(self.committed(done, unpaid_count))
+    }
+
+    /// After the commit: the outbox told, and what happened to each order.
+    fn committed(&self, done: Committing, unpaid: usize) -> Vec<(u64, Outcome)> {
         if let Some(jobs) = &self.jobs {
-            jobs.committed(unpaid.len());
+            jobs.committed(unpaid);
         }
-        Ok(self.outcomes(ids, found, &paid, &busy, lines))
+        self.outcomes(done.ids, done.found, &done.paid, &done.busy, done.lines)
+    }
+
+    /// MySQL: the session's `wait_timeout` back to the server's, before the connection goes
+    /// back to the pool (an idle pooled connection is not ours to bound).
+    async fn idle_bound_off(&self, conn: &mut Conn) {
+        if self.db.is_mysql()
+            && let Err(e) = conn
+                .query_drop("SET SESSION wait_timeout = @@GLOBAL.wait_timeout")
+                .await
+        {
+            tracing::debug!(error = %e, "resetting the session's wait_timeout");
+        }
+    }
+
+    /// A transaction that ran out of time or lost its connection (`conn_id`): the connection
+    /// is killed, and if the `COMMIT` was sent (`committing`), its outcome read back. The
+    /// batch's outcomes when the server did commit; `error` otherwise.
+    async fn settle_abandoned(
+        &self,
+        conn_id: u32,
+        committing: Option<Committing>,
+        error: CancelError,
+    ) -> Result<Vec<(u64, Outcome)>, CancelError> {
+        if let Err(e) = self.db.kill(conn_id).await {
+            tracing::debug!(error = %e, connection = conn_id, "ending an abandoned connection");
+        }
+        let Some(done) = committing else {
+            return Err(error);
+        };
+        if done.unpaid.is_empty() {
+            // Nothing was written: the outcomes stand either way.
+            return Ok(self.committed(done, 0));
+        }
+        match self.cancelled_among(&done.unpaid).await {
+            Ok(true) => {
+                tracing::info!(
+                    event = "commit_confirmed",
+                    connection = conn_id,
+                    orders = done.unpaid.len(),
+                    %error,
+                    "the reply to a COMMIT was lost; read back, the server did commit: counted as written"
+                );
+                let unpaid = done.unpaid.len();
+                Ok(self.committed(done, unpaid))
+            }
+            Ok(false) => Err(error),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading back the orders of a COMMIT without reply");
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether every order of `unpaid` is cancelled now, read under lock (so after the killed
+    /// transaction has committed or rolled back). A transaction is all or nothing: all of them
+    /// cancelled is that commit (only another worker's cancellation in the instant between
+    /// the kill and this read could look the same).
+    async fn cancelled_among(&self, unpaid: &[u64]) -> Result<bool, CancelError> {
+        let read = async {
+            let mut conn = self.db.conn().await.map_err(CancelError::connect)?;
+            let mut options = TxOpts::default();
+            options.with_isolation_level(IsolationLevel::ReadCommitted);
+            let mut tx = conn
+                .start_transaction(options)
+                .await
+                .map_err(CancelError::query("BEGIN"))?;
+            let rows: Vec<LockedOrder> = self
+                .sql
+                .lock(&mut tx, unpaid, false)
+                .await
+                .map_err(CancelError::query("reading back the orders"))?;
+            tx.rollback()
+                .await
+                .map_err(CancelError::query("ROLLBACK"))?;
+            Ok(rows.len() == unpaid.len() && rows.iter().all(|row| row.1 == self.cancelled))
+        };
+        tokio::time::timeout(READ_BACK_TIMEOUT, read)
+            .await
+            .unwrap_or(Err(CancelError::NoAnswer(READ_BACK_TIMEOUT)))
     }
 
     /// Step 1: locks the order rows in id order; returns them, the ids whose paid column is
@@ -387,12 +547,29 @@ pub(crate) enum CancelError {
         source: mysql_async::Error,
     },
     Unexpected(String),
+    /// The transaction did not end within this bound.
+    NoAnswer(Duration),
 }
 
 impl CancelError {
+    /// The connection broke (or gave no answer): the transaction's outcome on the server is
+    /// not known from here; a server error, by contrast, comes on a working connection.
+    pub(crate) fn is_connection_lost(&self) -> bool {
+        match self {
+            Self::Mysql { source, .. } => !matches!(source, mysql_async::Error::Server(_)),
+            Self::Unexpected(_) => false,
+            Self::NoAnswer(_) => true,
+        }
+    }
+
     /// A deadlock or lock wait timeout: another transaction won, retry at once. Not an outage.
     pub(crate) fn is_lock_conflict(&self) -> bool {
         matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1213 || e.code == 1205)
+    }
+
+    /// A lock wait timeout (1205): the rows were held for the whole lock wait.
+    pub(crate) fn is_lock_wait_timeout(&self) -> bool {
+        matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1205)
     }
 
     /// An error that the same statement on the same rows gets again however often it is
@@ -438,6 +615,9 @@ impl fmt::Display for CancelError {
         match self {
             Self::Mysql { action, source } => write!(f, "{action}: {source}"),
             Self::Unexpected(what) => f.write_str(what),
+            Self::NoAnswer(after) => {
+                write!(f, "no answer from MySQL within {} s", after.as_secs())
+            }
         }
     }
 }

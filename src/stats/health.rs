@@ -79,6 +79,9 @@ pub(crate) struct Health {
     node_ids: AtomicU64,
     /// The last MySQL check: `None` before the first.
     mysql: Mutex<Option<Result<(), String>>>,
+    /// Why the cancel writes are failing, while they are (from the first failure to the next
+    /// commit that writes an order): MySQL may answer a PING and still not take a write.
+    writes: Mutex<Option<String>>,
     /// Set once the worker is subscribed and has checked MySQL.
     started: AtomicBool,
     /// The worker's stop signal: loops that end after it are not dead.
@@ -111,6 +114,7 @@ impl Health {
             nodes: Mutex::new(BTreeMap::new()),
             node_ids: AtomicU64::new(0),
             mysql: Mutex::new(None),
+            writes: Mutex::new(None),
             started: AtomicBool::new(false),
             stop: OnceLock::new(),
         }
@@ -174,6 +178,11 @@ impl Health {
     /// Records the result of a MySQL check (`Err`: why it failed, one line).
     pub(crate) fn mysql_checked(&self, result: Result<(), String>) {
         *lock(&self.mysql) = Some(result);
+    }
+
+    /// The cancel writes fail (`Some`: why, one line) or work again (`None`).
+    pub(crate) fn writes_failing(&self, why: Option<String>) {
+        *lock(&self.writes) = why;
     }
 
     /// `endpoint` is a Redis node whose events the worker must hear, until the watch is dropped.
@@ -259,6 +268,9 @@ impl Health {
                     down.join(", ")
                 ));
             }
+        }
+        if let Some(why) = &*lock(&self.writes) {
+            return Err(format!("MySQL writes are failing: {why}"));
         }
         match &*lock(&self.mysql) {
             Some(Ok(())) => Ok(()),
@@ -452,6 +464,11 @@ mod tests {
         assert_eq!(health.subscriptions(), (1, 2));
         drop(second);
         assert_eq!(health.readiness(), Ok(()), "a node no longer expected");
+        health.writes_failing(Some("lock wait timeout".into()));
+        let failing = health.readiness().expect_err("writes failing");
+        assert!(failing.contains("writes are failing"), "{failing}");
+        health.writes_failing(None);
+        assert_eq!(health.readiness(), Ok(()), "writes work again");
         health.mysql_checked(Err("connection refused".into()));
         assert!(health.readiness().is_err());
     }

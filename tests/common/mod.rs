@@ -22,6 +22,8 @@
 
 pub mod burst;
 pub mod cluster;
+pub mod fault_load;
+pub mod fault_proxy;
 pub mod proxy;
 pub mod redis_node;
 pub mod sentinel;

@@ -1,0 +1,336 @@
+//! Faults between the workers and MySQL, each with a burst running: a member slot held by a
+//! session that never writes, a worker frozen (SIGSTOP) inside its cancel transaction, a COMMIT
+//! that never arrives, a COMMIT whose reply is lost, a worker whose network is cut without a
+//! connection closing. The faults come from `common::fault_proxy` (our own TCP proxy between a
+//! worker and MySQL) and from signals.
+//!
+//! Each test checks what a shop owner would: every unpaid order cancelled, by one cancellation,
+//! the paid ones untouched, the stock exact; the app's own `UPDATE products` never waiting on a
+//! worker's locks past the bound the contract states (docs/contract.md); `/readyz` never 200
+//! while that worker's writes are failing, and no `writes_recovered` without a write. Each
+//! prints one JSON line (`fault_summary`) with what it measured.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+
+use common::fault_load::{self, AppCheckouts, Probes};
+use common::fault_proxy::{Direction, FaultProxy};
+use common::{App, RedisServer, Scrape, TestDb, Worker};
+
+/// The stock each product starts with.
+const INITIAL_STOCK: u32 = 1_000_000;
+/// One order in this many is paid before its key expires.
+const PAY_EVERY: u64 = 10;
+/// The products the orders (and the app's checkouts) are spread over.
+const PRODUCTS: usize = 10;
+/// The longest the app's own statement may wait on a worker's locks while a worker is frozen
+/// or cut off: the server rolls an abandoned transaction back 10 s after its last statement,
+/// and a statement in progress waits at most 5 s for a lock (docs/contract.md), plus room for
+/// a loaded machine.
+const APP_WAIT_BOUND: Duration = Duration::from_secs(18);
+
+/// A database with products and unpaid orders, some paid.
+struct Shop {
+    db: TestDb,
+    products: Vec<u64>,
+    ids: Vec<u64>,
+    paid: HashSet<u64>,
+}
+
+impl Shop {
+    /// `n` orders over [`PRODUCTS`] products, one in [`PAY_EVERY`] paid; `first_id` the first
+    /// order's id.
+    async fn open(n: usize, first_id: u64) -> Self {
+        let db = TestDb::create().await;
+        let mut products = Vec::new();
+        for i in 0..PRODUCTS {
+            products.push(db.add_product(&format!("product {i}"), INITIAL_STOCK).await);
+        }
+        if first_id > 1 {
+            db.conn()
+                .await
+                .query_drop(format!("ALTER TABLE orders AUTO_INCREMENT = {first_id}"))
+                .await
+                .expect("set the first order id");
+        }
+        let ids = db.place_orders(&products, n).await;
+        db.conn()
+            .await
+            .query_drop(format!(
+                "UPDATE orders SET status = 1 WHERE id % {PAY_EVERY} = 0"
+            ))
+            .await
+            .expect("pay some orders");
+        let paid = ids
+            .iter()
+            .copied()
+            .filter(|id| id % PAY_EVERY == 0)
+            .collect();
+        Self {
+            db,
+            products,
+            ids,
+            paid,
+        }
+    }
+
+    fn unpaid(&self) -> HashSet<u64> {
+        self.ids
+            .iter()
+            .copied()
+            .filter(|id| !self.paid.contains(id))
+            .collect()
+    }
+
+    /// Waits up to `within` until no order is unpaid; how long it took.
+    async fn drained(&self, within: Duration, workers: &[&Worker]) -> Duration {
+        let start = Instant::now();
+        let mut conn = self.db.conn().await;
+        loop {
+            let left: Option<u64> = conn
+                .query_first("SELECT id FROM orders WHERE status = 0 LIMIT 1")
+                .await
+                .expect("find an unpaid order");
+            if left.is_none() {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "order {left:?} still unpaid {within:?} after the deadline; logs:\n{}",
+                workers
+                    .iter()
+                    .map(|w| common::burst::tail(&w.log(), 40))
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every unpaid order cancelled and every paid one untouched, the stock exact, and the
+    /// workers' logs naming each cancelled order exactly once.
+    async fn audit(&self, workers: &[&Worker]) {
+        for (id, status) in self.db.statuses().await {
+            let expected = if self.paid.contains(&id) { 1 } else { 2 };
+            assert_eq!(status, expected, "order {id}");
+        }
+        self.db
+            .assert_stock_returned(i64::from(INITIAL_STOCK))
+            .await;
+        let unpaid = self.unpaid();
+        let start = Instant::now();
+        loop {
+            let named: usize = workers.iter().map(|w| w.cancelled_orders().len()).sum();
+            if named >= unpaid.len() || start.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut seen = HashSet::new();
+        for worker in workers {
+            for id in worker.cancelled_orders() {
+                assert!(seen.insert(id), "order {id} named cancelled twice");
+            }
+        }
+        assert_eq!(
+            seen, unpaid,
+            "the logs name exactly the unpaid orders as cancelled"
+        );
+    }
+}
+
+/// The members a worker last reported (`replicas_changed`).
+fn members(worker: &Worker) -> Option<u64> {
+    worker.events("replicas_changed").last()?["members"].as_u64()
+}
+
+/// Waits until `worker` reports `n` members.
+fn wait_members(worker: &Worker, n: u64, within: Duration) {
+    let start = Instant::now();
+    while members(worker) != Some(n) {
+        assert!(
+            start.elapsed() < within,
+            "the worker did not see {n} members within {within:?}; log:\n{}",
+            common::burst::tail(&worker.log(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The name of member slot `slot`'s lock, from the name of slot 0's the worker logged.
+fn slot_lock(worker: &Worker, slot: usize) -> String {
+    let replicas = worker.events("replicas");
+    let first = replicas[0]["lock"]
+        .as_str()
+        .expect("replicas names slot 0's lock");
+    let base = first.strip_suffix(":0").expect("slot 0's lock ends in :0");
+    format!("{base}:{slot}")
+}
+
+/// The one JSON line of a fault test.
+fn summary(
+    fault: &str,
+    lateness: (i64, i64, i64),
+    app: &fault_load::Checkouts,
+    extra: serde_json::Value,
+) {
+    let mut line = serde_json::json!({
+        "event": "fault_summary",
+        "fault": fault,
+        "lateness_p50_ms": lateness.0,
+        "lateness_p99_ms": lateness.1,
+        "lateness_max_ms": lateness.2,
+        "app_checkouts": app.done,
+        "app_max_lock_wait_ms": app.max_wait_ms,
+        "app_failed_statements": app.failed.len(),
+    });
+    if let (Some(line), Some(extra)) = (line.as_object_mut(), extra.as_object()) {
+        line.extend(extra.clone());
+    }
+    println!("{line}");
+}
+
+/// The app's statements never failed and never waited past [`APP_WAIT_BOUND`].
+fn assert_app_not_blocked(app: &fault_load::Checkouts) {
+    assert!(app.done > 0, "the app's checkouts ran");
+    assert!(
+        app.failed.is_empty(),
+        "the app's statements failed: {:?}",
+        &app.failed[..app.failed.len().min(5)]
+    );
+    assert!(
+        app.max_wait_ms <= APP_WAIT_BOUND.as_millis() as u64,
+        "the app's UPDATE products waited {} ms on a worker's locks (bound {APP_WAIT_BOUND:?})",
+        app.max_wait_ms
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fault_proxy_delays_blackholes_swallows_and_resets() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.port);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", proxy.port)).expect("url");
+    let ping = |timeout: Duration| -> Result<Duration, String> {
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        redis::cmd("PING")
+            .query::<String>(&mut conn)
+            .map_err(|e| e.to_string())?;
+        Ok(start.elapsed())
+    };
+    assert!(ping(Duration::from_secs(2)).is_ok(), "forwards");
+    proxy.delay(Some(Direction::ToClient), Duration::from_millis(300));
+    let delayed = ping(Duration::from_secs(2)).expect("delayed, not lost");
+    assert!(delayed >= Duration::from_millis(300), "{delayed:?}");
+    proxy.heal();
+    proxy.blackhole(Direction::ToClient);
+    assert!(
+        ping(Duration::from_millis(500)).is_err(),
+        "replies blackholed"
+    );
+    proxy.heal();
+    assert!(ping(Duration::from_secs(2)).is_ok(), "healed");
+
+    // One reply swallowed: that connection goes silent, the next one works.
+    let mut conn = client.get_connection().expect("connect");
+    conn.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    proxy.swallow_reply_to(b"swallow-me");
+    let lost = redis::cmd("SET")
+        .arg("swallow-me")
+        .arg("1")
+        .query::<String>(&mut conn);
+    assert!(lost.is_err(), "the reply is lost");
+    assert_eq!(proxy.swallowed(), 1);
+    let mut direct = redis.conn(0);
+    let written: Option<String> = redis::cmd("GET")
+        .arg("swallow-me")
+        .query(&mut direct)
+        .expect("GET");
+    assert_eq!(written.as_deref(), Some("1"), "the request itself arrived");
+    assert!(
+        ping(Duration::from_secs(2)).is_ok(),
+        "other connections work"
+    );
+
+    // Reset: the client sees its connection reset at once.
+    let mut conn = client.get_connection().expect("connect");
+    redis::cmd("PING").query::<String>(&mut conn).expect("PING");
+    proxy.reset_all();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        redis::cmd("PING").query::<String>(&mut conn).is_err(),
+        "reset"
+    );
+    assert_eq!(proxy.open(), 0, "no connection left open");
+}
+
+/// Defect: a MySQL session holding a member slot's named lock looks like a live worker that
+/// never writes: the net gave its orders back after 30 s, and the dispatcher set them aside
+/// again, forever. Now they are cancelled by the net's bound (30 s after they were queued,
+/// plus a refresh).
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_of_a_member_that_never_writes_are_cancelled_within_the_net() {
+    // Ids 1..3000: block 1 (1024..2047) belongs to the squatter at slot 1.
+    let shop = Shop::open(3000, 1).await;
+    let redis = RedisServer::start();
+    let app = App::new(&redis, &shop.db, "");
+    let worker = app.start_worker(&["--metrics-addr", "127.0.0.1:0"]);
+    wait_members(&worker, 1, Duration::from_secs(20));
+    let mut squatter = shop.db.conn().await;
+    let got: Option<i64> = squatter
+        .exec_first("SELECT GET_LOCK(?, 0)", (slot_lock(&worker, 1),))
+        .await
+        .expect("GET_LOCK");
+    assert_eq!(got, Some(1), "the squatter holds slot 1");
+    wait_members(&worker, 2, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let addr = worker.metrics_addr();
+    let probes = Probes::start(vec![addr.clone()]);
+    let checkouts = AppCheckouts::start(shop.db.pool.clone(), shop.products.clone());
+    let deadline_ms = common::burst::now_ms() + 2000;
+    redis.expire_together(&shop.ids, Duration::from_secs(2));
+    let took = shop.drained(Duration::from_secs(50), &[&worker]).await;
+    let app_seen = checkouts.finish().await;
+    let answers = probes.finish();
+    shop.audit(&[&worker]).await;
+    assert_app_not_blocked(&app_seen);
+    // The paid orders of the squatter's block leave the net last (nothing to write for them).
+    let start = Instant::now();
+    while Scrape::take(&addr).get("order_expire_set_aside") > 0.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "orders still set aside: {}",
+            Scrape::take(&addr).get("order_expire_set_aside")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lateness = fault_load::lateness_ms(&[&worker], deadline_ms);
+    assert!(
+        lateness.2 <= 36_000,
+        "the squatter's orders were cancelled within the net's bound: {lateness:?}"
+    );
+    let readyz = &answers[&(0, "/readyz")];
+    fault_load::assert_readiness_truthful(&worker, readyz);
+    summary(
+        "member_slot_squatter",
+        lateness,
+        &app_seen,
+        serde_json::json!({
+            "orders": shop.ids.len(),
+            "drained_ms": took.as_millis() as u64,
+            "readyz": fault_load::tally(readyz),
+            "healthz": fault_load::tally(&answers[&(0, "/healthz")]),
+        }),
+    );
+    drop(squatter);
+}
