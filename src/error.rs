@@ -60,7 +60,10 @@ impl Error {
     /// messages: runs of whitespace (newlines from a server's message) become one space and
     /// other control characters are escaped.
     pub fn render(&self) -> String {
-        format!("order-expire: error: {}", one_line(&self.to_string()))
+        format!(
+            "order-expire: error: {}",
+            bounded(&one_line(&self.to_string()))
+        )
     }
 }
 
@@ -76,11 +79,45 @@ impl From<crate::pgsql::PgsqlError> for Error {
     }
 }
 
+/// The longest error line printed: whatever a server sends in an error, the line stays readable.
+pub const MAX_ERROR_LINE: usize = 4096;
+
+/// `line` cut to [`MAX_ERROR_LINE`] bytes (on a character boundary), saying how much was left out.
+fn bounded(line: &str) -> String {
+    if line.len() <= MAX_ERROR_LINE {
+        return line.to_string();
+    }
+    let mut end = MAX_ERROR_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} more bytes)", &line[..end], line.len() - end)
+}
+
 impl From<SourceError> for Error {
     fn from(error: SourceError) -> Self {
         match error {
             SourceError::Redis(e) => Self::Redis(e),
             SourceError::Database(e) => Self::Database(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_line_is_bounded() {
+        let long = Error::Runtime(format!("a server said {}", "x".repeat(100_000)));
+        let line = long.render();
+        assert!(line.len() < MAX_ERROR_LINE + 100, "{} bytes", line.len());
+        assert!(
+            line.ends_with("more bytes)"),
+            "{}",
+            &line[line.len() - 40..]
+        );
+        let short = Error::Runtime("short".into());
+        assert_eq!(short.render(), "order-expire: error: short");
     }
 }
