@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::certs::Certs;
 use common::pgsql::{PgDb, PgServer};
 use common::{App, RedisServer, Worker, http_get, wait_until};
 
@@ -411,4 +412,64 @@ async fn a_stock_out_of_range_parks_the_order_and_the_others_are_cancelled() {
     );
     assert_eq!(worker.stop(WAIT).code(), Some(0));
     assert_eq!(stopped(&worker)["parked"], 1);
+}
+
+/// An app whose `DATABASE_URL` reaches `db` over TLS with `query` (sslmode and the files).
+fn tls_app(redis: &RedisServer, db: &PgDb, query: &str) -> App {
+    App::with_env(&format!(
+        "CACHE_DRIVER=redis\nREDIS_HOST=127.0.0.1\nREDIS_PORT={}\nDB_CONNECTION=pgsql\n\
+         DATABASE_URL=postgres://postgres@127.0.0.1:{}/{}?{query}\n",
+        redis.port, db.port, db.name
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tls_with_verify_full_and_a_client_certificate_every_unpaid_order_is_cancelled_once() {
+    let certs = Certs::make();
+    let redis = RedisServer::start();
+    let pg = PgServer::start_tls(&certs);
+    let db = pg.create_db().await;
+    let ids = orders(&db, 200).await;
+    let files = |ca: &str| {
+        format!(
+            "sslrootcert={}&sslcert={}&sslkey={}",
+            certs.path(ca).display(),
+            certs.path("client.crt").display(),
+            certs.path("client.key").display()
+        )
+    };
+    let app = tls_app(
+        &redis,
+        &db,
+        &format!("sslmode=verify-full&{}", files("ca.crt")),
+    );
+    let report = check_json(&app);
+    assert_eq!(report["connections"]["pgsql"]["ok"], true, "{report:#}");
+    assert_eq!(report["db"]["sslmode"], "verify-full");
+    assert_eq!(report["db"]["tls"]["verify_peer"], true);
+    assert_eq!(
+        report["db"]["tls"]["ca_file"],
+        certs.path("ca.crt").display().to_string()
+    );
+    let mut worker = app.start_worker(&[]);
+    redis.expire_together(&ids, Duration::from_millis(300));
+    wait_until(WAIT, "every order cancelled over TLS", || async {
+        db.count_status(2).await == ids.len()
+    })
+    .await;
+    db.assert_stock_returned(100_000).await;
+    assert_eq!(worker.stop(WAIT).code(), Some(0));
+    assert_eq!(stopped(&worker)["cancelled"], ids.len() as u64);
+
+    // A CA that signed neither certificate: refused in one line, before anything is written.
+    let line = refused_start(&tls_app(
+        &redis,
+        &db,
+        &format!("sslmode=verify-full&{}", files("other-ca.crt")),
+    ));
+    assert!(line.contains("cannot connect to PostgreSQL"), "{line}");
+    assert!(line.to_lowercase().contains("certificate"), "{line}");
+    // Without TLS the server refuses the connection (hostnossl ... reject).
+    let line = refused_start(&tls_app(&redis, &db, "sslmode=disable"));
+    assert!(line.contains("cannot connect to PostgreSQL"), "{line}");
 }

@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 pub mod burst;
+pub mod certs;
 pub mod cluster;
 pub mod fault_load;
 pub mod fault_proxy;

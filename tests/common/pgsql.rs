@@ -8,6 +8,7 @@
 //! migrations as Laravel creates them on PostgreSQL), with what the tests read and write.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -73,6 +74,54 @@ impl PgServer {
 
     /// The same, with extra `-c name=value` settings (`ssl=on`...).
     pub fn start_with(settings: &[String]) -> Self {
+        let dir = Self::init();
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: settings.to_vec(),
+        };
+        server.launch();
+        server
+    }
+
+    /// A server that takes TCP connections over TLS only, with a client certificate signed by
+    /// `certs`' CA (`clientcert=verify-ca`), its own certificate `server.crt`; the tests' own
+    /// connections go through the socket.
+    pub fn start_tls(certs: &super::certs::Certs) -> Self {
+        let dir = Self::init();
+        let tls = dir.path().join("tls");
+        fs::create_dir_all(&tls).expect("tls dir");
+        give_to_server(&tls);
+        for name in ["server.crt", "server.key", "ca.crt"] {
+            let to = tls.join(name);
+            fs::copy(certs.path(name), &to).expect("copy certificate");
+            give_to_server(&to);
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        fs::write(
+            dir.path().join("data/pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust clientcert=verify-ca\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .expect("write pg_hba.conf");
+        let path = |name: &str| tls.join(name).display().to_string();
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: vec![
+                "ssl=on".into(),
+                format!("ssl_cert_file={}", path("server.crt")),
+                format!("ssl_key_file={}", path("server.key")),
+                format!("ssl_ca_file={}", path("ca.crt")),
+            ],
+        };
+        server.launch();
+        server
+    }
+
+    /// A new cluster: `initdb` in a folder of its own.
+    fn init() -> TempDir {
         let dir = TempDir::new().expect("temp dir");
         give_to_server(dir.path());
         let mut initdb = Command::new(bin_dir().join("initdb"));
@@ -100,14 +149,7 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let mut server = Self {
-            child: None,
-            port: free_port(),
-            dir,
-            extra: settings.to_vec(),
-        };
-        server.launch();
-        server
+        dir
     }
 
     /// The folder of the server's socket (`host` for a socket connection).
@@ -204,10 +246,11 @@ impl PgServer {
         let _ = child.wait();
     }
 
-    /// A superuser connection to `database`.
+    /// A superuser connection to `database`, through the socket.
     pub async fn client(&self, database: &str) -> tokio_postgres::Client {
         connect(&format!(
-            "host=127.0.0.1 port={} user=postgres dbname={database}",
+            "host={} port={} user=postgres dbname={database}",
+            self.dir.path().display(),
             self.port
         ))
         .await
@@ -239,6 +282,7 @@ impl PgServer {
             .expect("create database");
         PgDb {
             name,
+            socket: self.socket_dir(),
             port: self.port,
             user: "postgres".into(),
             password: String::new(),
@@ -266,6 +310,8 @@ pub async fn connect(params: &str) -> tokio_postgres::Client {
 /// A database on a [`PgServer`], and the role the worker connects as.
 pub struct PgDb {
     pub name: String,
+    /// The server's socket directory, where the tests' own connections go.
+    pub socket: PathBuf,
     pub port: u16,
     pub user: String,
     pub password: String,
@@ -280,11 +326,13 @@ impl PgDb {
         )
     }
 
-    /// A superuser connection to this database.
+    /// A superuser connection to this database, through the socket.
     pub async fn client(&self) -> tokio_postgres::Client {
         connect(&format!(
-            "host=127.0.0.1 port={} user=postgres dbname={}",
-            self.port, self.name
+            "host={} port={} user=postgres dbname={}",
+            self.socket.display(),
+            self.port,
+            self.name
         ))
         .await
     }
@@ -415,10 +463,15 @@ impl super::App {
     /// An app on `DB_CONNECTION=pgsql`: its `.env` points at `redis` and `db`, followed by
     /// `extra` lines.
     pub fn pgsql(redis: &super::RedisServer, db: &PgDb, extra: &str) -> Self {
-        Self::with_env(&format!(
-            "APP_NAME=Laravel\nAPP_ENV=testing\nCACHE_DRIVER=redis\nREDIS_HOST=127.0.0.1\nREDIS_PASSWORD=null\nREDIS_PORT={}\n{}{extra}\n",
-            redis.port,
-            db.env_lines()
-        ))
+        Self::with_env(&env_text(redis.port, db, extra))
     }
+}
+
+/// The `.env` of an app on `DB_CONNECTION=pgsql` with its cache on Redis at `redis_port`,
+/// followed by `extra` lines.
+pub fn env_text(redis_port: u16, db: &PgDb, extra: &str) -> String {
+    format!(
+        "APP_NAME=Laravel\nAPP_ENV=testing\nCACHE_DRIVER=redis\nREDIS_HOST=127.0.0.1\nREDIS_PASSWORD=null\nREDIS_PORT={redis_port}\n{}{extra}\n",
+        db.env_lines()
+    )
 }
