@@ -221,3 +221,69 @@ async fn a_deadlock_is_retried_and_the_orders_are_cancelled_once() {
         "the server raised its three deadlocks: {raised}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stop_deadline_holds_while_a_write_waits_on_a_row_lock() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let db = pg.create_db().await;
+    let product = db.add_product("Tea", 100).await;
+    let order = db.place_orders(&[product], 1).await[0];
+    let app = App::pgsql(&redis, &db, "");
+    let mut worker = app.start_worker(&["--stop-timeout", "2"]);
+    // The app holds the product's row (a stock update in progress): the cancel transaction
+    // waits for it after locking the order.
+    let mut holder = db.client().await;
+    let held = holder.transaction().await.expect("begin");
+    held.execute(
+        "SELECT id FROM products WHERE id = $1 FOR UPDATE",
+        &[&i64::try_from(product).expect("id")],
+    )
+    .await
+    .expect("lock the product");
+    redis.expire_together(&[order], Duration::from_millis(200));
+    let watcher = db.client().await;
+    wait_until(
+        WAIT,
+        "the worker's write waiting on the row lock",
+        || async {
+            watcher
+                .query_one(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND datname = current_database()",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get::<_, i64>(0)
+                == 1
+        },
+    )
+    .await;
+    let stopping = std::time::Instant::now();
+    let status = worker.stop(Duration::from_secs(30));
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}; log:\n{}", worker.log());
+    assert!(
+        took < Duration::from_millis(3500),
+        "stopped {took:?} after SIGTERM with --stop-timeout 2; log:\n{}",
+        worker.log()
+    );
+    let left = worker.events("orders_left");
+    assert_eq!(
+        left.len(),
+        1,
+        "one line lists what was left; log:\n{}",
+        worker.log()
+    );
+    assert!(
+        left[0]["orders"].to_string().contains(&order.to_string()),
+        "{}",
+        left[0]
+    );
+    // The abandoned transaction never commits: once the lock is released, nothing was written.
+    held.rollback().await.expect("release");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(db.count_status(2).await, 0, "the order is still unpaid");
+    db.assert_stock_returned(100).await;
+}
