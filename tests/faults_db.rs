@@ -19,7 +19,8 @@ use mysql_async::prelude::Queryable;
 
 use common::fault_load::{self, AppCheckouts, Probes};
 use common::fault_proxy::{Direction, FaultProxy, MYSQL_COMMIT};
-use common::{App, RedisServer, Scrape, TestDb, Worker};
+use common::netns::NetNs;
+use common::{App, MariaServer, RedisServer, Scrape, TestDb, Worker};
 
 /// The stock each product starts with.
 const INITIAL_STOCK: u32 = 1_000_000;
@@ -45,7 +46,12 @@ impl Shop {
     /// `n` orders over [`PRODUCTS`] products, one in [`PAY_EVERY`] paid; `first_id` the first
     /// order's id.
     async fn open(n: usize, first_id: u64) -> Self {
-        let db = TestDb::create().await;
+        Self::open_on(&common::admin_url(), n, first_id).await
+    }
+
+    /// The same on the server at `url`.
+    async fn open_on(url: &str, n: usize, first_id: u64) -> Self {
+        let db = TestDb::create_on(url).await;
         let mut products = Vec::new();
         for i in 0..PRODUCTS {
             products.push(db.add_product(&format!("product {i}"), INITIAL_STOCK).await);
@@ -648,6 +654,112 @@ async fn a_member_cut_off_without_a_close_is_no_member_after_the_bound() {
             "orders": shop.ids.len(),
             "member_gone_after_ms": gone_ms,
             "drained_ms": took.as_millis() as u64,
+            "readyz": fault_load::tally(readyz),
+            "healthz": fault_load::tally(&answers[&(0, "/healthz")]),
+        }),
+    );
+}
+
+/// Waits until none of `ids` is unpaid.
+async fn cancelled(shop: &Shop, ids: &[u64], within: Duration) {
+    let start = Instant::now();
+    let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let mut conn = shop.db.conn().await;
+    loop {
+        let left: Option<u64> = conn
+            .query_first(format!(
+                "SELECT COUNT(*) FROM orders WHERE status = 0 AND id IN ({list})"
+            ))
+            .await
+            .expect("count unpaid orders");
+        if left == Some(0) {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{left:?} orders still unpaid after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Kernel-level faults, in a network namespace of the test's own with the database server
+/// inside: 20 % of the packets between the worker and MySQL lost both ways while half a burst
+/// expires, then every packet to the server dropped for 15 s (a partition: nothing closes)
+/// while the other half expires. The app's checkouts reach the server over its socket file,
+/// which no rule touches, and must never wait on the worker's locks past the bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn packet_loss_and_a_partition_in_a_network_namespace() {
+    let netns = NetNs::create();
+    let maria = MariaServer::start_in(&netns).await;
+    let shop = Shop::open_on(&maria.url(), 6000, 1).await;
+    let redis = RedisServer::start();
+    let app = App::new(&redis, &shop.db, "");
+    let worker = app.start_worker(&["--metrics-addr", "127.0.0.1:0"]);
+    let addr = worker.metrics_addr();
+    let over_socket = mysql_async::OptsBuilder::default()
+        .user(Some("root"))
+        .socket(Some(maria.socket().display().to_string()))
+        .db_name(Some(shop.db.name.clone()));
+    let probes = Probes::start(vec![addr.clone()]);
+    let checkouts = AppCheckouts::start(mysql_async::Pool::new(over_socket), shop.products.clone());
+    let (first, second) = shop.ids.split_at(shop.ids.len() / 2);
+    let unpaid = shop.unpaid();
+    let first_unpaid: Vec<u64> = first
+        .iter()
+        .copied()
+        .filter(|id| unpaid.contains(id))
+        .collect();
+
+    netns.lose(maria.port, 20);
+    let deadline_ms = common::burst::now_ms() + 2000;
+    redis.expire_together(first, Duration::from_secs(2));
+    cancelled(&shop, &first_unpaid, Duration::from_secs(60)).await;
+    let lossy = fault_load::lateness_ms_among(&[&worker], deadline_ms, Some(first));
+    netns.heal();
+
+    // The partition starts half a second before the second half's deadline: its writes
+    // meet a server that answers nothing and closes nothing, until the rule goes.
+    let second_deadline_ms = common::burst::now_ms() + 1000;
+    redis.expire_together(second, Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    netns.drop_port(maria.port);
+    let partition_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    netns.heal();
+    let partition_ms = partition_at.elapsed().as_millis() as i64;
+    let took = shop.drained(Duration::from_secs(60), &[&worker]).await;
+    let app_seen = checkouts.finish().await;
+    let answers = probes.finish();
+    shop.audit(&[&worker]).await;
+    assert_app_not_blocked(&app_seen);
+    let readyz = &answers[&(0, "/readyz")];
+    fault_load::assert_readiness_truthful(&worker, readyz);
+    let start = Instant::now();
+    while Scrape::take(&addr).get("order_expire_orders_cancelled_total") < unpaid.len() as f64
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        Scrape::take(&addr).get("order_expire_orders_cancelled_total"),
+        unpaid.len() as f64,
+        "the counter counts what the database did"
+    );
+    let partition = fault_load::lateness_ms_among(&[&worker], second_deadline_ms, Some(second));
+    assert!(
+        partition.0 >= partition_ms - 1000,
+        "nothing was written through the partition: {partition:?}"
+    );
+    summary(
+        "netns_loss20_then_partition15s",
+        partition,
+        &app_seen,
+        serde_json::json!({
+            "orders": shop.ids.len(),
+            "loss_lateness_p50_ms": lossy.0,
+            "loss_lateness_p99_ms": lossy.1,
+            "drained_after_heal_ms": took.as_millis() as u64,
             "readyz": fault_load::tally(readyz),
             "healthz": fault_load::tally(&answers[&(0, "/healthz")]),
         }),
