@@ -7,6 +7,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Overrides, keys};
 use crate::logging::LogFormat;
 
+/// The longest `schedule --ttl`: a hundred years. Redis refuses a `SETEX` whose expiry overflows
+/// its millisecond clock (about 9.2e15 s); a bound this far below it is never refused there.
+pub const MAX_TTL: u64 = 100 * 365 * 24 * 3600;
+
 /// Cancels unpaid Laravel orders when their Redis cache key expires, and returns their stock.
 ///
 /// A drop-in replacement for `php artisan order:expire`: point it at the app's .env and it finds
@@ -60,11 +64,12 @@ pub enum Command {
     /// Sends `SETEX <REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<ORDER_ID> <TTL> <value>` to the
     /// cache database. Use it from services not written in PHP, or to test a deployment.
     Schedule {
-        /// The order id (orders.id).
-        #[arg(value_name = "ORDER_ID")]
+        /// The order id (orders.id), as Laravel writes it: digits, no leading zero.
+        #[arg(value_name = "ORDER_ID", value_parser = crate::key::order_id_argument)]
         order_id: u64,
-        /// Seconds until the key expires and the order is cancelled if still unpaid (at least 1).
-        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        /// Seconds until the key expires and the order is cancelled if still unpaid (1 to
+        /// 3,153,600,000: a hundred years, well within what Redis's SETEX accepts).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=MAX_TTL))]
         ttl: u64,
         /// The cached value; defaults to the order id, like the blog post's put().
         #[arg(long, value_name = "VALUE")]

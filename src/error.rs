@@ -5,9 +5,9 @@
 //! which table) and most end with the fix.
 
 use crate::config::ConfigError;
+use crate::db::DbError;
 use crate::endpoint::EndpointError;
 use crate::logging::one_line;
-use crate::mysql::MysqlError;
 use crate::redis::RedisError;
 use crate::source::error::SourceError;
 
@@ -23,9 +23,9 @@ pub enum Error {
     #[error(transparent)]
     Redis(#[from] RedisError),
 
-    /// The MySQL adapter: connecting, a query, the schema.
+    /// The database adapter (MySQL or PostgreSQL): connecting, a query, the schema.
     #[error(transparent)]
-    Mysql(#[from] MysqlError),
+    Database(#[from] DbError),
 
     /// The metrics and probes endpoint could not listen where it was asked to.
     #[error(transparent)]
@@ -60,15 +60,64 @@ impl Error {
     /// messages: runs of whitespace (newlines from a server's message) become one space and
     /// other control characters are escaped.
     pub fn render(&self) -> String {
-        format!("order-expire: error: {}", one_line(&self.to_string()))
+        format!(
+            "order-expire: error: {}",
+            bounded(&one_line(&self.to_string()))
+        )
     }
+}
+
+impl From<crate::mysql::MysqlError> for Error {
+    fn from(error: crate::mysql::MysqlError) -> Self {
+        Self::Database(error.into())
+    }
+}
+
+impl From<crate::pgsql::PgsqlError> for Error {
+    fn from(error: crate::pgsql::PgsqlError) -> Self {
+        Self::Database(error.into())
+    }
+}
+
+/// The longest error line printed: whatever a server sends in an error, the line stays readable.
+pub const MAX_ERROR_LINE: usize = 4096;
+
+/// `line` cut to [`MAX_ERROR_LINE`] bytes (on a character boundary), saying how much was left out.
+fn bounded(line: &str) -> String {
+    if line.len() <= MAX_ERROR_LINE {
+        return line.to_string();
+    }
+    let mut end = MAX_ERROR_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} more bytes)", &line[..end], line.len() - end)
 }
 
 impl From<SourceError> for Error {
     fn from(error: SourceError) -> Self {
         match error {
             SourceError::Redis(e) => Self::Redis(e),
-            SourceError::Mysql(e) => Self::Mysql(e),
+            SourceError::Database(e) => Self::Database(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_line_is_bounded() {
+        let long = Error::Runtime(format!("a server said {}", "x".repeat(100_000)));
+        let line = long.render();
+        assert!(line.len() < MAX_ERROR_LINE + 100, "{} bytes", line.len());
+        assert!(
+            line.ends_with("more bytes)"),
+            "{}",
+            &line[line.len() - 40..]
+        );
+        let short = Error::Runtime("short".into());
+        assert_eq!(short.render(), "order-expire: error: short");
     }
 }

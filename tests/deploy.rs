@@ -48,6 +48,8 @@ const METRICS: &[&str] = &[
     "order_expire_set_aside",
     "order_expire_taken_over_total",
     "order_expire_orders_busy_total",
+    "order_expire_outbox_backlog",
+    "order_expire_outbox_parked",
 ];
 
 const HISTOGRAMS: &[&str] = &[
@@ -526,7 +528,7 @@ fn kubernetes_manifests_agree_with_each_other_and_the_image() {
     assert_eq!(volume["secret"]["defaultMode"], 0o440);
     assert_eq!(pod_security["fsGroup"], 65532);
 
-    // Requests sized from the benchmark's peak RSS (53 MB at 200,000 orders at once).
+    // Requests sized from the benchmark's peak RSS (23.6 MB at 200,000 orders at once).
     let resources = &container["resources"];
     assert_eq!(resources["requests"]["memory"], "64Mi");
     assert!(resources["limits"]["memory"].is_string());
@@ -622,4 +624,42 @@ fn example_settings_show_the_defaults() {
         resolved(base),
         resolved(&format!("{base}ORDER_EXPIRE_ORDERS_TABLE=shop_orders\n"))
     );
+}
+
+/// Each `<number> MB` / `MiB` figure of `text`, in order.
+fn megabytes(text: &str) -> Vec<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| matches!(w[1].trim_end_matches([',', ';', ')', '.']), "MB" | "MiB"))
+        .filter(|w| w[0].chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .map(|w| format!("{} {}", w[0], w[1].trim_end_matches([',', ';', ')', '.'])))
+        .collect()
+}
+
+/// The manifest's sizing comment gives the figures docs/operating.md gives (the benchmark's).
+#[test]
+fn the_manifests_memory_comment_agrees_with_the_docs() {
+    let manifest = read("deploy/k8s/deployment.yaml");
+    let comment: String = manifest
+        .lines()
+        .skip_while(|l| !l.contains("Sized from the benchmark"))
+        .take_while(|l| l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let docs = read("docs/operating.md");
+    let start = docs
+        .find("Resources, from [the benchmark]")
+        .expect("the Resources paragraph");
+    let paragraph = docs[start..].split("\n\n").next().unwrap_or_default();
+    let (ours, theirs) = (megabytes(&comment), megabytes(paragraph));
+    assert!(ours.len() >= 4, "{comment}");
+    assert_eq!(ours, theirs, "deployment.yaml against docs/operating.md");
+    let bench = read("docs/performance.md");
+    for figure in ["16.7 MB", "21.7 MB", "23.6 MB"] {
+        assert!(
+            bench.contains(&format!("| {figure} |")),
+            "{figure} is the benchmark's"
+        );
+    }
 }

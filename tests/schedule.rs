@@ -58,3 +58,45 @@ fn schedule_refuses_a_zero_ttl() {
     let output = app.run(&["schedule", "7", "--ttl", "0"]);
     assert!(!output.status.success());
 }
+
+/// What `schedule` refuses, it refuses before Redis sees anything: an id Laravel never writes
+/// (`05` would be the key `...:05`, not order 5's) and a TTL Redis itself refuses.
+#[test]
+fn schedule_refuses_ids_laravel_never_writes_and_ttls_redis_refuses() {
+    let redis = RedisServer::start();
+    let app = App::with_env(&format!("CACHE_DRIVER=redis\nREDIS_PORT={}\n", redis.port));
+    let huge = "9300000000000000";
+    let refused_by_redis = redis::cmd("SETEX")
+        .arg("probe")
+        .arg(huge)
+        .arg("1")
+        .query::<()>(&mut redis.conn(1))
+        .is_err();
+    assert!(
+        refused_by_redis,
+        "Redis refuses SETEX with a TTL of {huge} s"
+    );
+    let mut codes = Vec::new();
+    for args in [
+        ["schedule", "05", "--ttl", "60"],
+        ["schedule", "+5", "--ttl", "60"],
+        ["schedule", "5", "--ttl", huge],
+    ] {
+        let output = app.run(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: a usage mistake");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.trim().is_empty(), "{args:?}: says why");
+        codes.push(output.status.code());
+    }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.conn(1))
+        .expect("KEYS");
+    assert!(keys.is_empty(), "nothing written: {keys:?}");
+    let ok = app.run(&["schedule", "5", "--ttl", "3153600000"]);
+    assert!(ok.status.success(), "a hundred years is accepted");
+    println!(
+        "{}",
+        serde_json::json!({"test": "schedule_refusals", "refused": codes.len(), "exit_codes": codes, "keys_written": 0})
+    );
+}

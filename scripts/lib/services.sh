@@ -4,7 +4,8 @@
 #
 # Functions:
 #   oe_install_packages        apt-get install what is missing (redis-server, mariadb-server,
-#                              openssl, php-cli and Debian's Laravel 8 for the parity tests,
+#                              postgresql, openssl, php-cli, php-pgsql and Debian's Laravel 8
+#                              for the parity tests,
 #                              promtool from Debian's prometheus for the metrics tests,
 #                              iproute2 and iptables for the network-namespace faults)
 #   oe_start_mariadb           start MariaDB if nothing answers on 127.0.0.1:3306
@@ -37,6 +38,9 @@ oe_install_packages() {
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
   command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
   command -v mariadb-install-db >/dev/null 2>&1 || missing+=(mariadb-server)
+  # PostgreSQL 15's server programs: the tests of apps on DB_CONNECTION=pgsql run a private
+  # cluster with initdb and postgres (tests/common/pgsql.rs), never the packaged service.
+  [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql)
   # PHP and Debian's Laravel 8, for the tests that compare order-expire with Laravel itself.
   command -v php >/dev/null 2>&1 || missing+=(php-cli)
   [ -f /usr/share/php/Illuminate/autoload.php ] || missing+=(php-laravel-framework)
@@ -44,6 +48,7 @@ oe_install_packages() {
   [ -f /usr/share/php/Predis/Autoloader.php ] || missing+=(php-nrk-predis)
   php -m 2>/dev/null | grep -qx redis || missing+=(php-redis)
   php -m 2>/dev/null | grep -qx pdo_mysql || missing+=(php-mysql)
+  php -m 2>/dev/null | grep -qx pdo_pgsql || missing+=(php-pgsql)
   php -m 2>/dev/null | grep -qx mbstring || missing+=(php-mbstring)
   # The kernel-level faults of tests/faults_db.rs: a network namespace, a veth pair, iptables
   # rules inside it.

@@ -70,6 +70,14 @@ impl KeyPattern {
 pub(crate) const MAX_ID_DIGITS: usize = 20;
 
 /// Reads `id` as PHP's decimal form of an unsigned 64-bit integer, or says why it is not one.
+/// An order id given on the command line (`schedule ORDER_ID`), read by the rules of a key's:
+/// `05` is refused, not taken for order 5 (its key would be `...:05`, which is not order 5's).
+pub(crate) fn order_id_argument(text: &str) -> Result<u64, String> {
+    canonical_id(text.as_bytes()).map_err(|reason| {
+        format!("{reason}: give the order id as Laravel writes it, e.g. 5 (not 05, +5 or 5.0)")
+    })
+}
+
 fn canonical_id(id: &[u8]) -> Result<u64, &'static str> {
     if id.is_empty() {
         return Err("no order id after the key type");

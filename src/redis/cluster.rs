@@ -19,6 +19,24 @@ pub(crate) struct NodeAddr {
     pub(crate) port: u16,
 }
 
+/// The longest host name a server may announce (a DNS name is at most 253 bytes); a longer one
+/// is refused, and never printed whole.
+pub(crate) const MAX_HOST: usize = 255;
+
+/// `host` as announced by a server, refused (with its length and its first bytes only) when
+/// longer than [`MAX_HOST`].
+pub(crate) fn announced_host(host: String) -> Result<String, String> {
+    if host.len() <= MAX_HOST {
+        return Ok(host);
+    }
+    let start: String = host.chars().take(32).collect();
+    Err(format!(
+        "an announced host of {} bytes (at most {MAX_HOST}), starting {:?}",
+        host.len(),
+        crate::logging::escape_controls(&start)
+    ))
+}
+
 /// A range of slots and the master serving it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SlotRange {
@@ -158,9 +176,11 @@ fn shard_node_addr(node: &[(&Value, &Value)], asked: &str, tls: bool) -> Result<
             .and_then(text)
             .filter(|h| !h.is_empty() && h != "?")
     };
-    let host = known("endpoint")
-        .or_else(|| known("ip"))
-        .unwrap_or_else(|| asked.to_string());
+    let host = announced_host(
+        known("endpoint")
+            .or_else(|| known("ip"))
+            .unwrap_or_else(|| asked.to_string()),
+    )?;
     let (preferred, other) = if tls {
         ("tls-port", "port")
     } else {
@@ -185,11 +205,13 @@ pub(crate) fn parse_slots(reply: &Value, asked: &str) -> Result<ClusterView, Str
             return Err("a slot range without its master".into());
         };
         let master = items(master).ok_or("expected the master's address")?;
-        let host = master
-            .first()
-            .and_then(text)
-            .filter(|h| !h.is_empty() && h != "?")
-            .unwrap_or_else(|| asked.to_string());
+        let host = announced_host(
+            master
+                .first()
+                .and_then(text)
+                .filter(|h| !h.is_empty() && h != "?")
+                .unwrap_or_else(|| asked.to_string()),
+        )?;
         let port = master
             .get(1)
             .and_then(int)

@@ -8,7 +8,7 @@
 use ::redis::Value;
 use ::redis::aio::{MultiplexedConnection, PubSub};
 
-use super::cluster::{NodeAddr, int, items, text};
+use super::cluster::{MAX_HOST, NodeAddr, announced_host, int, items, text};
 use super::{RedisError, RedisTarget};
 
 /// The channel sentinels announce a failover on: `<service> <old-ip> <old-port> <new-ip>
@@ -94,9 +94,11 @@ pub(crate) fn parse_master_addr(reply: &Value) -> Result<Option<NodeAddr>, Strin
     let [host, port] = parts else {
         return Err("expected [ip, port]".into());
     };
-    let host = text(host)
-        .filter(|h| !h.is_empty())
-        .ok_or("expected the master's host")?;
+    let host = announced_host(
+        text(host)
+            .filter(|h| !h.is_empty())
+            .ok_or("expected the master's host")?,
+    )?;
     let port = int(port)
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p > 0)
@@ -106,7 +108,10 @@ pub(crate) fn parse_master_addr(reply: &Value) -> Result<Option<NodeAddr>, Strin
 
 /// The role in a `ROLE` reply: its first element.
 pub(crate) fn parse_role(reply: &Value) -> Option<String> {
-    items(reply)?.first().and_then(text)
+    items(reply)?
+        .first()
+        .and_then(text)
+        .map(|role| role.chars().take(32).collect())
 }
 
 /// Reads a `+switch-master` message; `None` for anything else.
@@ -116,6 +121,12 @@ pub(crate) fn parse_switch_master(payload: &[u8]) -> Option<SwitchMaster> {
     let [service, old_host, old_port, new_host, new_port] = parts[..] else {
         return None;
     };
+    if [service, old_host, new_host]
+        .iter()
+        .any(|p| p.len() > MAX_HOST)
+    {
+        return None;
+    }
     Some(SwitchMaster {
         service: service.to_string(),
         from: NodeAddr {
@@ -157,6 +168,18 @@ mod tests {
         ] {
             assert!(parse_master_addr(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A host name of 100,000 bytes is refused, and the error says so in a few dozen bytes.
+    #[test]
+    fn a_huge_announced_host_is_refused_and_not_repeated() {
+        let host = "h".repeat(100_000);
+        let reply = Value::Array(vec![bulk(&host), bulk("6379")]);
+        let error = parse_master_addr(&reply).expect_err("refused");
+        assert!(error.contains("100000 bytes"), "{error}");
+        assert!(error.len() < 200, "{} bytes", error.len());
+        let message = format!("mymaster 127.0.0.1 6379 {host} 6380");
+        assert_eq!(parse_switch_master(message.as_bytes()), None);
     }
 
     /// `ROLE` on a master, a replica and a sentinel (Redis 7.0).

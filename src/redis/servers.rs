@@ -315,17 +315,21 @@ impl RedisServers {
                 candidates.push(seed.clone());
             }
         }
-        let mut tried = String::new();
+        // Every candidate at once: a seed that accepts and never answers costs its own timeout
+        // (connect 5 s, a command 10 s), not the others'. The first view wins.
+        let mut attempts = futures_util::stream::FuturesUnordered::new();
         for addr in &candidates {
             let target = RedisTarget::at(addr, &self.0.access)?;
-            let result = async {
+            attempts.push(async move {
                 let mut conn = target.connect().await?;
                 let view = cluster::view(&target, &mut conn, tls).await?;
-                Ok::<_, RedisError>((conn, view))
-            }
-            .await;
+                Ok::<_, RedisError>((target, conn, view))
+            });
+        }
+        let mut tried = String::new();
+        while let Some(result) = futures_util::StreamExt::next(&mut attempts).await {
             match result {
-                Ok((conn, view)) => {
+                Ok((target, conn, view)) => {
                     let topology = self.cluster_topology(&view, tls)?;
                     *discovery = Some((target, conn));
                     return Ok(topology);

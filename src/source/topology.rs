@@ -38,6 +38,7 @@ use crate::backoff::Backoff;
 use crate::queue::QueueSender;
 use crate::redis::{RedisError, RedisServers, RedisTarget, Topology};
 use crate::stats::health::Heartbeat;
+use crate::throttle::{Admission, Throttle};
 
 /// How often a cluster's topology is read.
 const CLUSTER_CHECK: Duration = Duration::from_secs(1);
@@ -385,6 +386,8 @@ async fn hear_failovers(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    // Anyone who may publish on the sentinel can send announcements at will.
+    let announcements = Throttle::per_minute();
     loop {
         let events = tokio::select! {
             events = servers.switch_master_events() => events,
@@ -400,10 +403,12 @@ async fn hear_failovers(
                         message = messages.next() => match message {
                             Some(message) => {
                                 if let Some(switch) = servers.switch_master(message.get_payload_bytes()) {
-                                    tracing::info!(event = "failover_announced", %sentinel,
-                                        from = %format!("{}:{}", switch.from.host, switch.from.port),
-                                        to = %format!("{}:{}", switch.to.host, switch.to.port),
-                                        "a sentinel announced a new master");
+                                    if let Admission::Log { suppressed } = announcements.admit() {
+                                        tracing::info!(event = "failover_announced", %sentinel,
+                                            from = %format!("{}:{}", switch.from.host, switch.from.port),
+                                            to = %format!("{}:{}", switch.to.host, switch.to.port),
+                                            suppressed, "a sentinel announced a new master");
+                                    }
                                     announced.notify_one();
                                 }
                             }

@@ -6,7 +6,8 @@
 //!   dropped on drop. The server is `ORDER_EXPIRE_TEST_MYSQL_URL`, default
 //!   `mysql://root@127.0.0.1:3306` (`scripts/test` sets it up).
 //! * [`MariaServer`]: a private database server of its own (its datadir and port), for the
-//!   tests that stop and restart it.
+//!   tests that stop and restart it; [`pgsql::PgServer`] and [`pgsql::PgDb`]: a private
+//!   PostgreSQL cluster and a database on it, for the tests of apps on `DB_CONNECTION=pgsql`.
 //! * [`servers`]: which Redis (or Valkey) and which database server those are: this machine's
 //!   own, or the server of the matrix that `ORDER_EXPIRE_TEST_REDIS_SERVER` and
 //!   `ORDER_EXPIRE_TEST_DB` name (`scripts/test --matrix`).
@@ -21,10 +22,12 @@
 #![allow(dead_code)]
 
 pub mod burst;
+pub mod certs;
 pub mod cluster;
 pub mod fault_load;
 pub mod fault_proxy;
 pub mod netns;
+pub mod pgsql;
 pub mod proxy;
 pub mod redis_node;
 pub mod sentinel;
@@ -80,7 +83,7 @@ where
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
