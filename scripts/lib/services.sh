@@ -6,7 +6,8 @@
 #   oe_install_packages        apt-get install what is missing (redis-server, mariadb-server,
 #                              postgresql, openssl, php-cli, php-pgsql and Debian's Laravel 8
 #                              for the parity tests,
-#                              promtool from Debian's prometheus for the metrics tests)
+#                              promtool from Debian's prometheus for the metrics tests,
+#                              iproute2 and iptables for the network-namespace faults)
 #   oe_start_mariadb           start MariaDB if nothing answers on 127.0.0.1:3306
 #   oe_stop_started_services   stop what oe_start_mariadb started (for a trap on EXIT)
 #   oe_test_mysql_url          print a URL the tests may create oe_test_% databases with
@@ -49,6 +50,10 @@ oe_install_packages() {
   php -m 2>/dev/null | grep -qx pdo_mysql || missing+=(php-mysql)
   php -m 2>/dev/null | grep -qx pdo_pgsql || missing+=(php-pgsql)
   php -m 2>/dev/null | grep -qx mbstring || missing+=(php-mbstring)
+  # The kernel-level faults of tests/faults_db.rs: a network namespace, a veth pair, iptables
+  # rules inside it.
+  command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
   if [ "${#missing[@]}" -gt 0 ]; then
     oe_log "installing ${missing[*]}"
     oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -57,6 +57,23 @@ impl WriteStatements {
         }
     }
 
+    /// The status and `updated_at` of the orders of `ids`, locked, to read back a `COMMIT`
+    /// without reply; `None` when a commit cannot be told from another's that way (no
+    /// `updated_at` column; PostgreSQL, whose sessions end an abandoned transaction
+    /// themselves, not read back here yet).
+    #[allow(clippy::type_complexity)]
+    pub(crate) async fn read_back(
+        &self,
+        tx: &mut Tx<'_>,
+        ids: &[u64],
+    ) -> Result<Option<Vec<(u64, i64, Option<jiff::civil::DateTime>)>>, DriverError> {
+        match (self, tx) {
+            (Self::Mysql(s), Tx::Mysql(tx)) => Ok(s.read_back(tx, ids).await?),
+            (Self::Pgsql(_), Tx::Pgsql(_)) => Ok(None),
+            _ => Err(DriverError::Mismatch),
+        }
+    }
+
     /// Reads the rows of `ids` without locking them.
     pub(crate) async fn peek(
         &self,

@@ -82,6 +82,8 @@ struct Committing {
     busy: Vec<u64>,
     lines: Lines,
     unpaid: Vec<u64>,
+    /// The `updated_at` it wrote.
+    now: String,
 }
 
 /// The locked orders by id: status, and product and quantity when they are on the order row.
@@ -249,9 +251,10 @@ impl Writer {
             .map(|(id, _)| *id)
             .collect();
         let mut lines = Lines::default();
+        let mut now = String::new();
         if !unpaid.is_empty() {
             lines = self.read_lines(&mut tx, &unpaid, &found).await?;
-            let now = self.timezone.eloquent(jiff::Timestamp::now());
+            now = self.timezone.eloquent(jiff::Timestamp::now());
             if !self.cancel_unpaid(&mut tx, &unpaid, &now).await? {
                 // Cannot happen while we hold the row locks; refuse to return stock if it does.
                 tx.rollback()
@@ -277,6 +280,7 @@ impl Writer {
             busy,
             lines,
             unpaid,
+            now,
         });
         let unpaid_count = written.unpaid.len();
         tx.commit().await.map_err(CancelError::query("COMMIT"))?;
@@ -320,7 +324,7 @@ impl Writer {
             // Nothing was written: the outcomes stand either way.
             return Ok(self.committed(done, 0));
         }
-        match self.cancelled_among(&done.unpaid).await {
+        match self.committed_here(&done).await {
             Ok(true) => {
                 tracing::info!(
                     event = "commit_confirmed",
@@ -340,23 +344,33 @@ impl Writer {
         }
     }
 
-    /// Whether every order of `unpaid` is cancelled now, read under lock (so after the killed
-    /// transaction has committed or rolled back). A transaction is all or nothing: all of them
-    /// cancelled is that commit (only another worker's cancellation in the instant between
-    /// the kill and this read could look the same).
-    async fn cancelled_among(&self, unpaid: &[u64]) -> Result<bool, CancelError> {
+    /// Whether the transaction that was `done` committed: its orders read back under lock (so
+    /// after the killed transaction has committed or rolled back). A transaction is all or
+    /// nothing, and another worker that cancelled them since (having found them unpaid once it
+    /// rolled back) wrote another `updated_at`: every order cancelled with the `updated_at` it
+    /// wrote is that commit. Without an `updated_at` column it cannot be told: `false`, and
+    /// the retry finds them cancelled (counted as already cancelled).
+    async fn committed_here(&self, done: &Committing) -> Result<bool, CancelError> {
+        let wrote: Option<jiff::civil::DateTime> = done.now.parse().ok();
         let read = async {
             let mut conn = self.db.conn().await.map_err(CancelError::connect)?;
             let mut tx = conn.begin().await.map_err(CancelError::query("BEGIN"))?;
-            let rows: Vec<LockedOrder> = self
+            let rows = self
                 .sql
-                .lock(&mut tx, unpaid, false)
+                .read_back(&mut tx, &done.unpaid)
                 .await
                 .map_err(CancelError::query("reading back the orders"))?;
             tx.rollback()
                 .await
                 .map_err(CancelError::query("ROLLBACK"))?;
-            Ok(rows.len() == unpaid.len() && rows.iter().all(|row| row.1 == self.cancelled))
+            let Some(rows) = rows else {
+                return Ok(false);
+            };
+            Ok(wrote.is_some()
+                && rows.len() == done.unpaid.len()
+                && rows
+                    .iter()
+                    .all(|(_, status, updated)| *status == self.cancelled && *updated == wrote))
         };
         tokio::time::timeout(READ_BACK_TIMEOUT, read)
             .await

@@ -26,6 +26,7 @@ pub mod certs;
 pub mod cluster;
 pub mod fault_load;
 pub mod fault_proxy;
+pub mod netns;
 pub mod pgsql;
 pub mod proxy;
 pub mod redis_node;
@@ -251,6 +252,9 @@ pub struct MariaServer {
     pub port: u16,
     dir: TempDir,
     extra: Vec<String>,
+    /// The address it listens on, and the namespace it runs in ([`MariaServer::start_in`]).
+    host: std::net::Ipv4Addr,
+    netns: Option<String>,
 }
 
 impl MariaServer {
@@ -269,13 +273,51 @@ impl MariaServer {
             port: free_port(),
             dir,
             extra: extra.to_vec(),
+            host: std::net::Ipv4Addr::LOCALHOST,
+            netns: None,
         };
         server.launch();
         server
     }
 
+    /// The same, inside the network namespace `netns`, listening on its address; root may
+    /// connect from anywhere (the tests reach it over the veth pair), and over the server's
+    /// socket file, which no rule of the namespace touches ([`MariaServer::socket`]).
+    pub async fn start_in(netns: &netns::NetNs) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        initialise_datadir(dir.path());
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: Vec::new(),
+            host: netns.ns_ip,
+            netns: Some(netns.name.clone()),
+        };
+        server.launch();
+        let opts = mysql_async::OptsBuilder::default()
+            .user(Some("root"))
+            .socket(Some(server.socket().display().to_string()));
+        let mut conn = mysql_async::Conn::new(opts)
+            .await
+            .expect("connect over the socket");
+        for statement in [
+            "CREATE USER IF NOT EXISTS 'root'@'%'",
+            "GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION",
+        ] {
+            conn.query_drop(statement).await.expect(statement);
+        }
+        conn.disconnect().await.ok();
+        server
+    }
+
+    /// The server's socket file.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("m.sock")
+    }
+
     pub fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}", self.port)
+        format!("mysql://root@{}:{}", self.host, self.port)
     }
 
     /// The server's family (MariaDB or MySQL).
@@ -286,14 +328,17 @@ impl MariaServer {
     fn launch(&mut self) {
         let d = self.dir.path();
         let program = servers::database();
-        let mut command = Command::new(&program.server);
+        let mut command = match &self.netns {
+            None => Command::new(&program.server),
+            Some(name) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", name]).arg(&program.server);
+                command
+            }
+        };
         command
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--bind-address=127.0.0.1",
-                "--skip-name-resolve",
-            ])
+            .args(["--no-defaults", "--user=root", "--skip-name-resolve"])
+            .arg(format!("--bind-address={}", self.host))
             .arg(format!("--port={}", self.port))
             .arg(format!("--datadir={}", d.join("data").display()))
             .arg(format!("--socket={}", d.join("m.sock").display()))
@@ -322,7 +367,7 @@ impl MariaServer {
             .unwrap_or_else(|e| panic!("start {}: {e}", program.server.display()));
         let start = Instant::now();
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect((self.host, self.port)).is_ok() {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
