@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::pgsql::{PgDb, PgServer};
-use common::{App, RedisServer, wait_until};
+use common::fault_proxy::{FaultProxy, PG_COMMIT};
+use common::pgsql::{PgDb, PgServer, env_text};
+use common::{App, RedisServer, Scrape, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -286,4 +287,39 @@ async fn the_stop_deadline_holds_while_a_write_waits_on_a_row_lock() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(db.count_status(2).await, 0, "the order is still unpaid");
     db.assert_stock_returned(100).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_commit_reply_is_read_back_and_counted_as_the_database_did() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let db = pg.create_db().await;
+    let ids = orders(&db, 2000).await;
+    let proxy = FaultProxy::start(pg.port);
+    let env = env_text(redis.port, &db, "").replace(
+        &format!("DB_PORT={}\n", db.port),
+        &format!("DB_PORT={}\n", proxy.port),
+    );
+    let app = App::with_env(&env);
+    let mut worker = app.start_worker(&["--metrics-addr", "127.0.0.1:0"]);
+    let addr = worker.metrics_addr();
+    proxy.swallow_reply_to(PG_COMMIT);
+    redis.expire_together(&ids, Duration::from_millis(500));
+    wait_until(WAIT, "every order cancelled", || async {
+        db.count_status(2).await == ids.len()
+    })
+    .await;
+    assert_eq!(proxy.swallowed(), 1, "one COMMIT's reply swallowed");
+    worker.wait_for_event("commit_confirmed", 1, Duration::from_secs(40));
+    db.assert_stock_returned(100_000).await;
+    wait_until(WAIT, "the counter at every cancelled order", || async {
+        Scrape::take(&addr).get("order_expire_orders_cancelled_total") >= ids.len() as f64
+    })
+    .await;
+    assert_eq!(
+        Scrape::take(&addr).get("order_expire_orders_cancelled_total"),
+        ids.len() as f64,
+        "the counter counts what the database did"
+    );
+    assert_eq!(worker.stop(WAIT).code(), Some(0));
 }
