@@ -5,9 +5,9 @@
 //! which table) and most end with the fix.
 
 use crate::config::ConfigError;
+use crate::db::DbError;
 use crate::endpoint::EndpointError;
 use crate::logging::one_line;
-use crate::mysql::MysqlError;
 use crate::redis::RedisError;
 use crate::source::error::SourceError;
 
@@ -23,9 +23,9 @@ pub enum Error {
     #[error(transparent)]
     Redis(#[from] RedisError),
 
-    /// The MySQL adapter: connecting, a query, the schema.
+    /// The database adapter (MySQL or PostgreSQL): connecting, a query, the schema.
     #[error(transparent)]
-    Mysql(#[from] MysqlError),
+    Database(#[from] DbError),
 
     /// The metrics and probes endpoint could not listen where it was asked to.
     #[error(transparent)]
@@ -67,6 +67,18 @@ impl Error {
     }
 }
 
+impl From<crate::mysql::MysqlError> for Error {
+    fn from(error: crate::mysql::MysqlError) -> Self {
+        Self::Database(error.into())
+    }
+}
+
+impl From<crate::pgsql::PgsqlError> for Error {
+    fn from(error: crate::pgsql::PgsqlError) -> Self {
+        Self::Database(error.into())
+    }
+}
+
 /// The longest error line printed: whatever a server sends in an error, the line stays readable.
 pub const MAX_ERROR_LINE: usize = 4096;
 
@@ -86,7 +98,7 @@ impl From<SourceError> for Error {
     fn from(error: SourceError) -> Self {
         match error {
             SourceError::Redis(e) => Self::Redis(e),
-            SourceError::Mysql(e) => Self::Mysql(e),
+            SourceError::Database(e) => Self::Database(e),
         }
     }
 }

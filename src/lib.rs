@@ -8,9 +8,9 @@
 //!
 //! # Layout
 //!
-//! The data path is a pipeline, Laravel config -> event sources -> key parsing -> queue -> MySQL
-//! writer, and the modules are layered so that every dependency points down (checked by
-//! `tests/layering.rs`):
+//! The data path is a pipeline, Laravel config -> event sources -> key parsing -> queue ->
+//! database writer (MySQL or PostgreSQL), and the modules are layered so that every dependency
+//! points down (checked by `tests/layering.rs`):
 //!
 //! ```text
 //! cmd, cli          the subcommands and the command line       (main.rs only parses and calls)
@@ -19,7 +19,8 @@
 //! source, sink      pipeline stages
 //! key, queue, job,  transforms and the contract with the app
 //!   contract
-//! redis, mysql,     server adapters, and the HTTP endpoint
+//! redis, mysql,     server adapters, and the HTTP endpoint; `db` is the seam between the
+//!   pgsql, db,      stages and the two database adapters
 //!   endpoint
 //! config, ...       the leaf (crates/config), and small shared pieces (stats, systemd...)
 //! ```
@@ -42,7 +43,13 @@
 //!   replicas of one orders table find each other (`mysql::members`), which server it is
 //!   (`mysql::server`: MySQL or MariaDB, and its version, from which what differs is decided)
 //!   and which way the writer locks rows on it (`mysql::write_path`: `SKIP LOCKED` or
-//!   waiting). Each has its own error type. `endpoint` serves
+//!   waiting). `pgsql` is the same for an app on PostgreSQL: the pool with PostgresConnector's
+//!   session and TLS as libpq reads `sslmode`, the schema and privilege check, the statements,
+//!   the readiness probe, the member slots as advisory locks, and errors told apart by SQLSTATE.
+//!   `db` is the seam between them and the stages: one enum per concept (`db::Database`,
+//!   `db::Conn`, `db::Tx`, `db::orders`, `db::jobs`, `db::members`, `db::probe`) with a variant
+//!   per adapter, chosen once from the app's connection, so there is one writer, one sweep and one
+//!   deadline watcher for both databases. Each has its own error type. `endpoint` serves
 //!   `/metrics`, `/healthz` and `/readyz` over HTTP (`--metrics-addr`); its error is
 //!   `EndpointError`.
 //! * `key`: turns the full Redis key Laravel wrote (`<REDIS_PREFIX><CACHE_PREFIX>:ORDER_CONFIRM:<id>`)
@@ -92,12 +99,14 @@ pub mod cli;
 pub mod cmd;
 pub use order_expire_config as config;
 mod contract;
+mod db;
 mod endpoint;
 pub mod error;
 pub mod job;
 mod key;
 pub mod logging;
 mod mysql;
+mod pgsql;
 mod queue;
 mod redis;
 mod shutdown;

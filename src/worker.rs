@@ -45,14 +45,13 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::config::ConfigSource;
 use crate::config::Settings;
 use crate::contract::Contract;
+use crate::db::Database;
+use crate::db::members::MemberLocks;
+use crate::db::orders::UnpaidQuery;
+use crate::db::probe::DbProbe;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::key::KeyPattern;
-use crate::mysql::Database;
-use crate::mysql::members::MemberLocks;
-use crate::mysql::orders::UnpaidQuery;
-use crate::mysql::probe::MysqlProbe;
-use crate::mysql::write_path::WritePath;
 use crate::queue::{KeyJobSender, OrderQueue, QueueSender, key_job_queue, order_queue};
 use crate::redis::{RedisServers, RedisTarget};
 use crate::sink::Writer;
@@ -158,7 +157,7 @@ pub(crate) async fn run(
             &settings.schema.orders.to_string(),
         ),
         writer.database().clone(),
-        UnpaidQuery::new(&settings.schema),
+        UnpaidQuery::new(writer.database(), &settings.schema),
         share_stop.clone(),
     )
     .await;
@@ -186,7 +185,7 @@ pub(crate) async fn run(
     // Subscribed, and the writer has just checked MySQL's schema: ready.
     stats.health.mysql_checked(Ok(()));
     let _mysql_checks = AbortOnDropHandle::new(tokio::spawn(check_mysql(
-        MysqlProbe::new(writer.database().clone()),
+        DbProbe::new(writer.database().clone()),
         Arc::clone(&stats),
         shutdown.clone(),
     )));
@@ -310,8 +309,8 @@ async fn open_writer(
     settings: &Settings,
     options: &WorkerOptions,
 ) -> Result<(Arc<Writer>, Option<OutboxDrainer>), Error> {
-    let db = Database::connect(&settings.mysql, options.concurrency).await?;
-    let (path, why) = WritePath::choose(&db.server().await?, options.lock_wait);
+    let db = Database::connect(&settings.database, options.concurrency).await?;
+    let (path, why) = db.server().await?.write_path(options.lock_wait);
     let jobs = JobSink::new(settings, &db).await?;
     let outbox = match &jobs {
         Some(jobs) => OutboxDrainer::new(settings, db.clone(), jobs.outbox_written()).await?,
@@ -336,10 +335,11 @@ fn log_start(settings: &Settings, writer: &Writer) {
             connection = %job.connection, driver = job.target.driver(), queue = %job.queue, delivery = "at-least-once",
             "queueing a Laravel job with the id whenever a key of this type expires");
     }
-    tracing::info!(mysql = %writer.database().endpoint(), database = %settings.mysql.database,
+    tracing::info!(mysql = %writer.database().endpoint(), driver = settings.database.driver(),
+        database = %settings.database.database(),
         orders = %settings.schema.orders, products = %settings.schema.products,
         timezone = %settings.timezone.name, write_path = %writer.write_path().0,
-        write_path_reason = writer.write_path().1, "writing to MySQL");
+        write_path_reason = writer.write_path().1, "writing to {}", writer.database().title());
     match &settings.source {
         ConfigSource::ConfigCache(cache) => {
             tracing::info!(file = %cache.display(), "read the app's configuration cache (Laravel ignores .env while it exists)");
@@ -493,7 +493,7 @@ fn log_stopped(stats: &Stats) {
 }
 
 /// Checks MySQL for readiness every [`MYSQL_CHECK_EVERY`], until `shutdown`.
-async fn check_mysql(mut probe: MysqlProbe, stats: Arc<Stats>, shutdown: CancellationToken) {
+async fn check_mysql(mut probe: DbProbe, stats: Arc<Stats>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(MYSQL_CHECK_EVERY) => {}

@@ -570,6 +570,22 @@ fn the_benchmark_numbers_have_one_generated_home() {
                 "the benchmark's writer rewrites {} in place",
                 page::PATH
             );
+            // The PostgreSQL table: its own pair, rewritten in place by its part alone.
+            let markers = (page::PGSQL_BEGIN, page::PGSQL_END);
+            assert_eq!(
+                text.matches(markers.0).count() + text.matches(markers.1).count(),
+                2,
+                "{}: one pair of PostgreSQL markers",
+                file.display()
+            );
+            let body = &text[text.find(markers.0).expect("begin") + markers.0.len()
+                ..text.find(markers.1).expect("end")];
+            let body = body.strip_prefix('\n').unwrap_or(body);
+            assert!(
+                page::rewrite_between(&text, body, markers).is_ok_and(|same| same == text),
+                "the PostgreSQL part rewrites {} in place",
+                page::PATH
+            );
         } else {
             assert_eq!(count, 0, "{}: generated numbers elsewhere", file.display());
         }

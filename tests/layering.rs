@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "config", "backoff", "throttle", "logging", "stats", "shutdown", "systemd",
     ],
-    &["redis", "mysql", "endpoint"],
+    &["redis", "mysql", "pgsql", "db", "endpoint"],
     &["key", "queue", "job", "contract"],
     &["source", "sink"],
     &["error"],

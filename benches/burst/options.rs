@@ -25,6 +25,10 @@ pub struct Options {
     /// Write `docs/bench` and the numbers of `docs/performance.md`: the default full run does, a
     /// narrowed or smoke run does not unless `--write` is given.
     pub write: bool,
+    /// Burst sizes of the PostgreSQL part (`pgsql.rs`); empty skips it.
+    pub pgsql_sizes: Vec<usize>,
+    /// `--only-pgsql`: the PostgreSQL part alone.
+    pub only_pgsql: bool,
 }
 
 const USAGE: &str = "\
@@ -36,7 +40,10 @@ cargo bench --bench burst -- --smoke      small sizes, every section (what CI ru
   --million | --no-million   the 1,000,000-order memory burst (default on)
   --no-php                skip the PHP command; --php-sizes 10000,50000 to choose its sizes
   --worker-args \"...\"     extra worker arguments, e.g. \"--concurrency 8\"
-  --write                 write docs/bench and docs/performance.md even for a narrowed run";
+  --write                 write docs/bench and docs/performance.md even for a narrowed run
+  --only-pgsql            only the PostgreSQL part (floor, 1 and 2 workers); with --write,
+                          only its table on docs/performance.md is rewritten
+  --pgsql-sizes 100000    its burst sizes (default 100000); --no-pgsql skips it";
 
 impl Options {
     fn full() -> Self {
@@ -53,6 +60,8 @@ impl Options {
             php: true,
             worker_args: Vec::new(),
             write: true,
+            pgsql_sizes: vec![100_000],
+            only_pgsql: false,
         }
     }
 
@@ -66,6 +75,7 @@ impl Options {
             million: Some(20_000),
             php_sizes: vec![1_000],
             write: false,
+            pgsql_sizes: vec![1_000],
             ..Self::full()
         }
     }
@@ -119,6 +129,18 @@ impl Options {
                     narrowed = true;
                 }
                 "--write" => write = true,
+                "--only-pgsql" => {
+                    o.only_pgsql = true;
+                    narrowed = true;
+                }
+                "--no-pgsql" => {
+                    o.pgsql_sizes.clear();
+                    narrowed = true;
+                }
+                "--pgsql-sizes" => {
+                    o.pgsql_sizes = list(it.next());
+                    narrowed = true;
+                }
                 "--help" | "-h" => {
                     println!("{USAGE}");
                     std::process::exit(0);

@@ -4,8 +4,10 @@
 #
 # Functions:
 #   oe_install_packages        apt-get install what is missing (redis-server, mariadb-server,
-#                              openssl, php-cli and Debian's Laravel 8 for the parity tests,
-#                              promtool from Debian's prometheus for the metrics tests)
+#                              postgresql, openssl, php-cli, php-pgsql and Debian's Laravel 8
+#                              for the parity tests,
+#                              promtool from Debian's prometheus for the metrics tests,
+#                              iproute2 and iptables for the network-namespace faults)
 #   oe_start_mariadb           start MariaDB if nothing answers on 127.0.0.1:3306
 #   oe_stop_started_services   stop what oe_start_mariadb started (for a trap on EXIT)
 #   oe_test_mysql_url          print a URL the tests may create oe_test_% databases with
@@ -36,6 +38,9 @@ oe_install_packages() {
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
   command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
   command -v mariadb-install-db >/dev/null 2>&1 || missing+=(mariadb-server)
+  # PostgreSQL 15's server programs: the tests of apps on DB_CONNECTION=pgsql run a private
+  # cluster with initdb and postgres (tests/common/pgsql.rs), never the packaged service.
+  [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql)
   # PHP and Debian's Laravel 8, for the tests that compare order-expire with Laravel itself.
   command -v php >/dev/null 2>&1 || missing+=(php-cli)
   [ -f /usr/share/php/Illuminate/autoload.php ] || missing+=(php-laravel-framework)
@@ -43,7 +48,12 @@ oe_install_packages() {
   [ -f /usr/share/php/Predis/Autoloader.php ] || missing+=(php-nrk-predis)
   php -m 2>/dev/null | grep -qx redis || missing+=(php-redis)
   php -m 2>/dev/null | grep -qx pdo_mysql || missing+=(php-mysql)
+  php -m 2>/dev/null | grep -qx pdo_pgsql || missing+=(php-pgsql)
   php -m 2>/dev/null | grep -qx mbstring || missing+=(php-mbstring)
+  # The kernel-level faults of tests/faults_db.rs: a network namespace, a veth pair, iptables
+  # rules inside it.
+  command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
   if [ "${#missing[@]}" -gt 0 ]; then
     oe_log "installing ${missing[*]}"
     oe_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -11,14 +11,12 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::{
-    ConfigError, ConfigSource, DispatchArgument, DispatchSettings, KeyJobSettings, OrderLines,
-    QueueTarget, RedisEndpoint, RedisTopology, Settings,
+    ConfigError, ConfigSource, DatabaseSettings, DispatchArgument, DispatchSettings,
+    KeyJobSettings, OrderLines, QueueTarget, RedisEndpoint, RedisTopology, Settings, SslMode,
 };
 use crate::contract::Contract;
+use crate::db::{Database, Server};
 use crate::key::KeyPattern;
-use crate::mysql::Database;
-use crate::mysql::server::DbServer;
-use crate::mysql::write_path::WritePath;
 use crate::redis::server::RedisFamily;
 use crate::redis::{
     RedisError, RedisServers, RedisTarget, TargetOrigin, expired_channel, publishes_expired,
@@ -365,6 +363,8 @@ struct CacheReport {
 /// The MySQL connection and tables, password masked.
 #[derive(Debug, Serialize)]
 struct DbReport {
+    /// The connection's driver: `mysql` (MySQL and MariaDB) or `pgsql`.
+    driver: &'static str,
     /// The host (`DB_HOST` in the stock config).
     host: String,
     /// The port (`DB_PORT`).
@@ -386,8 +386,14 @@ struct DbReport {
     collation: Option<String>,
     /// TLS from the connection's PDO SSL attributes (null: none set, a plain connection).
     tls: Option<TlsReport>,
-    /// The connection's `timezone` key (`SET time_zone`), when it has one.
+    /// The connection's `timezone` key (`SET time_zone` / `set time zone`), when it has one.
     timezone: Option<String>,
+    /// PostgreSQL: libpq's `sslmode` (null on MySQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sslmode: Option<&'static str>,
+    /// PostgreSQL: the schemas of `set search_path to` (empty: the server's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search_path: Option<Vec<String>>,
     /// The orders table, prefix included.
     orders_table: String,
     /// The products table, prefix included.
@@ -396,21 +402,37 @@ struct DbReport {
     items_table: Option<String>,
 }
 
-/// What each server answered.
+/// What each server answered: the cache Redis, and the database under its driver's name.
 #[derive(Debug, Default, Serialize)]
 struct Connections {
     redis: RedisProbe,
-    mysql: MysqlProbe,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mysql: Option<MysqlProbe>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pgsql: Option<MysqlProbe>,
     /// The redis queue's Redis (`null` unless jobs go to a redis queue). Its failure does not
     /// stop the worker, whose jobs wait in the outbox: `check` does not fail for it.
     queue: Option<Probe>,
 }
 
-/// What the app's MySQL answered, and how the worker would lock rows there.
+impl Connections {
+    /// The database's probe, whichever driver.
+    fn database(&self) -> (&'static str, Option<&MysqlProbe>) {
+        match (&self.mysql, &self.pgsql) {
+            (_, Some(p)) => ("pgsql", Some(p)),
+            (m, None) => ("mysql", m.as_ref()),
+        }
+    }
+}
+
+/// What the app's database answered, and how the worker would lock rows there.
 #[derive(Debug, Default, Serialize)]
 struct MysqlProbe {
     #[serde(flatten)]
     probe: Probe,
+    /// Whether the orders table has the `(status, created_at)` index the sweep reads by
+    /// (`null`: not read).
+    sweep_index: Option<bool>,
     /// `skip-locked` or `lock-wait` (`null`: the version was not read).
     write_path: Option<&'static str>,
     /// Why that path.
@@ -460,6 +482,82 @@ struct Probe {
     warnings: Vec<String>,
 }
 
+impl DbReport {
+    /// The database connection as resolved, the password masked.
+    fn new(settings: &Settings) -> Self {
+        let items_table = match &settings.schema.lines {
+            OrderLines::Items { table, .. } => Some(table.as_str().to_string()),
+            OrderLines::OnOrder { .. } => None,
+        };
+        let masked = |password: &str| {
+            if password.is_empty() {
+                "(empty)"
+            } else {
+                "***"
+            }
+        };
+        let path = |p: &std::path::Path| p.display().to_string();
+        let mut report = match &settings.database {
+            DatabaseSettings::Mysql(m) => Self {
+                driver: "mysql",
+                host: m.host.clone(),
+                port: m.port,
+                socket: m.socket.as_deref().map(path),
+                database: m.database.clone(),
+                username: m.username.clone(),
+                password: masked(&m.password),
+                table_prefix: m.table_prefix.clone(),
+                charset: m.session.charset.clone(),
+                collation: m.session.collation.clone(),
+                tls: m.tls.as_ref().map(|t| TlsReport {
+                    ca_file: t.ca_file.as_deref().map(path),
+                    client_cert: t.client_cert.as_deref().map(path),
+                    client_key: t.client_key.as_deref().map(path),
+                    verify_peer: t.verify_peer,
+                    setting: t.setting.clone(),
+                }),
+                timezone: m.session.timezone.clone(),
+                sslmode: None,
+                search_path: None,
+                orders_table: String::new(),
+                products_table: String::new(),
+                items_table: None,
+            },
+            DatabaseSettings::Pgsql(p) => Self {
+                driver: "pgsql",
+                host: p.host.clone(),
+                port: p.port,
+                socket: p
+                    .socket_dir()
+                    .map(|_| p.endpoint().trim_start_matches("unix:").to_string()),
+                database: p.database.clone(),
+                username: p.username.clone(),
+                password: masked(&p.password),
+                table_prefix: p.table_prefix.clone(),
+                charset: p.session.charset.clone(),
+                collation: None,
+                tls: (p.tls.mode != SslMode::Disable).then(|| TlsReport {
+                    ca_file: p.tls.root_cert.as_deref().map(path),
+                    client_cert: p.tls.client_cert.as_deref().map(path),
+                    client_key: p.tls.client_key.as_deref().map(path),
+                    verify_peer: p.tls.verifies_chain(),
+                    setting: p.tls.setting.clone(),
+                }),
+                timezone: p.session.timezone.clone(),
+                sslmode: Some(p.tls.mode.name()),
+                search_path: Some(p.session.search_path.clone()),
+                orders_table: String::new(),
+                products_table: String::new(),
+                items_table: None,
+            },
+        };
+        report.orders_table = settings.schema.orders.as_str().to_string();
+        report.products_table = settings.schema.products.as_str().to_string();
+        report.items_table = items_table;
+        report
+    }
+}
+
 impl Report {
     fn new(settings: &Settings) -> Self {
         let r = &settings.redis;
@@ -472,11 +570,6 @@ impl Report {
                 Some(path.display().to_string()),
                 false,
             ),
-        };
-        let m = &settings.mysql;
-        let items_table = match &settings.schema.lines {
-            OrderLines::Items { table, .. } => Some(table.as_str().to_string()),
-            OrderLines::OnOrder { .. } => None,
         };
         Self {
             source: settings.source(),
@@ -528,32 +621,7 @@ impl Report {
             },
             channel: expired_channel(r.database),
             key_pattern: KeyPattern::new(&settings.keys).to_string(),
-            db: DbReport {
-                host: m.host.clone(),
-                port: m.port,
-                socket: m.socket.as_ref().map(|p| p.display().to_string()),
-                database: m.database.clone(),
-                username: m.username.clone(),
-                password: if m.password.is_empty() {
-                    "(empty)"
-                } else {
-                    "***"
-                },
-                table_prefix: m.table_prefix.clone(),
-                charset: m.session.charset.clone(),
-                collation: m.session.collation.clone(),
-                tls: m.tls.as_ref().map(|t| TlsReport {
-                    ca_file: t.ca_file.as_ref().map(|p| p.display().to_string()),
-                    client_cert: t.client_cert.as_ref().map(|p| p.display().to_string()),
-                    client_key: t.client_key.as_ref().map(|p| p.display().to_string()),
-                    verify_peer: t.verify_peer,
-                    setting: t.setting.clone(),
-                }),
-                timezone: m.session.timezone.clone(),
-                orders_table: settings.schema.orders.as_str().to_string(),
-                products_table: settings.schema.products.as_str().to_string(),
-                items_table,
-            },
+            db: DbReport::new(settings),
             timezone: settings.timezone.name.clone(),
             order_ttl: settings.recovery.order_ttl.map(|d| d.as_secs()),
             metrics_addr: settings.metrics_addr.map(|a| a.to_string()),
@@ -586,7 +654,7 @@ impl Report {
             && self
                 .connections
                 .as_ref()
-                .is_none_or(|c| c.redis.probe.ok && c.mysql.probe.ok)
+                .is_none_or(|c| c.redis.probe.ok && c.database().1.is_some_and(|d| d.probe.ok))
     }
 
     /// The human-readable form.
@@ -694,23 +762,39 @@ impl Report {
     /// The database: where, who, over what, and which tables.
     fn write_database(&self, out: &mut String) {
         let d = &self.db;
-        let mysql_at = d
+        let at = d
             .socket
             .as_ref()
             .map_or_else(|| format!("{}:{}", d.host, d.port), |s| format!("unix:{s}"));
         let _ = writeln!(
             out,
-            "  mysql       {mysql_at}, database {}, user {}, password {}",
-            d.database, d.username, d.password
+            "  {:<11} {at}, database {}, user {}, password {}",
+            d.driver, d.database, d.username, d.password
         );
         if let Some(t) = &d.tls {
+            let mode = d
+                .sslmode
+                .map(|m| format!("sslmode {m}, "))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  mysql tls   CA {}, client certificate {}, verify peer {} ({})",
+                "  {:<11} {mode}CA {}, client certificate {}, verify peer {} ({})",
+                format!("{} tls", d.driver),
                 t.ca_file.as_deref().unwrap_or("(system)"),
                 t.client_cert.as_deref().unwrap_or("(none)"),
                 if t.verify_peer { "on" } else { "off" },
                 t.setting
+            );
+        }
+        if let Some(schemas) = &d.search_path {
+            let _ = writeln!(
+                out,
+                "  schemas     {}",
+                if schemas.is_empty() {
+                    "the server's search_path".to_string()
+                } else {
+                    format!("search_path \"{}\"", schemas.join("\", \""))
+                }
             );
         }
         let _ = writeln!(
@@ -763,11 +847,13 @@ impl Report {
 
     /// What the servers answered (`check` without `--no-connect`).
     fn write_connections(&self, c: &Connections, out: &mut String) {
+        let (driver, database) = c.database();
+        let probes = [
+            Some(("redis", &c.redis.probe)),
+            database.map(|d| (driver, &d.probe)),
+        ];
         let queue = c.queue.iter().map(|p| ("queue", p));
-        for (name, probe) in [("redis", &c.redis.probe), ("mysql", &c.mysql.probe)]
-            .into_iter()
-            .chain(queue)
-        {
+        for (name, probe) in probes.into_iter().flatten().chain(queue) {
             let status = match (&probe.error, &probe.server) {
                 (Some(e), _) => format!("FAILED: {e}"),
                 (None, Some(server)) => format!("ok ({server})"),
@@ -792,11 +878,26 @@ impl Report {
                 );
             }
         }
-        if let (Some(path), Some(reason)) = (c.mysql.write_path, c.mysql.write_path_reason) {
+        let Some(database) = database else {
+            return;
+        };
+        if let (Some(path), Some(reason)) = (database.write_path, database.write_path_reason) {
             let _ = writeln!(out, "  write path  {path}: {reason}");
         }
-        if let Some(session) = &c.mysql.session {
+        if let Some(session) = &database.session {
             let _ = writeln!(out, "  session     {session}");
+        }
+        if let Some(present) = database.sweep_index {
+            let _ = writeln!(
+                out,
+                "  index       (status, created_at) on {}: {}",
+                self.db.orders_table,
+                if present {
+                    "present"
+                } else {
+                    "missing (see the warning)"
+                }
+            );
         }
     }
 }
@@ -849,10 +950,22 @@ async fn run(settings: &Settings, connect: bool, lock_wait: bool) -> Report {
     let mut report = Report::new(settings);
     report.check_metrics_addr(settings);
     if connect {
-        report.connections = Some(Connections {
-            redis: probe_redis(settings).await,
-            mysql: probe_mysql(settings, lock_wait).await,
-            queue: probe_queue(settings).await,
+        let redis = probe_redis(settings).await;
+        let database = probe_mysql(settings, lock_wait).await;
+        let queue = probe_queue(settings).await;
+        report.connections = Some(match settings.database {
+            DatabaseSettings::Mysql(_) => Connections {
+                redis,
+                mysql: Some(database),
+                pgsql: None,
+                queue,
+            },
+            DatabaseSettings::Pgsql(_) => Connections {
+                redis,
+                mysql: None,
+                pgsql: Some(database),
+                queue,
+            },
         });
     }
     report
@@ -914,23 +1027,29 @@ async fn probe_mysql(settings: &Settings, lock_wait: bool) -> MysqlProbe {
     let mut probe = Probe::default();
     let mut path = None;
     let mut session = None;
+    let mut sweep_index = None;
     let result = async {
-        let db = Database::connect(&settings.mysql, 1).await?;
+        let db = Database::connect(&settings.database, 1).await?;
         let server = db.server().await?;
-        path = Some(WritePath::choose(&server, lock_wait));
-        probe.family = Some(server.family.name());
+        path = Some(server.write_path(lock_wait));
+        probe.family = Some(server.family());
         probe.version = Some(server.version());
         probe.server = Some(server.to_string());
-        session = Some(session_report(&server, db.snapshot_isolation().await?));
+        let snapshot = match db.mysql() {
+            Some(mysql) => mysql.snapshot_isolation().await?,
+            None => None,
+        };
+        session = Some(session_report(&server, snapshot, settings));
         // The job tables and the key jobs' queues, as the worker opens them at start.
         JobSink::new(settings, &db).await?;
         drop(KeyJobWriter::new(settings, db.clone()).await?);
         let writer = Writer::new(db, &settings.schema, settings.timezone.clone()).await?;
-        if let Some(statement) = writer
+        let missing = writer
             .database()
             .missing_sweep_index(&settings.schema)
-            .await?
-        {
+            .await?;
+        sweep_index = Some(missing.is_none());
+        if let Some(statement) = missing {
             probe.warnings.push(format!(
                 "no index on ({}, created_at): sweeps would scan the table; add it: {statement}",
                 settings.schema.order_status.as_str()
@@ -942,6 +1061,7 @@ async fn probe_mysql(settings: &Settings, lock_wait: bool) -> MysqlProbe {
     .await;
     MysqlProbe {
         probe: finish(probe, result),
+        sweep_index,
         write_path: path.map(|(path, _)| path.name()),
         write_path_reason: path.map(|(_, reason)| reason),
         session,
@@ -983,7 +1103,22 @@ async fn probe_queue(settings: &Settings) -> Option<Probe> {
 /// has only since 11.1), and MariaDB's snapshot isolation (`snapshot`: its
 /// `innodb_snapshot_isolation`, ON by default since 11.6.2) refuses only REPEATABLE READ
 /// transactions.
-fn session_report(server: &DbServer, snapshot: Option<bool>) -> String {
+fn session_report(server: &Server, snapshot: Option<bool>, settings: &Settings) -> String {
+    let server = match (server, &settings.database) {
+        (Server::Mysql(server), _) => server,
+        (Server::Pgsql(_), DatabaseSettings::Pgsql(p)) => {
+            let statements = p.session.statements();
+            return format!(
+                "each write in READ COMMITTED (BEGIN ISOLATION LEVEL READ COMMITTED), after PostgresConnector's session: {}",
+                if statements.is_empty() {
+                    "nothing (the connection sets none)".to_string()
+                } else {
+                    statements.join("; ")
+                }
+            );
+        }
+        (Server::Pgsql(_), _) => return String::new(),
+    };
     let mut text = String::from(
         "each write in READ COMMITTED (SET TRANSACTION ISOLATION LEVEL, on every MySQL and MariaDB), with Laravel's names, time zone and sql_mode",
     );

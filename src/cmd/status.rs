@@ -8,7 +8,7 @@
 //!   Sentinel's master): how many connections are subscribed to the `expired` channel now
 //!   (`PUBSUB NUMSUB`), and whether keyspace notifications are on (`CONFIG GET`; "unknown"
 //!   where `CONFIG` is refused, as managed services do);
-//! * the live workers of the orders table (the member slots they hold, `crate::mysql::members`)
+//! * the live workers of the orders table (the member slots they hold, `crate::db::members`)
 //!   and so the share of the orders each writes;
 //! * in reconciliation mode, the unpaid orders past their deadline, and how late the oldest one
 //!   whose key is gone is;
@@ -32,8 +32,8 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use crate::config::Settings;
+use crate::db::Database;
 use crate::error::Error;
-use crate::mysql::Database;
 use crate::redis::{RedisServers, expired_channel};
 use facts::{
     EndpointFacts, FACT_TIMEOUT, Line, OutboxFacts, OverdueFacts, RedisFacts, WorkerFacts,
@@ -68,18 +68,23 @@ impl Report {
     /// Reads every fact, side by side.
     async fn read(settings: &Settings, endpoints: &[String]) -> Self {
         let servers = RedisServers::new(&settings.redis).map_err(|e| e.to_string());
-        let db =
-            match tokio::time::timeout(FACT_TIMEOUT, Database::connect(&settings.mysql, 4)).await {
-                Ok(Ok(db)) => Ok(db),
-                Ok(Err(e)) => Err(crate::logging::one_line(&e.to_string())),
-                Err(_) => Err(format!(
-                    "cannot connect to MySQL at {}: no answer within {} s",
-                    settings.mysql.endpoint(),
-                    FACT_TIMEOUT.as_secs()
-                )),
-            };
+        let db = match tokio::time::timeout(FACT_TIMEOUT, Database::connect(&settings.database, 4))
+            .await
+        {
+            Ok(Ok(db)) => Ok(db),
+            Ok(Err(e)) => Err(crate::logging::one_line(&e.to_string())),
+            Err(_) => Err(format!(
+                "cannot connect to {} at {}: no answer within {} s",
+                match settings.database.driver() {
+                    "pgsql" => "PostgreSQL",
+                    _ => "MySQL",
+                },
+                settings.database.endpoint(),
+                FACT_TIMEOUT.as_secs()
+            )),
+        };
         let mysql = MysqlFacts {
-            endpoint: settings.mysql.endpoint(),
+            endpoint: settings.database.endpoint(),
             error: db.as_ref().err().cloned(),
         };
         let db_ref = db.as_ref().map_err(|_| MYSQL_NOT_REACHED);

@@ -19,10 +19,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::db::Database;
 use crate::error::Error;
 use crate::key::KeyPattern;
 use crate::logging::LogFormat;
-use crate::mysql::Database;
 use crate::queue::{OrderQueue, order_queue};
 use crate::redis::RedisServers;
 use crate::sink::dispatch::{DispatchOptions, Observer, dispatch};
@@ -189,7 +189,7 @@ async fn run_once(
     format: LogFormat,
 ) -> Result<SweepReport, Error> {
     let redis = RedisServers::new(&settings.redis)?;
-    let db = Database::connect(&settings.mysql, 2).await?;
+    let db = Database::connect(&settings.database, 2).await?;
     // The jobs of the orders it cancels go where the worker's would (a redis queue's outbox
     // rows are pushed by the next drain of a running worker).
     let jobs = JobSink::new(settings, &db).await?;

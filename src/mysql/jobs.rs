@@ -122,12 +122,6 @@ impl Database {
         }
         Ok(())
     }
-
-    /// Whether the server has `SKIP LOCKED` (MySQL 8.0.1+, MariaDB 10.6+), so that several
-    /// workers drain the outbox side by side instead of one after the other.
-    pub(crate) async fn has_skip_locked(&self) -> Result<bool, MysqlError> {
-        Ok(self.server().await?.has_skip_locked())
-    }
 }
 
 /// The drainer's statements on the outbox.

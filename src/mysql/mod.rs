@@ -8,7 +8,7 @@
 //! Stages (sources, the writer, the subcommands) run statements through [`orders`] rather than
 //! writing SQL themselves, so a change of the schema mapping is made here once.
 
-mod error;
+pub(crate) mod error;
 pub(crate) mod jobs;
 pub(crate) mod members;
 pub(crate) mod orders;

@@ -70,6 +70,9 @@ pub(crate) struct WriteStatements {
     order_lines: Option<PerBucket>,
     cancel_orders: PerBucket,
     return_stock: PerBucket,
+    /// The orders' status and `updated_at` under lock, to read back a `COMMIT` without reply;
+    /// `None` when the table has no `updated_at` (a commit cannot be told from another then).
+    read_back: Option<PerBucket>,
     products: Ident,
     shape: TableShape,
 }
@@ -145,9 +148,36 @@ impl WriteStatements {
                     "UPDATE {products} SET {stock} = {stock} + CASE {id} {cases} ELSE 0 END{product_touch} WHERE {id} IN ({list})"
                 )
             }),
+            read_back: shape.orders_updated_at.then(|| {
+                per_bucket(&|_, list| {
+                    format!(
+                        "SELECT {id}, {status}, {orders}.{updated_at} FROM {orders} WHERE {id} IN ({list}) ORDER BY {id} FOR UPDATE"
+                    )
+                })
+            }),
             products: products.clone(),
             shape,
         }
+    }
+
+    /// The status and `updated_at` of the orders of `ids`, locked (so after any transaction
+    /// that held them has ended); `None` when the table has no `updated_at`.
+    pub(crate) async fn read_back(
+        &self,
+        tx: &mut Transaction<'_>,
+        ids: &[u64],
+    ) -> Result<Option<Vec<(u64, i64, Option<jiff::civil::DateTime>)>>, mysql_async::Error> {
+        let Some(statements) = &self.read_back else {
+            return Ok(None);
+        };
+        let rows: Vec<(u64, i64, Value)> = tx
+            .exec(&statements[bucket_index(ids.len())], padded(ids))
+            .await?;
+        Ok(Some(
+            rows.into_iter()
+                .map(|(id, status, updated)| (id, status, civil(&updated)))
+                .collect(),
+        ))
     }
 
     /// Locks the rows of `ids` (sorted, at most [`MAX_BATCH`]) in id order and reads them;

@@ -3,19 +3,18 @@
 //!
 //! * database queue: the `jobs` row commits with the cancellation or not at all, so the job
 //!   exists if and only if the order was cancelled, exactly once, whatever crashes;
-//! * redis queue: a push cannot join a MySQL transaction, so the payload goes into our outbox
+//! * redis queue: a push cannot join a database transaction, so the payload goes into our outbox
 //!   table in the same transaction, and [`super::outbox`] pushes it after the commit: a crash
 //!   between the commit and the push leaves the row for the next drain (at least once).
 
 use std::sync::{Arc, Mutex};
 
-use mysql_async::Transaction;
 use tokio::sync::Notify;
 
 use crate::config::{DispatchArgument, DispatchSettings, Ident, QueueTarget, Settings};
+use crate::db::jobs::{JobTable, OUTBOX_MIGRATION, OUTBOX_TABLE, write_jobs};
+use crate::db::{Database, DbError, DriverError, Tx};
 use crate::job::payload::{JobArgument, JobClass, PayloadFormat, PayloadIds, QueueDriver, payload};
-use crate::mysql::jobs::{JobTable, OUTBOX_MIGRATION, OUTBOX_TABLE};
-use crate::mysql::{Database, MysqlError};
 
 /// Builds and writes the job rows of a batch.
 pub(crate) struct JobSink {
@@ -31,14 +30,11 @@ pub(crate) struct JobSink {
 impl JobSink {
     /// The sink for `settings.dispatch`, after checking that its table exists; `None` when no
     /// job is dispatched.
-    pub(crate) async fn new(
-        settings: &Settings,
-        db: &Database,
-    ) -> Result<Option<Self>, MysqlError> {
+    pub(crate) async fn new(settings: &Settings, db: &Database) -> Result<Option<Self>, DbError> {
         let Some(dispatch) = &settings.dispatch else {
             return Ok(None);
         };
-        let table = job_table(dispatch, &settings.mysql.table_prefix, db)?;
+        let table = job_table(dispatch, settings.database.table_prefix(), db)?;
         let fix = match &table {
             JobTable::Jobs { .. } => format!(
                 "create Laravel's jobs table (php artisan queue:table, then php artisan migrate) or unset {}",
@@ -49,6 +45,11 @@ impl JobSink {
             ),
         };
         db.require_table(table.table(), &fix).await?;
+        let privileges: &[&str] = match &table {
+            JobTable::Jobs { .. } => &["INSERT"],
+            JobTable::Outbox { .. } => &["INSERT", "SELECT", "DELETE"],
+        };
+        db.require_privileges(table.table(), privileges).await?;
         Ok(Some(Self {
             job: job_class(dispatch),
             format: payload_format(settings),
@@ -70,9 +71,9 @@ impl JobSink {
     /// Writes one job per order of `cancelled`, inside the transaction that cancels them.
     pub(crate) async fn write(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         cancelled: &[u64],
-    ) -> Result<(), mysql_async::Error> {
+    ) -> Result<(), DriverError> {
         let now = jiff::Timestamp::now().as_second();
         let rows: Vec<(u64, String)> = {
             let mut rng = self
@@ -87,7 +88,7 @@ impl JobSink {
                 })
                 .collect()
         };
-        self.table.write(tx, &rows, now).await
+        write_jobs(tx, &self.table, &rows, now).await
     }
 
     /// After the commit: wakes the outbox drainer when rows were written there.
@@ -116,7 +117,7 @@ pub(crate) fn job_table(
     dispatch: &DispatchSettings,
     table_prefix: &str,
     db: &Database,
-) -> Result<JobTable, MysqlError> {
+) -> Result<JobTable, DbError> {
     let ident = |name: String| {
         Ident::new(&name).map_err(|reason| db.schema_error(format!("table {name}: {reason}")))
     };

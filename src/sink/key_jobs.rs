@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use mysql_async::TxOpts;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -20,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use super::jobs::payload_format;
 use crate::backoff::Backoff;
 use crate::config::{Ident, KeyJobSettings, QueueTarget, Settings};
+use crate::db::Database;
+use crate::db::jobs::{JobTable, write_jobs};
 use crate::job::payload::{JobArgument, JobClass, PayloadFormat, PayloadIds, QueueDriver, payload};
-use crate::mysql::Database;
-use crate::mysql::jobs::JobTable;
 use crate::queue::ExpiredKey;
 use crate::redis::{RedisTarget, TargetOrigin};
 use crate::stats::Stats;
@@ -265,11 +264,10 @@ impl KeyJobWriter {
             Place::Table(table) => {
                 let mut conn = self.db.conn().await.map_err(|e| e.to_string())?;
                 let mut tx = conn
-                    .start_transaction(TxOpts::default())
+                    .begin_default()
                     .await
                     .map_err(|e| format!("BEGIN: {e}"))?;
-                table
-                    .write(&mut tx, &rows, now)
+                write_jobs(&mut tx, table, &rows, now)
                     .await
                     .map_err(|e| format!("INSERT INTO {}: {e}", table.table()))?;
                 tx.commit().await.map_err(|e| format!("COMMIT: {e}"))

@@ -1,7 +1,7 @@
 //! The redis queue's transactional outbox: pushes the job rows the cancel transactions wrote
 //! into `order_expire_outbox`, then deletes them.
 //!
-//! A Redis push cannot join a MySQL transaction. So the payload commits with the cancellation,
+//! A Redis push cannot join a database transaction. So the payload commits with the cancellation,
 //! and this drainer pushes it afterwards: right after each commit that wrote rows, at start
 //! (rows a crash left behind), and every few seconds. A crash between the commit and the push
 //! loses nothing: the row stays until a drain pushes it. A crash between the push and the
@@ -19,15 +19,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mysql_async::{IsolationLevel, TxOpts};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::job_table;
 use crate::config::{QueueTarget, Settings};
-use crate::mysql::Database;
-use crate::mysql::jobs::{ClaimedRow, OutboxBacklog, OutboxStatements};
+use crate::db::Database;
+use crate::db::jobs::{ClaimedRow, OutboxBacklog, OutboxStatements};
 use crate::redis::{RedisTarget, TargetOrigin};
 use crate::stats::Stats;
 use crate::stats::health::Heartbeat;
@@ -161,14 +160,14 @@ impl OutboxDrainer {
         let QueueTarget::Redis { redis, prefix } = &dispatch.target else {
             return Ok(None);
         };
-        let table = job_table(dispatch, &settings.mysql.table_prefix, &db)?;
+        let table = job_table(dispatch, settings.database.table_prefix(), &db)?;
         let skip_locked = db.has_skip_locked().await?;
         let target = RedisTarget::new(redis)?.with_origin(TargetOrigin::Queue {
             connection: dispatch.connection.clone(),
         });
         Ok(Some(Self {
-            sql: OutboxStatements::new(table.table().clone(), PAGE, skip_locked),
-            backlog: OutboxBacklog::new(table.table()),
+            sql: OutboxStatements::new(&db, table.table(), PAGE, skip_locked),
+            backlog: OutboxBacklog::new(&db, table.table()),
             db,
             redis: target,
             list: format!("{prefix}queues:{}", dispatch.queue),
@@ -272,12 +271,7 @@ impl OutboxDrainer {
         parked: &mut Parked,
     ) -> Result<(usize, Option<u64>), String> {
         let mut db_conn = self.db.conn().await.map_err(|e| e.to_string())?;
-        let mut options = TxOpts::default();
-        options.with_isolation_level(IsolationLevel::ReadCommitted);
-        let mut tx = db_conn
-            .start_transaction(options)
-            .await
-            .map_err(|e| format!("BEGIN: {e}"))?;
+        let mut tx = db_conn.begin().await.map_err(|e| format!("BEGIN: {e}"))?;
         let excluded: Vec<u64> = parked
             .ids
             .iter()

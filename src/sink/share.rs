@@ -37,9 +37,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::mysql::Database;
-use crate::mysql::members::{MemberLocks, Seen};
-use crate::mysql::orders::UnpaidQuery;
+use crate::db::Database;
+use crate::db::members::{MemberLocks, Seen};
+use crate::db::orders::UnpaidQuery;
 use crate::queue::{DueOrder, OrderQueue, QueueClock};
 use crate::stats::Stats;
 
@@ -255,8 +255,9 @@ impl Share {
                 tracing::info!(
                     event = "replicas",
                     lock = members.first_name(),
+                    locks = members.kind(),
                     slot = seen.own.map(|m| m.0),
-                    "sharing the orders with the other workers of this orders table through MySQL named locks (one slot each)"
+                    "sharing the orders with the other workers of this orders table through the database's locks (one slot each)"
                 );
                 share.apply(View::from_seen(seen, None, Instant::now()));
             }

@@ -28,22 +28,20 @@
 //! `updated_at` is the literal `Y-m-d H:i:s` in the app time zone that Eloquent sends, not
 //! `NOW()`, which would follow the server's time zone instead.
 //!
-//! The statements themselves live in [`crate::mysql::orders`]; this module decides what to run
+//! The statements themselves live in the adapters (`crate::mysql::orders`,
+//! `crate::pgsql::orders`), behind [`crate::db::orders`]; this module decides what to run
 //! and what each order's outcome is.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, IsolationLevel, Transaction, TxOpts};
-
 use super::jobs::JobSink;
 use crate::config::{Schema, TimeZoneSetting};
-pub(crate) use crate::mysql::orders::MAX_BATCH;
-use crate::mysql::orders::{LockedOrder, OrderLine, WriteStatements};
+pub(crate) use crate::db::orders::MAX_BATCH;
+use crate::db::orders::{LockedOrder, OrderLine, WriteStatements};
+use crate::db::{Conn, Database, DbError, DriverError, Tx};
 use crate::mysql::write_path::WritePath;
-use crate::mysql::{Database, IDLE_IN_TRANSACTION, MysqlError};
 
 /// What happened to an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +82,8 @@ struct Committing {
     busy: Vec<u64>,
     lines: Lines,
     unpaid: Vec<u64>,
+    /// The `updated_at` it wrote.
+    now: String,
 }
 
 /// The locked orders by id: status, and product and quantity when they are on the order row.
@@ -137,10 +137,9 @@ impl Writer {
         db: Database,
         schema: &Schema,
         timezone: TimeZoneSetting,
-    ) -> Result<Self, MysqlError> {
-        let shape = db.inspect(schema).await?;
+    ) -> Result<Self, DbError> {
         Ok(Self {
-            sql: WriteStatements::new(schema, shape),
+            sql: WriteStatements::prepare(&db, schema).await?,
             db,
             unpaid: schema.unpaid_status,
             cancelled: schema.cancelled_status,
@@ -181,11 +180,12 @@ impl Writer {
     /// function below. Returns an outcome per order, in id order.
     ///
     /// The transaction is bounded by [`TRANSACTION_TIMEOUT`]. When it runs out, or the
-    /// connection breaks, the connection is abandoned: killed from another one, so the server
-    /// rolls back at once whatever it still holds (it would after
-    /// [`IDLE_IN_TRANSACTION`] anyway). If the `COMMIT` had been sent, its outcome is unknown:
-    /// the orders are read again under lock, and if the server did commit, the batch counts as
-    /// written (its counters and log line follow what the database did).
+    /// connection breaks, the connection is abandoned (killed from another one on MySQL, its
+    /// statement cancelled and the connection closed on PostgreSQL), so the server rolls back at
+    /// once whatever it still holds (it would after [`crate::db::IDLE_IN_TRANSACTION`] anyway).
+    /// If the `COMMIT` had been sent, its outcome is unknown: the orders are read again under
+    /// lock, and if the server did commit, the batch counts as written (its counters and log
+    /// line follow what the database did).
     pub(crate) async fn cancel_batch(
         &self,
         orders: &[u64],
@@ -203,7 +203,6 @@ impl Writer {
         ids.dedup();
 
         let mut conn = self.db.conn().await.map_err(CancelError::connect)?;
-        let conn_id = conn.id();
         let mut committing = None;
         let attempt = tokio::time::timeout(
             TRANSACTION_TIMEOUT,
@@ -222,8 +221,7 @@ impl Writer {
             Ok(Err(e)) => e,
             Err(_) => CancelError::NoAnswer(TRANSACTION_TIMEOUT),
         };
-        drop(conn);
-        self.settle_abandoned(conn_id, committing, error).await
+        self.settle_abandoned(conn, committing, error).await
     }
 
     /// The transaction of [`Self::cancel_batch`] on `conn`. Just before the `COMMIT` is sent,
@@ -234,25 +232,17 @@ impl Writer {
         ids: Vec<u64>,
         committing: &mut Option<Committing>,
     ) -> Result<Vec<(u64, Outcome)>, CancelError> {
-        if self.db.is_mysql() {
-            // MySQL has no idle transaction timeout: the session's wait_timeout is the bound
-            // for the span of this transaction.
-            conn.query_drop(format!(
-                "SET SESSION wait_timeout = {}",
-                IDLE_IN_TRANSACTION.as_secs()
-            ))
+        // MySQL has no idle transaction timeout: the session's wait_timeout is the bound for
+        // the span of this transaction (MariaDB and PostgreSQL bound every session).
+        self.db
+            .bound_idle(conn)
             .await
             .map_err(CancelError::query("SET SESSION wait_timeout"))?;
-        }
         // READ COMMITTED: the row locks of `FOR UPDATE` are all the isolation this needs, and
         // without REPEATABLE READ's gap locks concurrent batches cannot deadlock on the
-        // secondary indexes that the status update touches.
-        let mut options = TxOpts::default();
-        options.with_isolation_level(IsolationLevel::ReadCommitted);
-        let mut tx = conn
-            .start_transaction(options)
-            .await
-            .map_err(CancelError::query("BEGIN"))?;
+        // secondary indexes that the status update touches (MySQL), nor fail to serialize
+        // (PostgreSQL).
+        let mut tx = conn.begin().await.map_err(CancelError::query("BEGIN"))?;
 
         let (found, paid, busy) = self.lock_orders(&mut tx, &ids).await?;
         let unpaid: Vec<u64> = found
@@ -261,9 +251,10 @@ impl Writer {
             .map(|(id, _)| *id)
             .collect();
         let mut lines = Lines::default();
+        let mut now = String::new();
         if !unpaid.is_empty() {
             lines = self.read_lines(&mut tx, &unpaid, &found).await?;
-            let now = self.timezone.eloquent(jiff::Timestamp::now());
+            now = self.timezone.eloquent(jiff::Timestamp::now());
             if !self.cancel_unpaid(&mut tx, &unpaid, &now).await? {
                 // Cannot happen while we hold the row locks; refuse to return stock if it does.
                 tx.rollback()
@@ -289,6 +280,7 @@ impl Writer {
             busy,
             lines,
             unpaid,
+            now,
         });
         let unpaid_count = written.unpaid.len();
         tx.commit().await.map_err(CancelError::query("COMMIT"))?;
@@ -307,11 +299,7 @@ impl Writer {
     /// MySQL: the session's `wait_timeout` back to the server's, before the connection goes
     /// back to the pool (an idle pooled connection is not ours to bound).
     async fn idle_bound_off(&self, conn: &mut Conn) {
-        if self.db.is_mysql()
-            && let Err(e) = conn
-                .query_drop("SET SESSION wait_timeout = @@GLOBAL.wait_timeout")
-                .await
-        {
+        if let Err(e) = self.db.unbound_idle(conn).await {
             tracing::debug!(error = %e, "resetting the session's wait_timeout");
         }
     }
@@ -321,11 +309,12 @@ impl Writer {
     /// batch's outcomes when the server did commit; `error` otherwise.
     async fn settle_abandoned(
         &self,
-        conn_id: u32,
+        conn: Conn,
         committing: Option<Committing>,
         error: CancelError,
     ) -> Result<Vec<(u64, Outcome)>, CancelError> {
-        if let Err(e) = self.db.kill(conn_id).await {
+        let conn_id = conn.id();
+        if let Err(e) = self.db.abandon(conn).await {
             tracing::debug!(error = %e, connection = conn_id, "ending an abandoned connection");
         }
         let Some(done) = committing else {
@@ -335,7 +324,7 @@ impl Writer {
             // Nothing was written: the outcomes stand either way.
             return Ok(self.committed(done, 0));
         }
-        match self.cancelled_among(&done.unpaid).await {
+        match self.committed_here(&done).await {
             Ok(true) => {
                 tracing::info!(
                     event = "commit_confirmed",
@@ -355,28 +344,33 @@ impl Writer {
         }
     }
 
-    /// Whether every order of `unpaid` is cancelled now, read under lock (so after the killed
-    /// transaction has committed or rolled back). A transaction is all or nothing: all of them
-    /// cancelled is that commit (only another worker's cancellation in the instant between
-    /// the kill and this read could look the same).
-    async fn cancelled_among(&self, unpaid: &[u64]) -> Result<bool, CancelError> {
+    /// Whether the transaction that was `done` committed: its orders read back under lock (so
+    /// after the killed transaction has committed or rolled back). A transaction is all or
+    /// nothing, and another worker that cancelled them since (having found them unpaid once it
+    /// rolled back) wrote another `updated_at`: every order cancelled with the `updated_at` it
+    /// wrote is that commit. Without an `updated_at` column it cannot be told: `false`, and
+    /// the retry finds them cancelled (counted as already cancelled).
+    async fn committed_here(&self, done: &Committing) -> Result<bool, CancelError> {
+        let wrote: Option<jiff::civil::DateTime> = done.now.parse().ok();
         let read = async {
             let mut conn = self.db.conn().await.map_err(CancelError::connect)?;
-            let mut options = TxOpts::default();
-            options.with_isolation_level(IsolationLevel::ReadCommitted);
-            let mut tx = conn
-                .start_transaction(options)
-                .await
-                .map_err(CancelError::query("BEGIN"))?;
-            let rows: Vec<LockedOrder> = self
+            let mut tx = conn.begin().await.map_err(CancelError::query("BEGIN"))?;
+            let rows = self
                 .sql
-                .lock(&mut tx, unpaid, false)
+                .read_back(&mut tx, &done.unpaid)
                 .await
                 .map_err(CancelError::query("reading back the orders"))?;
             tx.rollback()
                 .await
                 .map_err(CancelError::query("ROLLBACK"))?;
-            Ok(rows.len() == unpaid.len() && rows.iter().all(|row| row.1 == self.cancelled))
+            let Some(rows) = rows else {
+                return Ok(false);
+            };
+            Ok(wrote.is_some()
+                && rows.len() == done.unpaid.len()
+                && rows
+                    .iter()
+                    .all(|(_, status, updated)| *status == self.cancelled && *updated == wrote))
         };
         tokio::time::timeout(READ_BACK_TIMEOUT, read)
             .await
@@ -388,7 +382,7 @@ impl Writer {
     /// that is not unpaid is returned as read, unlocked: it is written by nobody here.
     async fn lock_orders(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         ids: &[u64],
     ) -> Result<(Found, Vec<u64>, Vec<u64>), CancelError> {
         let skip_locked = self.path.0 == WritePath::SkipLocked;
@@ -431,7 +425,7 @@ impl Writer {
     /// Step 2: the unpaid orders' lines, from the items table or from the locked rows.
     async fn read_lines(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         unpaid: &[u64],
         found: &Found,
     ) -> Result<Lines, CancelError> {
@@ -455,7 +449,7 @@ impl Writer {
     /// caller then rolls the batch back.
     async fn cancel_unpaid(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         unpaid: &[u64],
         now: &str,
     ) -> Result<bool, CancelError> {
@@ -471,7 +465,7 @@ impl Writer {
     /// from `lines`, so the outcome can name them.
     async fn return_stock(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         lines: &mut Lines,
         now: &str,
     ) -> Result<(), CancelError> {
@@ -542,9 +536,9 @@ fn cancelled(lines: &[(u64, u64)], returned: &BTreeMap<u64, u64>) -> Outcome {
 /// A failed attempt. The worker retries it unless [`CancelError::is_permanent`].
 #[derive(Debug)]
 pub(crate) enum CancelError {
-    Mysql {
+    Database {
         action: &'static str,
-        source: mysql_async::Error,
+        source: DriverError,
     },
     Unexpected(String),
     /// The transaction did not end within this bound.
@@ -556,67 +550,56 @@ impl CancelError {
     /// not known from here; a server error, by contrast, comes on a working connection.
     pub(crate) fn is_connection_lost(&self) -> bool {
         match self {
-            Self::Mysql { source, .. } => !matches!(source, mysql_async::Error::Server(_)),
+            Self::Database { source, .. } => source.is_connection_lost(),
             Self::Unexpected(_) => false,
             Self::NoAnswer(_) => true,
         }
     }
 
-    /// A deadlock or lock wait timeout: another transaction won, retry at once. Not an outage.
+    /// A deadlock, lock wait timeout or serialization failure: another transaction won, retry
+    /// at once. Not an outage.
     pub(crate) fn is_lock_conflict(&self) -> bool {
-        matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1213 || e.code == 1205)
+        matches!(self, Self::Database { source, .. } if source.is_lock_conflict())
     }
 
-    /// A lock wait timeout (1205): the rows were held for the whole lock wait.
+    /// A lock wait timeout: the rows were held for the whole lock wait.
     pub(crate) fn is_lock_wait_timeout(&self) -> bool {
-        matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == 1205)
+        matches!(self, Self::Database { source, .. } if source.is_lock_wait_timeout())
     }
 
     /// An error that the same statement on the same rows gets again however often it is
-    /// retried: a value out of range or truncated, a constraint or foreign key, a NOT NULL
-    /// column, a trigger's `SIGNAL`. Everything else (connection, deadlock, lock wait, timeout,
-    /// and errors not known to be permanent) is retried, so that no order is given up on a
-    /// guess.
+    /// retried (a value out of range, a constraint: the adapter's own codes). Everything else is
+    /// retried, so that no order is given up on a guess.
     pub(crate) fn is_permanent(&self) -> bool {
-        /// MySQL/MariaDB server error codes of the data, not of the moment.
-        const PERMANENT: [u16; 14] = [
-            1048, // column cannot be null
-            1062, // duplicate entry
-            1264, // out of range value
-            1265, // data truncated
-            1292, // incorrect value (date, number)
-            1366, // incorrect integer/string value
-            1406, // data too long
-            1451, // a foreign key refuses the update (parent row)
-            1452, // a foreign key refuses the update (child row)
-            1644, // a trigger's SIGNAL
-            1690, // value out of range in an expression (BIGINT UNSIGNED)
-            3819, // check constraint violated (MySQL)
-            4025, // check constraint violated (MariaDB)
-            1216, // foreign key constraint fails (old servers)
-        ];
-        matches!(self, Self::Mysql { source: mysql_async::Error::Server(e), .. } if PERMANENT.contains(&e.code))
+        matches!(self, Self::Database { source, .. } if source.is_permanent())
     }
 
-    fn connect(source: mysql_async::Error) -> Self {
-        Self::Mysql {
+    fn connect(source: DriverError) -> Self {
+        Self::Database {
             action: "connecting",
             source,
         }
     }
 
-    fn query(action: &'static str) -> impl Fn(mysql_async::Error) -> Self {
-        move |source| Self::Mysql { action, source }
+    fn query<E: Into<DriverError>>(action: &'static str) -> impl Fn(E) -> Self {
+        move |source| Self::Database {
+            action,
+            source: source.into(),
+        }
     }
 }
 
 impl fmt::Display for CancelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Mysql { action, source } => write!(f, "{action}: {source}"),
+            Self::Database { action, source } => write!(f, "{action}: {source}"),
             Self::Unexpected(what) => f.write_str(what),
             Self::NoAnswer(after) => {
-                write!(f, "no answer from MySQL within {} s", after.as_secs())
+                write!(
+                    f,
+                    "no answer from the database within {} s",
+                    after.as_secs()
+                )
             }
         }
     }
@@ -629,25 +612,28 @@ mod tests {
     use super::*;
 
     fn server_error(code: u16) -> CancelError {
-        CancelError::Mysql {
+        CancelError::Database {
             action: "returning stock",
-            source: mysql_async::Error::Server(mysql_async::ServerError {
+            source: DriverError::Mysql(mysql_async::Error::Server(mysql_async::ServerError {
                 code,
                 message: String::new(),
                 state: String::new(),
-            }),
+            })),
         }
     }
 
     #[test]
     fn data_errors_are_permanent_and_moments_are_retried() {
-        for code in [1264, 1265, 1366, 1406, 1048, 1451, 1452, 1062, 4025, 3819] {
+        for code in [1264, 1366, 1452, 4025] {
             assert!(server_error(code).is_permanent(), "{code}");
         }
-        for code in [1205, 1213, 2006, 2013, 1040, 1053, 1927, 1146] {
+        for code in [1205, 1213, 2006, 1146] {
             assert!(!server_error(code).is_permanent(), "{code}");
         }
         assert!(server_error(1213).is_lock_conflict());
+        assert!(server_error(1205).is_lock_wait_timeout());
+        assert!(!server_error(1213).is_connection_lost());
+        assert!(CancelError::NoAnswer(Duration::from_secs(1)).is_connection_lost());
         assert!(!CancelError::Unexpected("no answer".into()).is_permanent());
     }
 }

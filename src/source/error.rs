@@ -4,7 +4,7 @@
 //! for it. At start-up (the first subscription) it is returned to the caller, which turns it into
 //! the top-level error and its one line.
 
-use crate::mysql::MysqlError;
+use crate::db::DbError;
 use crate::redis::RedisError;
 
 /// A failed step of an event source.
@@ -13,7 +13,7 @@ pub enum SourceError {
     /// Redis: connecting, subscribing, `PTTL` or `EXISTS`.
     #[error(transparent)]
     Redis(#[from] RedisError),
-    /// MySQL: reading the pending or overdue orders.
+    /// The database: reading the pending or overdue orders.
     #[error(transparent)]
-    Mysql(#[from] MysqlError),
+    Database(#[from] DbError),
 }

@@ -20,9 +20,9 @@ use std::time::Duration;
 use super::error::SourceError;
 use super::progress::Progress;
 use crate::config::{Settings, TimeZoneSetting};
+use crate::db::Database;
+use crate::db::orders::{CreatedAt, ReconcileQueries};
 use crate::key::KeyPattern;
-use crate::mysql::Database;
-use crate::mysql::orders::{CreatedAt, ReconcileQueries, civil};
 use crate::queue::{Origin, QueueSender};
 use crate::redis::{RedisServers, RoutedConnection};
 use crate::stats::health::Heartbeat;
@@ -65,7 +65,7 @@ impl Reconciler {
     ) -> Option<Self> {
         let ttl = settings.recovery.order_ttl?;
         Some(Self {
-            sql: ReconcileQueries::new(&settings.schema, PAGE),
+            sql: ReconcileQueries::new(&db, &settings.schema, PAGE),
             db,
             redis,
             pattern,
@@ -156,7 +156,8 @@ impl Reconciler {
     /// How long past its deadline (`created_at + ORDER_EXPIRE_TTL`, in the app's time zone) an
     /// order created at `created` is at `now`; zero when that cannot be read.
     fn overdue_by(&self, created: &CreatedAt, now: jiff::Timestamp) -> Duration {
-        let deadline = civil(created)
+        let deadline = created
+            .civil()
             .and_then(|c| c.to_zoned(self.timezone.tz.clone()).ok())
             .and_then(|z| {
                 let ttl = jiff::SignedDuration::try_from(self.ttl).ok()?;

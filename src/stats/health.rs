@@ -32,7 +32,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use tokio_util::sync::CancellationToken;
 
 /// Without systemd's watchdog, how long a loop may wait on a server before the worker counts
-/// as stuck: above the longest bounded wait (a write transaction, 30 s).
+/// as stuck: above the longest bounded wait (a write attempt, 40 s).
 pub(crate) const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(60);
 
 /// How the heartbeats are judged.

@@ -249,6 +249,15 @@ pub fn assert_readiness_truthful(worker: &Worker, readyz: &[Answer]) {
 
 /// Each cancelled order's lateness (ms after `deadline_ms`) over `workers`' logs: p50, p99, max.
 pub fn lateness_ms(workers: &[&Worker], deadline_ms: i64) -> (i64, i64, i64) {
+    lateness_ms_among(workers, deadline_ms, None)
+}
+
+/// The same, for the orders of `among` only (all when `None`).
+pub fn lateness_ms_among(
+    workers: &[&Worker],
+    deadline_ms: i64,
+    among: Option<&[u64]>,
+) -> (i64, i64, i64) {
     let mut first: HashMap<u64, i64> = HashMap::new();
     for worker in workers {
         for line in worker.events("orders_cancelled") {
@@ -266,7 +275,11 @@ pub fn lateness_ms(workers: &[&Worker], deadline_ms: i64) -> (i64, i64, i64) {
             }
         }
     }
-    let mut values: Vec<i64> = first.values().map(|at| at - deadline_ms).collect();
+    let mut values: Vec<i64> = first
+        .iter()
+        .filter(|(id, _)| among.is_none_or(|among| among.contains(id)))
+        .map(|(_, at)| at - deadline_ms)
+        .collect();
     values.sort_unstable();
     let at = |q: f64| {
         values

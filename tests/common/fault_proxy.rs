@@ -4,7 +4,8 @@
 //!
 //! * [`FaultProxy::delay`]: every chunk waits before it is forwarded, in one direction or both;
 //! * [`FaultProxy::blackhole`]: one direction's data is read and thrown away, the sockets stay
-//!   open (a dead NAT entry, a one-way partition); both directions: [`FaultProxy::cut_off`];
+//!   open (a dead NAT entry, a one-way partition); both directions, and no close passed on
+//!   either: [`FaultProxy::cut_off`] (a partition, a host that died);
 //! * [`FaultProxy::swallow_reply_to`]: the next request holding a pattern (a `COMMIT`) is
 //!   forwarded, its reply is thrown away, and that connection goes silent with both sockets
 //!   open; [`FaultProxy::swallow_request`]: the request itself never arrives;
@@ -52,12 +53,32 @@ enum Swallow {
 }
 
 /// The standing faults.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Faults {
     delay: [Duration; 2],
     blackhole: [bool; 2],
+    /// A partition: besides both blackholes, a side that closes is not closed on the other
+    /// side either (as when the host behind it dies).
+    cut: bool,
     /// Armed once: the pattern a request must hold, and what is thrown away.
     swallow: Option<(Vec<u8>, Swallow)>,
+    /// Armed once: the pattern a request must hold, and what to run when it passes.
+    hook: Option<(Vec<u8>, Hook)>,
+}
+
+/// What a test runs when a request passes the proxy (a signal to the worker that sent it).
+type Hook = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faults")
+            .field("delay", &self.delay)
+            .field("blackhole", &self.blackhole)
+            .field("cut", &self.cut)
+            .field("swallow", &self.swallow)
+            .field("hook", &self.hook.as_ref().map(|(p, _)| p))
+            .finish()
+    }
 }
 
 /// How a connection is ended from outside.
@@ -104,6 +125,13 @@ impl Control {
             return (delay, false);
         }
         if direction == Direction::ToServer
+            && let Some((pattern, _)) = &faults.hook
+            && contains(chunk, pattern)
+            && let Some((_, hook)) = faults.hook.take()
+        {
+            hook();
+        }
+        if direction == Direction::ToServer
             && let Some((pattern, _)) = &faults.swallow
             && contains(chunk, pattern)
         {
@@ -133,6 +161,11 @@ impl Control {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// MySQL's `COMMIT` as a client sends it (a `COM_QUERY` packet, the first of its command),
+/// for [`FaultProxy::swallow_request`] and its kin: the text alone would also match
+/// `SET TRANSACTION ISOLATION LEVEL READ COMMITTED`.
+pub const MYSQL_COMMIT: &[u8] = b"\x07\x00\x00\x00\x03COMMIT";
 
 /// The proxy; see the module doc.
 pub struct FaultProxy {
@@ -201,10 +234,12 @@ impl FaultProxy {
         lock(&self.control.faults).blackhole[direction.index()] = true;
     }
 
-    /// Both directions blackholed: a network partition that closes nothing.
+    /// Both directions blackholed, and a side that closes its socket is not closed on the
+    /// other side: a network partition, or a host that died, behind which nothing closes.
     pub fn cut_off(&self) {
         let mut faults = lock(&self.control.faults);
         faults.blackhole = [true, true];
+        faults.cut = true;
     }
 
     /// The next request (client to server) holding `pattern` is forwarded; its reply is thrown
@@ -218,6 +253,12 @@ impl FaultProxy {
     /// sockets left open (the server keeps waiting for the rest of the transaction).
     pub fn swallow_request(&self, pattern: &[u8]) {
         lock(&self.control.faults).swallow = Some((pattern.to_vec(), Swallow::Request));
+    }
+
+    /// Runs `hook` (once) when the next request holding `pattern` passes, before that request
+    /// is forwarded or swallowed: a test freezes the worker that sent it, say.
+    pub fn on_request(&self, pattern: &[u8], hook: impl FnOnce() + Send + 'static) {
+        lock(&self.control.faults).hook = Some((pattern.to_vec(), Box::new(hook)));
     }
 
     /// How many swallows have happened.
@@ -328,7 +369,8 @@ where
     }
     // A silenced connection is not closed on the other side: the peer keeps its socket open
     // and hears nothing, as behind a lost packet.
-    if conn.silent.load(Ordering::SeqCst) {
+    if conn.silent.load(Ordering::SeqCst) || lock(&control.faults).cut {
+        conn.silent.store(true, Ordering::SeqCst);
         std::future::pending::<()>().await;
     }
 }

@@ -6,7 +6,8 @@
 //!   dropped on drop. The server is `ORDER_EXPIRE_TEST_MYSQL_URL`, default
 //!   `mysql://root@127.0.0.1:3306` (`scripts/test` sets it up).
 //! * [`MariaServer`]: a private database server of its own (its datadir and port), for the
-//!   tests that stop and restart it.
+//!   tests that stop and restart it; [`pgsql::PgServer`] and [`pgsql::PgDb`]: a private
+//!   PostgreSQL cluster and a database on it, for the tests of apps on `DB_CONNECTION=pgsql`.
 //! * [`servers`]: which Redis (or Valkey) and which database server those are: this machine's
 //!   own, or the server of the matrix that `ORDER_EXPIRE_TEST_REDIS_SERVER` and
 //!   `ORDER_EXPIRE_TEST_DB` name (`scripts/test --matrix`).
@@ -21,9 +22,12 @@
 #![allow(dead_code)]
 
 pub mod burst;
+pub mod certs;
 pub mod cluster;
 pub mod fault_load;
 pub mod fault_proxy;
+pub mod netns;
+pub mod pgsql;
 pub mod proxy;
 pub mod redis_node;
 pub mod sentinel;
@@ -79,7 +83,7 @@ where
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -248,6 +252,9 @@ pub struct MariaServer {
     pub port: u16,
     dir: TempDir,
     extra: Vec<String>,
+    /// The address it listens on, and the namespace it runs in ([`MariaServer::start_in`]).
+    host: std::net::Ipv4Addr,
+    netns: Option<String>,
 }
 
 impl MariaServer {
@@ -266,13 +273,51 @@ impl MariaServer {
             port: free_port(),
             dir,
             extra: extra.to_vec(),
+            host: std::net::Ipv4Addr::LOCALHOST,
+            netns: None,
         };
         server.launch();
         server
     }
 
+    /// The same, inside the network namespace `netns`, listening on its address; root may
+    /// connect from anywhere (the tests reach it over the veth pair), and over the server's
+    /// socket file, which no rule of the namespace touches ([`MariaServer::socket`]).
+    pub async fn start_in(netns: &netns::NetNs) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        initialise_datadir(dir.path());
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: Vec::new(),
+            host: netns.ns_ip,
+            netns: Some(netns.name.clone()),
+        };
+        server.launch();
+        let opts = mysql_async::OptsBuilder::default()
+            .user(Some("root"))
+            .socket(Some(server.socket().display().to_string()));
+        let mut conn = mysql_async::Conn::new(opts)
+            .await
+            .expect("connect over the socket");
+        for statement in [
+            "CREATE USER IF NOT EXISTS 'root'@'%'",
+            "GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION",
+        ] {
+            conn.query_drop(statement).await.expect(statement);
+        }
+        conn.disconnect().await.ok();
+        server
+    }
+
+    /// The server's socket file.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("m.sock")
+    }
+
     pub fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}", self.port)
+        format!("mysql://root@{}:{}", self.host, self.port)
     }
 
     /// The server's family (MariaDB or MySQL).
@@ -283,14 +328,17 @@ impl MariaServer {
     fn launch(&mut self) {
         let d = self.dir.path();
         let program = servers::database();
-        let mut command = Command::new(&program.server);
+        let mut command = match &self.netns {
+            None => Command::new(&program.server),
+            Some(name) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", name]).arg(&program.server);
+                command
+            }
+        };
         command
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--bind-address=127.0.0.1",
-                "--skip-name-resolve",
-            ])
+            .args(["--no-defaults", "--user=root", "--skip-name-resolve"])
+            .arg(format!("--bind-address={}", self.host))
             .arg(format!("--port={}", self.port))
             .arg(format!("--datadir={}", d.join("data").display()))
             .arg(format!("--socket={}", d.join("m.sock").display()))
@@ -319,7 +367,7 @@ impl MariaServer {
             .unwrap_or_else(|e| panic!("start {}: {e}", program.server.display()));
         let start = Instant::now();
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect((self.host, self.port)).is_ok() {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {

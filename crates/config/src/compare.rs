@@ -7,7 +7,7 @@
 //! shown.
 
 use super::dispatch::QueueTarget;
-use super::resolved::{MysqlTls, RedisTls};
+use super::resolved::{DatabaseSettings, MysqlTls, RedisTls};
 use super::settings::Settings;
 
 /// One resolved setting on which the two readings differ.
@@ -41,7 +41,6 @@ pub fn differences(ours: &Settings, laravel: &Settings) -> Vec<Difference> {
 /// The resolved settings that come from Laravel's configuration: (name, value, secret).
 fn fields(s: &Settings) -> Vec<(&'static str, String, bool)> {
     let r = &s.redis;
-    let m = &s.mysql;
     let plain = |name, value: String| (name, value, false);
     let mut out = vec![
         plain("redis.topology", r.topology.to_string()),
@@ -52,16 +51,6 @@ fn fields(s: &Settings) -> Vec<(&'static str, String, bool)> {
         plain("redis.tls", redis_tls(&r.tls)),
         plain("redis.prefix", s.keys.connection_prefix.clone()),
         plain("cache.prefix", s.keys.store_prefix.clone()),
-        plain("mysql.endpoint", m.endpoint()),
-        plain("mysql.database", m.database.clone()),
-        plain("mysql.username", m.username.clone()),
-        ("mysql.password", m.password.clone(), true),
-        plain("mysql.table_prefix", m.table_prefix.clone()),
-        plain("mysql.session", m.session.statements().join("; ")),
-        plain(
-            "mysql.tls",
-            m.tls.as_ref().map_or_else(String::new, mysql_tls),
-        ),
         plain("timezone", s.timezone.name.clone()),
     ];
     let queue = s.dispatch.as_ref().map_or_else(String::new, |d| {
@@ -74,8 +63,46 @@ fn fields(s: &Settings) -> Vec<(&'static str, String, bool)> {
         };
         format!("{} ({}), {target}", d.connection, d.target.driver())
     });
+    out.extend(database_fields(s));
     out.push(plain("dispatch.queue", queue));
     out
+}
+
+/// The database connection's fields, named by its driver (`mysql.*` or `pgsql.*`).
+fn database_fields(s: &Settings) -> Vec<(&'static str, String, bool)> {
+    let plain = |name, value: String| (name, value, false);
+    match &s.database {
+        DatabaseSettings::Mysql(m) => vec![
+            plain("mysql.endpoint", m.endpoint()),
+            plain("mysql.database", m.database.clone()),
+            plain("mysql.username", m.username.clone()),
+            ("mysql.password", m.password.clone(), true),
+            plain("mysql.table_prefix", m.table_prefix.clone()),
+            plain("mysql.session", m.session.statements().join("; ")),
+            plain(
+                "mysql.tls",
+                m.tls.as_ref().map_or_else(String::new, mysql_tls),
+            ),
+        ],
+        DatabaseSettings::Pgsql(p) => vec![
+            plain("pgsql.endpoint", p.endpoint()),
+            plain("pgsql.database", p.database.clone()),
+            plain("pgsql.username", p.username.clone()),
+            ("pgsql.password", p.password.clone(), true),
+            plain("pgsql.table_prefix", p.table_prefix.clone()),
+            plain("pgsql.session", p.session.statements().join("; ")),
+            plain(
+                "pgsql.tls",
+                format!(
+                    "{}, root {:?}, cert {:?}, key {:?}",
+                    p.tls.mode.name(),
+                    p.tls.root_cert,
+                    p.tls.client_cert,
+                    p.tls.client_key
+                ),
+            ),
+        ],
+    }
 }
 
 fn redis_tls(t: &RedisTls) -> String {

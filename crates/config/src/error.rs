@@ -49,10 +49,10 @@ pub enum ConfigError {
     },
 
     #[error(
-        "{name} is {found:?} {origin}: order-expire writes to MySQL or MariaDB only (set {name} to mysql or mariadb)"
+        "{name} is {found:?} {origin}: order-expire writes to MySQL, MariaDB or PostgreSQL only (set {name} to mysql, mariadb or pgsql)"
     )]
     /// The default database connection (`DB_CONNECTION`, or `database.default`) is not a
-    /// MySQL or MariaDB one.
+    /// MySQL, MariaDB or PostgreSQL one.
     DbConnection {
         /// Where the connection was chosen.
         origin: ValueOrigin,

@@ -115,7 +115,11 @@ fn the_frameworks_mysql_options_apply_without_a_database_file() {
             "CACHE_STORE=redis\nDB_CONNECTION=mysql\nMYSQL_ATTR_SSL_CA=/etc/mysql/ca.pem",
         )
         .expect("resolves");
-        let tls = s.mysql.tls.expect("TLS from the framework's options");
+        let tls = s
+            .database
+            .mysql()
+            .and_then(|m| m.tls.clone())
+            .expect("TLS from the framework's options");
         assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/mysql/ca.pem")));
     }
 }
@@ -255,11 +259,11 @@ fn a_config_cache_is_read_with_the_numbers_of_the_apps_php() {
 ";
     let files = [("bootstrap/cache/config.php", cache)];
     let s = load(&files, "ORDER_EXPIRE_PHP_VERSION=8.5").expect("resolves");
-    let tls = s.mysql.tls.expect("TLS");
+    let tls = s.database.mysql().and_then(|m| m.tls.clone()).expect("TLS");
     assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/etc/mysql/ca.pem")));
     assert_eq!(tls.client_cert, None);
     let s = load(&files, "ORDER_EXPIRE_PHP_VERSION=8.4").expect("resolves");
-    let tls = s.mysql.tls.expect("TLS");
+    let tls = s.database.mysql().and_then(|m| m.tls.clone()).expect("TLS");
     assert_eq!(tls.ca_file, None);
     assert_eq!(
         tls.client_cert.as_deref(),

@@ -22,7 +22,7 @@
 //!     keys.store_prefix,
 //!     keys.key_type
 //! );
-//! println!("mysql {} database {}", settings.mysql.endpoint(), settings.mysql.database);
+//! println!("mysql {} database {}", settings.database.endpoint(), settings.database.database());
 //! # Ok::<(), ConfigError>(())
 //! ```
 //!
@@ -44,9 +44,10 @@
 //!   configuration cache, else `config/*.php` (merged over the framework's own in Laravel 11+),
 //!   else the stock files of the app's version (`stock/`); [`ConfigSource`] says which.
 //! * `php` holds the PHP conversions (`(int)`, `is_numeric`) that Laravel relies on implicitly.
-//! * `resolved` holds the resolved value types ([`RedisSettings`], [`MysqlSettings`],
-//!   [`KeySettings`]...), which `resolve` computes from that configuration as Laravel's
-//!   managers and connectors do.
+//! * `resolved` holds the resolved value types ([`RedisSettings`], [`DatabaseSettings`] with
+//!   [`MysqlSettings`], [`KeySettings`]...), which `resolve` computes from that configuration as
+//!   Laravel's managers and connectors do; `pgsql` holds [`PgsqlSettings`], which
+//!   `resolve_pgsql` computes as PostgresConnector opens the connection.
 //! * `dispatch` resolves the Laravel job queued per cancelled order, the jobs queued for
 //!   other key types (`ORDER_EXPIRE_ON_<TYPE>`), and their queue connection
 //!   (`config/queue.php`) as `QueueManager` does.
@@ -73,6 +74,9 @@ mod error;
 #[cfg(test)]
 mod laravel13_tests;
 mod laravel_boot;
+mod pgsql;
+#[cfg(test)]
+mod pgsql_tests;
 mod php;
 mod php_constants;
 mod php_eval;
@@ -80,6 +84,7 @@ mod php_runtime;
 mod php_value;
 mod repository;
 mod resolve;
+mod resolve_pgsql;
 mod resolved;
 mod schema;
 mod settings;
@@ -96,12 +101,13 @@ pub use compare::{Difference, differences};
 pub use config_source::SourceChoice;
 pub use dispatch::{DispatchArgument, DispatchSettings, KeyJobSettings, QueueTarget};
 pub use error::{ConfigError, ValueOrigin};
+pub use pgsql::{PgsqlSession, PgsqlSettings, PgsqlTls, SslMode};
 pub use php::is_numeric;
 pub use php_value::Unevaluated;
 pub use repository::ConfigSource;
 pub use resolved::{
-    KeySettings, MysqlSession, MysqlSettings, MysqlTls, RecoverySettings, RedisEndpoint,
-    RedisSettings, RedisTls, RedisTopology, SqlMode, TimeZoneSetting,
+    DatabaseSettings, KeySettings, MysqlSession, MysqlSettings, MysqlTls, RecoverySettings,
+    RedisEndpoint, RedisSettings, RedisTls, RedisTopology, SqlMode, TimeZoneSetting,
 };
 pub use schema::{Ident, OrderLines, Schema};
 pub use settings::{Overrides, Settings, flag_of, keys};

@@ -17,8 +17,8 @@ use super::php_constants;
 use super::php_value::PhpValue;
 use super::repository::{ConfigSource, Origin, Repository, unsupported};
 use super::resolved::{
-    KeySettings, MysqlSession, MysqlSettings, MysqlTls, RedisEndpoint, RedisSettings, RedisTls,
-    RedisTopology, SqlMode,
+    DatabaseSettings, KeySettings, MysqlSession, MysqlSettings, MysqlTls, RedisEndpoint,
+    RedisSettings, RedisTls, RedisTopology, SqlMode,
 };
 use super::url;
 use super::version::LaravelVersion;
@@ -37,14 +37,14 @@ pub(super) struct Laravel<'a> {
 
 /// A config array (a connection) with the dotted path it sits at, for errors.
 pub(super) struct Entries {
-    path: String,
-    map: BTreeMap<String, PhpValue>,
+    pub(super) path: String,
+    pub(super) map: BTreeMap<String, PhpValue>,
     /// The driver its `url` named, when it has one (merged into `map` already).
     url_driver: Option<String>,
 }
 
 impl Entries {
-    fn get(&self, key: &str) -> Result<Option<&PhpValue>, ConfigError> {
+    pub(super) fn get(&self, key: &str) -> Result<Option<&PhpValue>, ConfigError> {
         match self.map.get(key) {
             Some(PhpValue::Unevaluated(u)) => Err(unsupported(u, &format!("{}.{key}", self.path))),
             other => Ok(other),
@@ -61,7 +61,7 @@ impl Entries {
 }
 
 impl Laravel<'_> {
-    fn major(&self) -> u32 {
+    pub(super) fn major(&self) -> u32 {
         self.version.map_or(8, |v| v.major)
     }
 
@@ -862,7 +862,9 @@ impl Laravel<'_> {
 
     /// The default database connection, its URL and `write` host merged in, as
     /// DatabaseManager and ConnectionFactory build it; its table prefix applies to our tables.
-    pub(super) fn mysql(&self) -> Result<MysqlSettings, ConfigError> {
+    /// The default database connection: a MySQL/MariaDB one, or a PostgreSQL one
+    /// (`resolve_pgsql`), the `write` side of a read/write split.
+    pub(super) fn database(&self) -> Result<DatabaseSettings, ConfigError> {
         let default = self.string("database.default")?.unwrap_or_default();
         let not_mysql = |found: String| match self.config.env_name("database.default") {
             Some(var) => ConfigError::DbConnection {
@@ -883,7 +885,7 @@ impl Laravel<'_> {
             )));
         };
         let driver = conn.text("driver")?.unwrap_or_default();
-        if driver != "mysql" && driver != "mariadb" {
+        if driver != "mysql" && driver != "mariadb" && driver != "pgsql" {
             // The URL's scheme may name another driver.
             return Err(match &conn.url_driver {
                 Some(d) => {
@@ -908,8 +910,11 @@ impl Laravel<'_> {
             Some(PhpValue::Array(hosts)) => hosts.first().and_then(|(_, h)| h.to_php_string()),
             Some(h) => h.to_php_string(),
             None => None,
+        };
+        if driver == "pgsql" {
+            return self.pgsql(&conn, host).map(DatabaseSettings::Pgsql);
         }
-        .unwrap_or_else(|| "127.0.0.1".into());
+        let host = host.unwrap_or_else(|| "127.0.0.1".into());
         let port_text = conn.text("port")?.unwrap_or_else(|| "3306".into());
         // PDO reads the DSN's port as a C integer: the leading digits, as (int) does.
         let port = u16::try_from(php::int_cast(&port_text))
@@ -927,7 +932,7 @@ impl Laravel<'_> {
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
             .or_else(|| (host == "localhost").then(|| PathBuf::from(PDO_DEFAULT_SOCKET)));
-        Ok(MysqlSettings {
+        Ok(DatabaseSettings::Mysql(MysqlSettings {
             host,
             port,
             socket,
@@ -937,7 +942,7 @@ impl Laravel<'_> {
             table_prefix: conn.text("prefix")?.unwrap_or_default(),
             session: self.session(&conn)?,
             tls: self.mysql_tls(&conn)?,
-        })
+        }))
     }
 
     /// TLS from the connection's PDO attributes, which Laravel's Connector::getOptions merges

@@ -182,6 +182,73 @@ pub struct KeySettings {
     pub key_type: String,
 }
 
+/// The app's default database connection, by its driver: where the orders are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseSettings {
+    /// A `mysql` or `mariadb` connection.
+    Mysql(MysqlSettings),
+    /// A `pgsql` connection.
+    Pgsql(crate::pgsql::PgsqlSettings),
+}
+
+impl DatabaseSettings {
+    /// `mysql` or `pgsql`: the adapter the worker writes through.
+    pub fn driver(&self) -> &'static str {
+        match self {
+            Self::Mysql(_) => "mysql",
+            Self::Pgsql(_) => "pgsql",
+        }
+    }
+
+    /// Where we connect, for messages.
+    pub fn endpoint(&self) -> String {
+        match self {
+            Self::Mysql(m) => m.endpoint(),
+            Self::Pgsql(p) => p.endpoint(),
+        }
+    }
+
+    /// The database (`DB_DATABASE`).
+    pub fn database(&self) -> &str {
+        match self {
+            Self::Mysql(m) => &m.database,
+            Self::Pgsql(p) => &p.database,
+        }
+    }
+
+    /// The user (`DB_USERNAME`).
+    pub fn username(&self) -> &str {
+        match self {
+            Self::Mysql(m) => &m.username,
+            Self::Pgsql(p) => &p.username,
+        }
+    }
+
+    /// The connection's table prefix.
+    pub fn table_prefix(&self) -> &str {
+        match self {
+            Self::Mysql(m) => &m.table_prefix,
+            Self::Pgsql(p) => &p.table_prefix,
+        }
+    }
+
+    /// The MySQL connection, when it is one.
+    pub fn mysql(&self) -> Option<&MysqlSettings> {
+        match self {
+            Self::Mysql(m) => Some(m),
+            Self::Pgsql(_) => None,
+        }
+    }
+
+    /// The PostgreSQL connection, when it is one.
+    pub fn pgsql(&self) -> Option<&crate::pgsql::PgsqlSettings> {
+        match self {
+            Self::Pgsql(p) => Some(p),
+            Self::Mysql(_) => None,
+        }
+    }
+}
+
 /// The app's default database connection (`database.connections.mysql` by default).
 #[derive(Clone, PartialEq, Eq)]
 pub struct MysqlSettings {

@@ -30,6 +30,12 @@ impl Ident {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Double-quoted for PostgreSQL, as Laravel's PostgresGrammar writes names (the name is
+    /// validated, so it holds no quote).
+    pub fn pg_quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
 }
 
 /// Back-quoted, ready for SQL.
@@ -144,5 +150,9 @@ mod tests {
             assert!(Ident::new(bad).is_err(), "{bad:?} must be rejected");
         }
         assert!(Ident::new(&"a".repeat(65)).is_err());
+        assert_eq!(
+            Ident::new("Orders").map(|i| i.pg_quoted()),
+            Ok("\"Orders\"".into())
+        );
     }
 }

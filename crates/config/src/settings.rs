@@ -17,7 +17,7 @@ use super::laravel_boot;
 use super::repository::{ConfigSource, Repository};
 use super::resolve::Laravel;
 use super::resolved::{
-    KeySettings, MysqlSettings, RecoverySettings, RedisSettings, TimeZoneSetting,
+    DatabaseSettings, KeySettings, RecoverySettings, RedisSettings, TimeZoneSetting,
 };
 use super::schema::{Ident, OrderLines, Schema};
 use super::version::{DotenvRules, DotenvVersion, LaravelVersion, PhpVersion};
@@ -115,8 +115,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// The prefixes and key type that make up an order's cache key.
     pub keys: KeySettings,
-    /// The default database connection, where the orders are.
-    pub mysql: MysqlSettings,
+    /// The default database connection, where the orders are (MySQL/MariaDB or PostgreSQL).
+    pub database: DatabaseSettings,
     /// The tables and columns the writer uses, the table prefix already applied.
     pub schema: Schema,
     /// The app's time zone, in which `updated_at` is written.
@@ -336,12 +336,16 @@ impl Settings {
         };
         let key_type = ours.key_type()?;
         let (redis, keys) = laravel.redis(key_type.clone())?;
-        let mysql = laravel.mysql()?;
+        let database = laravel.database()?;
         let mut schema = ours.schema()?;
         schema
-            .apply_table_prefix(&mysql.table_prefix)
+            .apply_table_prefix(database.table_prefix())
             .map_err(|reason| {
-                laravel.invalid("database.connections.*.prefix", &mysql.table_prefix, reason)
+                laravel.invalid(
+                    "database.connections.*.prefix",
+                    database.table_prefix(),
+                    reason,
+                )
             })?;
         let timezone = match ours.timezone()? {
             Some(tz) => tz,
@@ -383,7 +387,7 @@ impl Settings {
             config_files: config.read_from(),
             redis,
             keys,
-            mysql,
+            database,
             schema,
             timezone,
             recovery: ours.recovery()?,
@@ -618,14 +622,28 @@ mod tests {
             }
         );
         assert_eq!(s.redis.password, None);
-        assert_eq!(s.mysql.endpoint(), "127.0.0.1:3306");
         assert_eq!(
-            (s.mysql.database.as_str(), s.mysql.username.as_str()),
+            s.database.mysql().expect("a mysql connection").endpoint(),
+            "127.0.0.1:3306"
+        );
+        assert_eq!(
+            (
+                s.database
+                    .mysql()
+                    .expect("a mysql connection")
+                    .database
+                    .as_str(),
+                s.database
+                    .mysql()
+                    .expect("a mysql connection")
+                    .username
+                    .as_str()
+            ),
             ("forge", "forge")
         );
         assert_eq!(s.timezone.name, "UTC");
         assert_eq!(
-            s.mysql.session.statements(),
+            s.database.mysql().expect("a mysql connection").session.statements(),
             vec![
                 "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'".to_string(),
                 "SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'".to_string(),
@@ -765,7 +783,14 @@ mod tests {
         assert_eq!(s.redis.database, 4, "the default connection's database");
         assert_eq!(s.timezone.name, "Asia/Shanghai");
         assert_eq!(
-            (s.mysql.endpoint(), s.mysql.database.as_str()),
+            (
+                s.database.mysql().expect("a mysql connection").endpoint(),
+                s.database
+                    .mysql()
+                    .expect("a mysql connection")
+                    .database
+                    .as_str()
+            ),
             ("h:3307".to_string(), "shop")
         );
         assert_eq!(s.redis.username.as_deref(), Some("worker"));
@@ -822,12 +847,27 @@ mod tests {
         assert_eq!(s.redis.database, 7);
 
         let s = resolve("CACHE_DRIVER=redis\nDB_HOST=ignored\nDATABASE_URL=mysql://shop:s3cret@db.internal:3307/shop").expect("resolves");
-        assert_eq!(s.mysql.endpoint(), "db.internal:3307");
+        assert_eq!(
+            s.database.mysql().expect("a mysql connection").endpoint(),
+            "db.internal:3307"
+        );
         assert_eq!(
             (
-                s.mysql.database.as_str(),
-                s.mysql.username.as_str(),
-                s.mysql.password.as_str()
+                s.database
+                    .mysql()
+                    .expect("a mysql connection")
+                    .database
+                    .as_str(),
+                s.database
+                    .mysql()
+                    .expect("a mysql connection")
+                    .username
+                    .as_str(),
+                s.database
+                    .mysql()
+                    .expect("a mysql connection")
+                    .password
+                    .as_str()
             ),
             ("shop", "shop", "s3cret")
         );
@@ -837,15 +877,21 @@ mod tests {
     fn mysql_localhost_means_the_socket_as_in_pdo() {
         let s = resolve("CACHE_DRIVER=redis\nDB_HOST=localhost").expect("resolves");
         assert_eq!(
-            s.mysql.socket,
+            s.database.mysql().expect("a mysql connection").socket,
             Some(PathBuf::from(super::super::resolve::PDO_DEFAULT_SOCKET))
         );
         let s = resolve("CACHE_DRIVER=redis\nDB_SOCKET=/tmp/my.sock\nDB_PASSWORD=\"p@ss#word\"")
             .expect("resolves");
-        assert_eq!(s.mysql.socket, Some(PathBuf::from("/tmp/my.sock")));
-        assert_eq!(s.mysql.password, "p@ss#word");
+        assert_eq!(
+            s.database.mysql().expect("a mysql connection").socket,
+            Some(PathBuf::from("/tmp/my.sock"))
+        );
+        assert_eq!(
+            s.database.mysql().expect("a mysql connection").password,
+            "p@ss#word"
+        );
         assert!(
-            !format!("{:?}", s.mysql).contains("p@ss"),
+            !format!("{:?}", s.database).contains("p@ss"),
             "Debug hides the password"
         );
     }
@@ -952,7 +998,7 @@ mod tests {
         };
         assert!(message("").contains("CACHE_DRIVER"));
         assert!(message("CACHE_DRIVER=file").contains("set CACHE_DRIVER=redis"));
-        assert!(message("CACHE_DRIVER=redis\nDB_CONNECTION=pgsql").contains("DB_CONNECTION"));
+        assert!(message("CACHE_DRIVER=redis\nDB_CONNECTION=sqlsrv").contains("DB_CONNECTION"));
         assert!(message("CACHE_DRIVER=redis\nREDIS_PORT=abc").contains("REDIS_PORT"));
         assert!(
             message("CACHE_DRIVER=redis\nORDER_EXPIRE_ORDERS_TABLE=\"x; drop\"")
@@ -962,7 +1008,7 @@ mod tests {
             message("CACHE_DRIVER=redis\nORDER_EXPIRE_TIMEZONE=Mars/Base").contains("time zone")
         );
         assert!(message("CACHE_DRIVER=redis\nREDIS_URL=not-a-url").contains("REDIS_URL"));
-        assert!(message("CACHE_DRIVER=redis\nDATABASE_URL=pgsql://h/db").contains("DATABASE_URL"));
+        assert!(message("CACHE_DRIVER=redis\nDATABASE_URL=sqlsrv://h/db").contains("DATABASE_URL"));
         assert!(message("CACHE_DRIVER=redis\nORDER_EXPIRE_TTL=1h").contains("ORDER_EXPIRE_TTL"));
     }
 }

@@ -165,7 +165,8 @@ fn mysql_tls(options: &str) -> Result<Option<crate::resolved::MysqlTls>, ConfigE
         ),
     )
     .expect("write database.php");
-    Settings::load(&dir.path().join(".env"), &Overrides::new()).map(|s| s.mysql.tls)
+    Settings::load(&dir.path().join(".env"), &Overrides::new())
+        .map(|s| s.database.mysql().and_then(|m| m.tls.clone()))
 }
 
 #[test]

@@ -9,11 +9,11 @@ use serde::Serialize;
 use super::scrape::{self, Quantile};
 use super::verdict::Findings;
 use crate::config::{QueueTarget, Settings};
+use crate::db::Database;
+use crate::db::jobs::{OUTBOX_TABLE, OutboxBacklog};
+use crate::db::members::held_slots;
+use crate::db::orders::ReconcileQueries;
 use crate::key::KeyPattern;
-use crate::mysql::Database;
-use crate::mysql::jobs::OutboxBacklog;
-use crate::mysql::members::held_slots;
-use crate::mysql::orders::{ReconcileQueries, civil};
 use crate::redis::{RedisServers, RedisTarget, publishes_expired};
 use crate::sink::jobs::job_table;
 
@@ -347,7 +347,7 @@ impl OverdueFacts {
             .timezone
             .eloquent(now.checked_sub(ttl_signed).unwrap_or(jiff::Timestamp::MIN));
         // The sweep's own statements, on the `(status, created_at)` index.
-        let sql = ReconcileQueries::new(&settings.schema, OLDEST_CHECKED);
+        let sql = ReconcileQueries::new(db, &settings.schema, OLDEST_CHECKED);
         let mut conn = db.conn().await.map_err(|e| db.error("connecting", e))?;
         let count = sql
             .count(&mut conn, &cutoff, COUNT_CAP + 1)
@@ -378,7 +378,8 @@ impl OverdueFacts {
         self.still_keyed = keyed.iter().filter(|k| **k).count();
         let first_keyless = oldest.iter().zip(&keyed).find(|(_, keyed)| !**keyed);
         self.oldest = first_keyless.map(|((order, created), _)| {
-            let deadline = civil(created)
+            let deadline = created
+                .civil()
                 .and_then(|c| c.to_zoned(settings.timezone.tz.clone()).ok())
                 .and_then(|z| z.timestamp().checked_add(ttl_signed).ok());
             OldestOverdue {
@@ -458,11 +459,7 @@ impl OutboxFacts {
             return None;
         }
         let mut facts = Self {
-            table: format!(
-                "{}{}",
-                settings.mysql.table_prefix,
-                crate::mysql::jobs::OUTBOX_TABLE
-            ),
+            table: format!("{}{}", settings.database.table_prefix(), OUTBOX_TABLE),
             rows: None,
             rows_capped: false,
             oldest_age_seconds: None,
@@ -476,8 +473,8 @@ impl OutboxFacts {
             }
         };
         let read = async {
-            let table = job_table(dispatch, &settings.mysql.table_prefix, db)?;
-            let sql = OutboxBacklog::new(table.table());
+            let table = job_table(dispatch, settings.database.table_prefix(), db)?;
+            let sql = OutboxBacklog::new(db, table.table());
             let mut conn = db.conn().await.map_err(|e| db.error("connecting", e))?;
             let rows = sql
                 .count(&mut conn, COUNT_CAP + 1)
@@ -487,7 +484,7 @@ impl OutboxFacts {
                 .oldest(&mut conn)
                 .await
                 .map_err(|e| db.error("reading the outbox's oldest row", e))?;
-            Ok::<_, crate::mysql::MysqlError>((rows, oldest))
+            Ok::<_, crate::db::DbError>((rows, oldest))
         };
         match bounded(read).await {
             Ok((rows, oldest)) => {

@@ -39,9 +39,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::SourceError;
 use crate::config::{Settings, TimeZoneSetting};
+use crate::db::Database;
+use crate::db::orders::DeadlineQueries;
 use crate::key::KeyPattern;
-use crate::mysql::Database;
-use crate::mysql::orders::DeadlineQueries;
 use crate::queue::{Origin, QueueSender};
 use crate::redis::{RedisServers, RoutedConnection};
 use crate::stats::health::Heartbeat;
@@ -99,7 +99,7 @@ impl DeadlineWatcher {
         pattern: KeyPattern,
     ) -> Self {
         Self {
-            sql: DeadlineQueries::new(&settings.schema, PAGE),
+            sql: DeadlineQueries::new(&db, &settings.schema, PAGE),
             db,
             redis,
             pattern,

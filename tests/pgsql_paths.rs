@@ -1,0 +1,223 @@
+//! The other paths of an app on `DB_CONNECTION=pgsql`, against a real PostgreSQL 15 and Redis:
+//! the reconciliation sweep and the deadline watcher (orders whose key is gone), the redis
+//! queue's outbox, `status` reading the workers' member slots, and a deadlock (SQLSTATE 40P01)
+//! retried rather than parked.
+
+mod common;
+
+use std::time::Duration;
+
+use common::pgsql::{PgDb, PgServer};
+use common::{App, RedisServer, wait_until};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn orders(db: &PgDb, n: usize) -> Vec<u64> {
+    let mut products = Vec::new();
+    for name in ["Tea", "Coffee", "Cocoa"] {
+        products.push(db.add_product(name, 100_000).await);
+    }
+    db.place_orders(&products, n).await
+}
+
+fn ids_param(ids: &[u64]) -> Vec<i64> {
+    ids.iter()
+        .map(|id| i64::try_from(*id).expect("id"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_whose_key_is_gone_are_cancelled_by_the_sweep_and_the_deadline_watcher() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let db = pg.create_db().await;
+    // Placed an hour ago; their keys are gone (Redis restarted, cache:clear).
+    let old = orders(&db, 30).await;
+    db.client()
+        .await
+        .execute(
+            "UPDATE orders SET created_at = created_at - interval '1 hour' WHERE id = ANY($1)",
+            &[&ids_param(&old)],
+        )
+        .await
+        .expect("age the orders");
+    let app = App::pgsql(&redis, &db, "ORDER_EXPIRE_TTL=3");
+    let dry = app.run(&["sweep", "--dry-run"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert_eq!(db.count_status(2).await, 0, "a dry run writes nothing");
+    let swept = app.run(&["sweep"]);
+    assert!(
+        swept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&swept.stderr)
+    );
+    assert_eq!(
+        db.count_status(2).await,
+        old.len(),
+        "the sweep cancelled every overdue order"
+    );
+    db.assert_stock_returned(100_000).await;
+
+    // New orders whose keys are never written: the deadline watcher cancels them 3 s after
+    // created_at.
+    let mut worker = app.start_worker(&[]);
+    let fresh = db
+        .place_orders(&[db.add_product("Mate", 100_000).await], 10)
+        .await;
+    wait_until(
+        WAIT,
+        "the new orders cancelled at their deadline",
+        || async { db.count_status(2).await == old.len() + fresh.len() },
+    )
+    .await;
+    db.assert_stock_returned(100_000).await;
+    assert_eq!(worker.stop(WAIT).code(), Some(0));
+    let stopped = worker.events("stopped").pop().expect("stopped");
+    assert_eq!(stopped["cancelled"], fresh.len() as u64, "{stopped}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redis_queue_gets_one_job_per_cancelled_order_through_the_outbox() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let db = pg.create_db().await;
+    let ids = orders(&db, 120).await;
+    let app = App::pgsql(
+        &redis,
+        &db,
+        "QUEUE_CONNECTION=redis\nORDER_EXPIRE_DISPATCH=App\\Jobs\\OrderExpired",
+    );
+    let mut worker = app.start_worker(&[]);
+    redis.expire_together(&ids, Duration::from_millis(300));
+    let mut queue = redis.conn(0);
+    let list = "laravel_database_queues:default";
+    let expected = ids.len();
+    wait_until(WAIT, "one job pushed per cancelled order", || {
+        let n: usize = redis::cmd("LLEN")
+            .arg(list)
+            .query(&mut queue)
+            .expect("LLEN");
+        async move { n == expected }
+    })
+    .await;
+    assert_eq!(db.count_status(2).await, ids.len());
+    let left = db
+        .client()
+        .await
+        .query_one("SELECT COUNT(*) FROM order_expire_outbox", &[])
+        .await
+        .expect("outbox")
+        .get::<_, i64>(0);
+    assert_eq!(left, 0, "every pushed row was deleted from the outbox");
+    let payloads: Vec<String> = redis::cmd("LRANGE")
+        .arg(list)
+        .arg(0)
+        .arg(-1)
+        .query(&mut queue)
+        .expect("LRANGE");
+    let mut orders_of_jobs: Vec<u64> = payloads
+        .iter()
+        .map(|p| {
+            let json: serde_json::Value = serde_json::from_str(p).expect("JSON payload");
+            let command = json["data"]["command"].as_str().expect("data.command");
+            command
+                .split("s:2:\"id\";i:")
+                .nth(1)
+                .and_then(|rest| {
+                    rest.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                        .parse()
+                        .ok()
+                })
+                .expect("the order id")
+        })
+        .collect();
+    orders_of_jobs.sort_unstable();
+    assert_eq!(orders_of_jobs, ids, "one job for each cancelled order");
+    assert_eq!(worker.stop(WAIT).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_counts_the_workers_holding_a_member_slot() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let db = pg.create_db().await;
+    let app = App::pgsql(&redis, &db, "");
+    let status = |app: &App| {
+        let out = app.run(&["status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json: {e}\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    assert_eq!(status(&app)["workers"]["live"], 0, "none running yet");
+    let first = app.start_worker(&[]);
+    let second = app.start_worker(&[]);
+    for worker in [&first, &second] {
+        worker.wait_for_event("replicas", 1, WAIT);
+    }
+    let report = status(&app);
+    assert_eq!(report["workers"]["live"], 2, "{report:#}");
+    assert!(report["mysql"]["error"].is_null(), "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deadlock_is_retried_and_the_orders_are_cancelled_once() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let db = pg.create_db().await;
+    let ids = orders(&db, 50).await;
+    // The server answers the first three cancellations with a deadlock (SQLSTATE 40P01), as
+    // when the app's transactions lock the same rows in another order; a sequence counts
+    // them, since it is not rolled back with the failed transaction.
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE SEQUENCE deadlocks; \
+             CREATE FUNCTION deadlock_first_three() RETURNS trigger AS $$ BEGIN \
+               IF nextval('deadlocks') <= 3 THEN \
+                 RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; \
+               END IF; RETURN NEW; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER deadlock_first_three BEFORE UPDATE ON orders FOR EACH ROW \
+               WHEN (NEW.status = 2) EXECUTE FUNCTION deadlock_first_three();",
+        )
+        .await
+        .expect("the trigger");
+    let app = App::pgsql(&redis, &db, "");
+    let mut worker = app.start_worker(&[]);
+    redis.expire_together(&ids, Duration::from_millis(300));
+    wait_until(
+        WAIT,
+        "every order cancelled after the deadlocks",
+        || async { db.count_status(2).await == ids.len() },
+    )
+    .await;
+    db.assert_stock_returned(100_000).await;
+    assert_eq!(worker.stop(WAIT).code(), Some(0));
+    let stopped = worker.events("stopped").pop().expect("stopped");
+    assert_eq!(stopped["cancelled"], ids.len() as u64, "{stopped}");
+    assert_eq!(stopped["parked"], 0, "a deadlock parks nothing: {stopped}");
+    assert!(
+        stopped["retries"].as_u64().unwrap_or(0) >= 3,
+        "each deadlock was retried: {stopped}"
+    );
+    let raised = db
+        .client()
+        .await
+        .query_one("SELECT last_value FROM deadlocks", &[])
+        .await
+        .expect("sequence")
+        .get::<_, i64>(0);
+    assert!(
+        raised > 3,
+        "the server raised its three deadlocks: {raised}"
+    );
+}
