@@ -1,8 +1,10 @@
-//! Faults between the workers and MySQL, each with a burst running: a member slot held by a
-//! session that never writes, a worker frozen (SIGSTOP) inside its cancel transaction, a COMMIT
-//! that never arrives, a COMMIT whose reply is lost, a worker whose network is cut without a
-//! connection closing. The faults come from `common::fault_proxy` (our own TCP proxy between a
-//! worker and MySQL) and from signals.
+//! Faults between the workers and MySQL (and one between a worker and Redis), each with a
+//! burst running: a member slot held by a session that never writes, a replica whose Redis
+//! link is cut, a worker frozen (SIGSTOP) inside its cancel transaction, a COMMIT that never
+//! arrives, a COMMIT whose reply is lost, a worker whose network is cut without a connection
+//! closing, and packet loss and a partition in a network namespace. The faults come from
+//! `common::fault_proxy` (our own TCP proxy), from signals, and from `iptables` rules in a
+//! namespace of the test's own (`common::netns`).
 //!
 //! Each test checks what a shop owner would: every unpaid order cancelled, by one cancellation,
 //! the paid ones untouched, the stock exact; the app's own `UPDATE products` never waiting on a
@@ -762,6 +764,78 @@ async fn packet_loss_and_a_partition_in_a_network_namespace() {
             "drained_after_heal_ms": took.as_millis() as u64,
             "readyz": fault_load::tally(readyz),
             "healthz": fault_load::tally(&answers[&(0, "/healthz")]),
+        }),
+    );
+}
+
+/// Defect (the other way to it): a replica whose Redis link is cut misses the events of its
+/// own orders, while the other worker sets them aside for it; in events-only mode nothing else
+/// finds them. The net gave them back after 30 s and the dispatcher set them aside again,
+/// forever. Now the other worker writes them at the net's bound; the cut-off worker's
+/// `/readyz` is not 200 while it is not subscribed.
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_a_replica_missed_while_its_redis_link_was_cut_are_cancelled_within_the_net() {
+    let shop = Shop::open(4000, 1).await;
+    let redis = RedisServer::start();
+    let redis_proxy = FaultProxy::start(redis.port);
+    let direct = App::new(&redis, &shop.db, "");
+    let cut_app = App::on_port(redis_proxy.port, &shop.db, "");
+    let args = ["--metrics-addr", "127.0.0.1:0"];
+    let alive = direct.start_worker(&args);
+    let cut = cut_app.start_worker(&args);
+    for worker in [&alive, &cut] {
+        wait_members(worker, 2, Duration::from_secs(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let probes = Probes::start(vec![alive.metrics_addr(), cut.metrics_addr()]);
+    let checkouts = AppCheckouts::start(shop.db.pool.clone(), shop.products.clone());
+    redis_proxy.cut_off();
+    let cut_ms = common::burst::now_ms();
+    let deadline_ms = common::burst::now_ms() + 2000;
+    redis.expire_together(&shop.ids, Duration::from_secs(2));
+    // Past the subscription's check of a silent link: an idle PING every 15 s, answered
+    // within 5 s.
+    tokio::time::sleep(Duration::from_secs(24)).await;
+    redis_proxy.heal();
+    let healed_ms = common::burst::now_ms();
+    let took = shop.drained(Duration::from_secs(40), &[&alive, &cut]).await;
+    let app_seen = checkouts.finish().await;
+    let answers = probes.finish();
+    shop.audit(&[&alive, &cut]).await;
+    assert_app_not_blocked(&app_seen);
+    fault_load::assert_readiness_truthful(&alive, &answers[&(0, "/readyz")]);
+    // The cut-off worker is not ready while cut off: from its PING's timeout on (at most 20 s
+    // after the cut), until it is subscribed again after the heal.
+    let cut_readyz = &answers[&(1, "/readyz")];
+    let lied: Vec<_> = cut_readyz
+        .iter()
+        .filter(|(at, status)| *at > cut_ms + 21_000 && *at < healed_ms && *status == Some(200))
+        .collect();
+    assert!(
+        lied.is_empty(),
+        "/readyz 200 while cut off from Redis: {lied:?}"
+    );
+    assert!(
+        cut_readyz
+            .iter()
+            .any(|(at, s)| *at > cut_ms && *at < healed_ms && *s != Some(200)),
+        "the cut-off worker said it was not ready"
+    );
+    let lateness = fault_load::lateness_ms(&[&alive, &cut], deadline_ms);
+    assert!(
+        lateness.2 <= 36_000,
+        "the missed orders were cancelled within the net's bound: {lateness:?}"
+    );
+    summary(
+        "replica_redis_link_cut_24s",
+        lateness,
+        &app_seen,
+        serde_json::json!({
+            "orders": shop.ids.len(),
+            "drained_ms": took.as_millis() as u64,
+            "readyz_alive": fault_load::tally(&answers[&(0, "/readyz")]),
+            "readyz_cut": fault_load::tally(cut_readyz),
+            "healthz_cut": fault_load::tally(&answers[&(1, "/healthz")]),
         }),
     );
 }
