@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{FromRedisValue, RedisResult};
@@ -25,6 +26,54 @@ pub(crate) struct RoutedConnection {
     topology: Arc<Topology>,
     /// Open connections, by server endpoint.
     conns: HashMap<String, MultiplexedConnection>,
+    /// Servers whose last command failed, left alone until then: a dead master costs its own
+    /// keys an answer, not every batch a timeout.
+    resting: HashMap<String, Instant>,
+}
+
+/// How long a server whose command failed is left alone.
+const REST: Duration = Duration::from_secs(1);
+
+/// The answers to one command per key, where the servers holding them answered: a dead master
+/// leaves its own keys without an answer (`None`), not the others.
+pub(crate) struct Partial<T> {
+    /// One per key, in the keys' order.
+    pub(crate) answers: Vec<Option<T>>,
+    /// What went wrong on each server that did not answer.
+    pub(crate) failures: Vec<RedisError>,
+    /// The topology has one master: its failure is the whole Redis's.
+    single: bool,
+}
+
+impl<T> Partial<T> {
+    /// Every answer, or the first failure.
+    pub(crate) fn complete(self) -> Result<Vec<T>, RedisError> {
+        if let Some(first) = self.failures.into_iter().next() {
+            return Err(first);
+        }
+        self.answers
+            .into_iter()
+            .collect::<Option<Vec<T>>>()
+            .ok_or_else(|| RedisError::Reply {
+                endpoint: String::new(),
+                command: "per key",
+                reason: "a key got no answer".into(),
+            })
+    }
+
+    /// The answers and the failures; the failure itself when the one server of a topology
+    /// without a cluster failed (a cluster's master that fails leaves its keys unanswered).
+    pub(crate) fn answered(self) -> Result<(Vec<Option<T>>, Vec<RedisError>), RedisError> {
+        if self.single && !self.answers.is_empty() && self.answers.iter().all(Option::is_none) {
+            let mut failures = self.failures.into_iter();
+            return Err(failures.next().unwrap_or_else(|| RedisError::Reply {
+                endpoint: String::new(),
+                command: "per key",
+                reason: "no key got an answer".into(),
+            }));
+        }
+        Ok((self.answers, self.failures))
+    }
 }
 
 // Here rather than in `servers.rs`: connections follow the servers' topology, and the topology
@@ -47,6 +96,7 @@ impl RoutedConnection {
             generation,
             topology,
             conns: HashMap::new(),
+            resting: HashMap::new(),
         };
         if routed.servers.kind() == "cluster" {
             return Ok(routed);
@@ -69,23 +119,24 @@ impl RoutedConnection {
 
     /// One pipelined `PTTL` per key, in order: milliseconds left, -1 for no expiry, -2 for no
     /// such key. On a key past its TTL, Redis deletes it and publishes `expired` at once.
-    /// `caller` names who asks, for the error.
+    /// `caller` names who asks, for the error. A key whose server fails has no answer.
     pub(crate) async fn pttl(
         &mut self,
         keys: impl IntoIterator<Item = String>,
         caller: &str,
-    ) -> Result<Vec<i64>, RedisError> {
+    ) -> Result<Partial<i64>, RedisError> {
         self.per_key("PTTL", keys.into_iter().collect(), caller)
             .await
     }
 
     /// One pipelined `EXISTS` per key, in order. Like `PTTL`, it deletes a key past its TTL and
-    /// publishes `expired`. `caller` names who asks, for the error.
+    /// publishes `expired`. `caller` names who asks, for the error. A key whose server fails
+    /// has no answer.
     pub(crate) async fn exists(
         &mut self,
         keys: impl IntoIterator<Item = String>,
         caller: &str,
-    ) -> Result<Vec<bool>, RedisError> {
+    ) -> Result<Partial<bool>, RedisError> {
         self.per_key("EXISTS", keys.into_iter().collect(), caller)
             .await
     }
@@ -156,12 +207,14 @@ impl RoutedConnection {
     }
 
     /// `command key` for each of `keys`, one pipeline per server, answers in the keys' order.
+    /// A server that fails (or failed less than [`REST`] ago) leaves its keys without an answer
+    /// and the others are asked all the same; an `Err` only for a topology without a master.
     async fn per_key<T: FromRedisValue>(
         &mut self,
         command: &'static str,
         keys: Vec<String>,
         caller: &str,
-    ) -> Result<Vec<T>, RedisError> {
+    ) -> Result<Partial<T>, RedisError> {
         self.follow();
         let action = || format!("{command} ({caller})");
         let mut groups: BTreeMap<String, (RedisTarget, Vec<usize>)> = BTreeMap::new();
@@ -174,25 +227,48 @@ impl RoutedConnection {
                 .push(i);
         }
         let mut answers: Vec<Option<T>> = keys.iter().map(|_| None).collect();
+        let mut failures = Vec::new();
         let mut redirected = Vec::new();
+        let now = Instant::now();
+        self.resting.retain(|_, until| *until > now);
         for (target, indexes) in groups.into_values() {
+            if self.resting.contains_key(target.endpoint()) {
+                failures.push(RedisError::Reply {
+                    endpoint: target.endpoint().to_string(),
+                    command,
+                    reason: "it failed moments ago; asked again within a second".into(),
+                });
+                continue;
+            }
             let batch: Vec<&str> = indexes.iter().map(|i| keys[*i].as_str()).collect();
-            let conn = self.conn(&target).await?;
-            match RedisTarget::per_key::<T>(conn, command, &batch).await {
+            let result = match self.conn(&target).await {
+                Ok(conn) => RedisTarget::per_key::<T>(conn, command, &batch)
+                    .await
+                    .map_err(|e| (is_redirect(&e), Some(e))),
+                Err(e) => {
+                    failures.push(e);
+                    Err((false, None))
+                }
+            };
+            match result {
                 Ok(values) if values.len() == indexes.len() => {
                     for (i, value) in indexes.into_iter().zip(values) {
                         answers[i] = Some(value);
                     }
                 }
-                Ok(_) => {
-                    return Err(RedisError::Reply {
-                        endpoint: target.endpoint().to_string(),
-                        command,
-                        reason: "fewer answers than keys".into(),
-                    });
+                Ok(_) => failures.push(RedisError::Reply {
+                    endpoint: target.endpoint().to_string(),
+                    command,
+                    reason: "fewer answers than keys".into(),
+                }),
+                Err((true, _)) => redirected.extend(indexes),
+                Err((false, error)) => {
+                    if let Some(e) = error {
+                        failures.push(self.failed(&target, &action(), e));
+                    }
+                    self.resting
+                        .insert(target.endpoint().to_string(), Instant::now() + REST);
                 }
-                Err(e) if is_redirect(&e) => redirected.extend(indexes),
-                Err(e) => return Err(self.failed(&target, &action(), e)),
             }
         }
         if !redirected.is_empty() {
@@ -205,17 +281,17 @@ impl RoutedConnection {
                 let key = keys[i].as_str();
                 let mut single = ::redis::cmd(command);
                 single.arg(key);
-                answers[i] = Some(self.routed(key, &single, &action()).await?);
+                match self.routed(key, &single, &action()).await {
+                    Ok(value) => answers[i] = Some(value),
+                    Err(e) => failures.push(e),
+                }
             }
         }
-        answers
-            .into_iter()
-            .collect::<Option<Vec<T>>>()
-            .ok_or_else(|| RedisError::Reply {
-                endpoint: self.topology.names(),
-                command,
-                reason: "a key got no answer".into(),
-            })
+        Ok(Partial {
+            answers,
+            failures,
+            single: self.servers.kind() != "cluster",
+        })
     }
 
     /// `command` (about `key`) on the key's server, following one `MOVED` or `ASK`.

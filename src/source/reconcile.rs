@@ -39,6 +39,9 @@ pub(crate) struct SweepSummary {
     pub(crate) overdue: usize,
     /// Those whose key still exists (a longer TTL in the app): left for their own event.
     pub(crate) still_keyed: usize,
+    /// Those whose key's master did not answer: left for the next sweep (a dead master stops
+    /// its own slots' orders, not the others').
+    pub(crate) unknown: usize,
 }
 
 pub(crate) struct Reconciler {
@@ -121,6 +124,10 @@ impl Reconciler {
             let now = jiff::Timestamp::now();
             for ((id, created), exists) in page.iter().zip(exists) {
                 summary.examined += 1;
+                let Some(exists) = exists else {
+                    summary.unknown += 1;
+                    continue;
+                };
                 if exists {
                     summary.still_keyed += 1;
                 } else {
@@ -161,12 +168,18 @@ impl Reconciler {
             .unwrap_or(Duration::ZERO)
     }
 
+    /// Whether each order's key exists; `None` where its master did not answer. Fails only
+    /// when no master holding one of them answered.
     async fn exists(
         &self,
         redis: &mut RoutedConnection,
         ids: &[u64],
-    ) -> Result<Vec<bool>, SourceError> {
+    ) -> Result<Vec<Option<bool>>, SourceError> {
         let keys = ids.iter().map(|id| self.pattern.key_for(*id));
-        Ok(redis.exists(keys, "sweep").await?)
+        let (answers, failures) = redis.exists(keys, "sweep").await?.answered()?;
+        for failure in &failures {
+            tracing::debug!(error = %failure, "a Redis master did not answer the sweep; its orders wait for the next sweep");
+        }
+        Ok(answers)
     }
 }

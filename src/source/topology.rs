@@ -85,8 +85,9 @@ struct Watch {
     hurry_until: Option<Instant>,
     /// The last topology check failed (logged once).
     failing: bool,
-    /// Masters whose subscription could not be made yet (each logged once).
-    unreachable: BTreeSet<String>,
+    /// Masters whose subscription could not be made yet (each logged once), each with its
+    /// source, which keeps it expected by readiness: `/readyz` names it until it is heard.
+    unreachable: BTreeMap<String, KeyspaceSource>,
     /// The last topology whose every dropped master was let go: where each slot's keys were
     /// heard from before the current change.
     settled: Option<Arc<Topology>>,
@@ -244,6 +245,7 @@ impl TopologySource {
         shutdown: &CancellationToken,
     ) {
         let mut added = Vec::new();
+        let mut unreachable = Vec::new();
         for target in topology.masters() {
             let endpoint = target.endpoint().to_string();
             if watch.running.contains_key(&endpoint) {
@@ -256,11 +258,13 @@ impl TopologySource {
                     spawn(watch, source, pubsub, queue, shutdown);
                     added.push(endpoint);
                 }
-                Err(e) => {
-                    if watch.unreachable.insert(endpoint.clone()) {
+                Err((e, source)) => {
+                    if !watch.unreachable.contains_key(&endpoint) {
                         tracing::warn!(event = "subscribe_failed", redis = %endpoint, error = %e,
-                            "cannot subscribe to a new Redis master yet; trying again at the next check");
+                            "cannot subscribe to a new Redis master yet; /readyz says so, and it is tried again at each check");
+                        unreachable.push(endpoint.clone());
                     }
+                    watch.unreachable.insert(endpoint, source);
                     watch.hurry_until = Some(Instant::now() + HURRY_FOR);
                 }
             }
@@ -300,13 +304,13 @@ impl TopologySource {
         }
         watch
             .unreachable
-            .retain(|endpoint| wanted.contains(endpoint.as_str()));
-        if added.is_empty() && removed.is_empty() {
+            .retain(|endpoint, _| wanted.contains(endpoint.as_str()));
+        if added.is_empty() && removed.is_empty() && unreachable.is_empty() {
             return;
         }
         let masters = watch.running.keys().cloned().collect::<Vec<_>>().join(",");
         tracing::info!(event = "topology_changed", kind = self.servers.kind(), %masters,
-            added = %added.join(","), removed = %removed.join(","),
+            added = %added.join(","), removed = %removed.join(","), unreachable = %unreachable.join(","),
             "the Redis masters changed; subscriptions follow, and a sweep recovers what expired unheard");
         if self.servers.kind() == "sentinel" && !added.is_empty() {
             let took = watch.noticed.unwrap_or(checked).elapsed();
@@ -321,21 +325,31 @@ impl TopologySource {
         self.resubscribed.notify_one();
     }
 
-    /// Checks a new master's notifications, then subscribes to it.
-    async fn start(&self, target: &RedisTarget) -> Result<(KeyspaceSource, PubSub), SourceError> {
-        let mut conn = target.connect().await?;
+    /// Checks a new master's notifications, then subscribes to it. Its source is made first,
+    /// so that readiness expects it at once; on failure it comes back with the error, to be
+    /// kept until the master is heard.
+    async fn start(
+        &self,
+        target: &RedisTarget,
+    ) -> Result<(KeyspaceSource, PubSub), (SourceError, KeyspaceSource)> {
+        let source = self.source_for(target.clone());
+        let mut conn = match target.connect().await {
+            Ok(conn) => conn,
+            Err(e) => return Err((e.into(), source)),
+        };
         match target.ensure_notifications(&mut conn, self.configure).await {
             Ok(()) => {}
             Err(RedisError::NotificationsOff { endpoint, current }) => {
                 tracing::warn!(event = "notifications_off", redis = %endpoint, current = %current,
                     "keyspace notifications are off on this new Redis master, so its expired events will not come: set notify-keyspace-events Ex there (or run with --configure-redis); until then the deadline watcher and the sweep cancel its orders, later");
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err((e.into(), source)),
         }
         drop(conn);
-        let source = self.source_for(target.clone());
-        let pubsub = source.subscribe().await?;
-        Ok((source, pubsub))
+        match source.subscribe().await {
+            Ok(pubsub) => Ok((source, pubsub)),
+            Err(e) => Err((e, source)),
+        }
     }
 }
 

@@ -112,6 +112,13 @@ impl RedisCluster {
         port
     }
 
+    /// Kills the node on `port` (SIGKILL), as a crashed or unplugged host; its port stays closed.
+    pub fn kill(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port == port) {
+            node.kill();
+        }
+    }
+
     /// Every node's port (killed ones included), masters of the start first.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.port).collect()

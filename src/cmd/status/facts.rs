@@ -364,7 +364,12 @@ impl OverdueFacts {
             (Some(redis), false) => {
                 let pattern = KeyPattern::new(&settings.keys);
                 let keys = oldest.iter().map(|(id, _)| pattern.key_for(*id));
-                redis.connect().await?.exists(keys, "status").await?
+                redis
+                    .connect()
+                    .await?
+                    .exists(keys, "status")
+                    .await?
+                    .complete()?
             }
             // Redis is not reachable: its own line says so, and the oldest counts as keyless.
             _ => vec![false; oldest.len()],

@@ -86,6 +86,9 @@ struct KeyWait {
 
 /// How often a key that has not appeared yet is looked for.
 const LOOK_AGAIN: Duration = Duration::from_millis(500);
+/// When the key of an order whose master did not answer is asked about again: a dead master
+/// holds back its own slots' orders, not the others'.
+const UNANSWERED_AGAIN: Duration = Duration::from_secs(1);
 
 impl DeadlineWatcher {
     /// `pattern` is the worker's one [`KeyPattern`], built at start.
@@ -244,6 +247,14 @@ impl DeadlineWatcher {
                         fallback: self.fallback_deadline(created, now),
                         looks_left: 20,
                     };
+                    let Some(pttl) = pttl else {
+                        state.schedule(Due {
+                            at: now.0 + UNANSWERED_AGAIN,
+                            order,
+                            waiting_for_key: Some(wait),
+                        });
+                        continue;
+                    };
                     if let Some(due) = next_look(order, pttl, now.0, Some(wait)) {
                         state.schedule(due);
                     }
@@ -311,6 +322,11 @@ impl DeadlineWatcher {
                 }
             };
             for ((at, order), pttl) in due.into_iter().zip(ttls) {
+                let Some(pttl) = pttl else {
+                    // Its master did not answer: ask again shortly, its key wait kept.
+                    state.wheel.insert(now + UNANSWERED_AGAIN, order);
+                    continue;
+                };
                 let entry = Due {
                     at,
                     order,
@@ -382,9 +398,13 @@ impl DeadlineWatcher {
         &self,
         redis: &mut RoutedConnection,
         orders: impl Iterator<Item = u64>,
-    ) -> Result<Vec<i64>, SourceError> {
+    ) -> Result<Vec<Option<i64>>, SourceError> {
         let keys = orders.map(|order| self.pattern.key_for(order));
-        Ok(redis.pttl(keys, "deadline watcher").await?)
+        let (answers, failures) = redis.pttl(keys, "deadline watcher").await?.answered()?;
+        for failure in &failures {
+            tracing::debug!(error = %failure, "a Redis master did not answer the deadline watcher; its orders are asked about again in a second");
+        }
+        Ok(answers)
     }
 }
 
