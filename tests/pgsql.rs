@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::certs::Certs;
 use common::pgsql::{PgDb, PgServer};
-use common::{App, RedisServer, Worker, http_get, wait_until};
+use common::{App, RedisServer, Scrape, Worker, http_get, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -87,11 +87,20 @@ async fn two_workers_share_a_burst_and_one_killed_midway_loses_no_order() {
     let db = pg.create_db().await;
     let ids = orders(&db, 6000).await;
     let app = App::pgsql(&redis, &db, "ORDER_EXPIRE_TTL=3600");
-    let mut first = app.start_worker(&["--batch-size", "64"]);
-    let second = app.start_worker(&["--batch-size", "64"]);
-    for worker in [&first, &second] {
-        worker.wait_for_event("replicas", 1, WAIT);
-    }
+    let args = ["--batch-size", "64", "--metrics-addr", "127.0.0.1:0"];
+    let mut first = app.start_worker(&args);
+    let second = app.start_worker(&args);
+    // Each sees both members, then the join margin passes (a newcomer owns orders only a
+    // moment after it is seen).
+    let addrs = [first.metrics_addr(), second.metrics_addr()];
+    wait_until(WAIT, "both workers see two members", || {
+        let seen = addrs
+            .iter()
+            .all(|a| Scrape::take(a).get("order_expire_replicas") == 2.0);
+        async move { seen }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let slots: Vec<serde_json::Value> = [&first, &second]
         .iter()
         .map(|w| w.events("replicas")[0]["slot"].clone())

@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::pgsql::{PgDb, PgServer};
-use common::{App, RedisServer, wait_until};
+use common::fault_proxy::{FaultProxy, PG_COMMIT};
+use common::pgsql::{PgDb, PgServer, env_text};
+use common::{App, RedisServer, Scrape, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -220,4 +221,105 @@ async fn a_deadlock_is_retried_and_the_orders_are_cancelled_once() {
         raised > 3,
         "the server raised its three deadlocks: {raised}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stop_deadline_holds_while_a_write_waits_on_a_row_lock() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let db = pg.create_db().await;
+    let product = db.add_product("Tea", 100).await;
+    let order = db.place_orders(&[product], 1).await[0];
+    let app = App::pgsql(&redis, &db, "");
+    let mut worker = app.start_worker(&["--stop-timeout", "2"]);
+    // The app holds the product's row (a stock update in progress): the cancel transaction
+    // waits for it after locking the order.
+    let mut holder = db.client().await;
+    let held = holder.transaction().await.expect("begin");
+    held.execute(
+        "SELECT id FROM products WHERE id = $1 FOR UPDATE",
+        &[&i64::try_from(product).expect("id")],
+    )
+    .await
+    .expect("lock the product");
+    redis.expire_together(&[order], Duration::from_millis(200));
+    let watcher = db.client().await;
+    wait_until(
+        WAIT,
+        "the worker's write waiting on the row lock",
+        || async {
+            watcher
+                .query_one(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND datname = current_database()",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get::<_, i64>(0)
+                == 1
+        },
+    )
+    .await;
+    let stopping = std::time::Instant::now();
+    let status = worker.stop(Duration::from_secs(30));
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}; log:\n{}", worker.log());
+    assert!(
+        took < Duration::from_millis(3500),
+        "stopped {took:?} after SIGTERM with --stop-timeout 2; log:\n{}",
+        worker.log()
+    );
+    let left = worker.events("orders_left");
+    assert_eq!(
+        left.len(),
+        1,
+        "one line lists what was left; log:\n{}",
+        worker.log()
+    );
+    assert!(
+        left[0]["orders"].to_string().contains(&order.to_string()),
+        "{}",
+        left[0]
+    );
+    // The abandoned transaction never commits: once the lock is released, nothing was written.
+    held.rollback().await.expect("release");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(db.count_status(2).await, 0, "the order is still unpaid");
+    db.assert_stock_returned(100).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_commit_reply_is_read_back_and_counted_as_the_database_did() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let db = pg.create_db().await;
+    let ids = orders(&db, 2000).await;
+    let proxy = FaultProxy::start(pg.port);
+    let env = env_text(redis.port, &db, "").replace(
+        &format!("DB_PORT={}\n", db.port),
+        &format!("DB_PORT={}\n", proxy.port),
+    );
+    let app = App::with_env(&env);
+    let mut worker = app.start_worker(&["--metrics-addr", "127.0.0.1:0"]);
+    let addr = worker.metrics_addr();
+    proxy.swallow_reply_to(PG_COMMIT);
+    redis.expire_together(&ids, Duration::from_millis(500));
+    wait_until(WAIT, "every order cancelled", || async {
+        db.count_status(2).await == ids.len()
+    })
+    .await;
+    assert_eq!(proxy.swallowed(), 1, "one COMMIT's reply swallowed");
+    worker.wait_for_event("commit_confirmed", 1, Duration::from_secs(40));
+    db.assert_stock_returned(100_000).await;
+    wait_until(WAIT, "the counter at every cancelled order", || async {
+        Scrape::take(&addr).get("order_expire_orders_cancelled_total") >= ids.len() as f64
+    })
+    .await;
+    assert_eq!(
+        Scrape::take(&addr).get("order_expire_orders_cancelled_total"),
+        ids.len() as f64,
+        "the counter counts what the database did"
+    );
+    assert_eq!(worker.stop(WAIT).code(), Some(0));
 }

@@ -59,8 +59,7 @@ impl WriteStatements {
 
     /// The status and `updated_at` of the orders of `ids`, locked, to read back a `COMMIT`
     /// without reply; `None` when a commit cannot be told from another's that way (no
-    /// `updated_at` column; PostgreSQL, whose sessions end an abandoned transaction
-    /// themselves, not read back here yet).
+    /// `updated_at` column).
     #[allow(clippy::type_complexity)]
     pub(crate) async fn read_back(
         &self,
@@ -69,7 +68,7 @@ impl WriteStatements {
     ) -> Result<Option<Vec<(u64, i64, Option<jiff::civil::DateTime>)>>, DriverError> {
         match (self, tx) {
             (Self::Mysql(s), Tx::Mysql(tx)) => Ok(s.read_back(tx, ids).await?),
-            (Self::Pgsql(_), Tx::Pgsql(_)) => Ok(None),
+            (Self::Pgsql(s), Tx::Pgsql(tx)) => Ok(s.read_back(tx, ids).await?),
             _ => Err(DriverError::Mismatch),
         }
     }

@@ -56,6 +56,9 @@ pub(crate) struct WriteStatements {
     lock_products: String,
     return_stock: String,
     existing_products: String,
+    /// The orders' status and `updated_at` under lock, to read back a `COMMIT` without reply;
+    /// `None` when the table has no `updated_at`.
+    read_back: Option<String>,
     shape: PgShape,
 }
 
@@ -136,6 +139,13 @@ impl WriteStatements {
             existing_products: format!(
                 "SELECT {id}::int8 FROM {products} WHERE {id} = ANY($1::int8[])"
             ),
+            read_back: shape.orders_updated_at.map(|_| {
+                format!(
+                    "SELECT {id}::int8, {status}::int8, {} FROM {orders} \
+                     WHERE {id} = ANY($1::int8[]) ORDER BY {id} FOR UPDATE",
+                    wall_clock(&Schema::updated_at_column().pg_quoted())
+                )
+            }),
             shape,
         }
     }
@@ -250,6 +260,33 @@ impl WriteStatements {
         }
         let statement = tx.prepare_cached(&self.return_stock).await?;
         Ok(tx.execute(&statement, &params).await?)
+    }
+
+    /// The status and `updated_at` of the orders of `ids`, locked (so after any transaction
+    /// that held them has ended); `None` when the table has no `updated_at`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) async fn read_back(
+        &self,
+        tx: &Transaction<'_>,
+        ids: &[u64],
+    ) -> Result<Option<Vec<(u64, i64, Option<jiff::civil::DateTime>)>>, PgQueryError> {
+        let Some(sql) = &self.read_back else {
+            return Ok(None);
+        };
+        let statement = tx.prepare_cached(sql).await?;
+        let rows = tx.query(&statement, &[&ids_param(ids)]).await?;
+        Ok(Some(
+            rows.iter()
+                .map(|r| {
+                    let updated: Option<String> = r.get(2);
+                    (
+                        id_of(r.get(0)),
+                        r.get(1),
+                        updated.and_then(|u| u.parse().ok()),
+                    )
+                })
+                .collect(),
+        ))
     }
 
     /// Which of `products` still have a row.

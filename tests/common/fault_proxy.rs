@@ -167,6 +167,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// `SET TRANSACTION ISOLATION LEVEL READ COMMITTED`.
 pub const MYSQL_COMMIT: &[u8] = b"\x07\x00\x00\x00\x03COMMIT";
 
+/// PostgreSQL's `COMMIT` as tokio-postgres sends it (a simple Query message: `Q`, its length,
+/// the text and its NUL): the text alone would also match `BEGIN ISOLATION LEVEL READ
+/// COMMITTED`.
+pub const PG_COMMIT: &[u8] = b"Q\x00\x00\x00\x0bCOMMIT\x00";
+
 /// The proxy; see the module doc.
 pub struct FaultProxy {
     /// The loopback port it listens on.
