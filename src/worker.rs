@@ -402,7 +402,10 @@ async fn start_sources(
             reconciler,
             queue,
             resubscribed,
-            settings.recovery.sweep_interval,
+            Sweeps {
+                interval: settings.recovery.sweep_interval,
+                unindexed: sweep_index_missing(settings, writer.database()).await,
+            },
             Arc::clone(stats),
             shutdown.clone(),
         ))),
@@ -512,15 +515,58 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The background reconciliation: a sweep now, after every resubscribe, and every `interval`.
+/// The longest wait between two sweeps that found nothing while the `(status, created_at)`
+/// index is missing: each such sweep reads the whole orders table.
+const UNINDEXED_IDLE_SWEEP: Duration = Duration::from_secs(300);
+
+/// How often sweeps run.
+struct Sweeps {
+    /// `ORDER_EXPIRE_SWEEP_INTERVAL`.
+    interval: Duration,
+    /// The `(status, created_at)` index is missing: sweeps that find nothing back off.
+    unindexed: bool,
+}
+
+impl Sweeps {
+    /// The wait after a sweep that found `overdue` orders, the last wait being `last`: the
+    /// interval, doubled after each idle sweep up to [`UNINDEXED_IDLE_SWEEP`] without the index.
+    fn next(&self, last: Duration, overdue: usize) -> Duration {
+        if !self.unindexed || overdue > 0 {
+            return self.interval;
+        }
+        (last * 2).min(UNINDEXED_IDLE_SWEEP.max(self.interval))
+    }
+}
+
+/// Whether the sweeps' index is missing, said once at start (reconciliation mode only: in
+/// events-only mode nothing reads the orders by status).
+async fn sweep_index_missing(settings: &Settings, db: &Database) -> bool {
+    match db.missing_sweep_index(&settings.schema).await {
+        Ok(Some(statement)) => {
+            tracing::warn!(event = "sweep_index_missing", add = %statement,
+                idle_sweeps_every_s = UNINDEXED_IDLE_SWEEP.as_secs(),
+                "no index on the orders' ({}, created_at): each reconciliation sweep reads the whole orders table, so sweeps that find nothing back off to one every 5 min (a sweep that finds an overdue order, or a resubscription, brings ORDER_EXPIRE_SWEEP_INTERVAL back); add the index", settings.schema.order_status.as_str());
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot tell whether the sweeps' index exists");
+            false
+        }
+    }
+}
+
+/// The background reconciliation: a sweep now, after every resubscribe, and every interval
+/// (backing off while idle without the index: [`Sweeps::next`]).
 async fn reconcile_loop(
     reconciler: Reconciler,
     queue: QueueSender,
     resubscribed: Arc<Notify>,
-    interval: Duration,
+    sweeps: Sweeps,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
+    let mut interval = sweeps.interval;
     let heartbeat = stats.health.heartbeat("sweep loop");
     let mut failing = false;
     // The first pass may meet the backlog of an outage: it says how far it has got when it
@@ -532,6 +578,7 @@ async fn reconcile_loop(
         tokio::select! {
             result = reconciler.sweep(&queue, &heartbeat, progress.take()) => match result {
                 Ok(summary) => {
+                    interval = sweeps.next(interval, summary.overdue);
                     stats.last_sweep.set(unix_now());
                     Stats::add_n(&stats.sweep_recovered, summary.overdue as u64);
                     if failing {
@@ -548,6 +595,7 @@ async fn reconcile_loop(
                     }
                 }
                 Err(e) => {
+                    interval = sweeps.interval;
                     if !failing {
                         tracing::warn!(error = %e, "sweep failed; trying again at the next interval");
                         failing = true;

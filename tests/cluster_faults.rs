@@ -7,7 +7,8 @@
 //!   order is cancelled on time, and `/readyz` names the dead master;
 //! * a master the cluster announces at a closed port (`cluster-announce-port`) is followed:
 //!   `topology_changed` names it unreachable, `/readyz` says 503 naming it, the orders of the
-//!   other masters are cancelled, and once the announcement is right again every order is.
+//!   other masters are cancelled, and once the announcement is right again every order is;
+//! * a seed listed first that accepts and never answers does not delay the start.
 //!
 //! Each test prints one JSON line with what it measured.
 
@@ -231,5 +232,48 @@ async fn a_master_announced_at_a_closed_port_is_followed_and_readiness_says_so()
             "held_while_unreachable": held,
             "all_cancelled_within_ms_of_fix": all_after.as_millis(),
         })
+    );
+}
+
+/// The seeds are asked at once: one listed first that accepts connections and never answers
+/// (a host behind a dead load balancer) does not delay the start by its timeout (5 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seed_that_never_answers_does_not_delay_the_start() {
+    let cluster = blocking(|| RedisCluster::start(3, 0));
+    let masters = cluster.masters();
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("a hung seed");
+    let hung_port = hung.local_addr().expect("its port").port();
+    std::thread::spawn(move || {
+        // Accepts and holds every connection, answering nothing.
+        let mut held = Vec::new();
+        for stream in hung.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let db = TestDb::create().await;
+    let laravel = LaravelApp::new(&env(&db, masters[0]));
+    laravel.set_redis_config(&CLUSTER_CONFIG.replacen(
+        "            'cache' => [\n",
+        &format!(
+            "            'cache' => [\n                ['host' => '127.0.0.1', 'port' => {hung_port}, 'password' => env('REDIS_PASSWORD', null)],\n"
+        ),
+        1,
+    ));
+    let started = Instant::now();
+    let mut worker = laravel.app.start_worker(&[]);
+    blocking(|| worker.wait_for_event("listening", masters.len(), Duration::from_secs(30)));
+    let took = started.elapsed();
+    worker.stop(Duration::from_secs(20));
+    println!(
+        "{}",
+        serde_json::json!({
+            "test": "cluster_hung_seed_first",
+            "seeds": 2,
+            "listening_on_every_master_within_ms": took.as_millis(),
+        })
+    );
+    assert!(
+        took < Duration::from_millis(4500),
+        "started in {took:?}: the hung seed's 5 s timeout was waited for"
     );
 }

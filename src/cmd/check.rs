@@ -1050,10 +1050,15 @@ async fn probe_mysql(settings: &Settings, lock_wait: bool) -> MysqlProbe {
             .await?;
         sweep_index = Some(missing.is_none());
         if let Some(statement) = missing {
-            probe.warnings.push(format!(
-                "no index on ({}, created_at): sweeps would scan the table; add it: {statement}",
-                settings.schema.order_status.as_str()
-            ));
+            let status = settings.schema.order_status.as_str();
+            probe.warnings.push(match settings.recovery.order_ttl {
+                Some(_) => format!(
+                    "no index on ({status}, created_at): each reconciliation sweep reads the whole orders table (sweeps that find nothing back off to one every 5 min); add it: {statement}"
+                ),
+                None => format!(
+                    "no index on ({status}, created_at): nothing needs it in events-only mode (the deadline watcher reads new orders by id); add it before setting ORDER_EXPIRE_TTL, whose sweeps would read the whole table: {statement}"
+                ),
+            });
         }
         writer.into_database().close().await;
         Ok(())
