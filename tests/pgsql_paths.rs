@@ -323,3 +323,53 @@ async fn a_lost_commit_reply_is_read_back_and_counted_as_the_database_did() {
     );
     assert_eq!(worker.stop(WAIT).code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_key_of_another_type_queues_its_job_in_the_jobs_table_and_writes_no_order() {
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let db = pg.create_db().await;
+    let ids = orders(&db, 5).await;
+    let app = App::pgsql(
+        &redis,
+        &db,
+        "QUEUE_CONNECTION=database\nORDER_EXPIRE_ON_ORDER_OTHEREVENT=App\\Jobs\\OrderIdExpired\nORDER_EXPIRE_ON_ORDER_OTHEREVENT_PROPERTY=orderId",
+    );
+    let mut worker = app.start_worker(&[]);
+    let mut conn = redis.conn(1);
+    for id in ["41", "42", "43"] {
+        common::setex(
+            &mut conn,
+            &format!("laravel_database_laravel_cache:ORDER_OTHEREVENT:{id}"),
+            1,
+            id,
+        );
+    }
+    let client = db.client().await;
+    wait_until(WAIT, "three jobs queued", || async {
+        client
+            .query_one("SELECT COUNT(*) FROM jobs WHERE queue = 'default'", &[])
+            .await
+            .expect("jobs")
+            .get::<_, i64>(0)
+            == 3
+    })
+    .await;
+    let payloads: Vec<String> = client
+        .query("SELECT payload FROM jobs ORDER BY id", &[])
+        .await
+        .expect("payloads")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for id in ["41", "42", "43"] {
+        assert!(
+            payloads
+                .iter()
+                .any(|p| p.contains("OrderIdExpired") && p.contains(&format!("i:{id};"))),
+            "a job with id {id}: {payloads:?}"
+        );
+    }
+    assert_eq!(db.count_status(2).await, 0, "no order written: {ids:?}");
+    assert_eq!(worker.stop(WAIT).code(), Some(0));
+}

@@ -315,6 +315,7 @@ async fn place(job: &KeyJobSettings, db: &Database) -> Result<Place, crate::Erro
                 ),
             )
             .await?;
+            db.require_privileges(&table, &["INSERT"]).await?;
             Place::Table(JobTable::Jobs {
                 table,
                 queue: job.queue.clone(),
