@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use common::burst::{self, PLAN, blocking, listening_ports, now_ms};
 use common::redis_node::{ExpiredWatch, PASSWORD};
 use common::sentinel::{SERVICE, SentinelSet};
-use common::{LaravelApp, TestDb};
+use common::{LaravelApp, RedisServer, TestDb, default_key, wait_until};
 
 /// The fixture's `'redis'` array for Sentinel, with predis, as Laravel's docs write it.
 const SENTINEL_CONFIG: &str = r"    'redis' => [
@@ -185,4 +185,89 @@ async fn every_unpaid_order_is_cancelled_once_through_a_sentinel_failover() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_unpaid_order_is_cancelled_once_when_the_master_is_killed() {
     every_unpaid_order_is_cancelled_once_when_the_master_is_replaced(Switch::KillMaster).await;
+}
+
+/// Anyone who can publish where the worker hears announcements (a sentinel listed before the
+/// real ones that is a plain Redis here) can send `+switch-master` at will: 5,000 of them make at
+/// most the throttle's ten `failover_announced` lines a minute, the worker stays on the master
+/// the sentinels name, and it keeps cancelling.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_bogus_failover_announcements_is_logged_ten_times_a_minute() {
+    const BOGUS: usize = 5_000;
+    let set = blocking(|| SentinelSet::start(3));
+    let master = set.master();
+    let loud = blocking(RedisServer::start);
+    let mut sentinels = vec![loud.port];
+    sentinels.extend(set.sentinel_ports());
+    let db = TestDb::create().await;
+    let laravel = LaravelApp::new(&env(&db, &sentinels));
+    laravel.set_redis_config(SENTINEL_CONFIG);
+    let mut worker = laravel.app.start_worker(&[]);
+    assert_eq!(listening_ports(&worker), vec![master]);
+
+    let mut publisher = loud.conn(0);
+    let subscribers = |publisher: &mut redis::Connection| -> i64 {
+        redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("+switch-master")
+            .query::<(String, i64)>(publisher)
+            .map(|(_, n)| n)
+            .unwrap_or(0)
+    };
+    let started = Instant::now();
+    while subscribers(&mut publisher) < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the worker never subscribed to +switch-master on the first listed sentinel:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let payload = format!("{SERVICE} 127.0.0.1 1 127.0.0.1 2");
+    let mut pipe = redis::pipe();
+    for _ in 0..BOGUS {
+        pipe.cmd("PUBLISH")
+            .arg("+switch-master")
+            .arg(&payload)
+            .ignore();
+    }
+    pipe.query::<()>(&mut publisher)
+        .expect("publish the announcements");
+
+    // The worker keeps cancelling on the master the real sentinels name.
+    let product = db.add_product("Tea", 10).await;
+    let order = db.place_order(product, 1).await;
+    let mut conn = set.conn(master, 1);
+    redis::cmd("PSETEX")
+        .arg(default_key(order))
+        .arg(200)
+        .arg(order.to_string())
+        .query::<()>(&mut conn)
+        .expect("write the order's key");
+    wait_until(
+        Duration::from_secs(30),
+        "the order cancelled after the flood",
+        || async { db.status(order).await == 2 },
+    )
+    .await;
+    let announced = worker.count_event("failover_announced");
+    println!(
+        "{}",
+        serde_json::json!({
+            "fault": "bogus +switch-master flood",
+            "published": BOGUS,
+            "failover_announced_lines": announced,
+            "listening_on": listening_ports(&worker),
+        })
+    );
+    assert!(
+        (1..=10).contains(&announced),
+        "{announced} failover_announced lines for {BOGUS} announcements"
+    );
+    assert!(
+        listening_ports(&worker).iter().all(|port| *port == master),
+        "the worker followed a bogus announcement: {:?}",
+        listening_ports(&worker)
+    );
+    assert!(worker.stop(Duration::from_secs(15)).success());
 }
