@@ -13,15 +13,6 @@ use common::{App, RedisServer, Scrape, Worker, http_get, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// `n` unpaid orders over three products of 100 000 in stock each.
-async fn orders(db: &PgDb, n: usize) -> Vec<u64> {
-    let mut products = Vec::new();
-    for name in ["Tea", "Coffee", "Cocoa"] {
-        products.push(db.add_product(name, 100_000).await);
-    }
-    db.place_orders(&products, n).await
-}
-
 fn stopped(worker: &Worker) -> serde_json::Value {
     worker
         .events("stopped")
@@ -34,7 +25,7 @@ async fn expired_orders_are_cancelled_once_with_their_stock_and_paid_ones_stay()
     let redis = RedisServer::start();
     let pg = PgServer::start();
     let db = pg.create_db().await;
-    let ids = orders(&db, 300).await;
+    let ids = db.place_orders_of_three_products(300).await;
     let paid: Vec<u64> = ids.iter().copied().step_by(3).collect();
     for id in &paid {
         db.set_status(*id, 1).await;
@@ -85,7 +76,7 @@ async fn two_workers_share_a_burst_and_one_killed_midway_loses_no_order() {
     let redis = RedisServer::start();
     let pg = PgServer::start();
     let db = pg.create_db().await;
-    let ids = orders(&db, 6000).await;
+    let ids = db.place_orders_of_three_products(6000).await;
     let app = App::pgsql(&redis, &db, "ORDER_EXPIRE_TTL=3600");
     let args = ["--batch-size", "64", "--metrics-addr", "127.0.0.1:0"];
     let mut first = app.start_worker(&args);
@@ -142,7 +133,7 @@ async fn a_postgresql_restart_mid_burst_loses_no_order() {
     let redis = RedisServer::start();
     let mut pg = PgServer::start();
     let db = pg.create_db().await;
-    let ids = orders(&db, 4000).await;
+    let ids = db.place_orders_of_three_products(4000).await;
     let app = App::pgsql(&redis, &db, "");
     let mut worker = app.start_worker(&["--batch-size", "32", "--concurrency", "2"]);
     redis.expire_together(&ids, Duration::from_millis(300));
@@ -346,7 +337,7 @@ async fn a_socket_directory_as_host_and_a_row_the_app_holds_is_written_once_rele
     let redis = RedisServer::start();
     let pg = PgServer::start();
     let db = pg.create_db().await;
-    let ids = orders(&db, 20).await;
+    let ids = db.place_orders_of_three_products(20).await;
     let app = App::with_env(&format!(
         "CACHE_DRIVER=redis\nREDIS_HOST=127.0.0.1\nREDIS_PORT={}\nDB_CONNECTION=pgsql\nDB_HOST={}\nDB_PORT={}\nDB_DATABASE={}\nDB_USERNAME=postgres\n",
         redis.port,
@@ -438,7 +429,7 @@ async fn over_tls_with_verify_full_and_a_client_certificate_every_unpaid_order_i
     let redis = RedisServer::start();
     let pg = PgServer::start_tls(&certs);
     let db = pg.create_db().await;
-    let ids = orders(&db, 200).await;
+    let ids = db.place_orders_of_three_products(200).await;
     let files = |ca: &str| {
         format!(
             "sslrootcert={}&sslcert={}&sslkey={}",

@@ -8,18 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::fault_proxy::{FaultProxy, PG_COMMIT};
-use common::pgsql::{PgDb, PgServer, env_text};
+use common::pgsql::{PgServer, env_text};
 use common::{App, RedisServer, Scrape, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn orders(db: &PgDb, n: usize) -> Vec<u64> {
-    let mut products = Vec::new();
-    for name in ["Tea", "Coffee", "Cocoa"] {
-        products.push(db.add_product(name, 100_000).await);
-    }
-    db.place_orders(&products, n).await
-}
 
 fn ids_param(ids: &[u64]) -> Vec<i64> {
     ids.iter()
@@ -33,7 +25,7 @@ async fn orders_whose_key_is_gone_are_cancelled_by_the_sweep_and_the_deadline_wa
     let pg = PgServer::start();
     let db = pg.create_db().await;
     // Placed an hour ago; their keys are gone (Redis restarted, cache:clear).
-    let old = orders(&db, 30).await;
+    let old = db.place_orders_of_three_products(30).await;
     db.client()
         .await
         .execute(
@@ -86,7 +78,7 @@ async fn the_redis_queue_gets_one_job_per_cancelled_order_through_the_outbox() {
     let redis = RedisServer::start();
     let pg = PgServer::start();
     let db = pg.create_db().await;
-    let ids = orders(&db, 120).await;
+    let ids = db.place_orders_of_three_products(120).await;
     let app = App::pgsql(
         &redis,
         &db,
@@ -175,7 +167,7 @@ async fn a_deadlock_is_retried_and_the_orders_are_cancelled_once() {
     let redis = RedisServer::start();
     let pg = PgServer::start();
     let db = pg.create_db().await;
-    let ids = orders(&db, 50).await;
+    let ids = db.place_orders_of_three_products(50).await;
     // The server answers the first three cancellations with a deadlock (SQLSTATE 40P01), as
     // when the app's transactions lock the same rows in another order; a sequence counts
     // them, since it is not rolled back with the failed transaction.
@@ -294,7 +286,7 @@ async fn a_lost_commit_reply_is_read_back_and_counted_as_the_database_did() {
     let redis = RedisServer::start();
     let pg = PgServer::start();
     let db = pg.create_db().await;
-    let ids = orders(&db, 2000).await;
+    let ids = db.place_orders_of_three_products(2000).await;
     let proxy = FaultProxy::start(pg.port);
     let env = env_text(redis.port, &db, "").replace(
         &format!("DB_PORT={}\n", db.port),
@@ -329,7 +321,7 @@ async fn an_expired_key_of_another_type_queues_its_job_in_the_jobs_table_and_wri
     let redis = RedisServer::start();
     let pg = PgServer::start();
     let db = pg.create_db().await;
-    let ids = orders(&db, 5).await;
+    let ids = db.place_orders_of_three_products(5).await;
     let app = App::pgsql(
         &redis,
         &db,

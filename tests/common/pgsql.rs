@@ -365,6 +365,15 @@ impl PgDb {
         u64::try_from(row.get::<_, i64>(0)).expect("id")
     }
 
+    /// Places `n` unpaid orders over three products of 100 000 in stock each.
+    pub async fn place_orders_of_three_products(&self, n: usize) -> Vec<u64> {
+        let mut products = Vec::new();
+        for name in ["Tea", "Coffee", "Cocoa"] {
+            products.push(self.add_product(name, 100_000).await);
+        }
+        self.place_orders(&products, n).await
+    }
+
     /// Places `n` unpaid orders of quantity 1 over `products` (round robin) in one
     /// transaction, taking their stock; `created_at` in UTC, the app's time zone.
     pub async fn place_orders(&self, products: &[u64], n: usize) -> Vec<u64> {
