@@ -357,7 +357,8 @@ async fn unreachable_servers_make_the_verdict_unknown_each_said_once() {
         reasons[1].contains(&format!("127.0.0.1:{mysql_port}")),
         "{reasons:?}"
     );
-    assert!(report["mysql"]["error"].is_string());
+    assert_eq!(report["database"]["driver"], "mysql", "{report:#}");
+    assert!(report["database"]["error"].is_string(), "{report:#}");
     assert!(report["workers"]["live"].is_null());
     assert!(report["overdue"]["count"].is_null());
 }

@@ -53,7 +53,7 @@ struct Report {
     /// The cache Redis's masters.
     redis: RedisFacts,
     /// The app's database, where the workers, the overdue orders and the outbox are read.
-    mysql: MysqlFacts,
+    database: DatabaseFacts,
     /// The live workers.
     workers: WorkerFacts,
     /// The overdue unpaid orders (`null` without `ORDER_EXPIRE_TTL`).
@@ -75,19 +75,20 @@ impl Report {
             Ok(Err(e)) => Err(crate::logging::one_line(&e.to_string())),
             Err(_) => Err(format!(
                 "cannot connect to {} at {}: no answer within {} s",
-                match settings.database.driver() {
-                    "pgsql" => "PostgreSQL",
-                    _ => "MySQL",
-                },
+                database_title(settings),
                 settings.database.endpoint(),
                 FACT_TIMEOUT.as_secs()
             )),
         };
-        let mysql = MysqlFacts {
+        let database = DatabaseFacts {
+            driver: settings.database.driver(),
             endpoint: settings.database.endpoint(),
             error: db.as_ref().err().cloned(),
         };
-        let db_ref = db.as_ref().map_err(|_| MYSQL_NOT_REACHED);
+        // What the facts read there say when it could not be reached (the reason is said once,
+        // on the `database` line).
+        let not_reached = format!("{} not reached", database_title(settings));
+        let db_ref = db.as_ref().map_err(|_| not_reached.as_str());
         let (redis, workers, overdue, outbox, endpoints) = tokio::join!(
             RedisFacts::read(servers.as_ref().map_err(Clone::clone)),
             WorkerFacts::read(db_ref, settings),
@@ -107,7 +108,7 @@ impl Report {
             reasons: Vec::new(),
             channel,
             redis,
-            mysql,
+            database,
             workers,
             overdue,
             outbox,
@@ -120,7 +121,7 @@ impl Report {
     fn judge(&self) -> Findings {
         let mut findings = Findings::default();
         self.redis.judge(&mut findings);
-        if let Some(error) = &self.mysql.error {
+        if let Some(error) = &self.database.error {
             // Nothing read there is known: one reason for all of it.
             findings.unknown(error.clone());
         } else {
@@ -149,8 +150,8 @@ impl Report {
         }
         let mut lines: Vec<Line> = Vec::new();
         self.redis.lines(&mut lines);
-        if let Some(error) = &self.mysql.error {
-            lines.push(("mysql", format!("unknown: {error}")));
+        if let Some(error) = &self.database.error {
+            lines.push(("database", format!("unknown: {error}")));
         }
         self.workers.lines(&mut lines);
         match &self.overdue {
@@ -182,7 +183,9 @@ impl Report {
 
 /// The app's database as `status` reached it.
 #[derive(Debug, Serialize)]
-struct MysqlFacts {
+struct DatabaseFacts {
+    /// `mysql` or `pgsql`: the app's connection driver (a `mariadb` connection is `mysql`).
+    driver: &'static str,
     /// `host:port` (or `unix:`).
     endpoint: String,
     /// Why it could not be reached (`null` when it was): then none of the facts read there is
@@ -190,9 +193,13 @@ struct MysqlFacts {
     error: Option<String>,
 }
 
-/// What the facts read on the database say when it could not be reached (the reason is said
-/// once, on the `mysql` line).
-const MYSQL_NOT_REACHED: &str = "MySQL not reached";
+/// `MySQL` or `PostgreSQL`, for messages.
+fn database_title(settings: &Settings) -> &'static str {
+    match settings.database.driver() {
+        "pgsql" => "PostgreSQL",
+        _ => "MySQL",
+    }
+}
 
 /// The worker endpoints to read: those given (`--metrics-addr`, each `HOST:PORT`), else the
 /// settings' own `ORDER_EXPIRE_METRICS_ADDR`, where a worker started with these settings
