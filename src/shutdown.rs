@@ -65,7 +65,7 @@ pub(crate) fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> 
                         event = "forced_exit",
                         signal = name,
                         exit_code = FORCED_EXIT,
-                        "second stop signal: exiting now; MySQL rolls back the writes in flight, so their orders stay unpaid"
+                        "second stop signal: exiting now; the database rolls back the writes in flight, so their orders stay unpaid"
                     );
                     std::process::exit(FORCED_EXIT);
                 }

@@ -118,8 +118,10 @@ pub(crate) async fn run(
     let watchdog = systemd::watchdog_interval();
     let stats = Arc::new(Stats::new(
         settings.laravel.as_ref().map(|v| v.text.as_str()),
+        settings.database.driver(),
         HealthOptions {
             stall_after: watchdog.unwrap_or(DEFAULT_STALL_AFTER),
+            database: settings.database.title(),
         },
     ));
     stats.health.bind_stop(shutdown.clone());
@@ -183,7 +185,7 @@ pub(crate) async fn run(
     let contract = Contract::new(settings);
     tracing::info!(event = "contract", mode = contract.mode, guard = %contract.guard, "{}", contract.promise());
     // Subscribed, and the writer has just checked MySQL's schema: ready.
-    stats.health.mysql_checked(Ok(()));
+    stats.health.database_checked(Ok(()));
     let _mysql_checks = AbortOnDropHandle::new(tokio::spawn(check_mysql(
         DbProbe::new(writer.database().clone()),
         Arc::clone(&stats),
@@ -473,7 +475,7 @@ async fn finish(
             .await
             .is_err()
     {
-        tracing::debug!("MySQL connections still busy at exit; the server rolls them back");
+        tracing::debug!("database connections still busy at exit; the server rolls them back");
     }
 }
 
@@ -503,7 +505,7 @@ async fn check_mysql(mut probe: DbProbe, stats: Arc<Stats>, shutdown: Cancellati
             () = shutdown.cancelled() => return,
         }
         let result = probe.check().await.map_err(|e| e.to_string());
-        stats.health.mysql_checked(result);
+        stats.health.database_checked(result);
     }
 }
 

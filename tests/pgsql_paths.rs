@@ -53,6 +53,14 @@ async fn orders_whose_key_is_gone_are_cancelled_by_the_sweep_and_the_deadline_wa
         old.len(),
         "the sweep cancelled every overdue order"
     );
+    let summary = String::from_utf8_lossy(&swept.stdout);
+    assert!(
+        summary.contains(&format!(
+            ": {} cancelled, 0 no longer unpaid, 0 refused by PostgreSQL",
+            old.len()
+        )),
+        "the summary names the database: {summary}"
+    );
     db.assert_stock_returned(100_000).await;
 
     // New orders whose keys are never written: the deadline watcher cancels them 3 s after

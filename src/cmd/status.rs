@@ -75,7 +75,7 @@ impl Report {
             Ok(Err(e)) => Err(crate::logging::one_line(&e.to_string())),
             Err(_) => Err(format!(
                 "cannot connect to {} at {}: no answer within {} s",
-                database_title(settings),
+                settings.database.title(),
                 settings.database.endpoint(),
                 FACT_TIMEOUT.as_secs()
             )),
@@ -87,7 +87,7 @@ impl Report {
         };
         // What the facts read there say when it could not be reached (the reason is said once,
         // on the `database` line).
-        let not_reached = format!("{} not reached", database_title(settings));
+        let not_reached = format!("{} not reached", settings.database.title());
         let db_ref = db.as_ref().map_err(|_| not_reached.as_str());
         let (redis, workers, overdue, outbox, endpoints) = tokio::join!(
             RedisFacts::read(servers.as_ref().map_err(Clone::clone)),
@@ -191,14 +191,6 @@ struct DatabaseFacts {
     /// Why it could not be reached (`null` when it was): then none of the facts read there is
     /// known, and this is their one reason.
     error: Option<String>,
-}
-
-/// `MySQL` or `PostgreSQL`, for messages.
-fn database_title(settings: &Settings) -> &'static str {
-    match settings.database.driver() {
-        "pgsql" => "PostgreSQL",
-        _ => "MySQL",
-    }
 }
 
 /// The worker endpoints to read: those given (`--metrics-addr`, each `HOST:PORT`), else the

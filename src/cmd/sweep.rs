@@ -45,8 +45,10 @@ struct SweepReport {
     cancelled: usize,
     /// Overdue orders no longer unpaid when written (paid, already cancelled, gone): left alone.
     not_unpaid: usize,
-    /// Orders MySQL refused with a permanent error (a value out of range, a constraint).
+    /// Orders the database refused with a permanent error (a value out of range, a constraint).
     refused: usize,
+    /// `MySQL` or `PostgreSQL`, for the summary line.
+    database: &'static str,
 }
 
 impl fmt::Display for SweepReport {
@@ -62,15 +64,15 @@ impl fmt::Display for SweepReport {
         } else {
             write!(
                 f,
-                ": {} cancelled, {} no longer unpaid, {} refused by MySQL",
-                self.cancelled, self.not_unpaid, self.refused
+                ": {} cancelled, {} no longer unpaid, {} refused by {}",
+                self.cancelled, self.not_unpaid, self.refused, self.database
             )
         }
     }
 }
 
-/// How long the writes of a pass may take once the pass has found every overdue order: MySQL
-/// failing for longer ends the command with an error instead of retrying forever.
+/// How long the writes of a pass may take once the pass has found every overdue order: the
+/// database failing for longer ends the command with an error instead of retrying forever.
 const WRITE_DEADLINE: Duration = Duration::from_secs(60);
 /// Overdue orders that may wait for the writer; the pass waits for room beyond that.
 const QUEUE_SIZE: usize = 4096;
@@ -251,12 +253,13 @@ async fn run_once(
     let (summary, left) = tokio::join!(sweeping, handling);
     let summary = summary?;
     let endpoint = writer.database().endpoint().to_string();
+    let title = writer.database().title();
     if let Ok(writer) = Arc::try_unwrap(writer) {
         writer.into_database().close().await;
     }
     if !left.is_empty() {
         return Err(Error::Runtime(format!(
-            "MySQL at {endpoint}: {} overdue orders were not written within {} s (MySQL kept failing, see the log); they stay unpaid: run `order-expire sweep` again once MySQL answers",
+            "{title} at {endpoint}: {} overdue orders were not written within {} s ({title} kept failing, see the log); they stay unpaid: run `order-expire sweep` again once {title} answers",
             left.len(),
             WRITE_DEADLINE.as_secs()
         )));
@@ -267,6 +270,7 @@ async fn run_once(
         cancelled: tally.cancelled.load(Ordering::Relaxed),
         not_unpaid: tally.not_unpaid.load(Ordering::Relaxed),
         refused: tally.refused.load(Ordering::Relaxed),
+        database: title,
     })
 }
 

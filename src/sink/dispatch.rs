@@ -147,7 +147,11 @@ impl<E: fmt::Display> fmt::Display for AttemptError<E> {
         match self {
             Self::Writer(e) => e.fmt(f),
             Self::NoAnswer(after) => {
-                write!(f, "no answer from MySQL within {} s", after.as_secs())
+                write!(
+                    f,
+                    "no answer from the database within {} s",
+                    after.as_secs()
+                )
             }
         }
     }
@@ -181,7 +185,7 @@ impl<W: BatchWriter, O: Observer> Writing<W, O> {
             Stats::add(&self.stats.parked);
             self.observer.refused(order, error);
             tracing::error!(event = "order_parked", order_id = order, error = %error,
-                "order cannot be cancelled: MySQL refuses the write with a permanent error; it stays unpaid and this worker does not retry it: fix the row and cancel the order by hand");
+                "order cannot be cancelled: the database refuses the write with a permanent error; it stays unpaid and this worker does not retry it: fix the row and cancel the order by hand");
         }
     }
 
@@ -438,7 +442,13 @@ impl WriteHealth {
         let mut since = lock(&self.failing_since);
         if since.is_none() {
             *since = Some(Instant::now());
-            tracing::warn!(event = "writes_failing", order_id = order, %error, "MySQL writes are failing; every order is kept and retried with backoff");
+            tracing::warn!(
+                event = "writes_failing",
+                order_id = order,
+                %error,
+                "{} writes are failing; every order is kept and retried with backoff",
+                health.database()
+            );
         } else {
             tracing::debug!(order_id = order, %error, "write failed again");
         }
@@ -460,7 +470,8 @@ impl WriteHealth {
             event = "writes_recovered",
             failing_for_ms = start.elapsed().as_millis() as u64,
             orders_written = written,
-            "MySQL writes succeed again"
+            "{} writes succeed again",
+            health.database()
         );
         true
     }
@@ -504,7 +515,7 @@ async fn write_batch<W: BatchWriter, O: Observer>(
                     .health
                     .succeeded(&writing.stats.health, written.len())
                 {
-                    Stats::add(&writing.stats.mysql_recoveries);
+                    Stats::add(&writing.stats.database_recoveries);
                 }
                 record(written, &batch, writing);
                 if busy.is_empty() {

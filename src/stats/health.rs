@@ -40,12 +40,15 @@ pub(crate) const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(60);
 pub(crate) struct HealthOptions {
     /// A loop whose last beat is older than this is stuck (systemd's `WatchdogSec` when set).
     pub stall_after: Duration,
+    /// The app's database, as readiness names it: `MySQL` or `PostgreSQL`.
+    pub database: &'static str,
 }
 
 impl Default for HealthOptions {
     fn default() -> Self {
         Self {
             stall_after: DEFAULT_STALL_AFTER,
+            database: "MySQL",
         }
     }
 }
@@ -77,10 +80,12 @@ pub(crate) struct Health {
     dead: Mutex<Vec<String>>,
     nodes: Mutex<BTreeMap<String, Node>>,
     node_ids: AtomicU64,
-    /// The last MySQL check: `None` before the first.
-    mysql: Mutex<Option<Result<(), String>>>,
+    /// `MySQL` or `PostgreSQL`, for the readiness reasons.
+    database: &'static str,
+    /// The last database check: `None` before the first.
+    database_check: Mutex<Option<Result<(), String>>>,
     /// Why the cancel writes are failing, while they are (from the first failure to the next
-    /// commit that writes an order): MySQL may answer a PING and still not take a write.
+    /// commit that writes an order): the database may answer a PING and still not take a write.
     writes: Mutex<Option<String>>,
     /// Set once the worker is subscribed and has checked MySQL.
     started: AtomicBool,
@@ -113,7 +118,8 @@ impl Health {
             dead: Mutex::new(Vec::new()),
             nodes: Mutex::new(BTreeMap::new()),
             node_ids: AtomicU64::new(0),
-            mysql: Mutex::new(None),
+            database: options.database,
+            database_check: Mutex::new(None),
             writes: Mutex::new(None),
             started: AtomicBool::new(false),
             stop: OnceLock::new(),
@@ -175,9 +181,14 @@ impl Health {
         self.started.store(true, Ordering::Release);
     }
 
-    /// Records the result of a MySQL check (`Err`: why it failed, one line).
-    pub(crate) fn mysql_checked(&self, result: Result<(), String>) {
-        *lock(&self.mysql) = Some(result);
+    /// Records the result of a database check (`Err`: why it failed, one line).
+    pub(crate) fn database_checked(&self, result: Result<(), String>) {
+        *lock(&self.database_check) = Some(result);
+    }
+
+    /// `MySQL` or `PostgreSQL`: the app's database, for messages.
+    pub(crate) fn database(&self) -> &'static str {
+        self.database
     }
 
     /// The cancel writes fail (`Some`: why, one line) or work again (`None`).
@@ -270,12 +281,12 @@ impl Health {
             }
         }
         if let Some(why) = &*lock(&self.writes) {
-            return Err(format!("MySQL writes are failing: {why}"));
+            return Err(format!("{} writes are failing: {why}", self.database));
         }
-        match &*lock(&self.mysql) {
+        match &*lock(&self.database_check) {
             Some(Ok(())) => Ok(()),
-            Some(Err(why)) => Err(format!("MySQL does not answer: {why}")),
-            None => Err("MySQL not checked yet".into()),
+            Some(Err(why)) => Err(format!("{} does not answer: {why}", self.database)),
+            None => Err(format!("{} not checked yet", self.database)),
         }
     }
 
@@ -410,6 +421,7 @@ mod tests {
     fn health(stall_after_ms: u64) -> Arc<Health> {
         Arc::new(Health::new(HealthOptions {
             stall_after: Duration::from_millis(stall_after_ms),
+            ..HealthOptions::default()
         }))
     }
 
@@ -457,7 +469,7 @@ mod tests {
         );
         node.subscribed(true);
         assert_eq!(health.readiness(), Err("MySQL not checked yet".into()));
-        health.mysql_checked(Ok(()));
+        health.database_checked(Ok(()));
         assert_eq!(health.readiness(), Ok(()));
         let second = health.expect_node("127.0.0.1:6380");
         assert!(health.readiness().is_err(), "a new node must be heard too");
@@ -469,7 +481,7 @@ mod tests {
         assert!(failing.contains("writes are failing"), "{failing}");
         health.writes_failing(None);
         assert_eq!(health.readiness(), Ok(()), "writes work again");
-        health.mysql_checked(Err("connection refused".into()));
+        health.database_checked(Err("connection refused".into()));
         assert!(health.readiness().is_err());
     }
 

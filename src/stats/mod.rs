@@ -90,7 +90,7 @@ const DROPPED: Metric = (
 );
 const RECONNECTS: Metric = (
     "order_expire_reconnects",
-    "Connections re-established after a loss: the Redis subscription (redis), MySQL writes working again after failing (mysql)",
+    "Connections re-established after a loss: the Redis subscription (redis), the database's writes working again after failing (mysql, pgsql)",
 );
 const RETRIES: Metric = (
     "order_expire_write_retries",
@@ -106,7 +106,7 @@ const SWEEP_RECOVERED: Metric = (
 );
 const PARKED: Metric = (
     "order_expire_orders_parked",
-    "Orders MySQL refused with a permanent error; left unpaid until fixed by hand",
+    "Orders the database refused with a permanent error; left unpaid until fixed by hand",
 );
 const KEY_JOBS: Metric = (
     "order_expire_key_jobs_queued",
@@ -230,8 +230,9 @@ pub(crate) struct Stats {
     pub busy: Counter,
     /// Redis subscriptions lost and re-established (`reconnects{server="redis"}`).
     pub resubscribes: Counter,
-    /// MySQL writes working again after failing (`reconnects{server="mysql"}`).
-    pub mysql_recoveries: Counter,
+    /// The database's writes working again after failing (`reconnects{server="mysql"}`, or
+    /// `"pgsql"` for a PostgreSQL app: the app's connection driver).
+    pub database_recoveries: Counter,
     /// Orders a sweep found overdue without their key.
     pub sweep_recovered: Counter,
     /// When the last sweep finished, in seconds since the Unix epoch.
@@ -269,13 +270,14 @@ pub(crate) struct Stats {
 
 impl Default for Stats {
     fn default() -> Self {
-        Self::new(None, HealthOptions::default())
+        Self::new(None, "mysql", HealthOptions::default())
     }
 }
 
 impl Stats {
-    /// Registers every metric; `laravel` is the app's Laravel version for `build_info`.
-    pub(crate) fn new(laravel: Option<&str>, health: HealthOptions) -> Self {
+    /// Registers every metric; `laravel` is the app's Laravel version for `build_info`, `driver`
+    /// the app's database driver (`mysql` or `pgsql`), the `server` of its reconnects.
+    pub(crate) fn new(laravel: Option<&str>, driver: &'static str, health: HealthOptions) -> Self {
         let mut r = Registrar::default();
         let skipped = r.family(SKIPPED);
         let ignored = r.family(IGNORED);
@@ -318,7 +320,7 @@ impl Stats {
             skipped_already_cancelled: label(&skipped, "reason", "already_cancelled"),
             skipped_missing: label(&skipped, "reason", "missing"),
             resubscribes: label(&reconnects, "server", "redis"),
-            mysql_recoveries: label(&reconnects, "server", "mysql"),
+            database_recoveries: label(&reconnects, "server", driver),
             taken_over_owner_left: label(&taken_over, "reason", "owner_left"),
             taken_over_rebalanced: label(&taken_over, "reason", "rebalanced"),
             taken_over_not_written: label(&taken_over, "reason", "not_written"),
@@ -369,7 +371,7 @@ mod tests {
 
     #[test]
     fn handles_share_the_registered_atomics() {
-        let stats = Stats::new(Some("8.83.26"), HealthOptions::default());
+        let stats = Stats::new(Some("8.83.26"), "mysql", HealthOptions::default());
         Stats::add_n(&stats.cancelled, 3);
         Stats::add(&stats.skipped_paid);
         stats.lateness.observe(0.2);

@@ -200,6 +200,15 @@ impl DatabaseSettings {
         }
     }
 
+    /// `MySQL` or `PostgreSQL`: the server family, for messages (a MariaDB is `MySQL` here, as
+    /// Laravel's `mariadb` connection speaks its protocol).
+    pub fn title(&self) -> &'static str {
+        match self {
+            Self::Mysql(_) => "MySQL",
+            Self::Pgsql(_) => "PostgreSQL",
+        }
+    }
+
     /// Where we connect, for messages.
     pub fn endpoint(&self) -> String {
         match self {
