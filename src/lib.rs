@@ -83,8 +83,8 @@
 //!   mistakes).
 //! * `worker`: wires source -> queue -> dispatcher -> writer and runs until the stop signal.
 //! * [`cmd`]: the subcommands (`run`, `check`, `sweep`, `status`, `schedule`); `cmd::status`
-//!   reads what an operator asks first from the servers and the workers' endpoints (its HTTP
-//!   client and the Prometheus reading are its own, `cmd::status::scrape`); [`cli`]: the
+//!   reads what an operator asks first from the servers and the workers' endpoints (the HTTP
+//!   client and the Prometheus reading are the commands' own, `cmd::scrape`); [`cli`]: the
 //!   command line and its `--help`. `main.rs` only parses the arguments and calls them.
 //! * `backoff`, `shutdown` (signals), [`logging`] (text lines escape control characters),
 //!   `throttle` (rate limits for warnings outside input can repeat): small shared pieces.

@@ -312,6 +312,31 @@ fn check_shows_the_redis_topology() {
     );
 }
 
+/// `check` beside the app's running worker (after a deploy, say) passes: the metrics port that
+/// worker holds is a warning naming it, not a problem. `--no-connect` does not ask the endpoint,
+/// so there the taken port still fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_beside_the_running_worker_warns_of_its_metrics_port_and_passes() {
+    let redis = RedisServer::start();
+    let db = TestDb::create().await;
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let app = App::new(&redis, &db, &format!("ORDER_EXPIRE_METRICS_ADDR={addr}"));
+    let worker = app.start_worker(&["--log-format", "json"]);
+    assert_eq!(worker.metrics_addr(), addr);
+
+    let output = app.run(&["check", "--json"]);
+    let report = json(&output);
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["problems"], serde_json::json!([]), "{report:#}");
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains(&addr) && warnings.contains("running order-expire worker"),
+        "{report:#}"
+    );
+    let offline = app.run(&["check", "--no-connect"]);
+    assert_eq!(offline.status.code(), Some(1));
+}
+
 /// `check` fails exactly where the worker refuses to start: a missing outbox and a metrics port
 /// already taken fail both; a queue Redis that is down fails neither (the jobs wait in the
 /// outbox), and `check` says so on its own line.

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::scrape;
 use crate::config::{
     ConfigError, ConfigSource, DatabaseSettings, DispatchArgument, DispatchSettings,
     KeyJobSettings, OrderLines, QueueTarget, RedisEndpoint, RedisTopology, Settings, SslMode,
@@ -636,16 +637,33 @@ impl Report {
         }
     }
 
-    /// Adds a problem when the worker could not serve its endpoint: the address is taken (by
-    /// another process; a worker already running there holds it too), or not this machine's.
-    fn check_metrics_addr(&mut self, settings: &Settings) {
-        if let Some(addr) = settings.metrics_addr
-            && let Err(e) = std::net::TcpListener::bind(addr)
+    /// Adds a problem when the worker could not serve its endpoint: the address is taken by
+    /// another process, or not this machine's. A running order-expire worker holding it (its
+    /// endpoint answers with order-expire's series) is a warning instead: `check` is run beside
+    /// the live worker after a deploy, and only a second worker here would need another port.
+    /// `connect` false (`--no-connect`): the endpoint is not asked, a taken port is a problem.
+    async fn check_metrics_addr(&mut self, settings: &Settings, connect: bool) {
+        let Some(addr) = settings.metrics_addr else {
+            return;
+        };
+        let Err(e) = std::net::TcpListener::bind(addr) else {
+            return;
+        };
+        let reached = scrape::reachable(addr).to_string();
+        if connect
+            && e.kind() == std::io::ErrorKind::AddrInUse
+            && scrape::read(&reached)
+                .await
+                .is_ok_and(|view| view.queue_depth.is_some())
         {
-            self.problems.push(format!(
-                "cannot listen on {addr} for /metrics, /healthz and /readyz: {e}; set --metrics-addr (ORDER_EXPIRE_METRICS_ADDR) to a free port of this machine, or leave it unset"
+            self.warnings.push(format!(
+                "metrics: {addr} is served by a running order-expire worker (http://{reached}/metrics answers); a second worker on this machine needs another --metrics-addr (ORDER_EXPIRE_METRICS_ADDR)"
             ));
+            return;
         }
+        self.problems.push(format!(
+            "cannot listen on {addr} for /metrics, /healthz and /readyz: {e}; set --metrics-addr (ORDER_EXPIRE_METRICS_ADDR) to a free port of this machine, or leave it unset"
+        ));
     }
 
     /// True when nothing stops the worker.
@@ -948,7 +966,7 @@ pub async fn command(
 /// Builds the report and, unless `connect` is false, probes both servers.
 async fn run(settings: &Settings, connect: bool, lock_wait: bool) -> Report {
     let mut report = Report::new(settings);
-    report.check_metrics_addr(settings);
+    report.check_metrics_addr(settings, connect).await;
     if connect {
         let redis = probe_redis(settings).await;
         let database = probe_mysql(settings, lock_wait).await;

@@ -11,9 +11,12 @@
 //!   workers alive, anything overdue), a verdict and an exit status for monitoring.
 //! * [`schedule`]: `order-expire schedule`, writes an order's key exactly as Laravel's cache
 //!   would (used by the demo, the tests and services not written in PHP).
+//! * `scrape`: a running worker's endpoint read over HTTP, bounded: `status` reads each
+//!   worker's readiness and lateness there, `check` whether the metrics port is held by one.
 
 pub mod check;
 pub mod run;
 pub mod schedule;
+mod scrape;
 pub mod status;
 pub mod sweep;

@@ -23,11 +23,9 @@
 //! Redis expire it, as any read of it does).
 
 mod facts;
-mod scrape;
 mod verdict;
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
 use serde::Serialize;
 
@@ -204,19 +202,7 @@ fn endpoints(settings: &Settings, given: &[String]) -> Vec<String> {
     }
     settings
         .metrics_addr
-        .map(|addr| {
-            let addr = if addr.ip().is_unspecified() {
-                let loopback = if addr.is_ipv4() {
-                    std::net::Ipv4Addr::LOCALHOST.into()
-                } else {
-                    std::net::Ipv6Addr::LOCALHOST.into()
-                };
-                SocketAddr::new(loopback, addr.port())
-            } else {
-                addr
-            };
-            vec![addr.to_string()]
-        })
+        .map(|addr| vec![super::scrape::reachable(addr).to_string()])
         .unwrap_or_default()
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use super::scrape::{self, Quantile};
 use super::verdict::Findings;
+use crate::cmd::scrape::{self, Quantile};
 use crate::config::{QueueTarget, Settings};
 use crate::db::Database;
 use crate::db::jobs::{OUTBOX_TABLE, OutboxBacklog};

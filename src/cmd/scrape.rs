@@ -6,6 +6,7 @@
 //! one `crate::stats` writes (Prometheus text format 0.0.4), read only as far as these two
 //! series need.
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
@@ -40,6 +41,20 @@ pub(crate) struct WorkerView {
     pub(crate) lateness_count: u64,
     /// Expired orders waiting for a writer.
     pub(crate) queue_depth: Option<f64>,
+}
+
+/// Where a worker listening on `addr` is reached from this machine: an address of every
+/// interface (`0.0.0.0`, `::`) on the loopback.
+pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
+    if !addr.ip().is_unspecified() {
+        return addr;
+    }
+    let loopback = if addr.is_ipv4() {
+        Ipv4Addr::LOCALHOST.into()
+    } else {
+        Ipv6Addr::LOCALHOST.into()
+    };
+    SocketAddr::new(loopback, addr.port())
 }
 
 /// Reads `/readyz` and `/metrics` from the endpoint at `addr` (`host:port`).
