@@ -364,6 +364,8 @@ impl MysqlSettings {
     pub fn endpoint(&self) -> String {
         match &self.socket {
             Some(path) => format!("unix:{}", path.display()),
+            // An IPv6 address is bracketed, as a `host:port` of it must be.
+            None if self.host.contains(':') => format!("[{}]:{}", self.host, self.port),
             None => format!("{}:{}", self.host, self.port),
         }
     }

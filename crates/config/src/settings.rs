@@ -874,6 +874,12 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_mysql_host_is_bracketed_where_it_is_shown() {
+        let s = resolve("CACHE_DRIVER=redis\nDB_HOST=::1\nDB_PORT=3307").expect("resolves");
+        assert_eq!(s.database.endpoint(), "[::1]:3307");
+    }
+
+    #[test]
     fn mysql_localhost_means_the_socket_as_in_pdo() {
         let s = resolve("CACHE_DRIVER=redis\nDB_HOST=localhost").expect("resolves");
         assert_eq!(
