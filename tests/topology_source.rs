@@ -1,12 +1,14 @@
 //! The worker on a Redis Cluster and under Sentinel, against real servers started here.
 //!
 //! * a 3-master cluster given by one seed: one subscription per master, orders whose keys live
-//!   on every master all cancelled exactly once; `schedule` writes to the key's master and
-//!   `sweep` asks each master about its own keys;
+//!   on every master all cancelled exactly once, `status` finding the worker's subscription on
+//!   each master; `schedule` writes to the key's master and `sweep` asks each master about its
+//!   own keys;
 //! * a `CLUSTER FAILOVER` of one master to its replica: the old master keeps the subscription
 //!   open but goes silent, and the topology check moves it to the new master;
 //! * a Sentinel with one master, one replica and one sentinel: `SENTINEL FAILOVER` is followed
-//!   to the new master, and orders expiring there are cancelled.
+//!   to the new master (where `status` then finds the worker subscribed), and orders expiring
+//!   there are cancelled.
 //!
 //! The cluster and the Sentinel set-up are the shared harness's (`tests/common/cluster.rs`,
 //! `tests/common/sentinel.rs`), with the password Laravel apps set; the app is a configuration
@@ -77,6 +79,64 @@ fn endpoints(ports: &[u16]) -> BTreeSet<String> {
     ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
 }
 
+/// `status --json` on the app.
+fn status_json(app: &App) -> (serde_json::Value, Option<i32>) {
+    let output = app.run(&["status", "--json"]);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json prints one object ({e}):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (report, output.status.code())
+}
+
+/// Each master of a `status --json` report, with its subscribers.
+fn subscribers(report: &serde_json::Value) -> BTreeSet<(String, u64)> {
+    report["redis"]["masters"]
+        .as_array()
+        .map(|masters| {
+            masters
+                .iter()
+                .map(|m| {
+                    (
+                        m["redis"].as_str().unwrap_or_default().to_string(),
+                        m["subscribers"].as_u64().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `status` finds the worker's one subscription on each of `masters` (the worker
+/// may still be subscribing to a master it has just found), then asks for an `ok` verdict on
+/// the `topology` with every master publishing its `expired` events.
+async fn assert_status_sees_each_master(app: &App, topology: &str, masters: &[u16]) {
+    let expected = one_subscriber_each(masters);
+    wait_until(
+        WAIT,
+        "status finds one subscriber on each master",
+        || async { subscribers(&status_json(app).0) == expected },
+    )
+    .await;
+    let (report, code) = status_json(app);
+    assert_eq!(report["verdict"], "ok", "{report:#}");
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["redis"]["topology"], topology, "{report:#}");
+    assert_eq!(subscribers(&report), expected, "{report:#}");
+    for master in report["redis"]["masters"].as_array().into_iter().flatten() {
+        assert_eq!(master["publishes_expired"], true, "{report:#}");
+    }
+}
+
+fn one_subscriber_each(ports: &[u16]) -> BTreeSet<(String, u64)> {
+    ports
+        .iter()
+        .map(|p| (format!("127.0.0.1:{p}"), 1))
+        .collect()
+}
+
 /// Waits until every order of `db` (all `orders`, of `product` with stock 1000) is cancelled,
 /// then checks the stock is whole again and that `worker` cancelled each exactly once.
 async fn assert_each_cancelled_once(db: &TestDb, worker: &Worker, orders: &[u64], product: u64) {
@@ -125,6 +185,8 @@ async fn every_master_of_a_cluster_is_heard_and_each_order_is_cancelled_once() {
     }
     assert_eq!(holders.len(), 3, "the keys live on every master");
     assert_each_cancelled_once(&db, &worker, &orders, product).await;
+    // status asks every master, found from the one seed, for its subscribers: the worker's.
+    assert_status_sees_each_master(&app, "cluster", &masters).await;
     assert_eq!(
         worker.count_event("deadline_watcher_failing"),
         0,
@@ -346,6 +408,8 @@ async fn a_sentinel_failover_is_followed_to_the_new_master() {
     let change = &worker.events("topology_changed")[0];
     assert_eq!(change["kind"], "sentinel");
     assert_eq!(change["masters"], format!("127.0.0.1:{replica}"));
+    // status asks the master the sentinels name now, where the worker is subscribed.
+    assert_status_sees_each_master(&app, "sentinel", &[replica]).await;
 
     // schedule writes to the new master, in the cache database.
     let output = app.run(&["schedule", "900001", "--ttl", "600"]);
