@@ -373,3 +373,78 @@ async fn an_expired_key_of_another_type_queues_its_job_in_the_jobs_table_and_wri
     assert_eq!(db.count_status(2).await, 0, "no order written: {ids:?}");
     assert_eq!(worker.stop(WAIT).code(), Some(0));
 }
+
+/// Rows of `orders` read so far (sequential and through an index), from the server's own
+/// statistics, once they are at least `at_least` and stop moving: a backend reports its reads
+/// when it ends, a little after its client is gone.
+async fn orders_rows_read(client: &tokio_postgres::Client, at_least: i64) -> i64 {
+    let read = || async {
+        client
+            .query_one(
+                "SELECT (COALESCE(seq_tup_read, 0) + COALESCE(idx_tup_fetch, 0))::int8 \
+                 FROM pg_stat_user_tables WHERE relname = 'orders'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_user_tables")
+            .get::<_, i64>(0)
+    };
+    let mut last = read().await;
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = read().await;
+        if now == last && now >= at_least {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the statistics of orders kept moving: {last}");
+}
+
+/// A sweep over many overdue orders reads each about once: its pages follow the
+/// `(status, created_at)` index (ordering by the text of `created_at` had every page read and
+/// sort the whole overdue range).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_reads_each_overdue_order_about_once() {
+    const ORDERS: i64 = 30_000;
+    let redis = RedisServer::start();
+    let pg = PgServer::start();
+    let db = pg.create_db().await;
+    let client = db.client().await;
+    client
+        .execute(
+            "INSERT INTO orders (user_id, product_id, quantity, amount, status, created_at, updated_at) \
+             SELECT 1, 1, 1, 9.99, 0, \
+             (now() AT TIME ZONE 'UTC')::timestamp(0) - interval '1 hour' - g * interval '1 second', \
+             (now() AT TIME ZONE 'UTC')::timestamp(0) FROM generate_series(1, $1::int8) AS g",
+            &[&ORDERS],
+        )
+        .await
+        .expect("insert orders");
+    client
+        .batch_execute("ANALYZE orders")
+        .await
+        .expect("ANALYZE");
+    let app = App::pgsql(&redis, &db, "ORDER_EXPIRE_TTL=60");
+    let before = orders_rows_read(&client, 0).await;
+    let output = app.run(&["sweep", "--dry-run", "--log-format", "json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let finished: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["event"] == "sweep_finished")
+        .collect();
+    assert_eq!(finished.len(), 1, "{stderr}");
+    assert_eq!(finished[0]["overdue"], ORDERS, "{}", finished[0]);
+    // The count the progress bar starts from reads every overdue order once, at least.
+    let read = orders_rows_read(&client, before + ORDERS).await - before;
+    let summary = serde_json::json!({
+        "test": "pgsql_sweep_rows_read",
+        "orders": ORDERS,
+        "rows_read": read,
+    });
+    println!("{summary}");
+    // The count the progress starts from, the pages, and a margin.
+    assert!(read <= 3 * ORDERS, "{summary}");
+}

@@ -377,9 +377,21 @@ impl DeadlineQueries {
 
 /// The reconciliation's keyset pages of overdue unpaid orders, in `(created_at, id)` order,
 /// which the `(status, created_at)` index serves as a range scan.
+///
+/// The pages are walked by `(created_at, id)` in two reads after the first page: the rest of
+/// the cursor's second (`created_at = ? AND id > ?`, a seek on the index, whose entries carry
+/// the primary key in InnoDB) and then what follows it (`created_at > ?`). One range read
+/// `created_at >= ? AND (created_at > ? OR id > ?)` would read again, on every page, each entry
+/// of that second before the cursor: many orders in one second (a flash sale, an import) made
+/// a sweep quadratic.
 pub(crate) struct ReconcileQueries {
     first_page: String,
-    next_page: String,
+    /// The rest of the cursor's `created_at` second, by id.
+    same_second: String,
+    /// The orders of the seconds after the cursor's.
+    later: String,
+    /// The rows a page holds.
+    page: usize,
     /// How many there are, at most `?` counted: the same range of the same index.
     count: String,
     unpaid: i64,
@@ -403,9 +415,11 @@ impl ReconcileQueries {
         Self {
             count: format!("SELECT COUNT(*) FROM (SELECT 1 {range} LIMIT ?) AS overdue"),
             first_page: format!("{select} ORDER BY {created}, {id} LIMIT {page}"),
-            next_page: format!(
-                "{select} AND {created} >= ? AND ({created} > ? OR {id} > ?) ORDER BY {created}, {id} LIMIT {page}"
+            same_second: format!(
+                "{select} AND {created} = ? AND {id} > ? ORDER BY {id} LIMIT {page}"
             ),
+            later: format!("{select} AND {created} > ? ORDER BY {created}, {id} LIMIT {page}"),
+            page,
             unpaid: schema.unpaid_status,
         }
     }
@@ -432,13 +446,20 @@ impl ReconcileQueries {
         cutoff: &str,
         cursor: Option<&(CreatedAt, u64)>,
     ) -> Result<Vec<(u64, CreatedAt)>, mysql_async::Error> {
-        match cursor {
-            None => conn.exec(&self.first_page, (self.unpaid, cutoff)).await,
-            Some((created, id)) => {
-                conn.exec(&self.next_page, (self.unpaid, cutoff, created, created, id))
-                    .await
-            }
+        let Some((created, id)) = cursor else {
+            return conn.exec(&self.first_page, (self.unpaid, cutoff)).await;
+        };
+        let mut rows: Vec<(u64, Value)> = conn
+            .exec(&self.same_second, (self.unpaid, cutoff, created, id))
+            .await?;
+        if rows.len() < self.page {
+            let later: Vec<(u64, Value)> = conn
+                .exec(&self.later, (self.unpaid, cutoff, created))
+                .await?;
+            let room = self.page - rows.len();
+            rows.extend(later.into_iter().take(room));
         }
+        Ok(rows)
     }
 }
 

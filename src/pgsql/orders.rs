@@ -338,7 +338,7 @@ impl DeadlineQueries {
             ),
             newest_id: format!("SELECT MAX({id})::int8 FROM {orders}"),
             new_orders: format!(
-                "SELECT {id}::int8, {clock} FROM {orders} WHERE {id} > $1::int8 AND {status} = $2::int8{not_paid} \
+                "SELECT {id}::int8 AS order_id, {clock} FROM {orders} WHERE {id} > $1::int8 AND {status} = $2::int8{not_paid} \
                  AND {created} IS NOT NULL ORDER BY {id} LIMIT {page}"
             ),
             unpaid: schema.unpaid_status,
@@ -383,10 +383,18 @@ impl DeadlineQueries {
 /// `::timestamp` reads back the same): the keyset cursor.
 pub(crate) type CreatedAt = String;
 
-/// The reconciliation's keyset pages of overdue unpaid orders, in `(created_at, id)` order.
+/// The reconciliation's keyset pages of overdue unpaid orders, in `(created_at, id)` order;
+/// after the first page, the rest of the cursor's second by id, then the seconds after it (as
+/// on MySQL, `crate::mysql::orders::ReconcileQueries`: no page reads again the entries of its
+/// second before the cursor).
 pub(crate) struct ReconcileQueries {
     first_page: String,
-    next_page: String,
+    /// The rest of the cursor's `created_at` second, by id.
+    same_second: String,
+    /// The orders of the seconds after the cursor's.
+    later: String,
+    /// The rows a page holds.
+    page: usize,
     count: String,
     unpaid: i64,
 }
@@ -402,17 +410,25 @@ impl ReconcileQueries {
             "FROM {orders} WHERE {status} = $1::int8{not_paid} AND {created} IS NOT NULL \
              AND {created} <= $2::text::timestamp"
         );
-        let select = format!("SELECT {id}::int8, {created}::timestamp::text {range}");
+        // Aliased: an `ORDER BY` name matches an output column before a table's, and ordering by
+        // the text (or by an `int4` id cast to `int8`) would sort the whole range on every page
+        // instead of reading the index in order.
+        let select = format!(
+            "SELECT {id}::int8 AS order_id, {created}::timestamp::text AS created_text {range}"
+        );
         Self {
             count: format!(
                 "SELECT COUNT(*)::int8 FROM (SELECT 1 {range} LIMIT $3::int8) AS overdue"
             ),
             first_page: format!("{select} ORDER BY {created}, {id} LIMIT {page}"),
-            next_page: format!(
-                "{select} AND {created} >= $3::text::timestamp \
-                 AND ({created} > $3::text::timestamp OR {id} > $4::int8) \
-                 ORDER BY {created}, {id} LIMIT {page}"
+            same_second: format!(
+                "{select} AND {created} = $3::text::timestamp AND {id} > $4::int8 \
+                 ORDER BY {id} LIMIT {page}"
             ),
+            later: format!(
+                "{select} AND {created} > $3::text::timestamp ORDER BY {created}, {id} LIMIT {page}"
+            ),
+            page,
             unpaid: schema.unpaid_status,
         }
     }
@@ -443,10 +459,20 @@ impl ReconcileQueries {
                 conn.query(&statement, &[&self.unpaid, &cutoff]).await?
             }
             Some((created, id)) => {
-                let statement = conn.prepare_cached(&self.next_page).await?;
+                let statement = conn.prepare_cached(&self.same_second).await?;
                 let id = i64::try_from(*id).unwrap_or(i64::MAX);
-                conn.query(&statement, &[&self.unpaid, &cutoff, created, &id])
-                    .await?
+                let mut rows = conn
+                    .query(&statement, &[&self.unpaid, &cutoff, created, &id])
+                    .await?;
+                if rows.len() < self.page {
+                    let statement = conn.prepare_cached(&self.later).await?;
+                    let later = conn
+                        .query(&statement, &[&self.unpaid, &cutoff, created])
+                        .await?;
+                    let room = self.page - rows.len();
+                    rows.extend(later.into_iter().take(room));
+                }
+                rows
             }
         };
         Ok(rows
