@@ -998,3 +998,55 @@ fn redis_topologies_resolve_as_in_laravel() {
         differences.join("\n")
     );
 }
+
+/// A `pgsql` app's connection resolves as Laravel resolves it, and `check --compare` (which asks
+/// the app's own Laravel) finds no difference: the skeleton's connection, Laravel 8's
+/// `DATABASE_URL`, a socket directory as host, and the same after `php artisan config:cache`.
+#[test]
+fn pgsql_settings_resolve_as_in_laravel() {
+    let mut differences = Vec::new();
+    let base = "CACHE_DRIVER=redis\nDB_CONNECTION=pgsql\n";
+    let variants = [
+        "",
+        "DB_HOST=db.internal\nDB_PORT=5433\nDB_DATABASE=shop\nDB_USERNAME=shop\nDB_PASSWORD=pw",
+        "DATABASE_URL=postgres://shop:pw@db.internal:5434/shop_db",
+        "DB_HOST=/var/run/postgresql",
+    ];
+    for (i, variant) in variants.iter().enumerate() {
+        let env = format!("{base}{variant}\n");
+        let laravel = LaravelApp::new(&env);
+        let mut label = format!("{variant:?}");
+        // The last one also after config:cache, the .env changed afterwards.
+        if i + 1 == variants.len() {
+            laravel.artisan(&["config:cache"]);
+            std::fs::write(laravel.app.env_file(), format!("{env}DB_PORT=6000\n"))
+                .expect("change .env");
+            label.push_str(" (config:cache)");
+        }
+        compare(&laravel, &label, &mut differences);
+        let (theirs, ours) = (laravel_view(&laravel), our_view(&laravel, &label));
+        assert_eq!(ours["db"]["driver"], "pgsql", "{label}: {ours}");
+        assert!(theirs["db"]["host"].is_string(), "{label}: {theirs}");
+        assert!(theirs["db"]["port"].is_u64(), "{label}: {theirs}");
+        for field in ["/db/connection", "/db/host"] {
+            let ours_field = if field == "/db/connection" {
+                "/db/driver"
+            } else {
+                field
+            };
+            if theirs.pointer(field) != ours.pointer(ours_field) {
+                differences.push(format!(
+                    "{label} {field}: laravel {:?}, ours {:?}",
+                    theirs.pointer(field),
+                    ours.pointer(ours_field)
+                ));
+            }
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} differences:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+}
