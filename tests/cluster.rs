@@ -17,44 +17,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::burst::{self, PLAN, blocking, listening_ports, now_ms};
-use common::cluster::RedisCluster;
+use common::cluster::{LARAVEL_CLUSTER_CONFIG, RedisCluster};
 use common::redis_node::{ExpiredWatch, PASSWORD};
 use common::{LaravelApp, TestDb};
-
-/// The fixture's `'redis'` array for a cluster, as a Laravel 8 app on phpredis writes it: the
-/// nodes under `clusters`, the password in the options (phpredis's `RedisCluster` takes it from
-/// the merged options, not from a node), and the node's `database` ignored as Laravel ignores
-/// it on a cluster (db 0 only).
-const CLUSTER_CONFIG: &str = r"    'redis' => [
-        'client' => env('REDIS_CLIENT', 'phpredis'),
-
-        'options' => [
-            'cluster' => env('REDIS_CLUSTER', 'redis'),
-            'prefix' => env('REDIS_PREFIX', Str::slug(env('APP_NAME', 'laravel'), '_').'_database_'),
-        ],
-
-        'clusters' => [
-            'options' => ['password' => env('REDIS_PASSWORD')],
-
-            'default' => [
-                [
-                    'host' => env('REDIS_HOST', '127.0.0.1'),
-                    'password' => env('REDIS_PASSWORD', null),
-                    'port' => env('REDIS_PORT', '6379'),
-                    'database' => 0,
-                ],
-            ],
-
-            'cache' => [
-                [
-                    'host' => env('REDIS_HOST', '127.0.0.1'),
-                    'password' => env('REDIS_PASSWORD', null),
-                    'port' => env('REDIS_PORT', '6379'),
-                    'database' => env('REDIS_CACHE_DB', '1'),
-                ],
-            ],
-        ],
-    ],";
 
 /// When in the burst a master is failed over, and when slots are migrated.
 const FAILOVER_AT: Duration = Duration::from_secs(7);
@@ -129,7 +94,7 @@ async fn every_unpaid_order_is_cancelled_once_through_a_cluster_failover_and_a_s
     let masters = cluster.masters();
     let db = TestDb::create().await;
     let laravel = LaravelApp::new(&env(&db, masters[0]));
-    laravel.set_redis_config(CLUSTER_CONFIG);
+    laravel.set_redis_config(LARAVEL_CLUSTER_CONFIG);
     let mut worker = laravel.app.start_worker(&[]);
     blocking(|| worker.wait_for_event("listening", masters.len(), Duration::from_secs(30)));
     let mut listening = listening_ports(&worker);

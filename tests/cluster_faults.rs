@@ -18,32 +18,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::burst::blocking;
-use common::cluster::RedisCluster;
+use common::cluster::{LARAVEL_CLUSTER_CONFIG, RedisCluster};
 use common::redis_node::{PASSWORD, free_port};
 use common::{LaravelApp, TestDb, Worker, default_key, http_get, wait_until};
-
-/// The fixture's `'redis'` array for a cluster (as in `tests/cluster.rs`).
-const CLUSTER_CONFIG: &str = r"    'redis' => [
-        'client' => env('REDIS_CLIENT', 'phpredis'),
-
-        'options' => [
-            'cluster' => env('REDIS_CLUSTER', 'redis'),
-            'prefix' => env('REDIS_PREFIX', Str::slug(env('APP_NAME', 'laravel'), '_').'_database_'),
-        ],
-
-        'clusters' => [
-            'options' => ['password' => env('REDIS_PASSWORD')],
-
-            'cache' => [
-                [
-                    'host' => env('REDIS_HOST', '127.0.0.1'),
-                    'password' => env('REDIS_PASSWORD', null),
-                    'port' => env('REDIS_PORT', '6379'),
-                    'database' => 0,
-                ],
-            ],
-        ],
-    ],";
 
 const TTL: u64 = 5;
 
@@ -69,7 +46,7 @@ async fn start(cluster: &RedisCluster, db: &TestDb) -> (LaravelApp, Worker) {
             .expect("CONFIG SET cluster-require-full-coverage no");
     }
     let laravel = LaravelApp::new(&env(db, masters[0]));
-    laravel.set_redis_config(CLUSTER_CONFIG);
+    laravel.set_redis_config(LARAVEL_CLUSTER_CONFIG);
     let worker = laravel.app.start_worker(&[]);
     blocking(|| worker.wait_for_event("listening", masters.len(), Duration::from_secs(30)));
     (laravel, worker)
@@ -252,7 +229,7 @@ async fn a_seed_that_never_answers_does_not_delay_the_start() {
     });
     let db = TestDb::create().await;
     let laravel = LaravelApp::new(&env(&db, masters[0]));
-    laravel.set_redis_config(&CLUSTER_CONFIG.replacen(
+    laravel.set_redis_config(&LARAVEL_CLUSTER_CONFIG.replacen(
         "            'cache' => [\n",
         &format!(
             "            'cache' => [\n                ['host' => '127.0.0.1', 'port' => {hung_port}, 'password' => env('REDIS_PASSWORD', null)],\n"

@@ -180,11 +180,7 @@ async fn a_sweep_over_orders_of_one_second_reads_each_once() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let finished: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|l: &serde_json::Value| l["event"] == "sweep_finished")
-        .collect();
+    let finished = common::json_events(&String::from_utf8_lossy(&output.stderr), "sweep_finished");
     assert_eq!(finished.len(), 1, "one sweep_finished line");
     assert_eq!(finished[0]["overdue"], SAME_SECOND, "{}", finished[0]);
     let read = after.saturating_sub(before);

@@ -213,18 +213,6 @@ async fn readyz_is_503_while_postgresql_is_down() {
     wait_for_status(&addr, "/readyz", 200, "PostgreSQL back").await;
 }
 
-/// `status --json` on the app: the report and the exit code.
-fn status_json(app: &App) -> (serde_json::Value, Option<i32>) {
-    let output = app.run(&["status", "--json"]);
-    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "status --json prints one object ({e}):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (report, output.status.code())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn status_reads_the_workers_on_postgresql_and_names_it_when_it_is_down() {
     let redis = RedisServer::start();
@@ -233,10 +221,10 @@ async fn status_reads_the_workers_on_postgresql_and_names_it_when_it_is_down() {
     let app = App::pgsql(&redis, &db, "ORDER_EXPIRE_TTL=900");
     let _worker = app.start_worker(&[]);
     wait_until(WAIT, "status sees the worker's member slot", || async {
-        status_json(&app).0["workers"]["live"] == 1
+        app.status_json(&[]).0["workers"]["live"] == 1
     })
     .await;
-    let (report, code) = status_json(&app);
+    let (report, code) = app.status_json(&[]);
     assert_eq!(report["verdict"], "ok", "{report:#}");
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["database"]["driver"], "pgsql", "{report:#}");
@@ -244,7 +232,7 @@ async fn status_reads_the_workers_on_postgresql_and_names_it_when_it_is_down() {
     assert_eq!(report["overdue"]["count"], 0, "{report:#}");
 
     pg.stop();
-    let (report, code) = status_json(&app);
+    let (report, code) = app.status_json(&[]);
     assert_eq!(report["verdict"], "unknown", "{report:#}");
     assert_eq!(code, Some(1), "{report:#}");
     let error = report["database"]["error"].as_str().unwrap_or_default();

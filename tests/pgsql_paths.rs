@@ -430,11 +430,7 @@ async fn a_sweep_reads_each_overdue_order_about_once() {
     let output = app.run(&["sweep", "--dry-run", "--log-format", "json"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let finished: Vec<serde_json::Value> = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|l: &serde_json::Value| l["event"] == "sweep_finished")
-        .collect();
+    let finished = common::json_events(&stderr, "sweep_finished");
     assert_eq!(finished.len(), 1, "{stderr}");
     assert_eq!(finished[0]["overdue"], ORDERS, "{}", finished[0]);
     // The count the progress bar starts from reads every overdue order once, at least.

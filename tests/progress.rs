@@ -10,7 +10,7 @@ use std::fs::File;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use common::{App, BIN, RedisServer, TestDb, run_bounded, wait_until};
+use common::{App, BIN, RedisServer, TestDb, json_lines, run_bounded, wait_until};
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
@@ -72,12 +72,6 @@ fn checked_progress(lines: &[Value], counted: u64, log: &str) -> u64 {
     let total = last["examined"].as_u64().expect("examined");
     assert_eq!(last["total"], total, "{last}");
     total
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 /// `order-expire --env <app> ARGS` with JSON logs, its streams in files (a pass over a large

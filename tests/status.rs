@@ -12,22 +12,6 @@ use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// `status --json` with `args`: the report and the exit status.
-fn status_json(app: &App, args: &[&str]) -> (Value, Option<i32>) {
-    let mut all = vec!["status", "--json"];
-    all.extend_from_slice(args);
-    let output = app.run(&all);
-    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "status --json prints one object ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (report, output.status.code())
-}
-
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -91,7 +75,7 @@ async fn ok_with_a_worker_running_and_its_endpoint_read_from_the_settings() {
     let db = TestDb::create().await;
     let (app, worker) = running_worker(&redis, &db).await;
 
-    let (report, code) = status_json(&app, &[]);
+    let (report, code) = app.status_json(&[]);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["verdict"], "ok", "{report:#}");
     assert_eq!(reasons(&report), Vec::<String>::new());
@@ -152,7 +136,7 @@ async fn given_endpoints_are_read_and_an_unreachable_one_makes_the_verdict_unkno
     let alive = worker.metrics_addr();
     let dead = format!("127.0.0.1:{}", closed_port());
 
-    let (report, code) = status_json(&app, &["--metrics-addr", &format!("{alive},{dead}")]);
+    let (report, code) = app.status_json(&["--metrics-addr", &format!("{alive},{dead}")]);
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(report["verdict"], "unknown", "{report:#}");
     let reasons = reasons(&report);
@@ -181,7 +165,7 @@ async fn no_subscriber_and_no_worker_are_degraded() {
     let db = TestDb::create().await;
     let app = App::new(&redis, &db, "");
 
-    let (report, code) = status_json(&app, &[]);
+    let (report, code) = app.status_json(&[]);
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(report["verdict"], "degraded");
     assert_eq!(report["redis"]["masters"][0]["subscribers"], 0);
@@ -218,7 +202,7 @@ async fn notifications_turned_off_under_a_running_worker_are_degraded() {
     let db = TestDb::create().await;
     let app = App::new(&redis, &db, "");
     let _worker = app.start_worker(&[]);
-    let (report, code) = status_json(&app, &[]);
+    let (report, code) = app.status_json(&[]);
     assert_eq!(report["verdict"], "ok", "{report:#}");
     assert_eq!(code, Some(0));
 
@@ -229,7 +213,7 @@ async fn notifications_turned_off_under_a_running_worker_are_degraded() {
         .arg("")
         .query(&mut conn)
         .expect("CONFIG SET");
-    let (report, code) = status_json(&app, &[]);
+    let (report, code) = app.status_json(&[]);
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(report["verdict"], "degraded");
     assert_eq!(report["redis"]["masters"][0]["publishes_expired"], false);
@@ -261,7 +245,7 @@ async fn overdue_orders_are_counted_with_the_oldest_ones_lateness() {
     );
     let app = App::new(&redis, &db, "ORDER_EXPIRE_TTL=60");
 
-    let (report, code) = status_json(&app, &[]);
+    let (report, code) = app.status_json(&[]);
     assert_eq!(code, Some(1), "{report:#}");
     let overdue = &report["overdue"];
     assert_eq!(overdue["count"], 2, "{report:#}");
@@ -303,7 +287,7 @@ async fn an_outbox_backlog_is_counted_and_a_stale_one_is_degraded() {
         &db,
         "ORDER_EXPIRE_DISPATCH=App\\Jobs\\OrderExpired\nQUEUE_CONNECTION=redis",
     );
-    let (report, _) = status_json(&app, &[]);
+    let (report, _) = app.status_json(&[]);
     assert_eq!(report["outbox"]["rows"], 0, "{report:#}");
     assert!(report["outbox"]["oldest_age_seconds"].is_null());
 
@@ -313,7 +297,7 @@ async fn an_outbox_backlog_is_counted_and_a_stale_one_is_degraded() {
     )
     .await
     .expect("outbox rows");
-    let (report, code) = status_json(&app, &[]);
+    let (report, code) = app.status_json(&[]);
     assert_eq!(code, Some(1));
     let outbox = &report["outbox"];
     assert_eq!(outbox["table"], "order_expire_outbox");
@@ -340,7 +324,7 @@ async fn unreachable_servers_make_the_verdict_unknown_each_said_once() {
         &format!("DB_PORT={mysql_port}"),
     );
     let app = App::with_env(&env);
-    let (report, code) = status_json(&app, &[]);
+    let (report, code) = app.status_json(&[]);
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(report["verdict"], "unknown", "{report:#}");
     let reasons = reasons(&report);

@@ -79,18 +79,6 @@ fn endpoints(ports: &[u16]) -> BTreeSet<String> {
     ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
 }
 
-/// `status --json` on the app.
-fn status_json(app: &App) -> (serde_json::Value, Option<i32>) {
-    let output = app.run(&["status", "--json"]);
-    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "status --json prints one object ({e}):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (report, output.status.code())
-}
-
 /// Each master of a `status --json` report, with its subscribers.
 fn subscribers(report: &serde_json::Value) -> BTreeSet<(String, u64)> {
     report["redis"]["masters"]
@@ -117,10 +105,10 @@ async fn assert_status_sees_each_master(app: &App, topology: &str, masters: &[u1
     wait_until(
         WAIT,
         "status finds one subscriber on each master",
-        || async { subscribers(&status_json(app).0) == expected },
+        || async { subscribers(&app.status_json(&[]).0) == expected },
     )
     .await;
-    let (report, code) = status_json(app);
+    let (report, code) = app.status_json(&[]);
     assert_eq!(report["verdict"], "ok", "{report:#}");
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["redis"]["topology"], topology, "{report:#}");

@@ -530,3 +530,38 @@ fn replication_settled(port: u16) -> bool {
     }
     info.contains("master_link_status:up") && info.contains("master_sync_in_progress:0")
 }
+
+/// The fixture's `'redis'` array for a cluster, as a Laravel 8 app on phpredis writes it: the
+/// nodes under `clusters`, the password in the options (phpredis's `RedisCluster` takes it from
+/// the merged options, not from a node), and the node's `database` ignored as Laravel ignores
+/// it on a cluster (db 0 only).
+pub const LARAVEL_CLUSTER_CONFIG: &str = r"    'redis' => [
+        'client' => env('REDIS_CLIENT', 'phpredis'),
+
+        'options' => [
+            'cluster' => env('REDIS_CLUSTER', 'redis'),
+            'prefix' => env('REDIS_PREFIX', Str::slug(env('APP_NAME', 'laravel'), '_').'_database_'),
+        ],
+
+        'clusters' => [
+            'options' => ['password' => env('REDIS_PASSWORD')],
+
+            'default' => [
+                [
+                    'host' => env('REDIS_HOST', '127.0.0.1'),
+                    'password' => env('REDIS_PASSWORD', null),
+                    'port' => env('REDIS_PORT', '6379'),
+                    'database' => 0,
+                ],
+            ],
+
+            'cache' => [
+                [
+                    'host' => env('REDIS_HOST', '127.0.0.1'),
+                    'password' => env('REDIS_PASSWORD', null),
+                    'port' => env('REDIS_PORT', '6379'),
+                    'database' => env('REDIS_CACHE_DB', '1'),
+                ],
+            ],
+        ],
+    ],";

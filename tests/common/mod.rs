@@ -876,6 +876,19 @@ impl App {
         run_bounded(command, Duration::from_secs(30))
     }
 
+    /// `status --json ARGS`: the report it prints and its exit code.
+    pub fn status_json(&self, args: &[&str]) -> (serde_json::Value, Option<i32>) {
+        let output = self.run(&[&["status", "--json"], args].concat());
+        let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json prints one object ({e}):\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (report, output.status.code())
+    }
+
     pub fn start_worker(&self, args: &[&str]) -> Worker {
         Worker::start(self, args, &[])
     }
@@ -892,6 +905,21 @@ impl App {
             let _ = child.wait();
         }
     }
+}
+
+/// The JSON objects among the lines of `text` (a command's `--log-format json` stderr).
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Those of them whose `event` is `name`.
+pub fn json_events(text: &str, name: &str) -> Vec<serde_json::Value> {
+    json_lines(text)
+        .into_iter()
+        .filter(|l| l["event"] == name)
+        .collect()
 }
 
 /// Runs `command` to completion (bounded), failing the test with both streams unless it exits 0.
@@ -1052,18 +1080,12 @@ impl Worker {
 
     /// The log's JSON lines, parsed.
     pub fn json_lines(&self) -> Vec<serde_json::Value> {
-        self.log()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        json_lines(&self.log())
     }
 
     /// The log lines whose `event` field is `name`.
     pub fn events(&self, name: &str) -> Vec<serde_json::Value> {
-        self.json_lines()
-            .into_iter()
-            .filter(|line| line["event"] == name)
-            .collect()
+        json_events(&self.log(), name)
     }
 
     /// When the worker wrote `line`: its `timestamp` field, in Unix milliseconds.
